@@ -1,0 +1,48 @@
+import { PaymentError } from "./errors";
+
+/** Largest value of a wire amount (`uint128`, the voucher's amount type). */
+export const MAX_WIRE_AMOUNT = (1n << 128n) - 1n;
+const DECIMAL = /^(0|[1-9][0-9]{0,38})$/;
+
+/**
+ * Parses a wire amount: a decimal string of atomic units with no sign, exponent, fraction or leading zero,
+ * at most `uint128`. Throws `invalid_payload` otherwise.
+ */
+export function parseWireAmount(value: unknown, field: string): bigint {
+  if (typeof value !== "string" || !DECIMAL.test(value)) {
+    throw new PaymentError("invalid_payload", `${field} must be a decimal string of atomic units`);
+  }
+  const n = BigInt(value);
+  if (n > MAX_WIRE_AMOUNT) throw new PaymentError("invalid_payload", `${field} is above 2^128 - 1`);
+  return n;
+}
+
+/** Formats an amount for the wire. */
+export function formatWireAmount(value: bigint): string {
+  if (value < 0n) throw new RangeError("amounts are never negative");
+  return value.toString(10);
+}
+
+const TOKEN_AMOUNT = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
+
+/**
+ * Parses a human amount in token units ("0.001") into atomic units, for a token with `decimals` decimals.
+ * Rejects more fraction digits than the token has, signs, exponents and empty strings.
+ */
+export function parseTokenAmount(value: string, decimals: number): bigint {
+  const m = TOKEN_AMOUNT.exec(value.trim());
+  if (!m) throw new RangeError(`not a token amount: ${JSON.stringify(value)}`);
+  const frac = (m[2] ?? ".").slice(1);
+  if (frac.length > decimals) throw new RangeError(`${value} has more than ${decimals} decimals`);
+  return BigInt(m[1]) * 10n ** BigInt(decimals) + BigInt(frac.padEnd(decimals, "0") || "0");
+}
+
+/** Formats atomic units as token units, without trailing zeros ("0.001"). */
+export function formatTokenAmount(value: bigint, decimals: number): string {
+  const neg = value < 0n;
+  const abs = neg ? -value : value;
+  const base = 10n ** BigInt(decimals);
+  const whole = abs / base;
+  const frac = (abs % base).toString().padStart(decimals, "0").replace(/0+$/, "");
+  return `${neg ? "-" : ""}${whole}${frac ? `.${frac}` : ""}`;
+}

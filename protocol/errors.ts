@@ -1,0 +1,80 @@
+/**
+ * Error codes of the `channel` scheme and the typed errors that carry them.
+ * The codes are stable wire values (docs/protocol.md, "Error codes"); never rename one.
+ */
+
+/** Codes a server puts in `PAYMENT-REQUIRED.error` (HTTP 402). */
+export const PAYMENT_ERROR_CODES = [
+  "payment_required",
+  "invalid_payload",
+  "unsupported_scheme",
+  "network_mismatch",
+  "requirements_mismatch",
+  "unknown_channel",
+  "channel_payee_mismatch",
+  "channel_token_mismatch",
+  "channel_closing",
+  "channel_finalized",
+  "close_delay_too_short",
+  "deposit_too_small",
+  "invalid_signature",
+  "voucher_reused",
+  "voucher_too_low",
+  "insufficient_voucher",
+  "exceeds_deposit",
+] as const;
+export type PaymentErrorCode = (typeof PAYMENT_ERROR_CODES)[number];
+
+/** Codes of failures that are not a payment problem (never 402). */
+export const SERVICE_ERROR_CODES = [
+  "upstream_unavailable", // 503: the chain (or the store) could not be reached when needed
+  "request_too_large", // 413/431: body or headers over the limit
+  "request_timeout", // 408
+  "not_found", // 404
+  "overloaded", // 503: too many requests in flight
+  "internal_error", // 500: a bug; the body never says more
+] as const;
+export type ServiceErrorCode = (typeof SERVICE_ERROR_CODES)[number];
+
+export type ErrorCode = PaymentErrorCode | ServiceErrorCode;
+
+const paymentCodes: ReadonlySet<string> = new Set(PAYMENT_ERROR_CODES);
+/** Whether `code` is one of the 402 codes. */
+export function isPaymentErrorCode(code: string): code is PaymentErrorCode {
+  return paymentCodes.has(code);
+}
+
+/** Options common to every typed error. */
+export interface BaseErrorOptions {
+  /** Longer explanation, safe to show to a client. */
+  details?: string;
+  cause?: unknown;
+}
+
+/**
+ * The base of the project's typed errors (in the style of viem's `BaseError`):
+ * a stable `code`, a one-line `shortMessage`, optional `details`, and the `cause`.
+ */
+export class BaseError<C extends string = string> extends Error {
+  override name = "BaseError";
+  readonly code: C;
+  readonly shortMessage: string;
+  readonly details?: string;
+
+  constructor(code: C, shortMessage: string, options: BaseErrorOptions = {}) {
+    super(options.details ? `${shortMessage}\n\nDetails: ${options.details}` : shortMessage, { cause: options.cause });
+    this.code = code;
+    this.shortMessage = shortMessage;
+    this.details = options.details;
+  }
+}
+
+/** A payment problem with one of {@link PAYMENT_ERROR_CODES}: the server answers it with 402. */
+export class PaymentError extends BaseError<PaymentErrorCode> {
+  override name = "PaymentError";
+}
+
+/** A failure that is not the payer's fault (chain unreachable, overload, ...). */
+export class ServiceError extends BaseError<ServiceErrorCode> {
+  override name = "ServiceError";
+}

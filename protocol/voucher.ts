@@ -1,0 +1,179 @@
+import { keccak_256 } from "@noble/hashes/sha3";
+import secp256k1 from "secp256k1";
+import { bytesToHex, type Address, type Hex } from "viem";
+import { domainSeparator, VOUCHER_TYPEHASH, type EscrowDomain } from "./eip712";
+
+/** Largest `s` of a low-s signature (secp256k1 n / 2), the bound the contract and OpenZeppelin's ECDSA use. */
+export const SECP256K1_HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
+
+/** A signed voucher: the signer authorizes the payee to collect up to `cumulativeAmount` from `channelId`. */
+export interface Voucher {
+  channelId: Hex;
+  cumulativeAmount: bigint;
+  signature: Hex;
+}
+
+const HALF_N_BYTES = Buffer.from(SECP256K1_HALF_N.toString(16).padStart(64, "0"), "hex");
+const MAX_U128 = (1n << 128n) - 1n;
+
+function hexToBuf(hex: string, bytes: number): Buffer {
+  const b = Buffer.from(hex.slice(2), "hex");
+  if (b.length !== bytes) throw new RangeError(`expected ${bytes} bytes of hex`);
+  return b;
+}
+
+/**
+ * Computes voucher digests for one escrow domain with the domain separator and type hash precomputed,
+ * so each digest costs two keccak calls on fixed buffers.
+ */
+export class VoucherHasher {
+  /** `keccak256(abi.encode(VOUCHER_TYPEHASH, channelId, cumulativeAmount))` is built in this buffer. */
+  private readonly structBuf = Buffer.alloc(96);
+  /** `0x1901 ‖ domainSeparator ‖ structHash`. */
+  private readonly digestBuf = Buffer.alloc(66);
+  readonly domainSeparator: Hex;
+
+  constructor(readonly domain: EscrowDomain) {
+    this.domainSeparator = domainSeparator(domain);
+    hexToBuf(VOUCHER_TYPEHASH, 32).copy(this.structBuf, 0);
+    this.digestBuf[0] = 0x19;
+    this.digestBuf[1] = 0x01;
+    hexToBuf(this.domainSeparator, 32).copy(this.digestBuf, 2);
+  }
+
+  /** The EIP-712 digest of the voucher, as raw bytes (a fresh copy). */
+  digestBytes(channelId: Hex, cumulativeAmount: bigint): Uint8Array {
+    if (cumulativeAmount < 0n || cumulativeAmount > MAX_U128) throw new RangeError("cumulativeAmount out of uint128 range");
+    const s = this.structBuf;
+    s.write(channelId.slice(2), 32, 32, "hex");
+    s.fill(0, 64, 80); // uint128 in a 32-byte word: top 16 bytes are zero
+    s.writeBigUInt64BE(cumulativeAmount >> 64n, 80);
+    s.writeBigUInt64BE(cumulativeAmount & 0xffffffffffffffffn, 88);
+    this.digestBuf.set(keccak_256(s), 34);
+    return keccak_256(this.digestBuf);
+  }
+
+  /** The EIP-712 digest of the voucher, as hex (what `ChannelEscrow.voucherDigest` returns). */
+  digest(channelId: Hex, cumulativeAmount: bigint): Hex {
+    return bytesToHex(this.digestBytes(channelId, cumulativeAmount));
+  }
+}
+
+/**
+ * Recovers the signer of a 65-byte (r ‖ s ‖ v) signature over `digest`, with the contract's rules:
+ * v must be 27 or 28, s must be low (≤ n/2), r and s non-zero. Returns null when invalid.
+ * Uses the native libsecp256k1 binding.
+ */
+export function recoverDigestSigner(digest: Uint8Array, signature: Hex): Address | null {
+  if (signature.length !== 132) return null;
+  const sig = Buffer.from(signature.slice(2), "hex");
+  if (sig.length !== 65) return null; // not hex
+  const v = sig[64];
+  if (v !== 27 && v !== 28) return null;
+  const s = sig.subarray(32, 64);
+  if (Buffer.compare(s, HALF_N_BYTES) > 0) return null;
+  try {
+    const pub = secp256k1.ecdsaRecover(sig.subarray(0, 64), v - 27, digest, false);
+    const hash = keccak_256(pub.subarray(1));
+    return bytesToHex(hash.subarray(12)) as Address;
+  } catch {
+    return null; // r or s zero or out of range, or no point
+  }
+}
+
+/** Signs a digest with a private key, returning a 65-byte low-s signature with v in {27, 28}. */
+export function signDigest(digest: Uint8Array, privateKey: Uint8Array): Hex {
+  const { signature, recid } = secp256k1.ecdsaSign(digest, privateKey);
+  const out = Buffer.alloc(65);
+  out.set(signature, 0);
+  out[64] = 27 + recid;
+  return `0x${out.toString("hex")}`;
+}
+
+/** Signs vouchers for one domain with one key (an agent's session key); about 20× faster than viem's signTypedData. */
+export class VoucherSigner {
+  private readonly key: Uint8Array;
+  readonly hasher: VoucherHasher;
+
+  constructor(privateKey: Hex, domainOrHasher: EscrowDomain | VoucherHasher) {
+    this.key = hexToBuf(privateKey, 32);
+    if (!secp256k1.privateKeyVerify(this.key)) throw new RangeError("invalid private key");
+    this.hasher = domainOrHasher instanceof VoucherHasher ? domainOrHasher : new VoucherHasher(domainOrHasher);
+  }
+
+  sign(channelId: Hex, cumulativeAmount: bigint): Voucher {
+    const signature = signDigest(this.hasher.digestBytes(channelId, cumulativeAmount), this.key);
+    return { channelId, cumulativeAmount, signature };
+  }
+}
+
+/** Verifies vouchers for one domain: the fast path of the server (precomputed domain, native recovery, low-s only). */
+export class VoucherVerifier {
+  readonly hasher: VoucherHasher;
+
+  constructor(domainOrHasher: EscrowDomain | VoucherHasher) {
+    this.hasher = domainOrHasher instanceof VoucherHasher ? domainOrHasher : new VoucherHasher(domainOrHasher);
+  }
+
+  /** The voucher's signer, or null when the signature is malformed or not canonical. */
+  recover(channelId: Hex, cumulativeAmount: bigint, signature: Hex): Address | null {
+    return recoverDigestSigner(this.hasher.digestBytes(channelId, cumulativeAmount), signature);
+  }
+
+  /** Whether `signature` is `signer`'s valid signature of the voucher. */
+  verify(voucher: Voucher, signer: Address): boolean {
+    const recovered = this.recover(voucher.channelId, voucher.cumulativeAmount, voucher.signature);
+    return recovered !== null && recovered.toLowerCase() === signer.toLowerCase();
+  }
+}
+
+/**
+ * Splits a 65-byte (r ‖ s ‖ v) signature into the EIP-2098 compact `(r, vs)` pair that `ChannelEscrow.settle`
+ * takes: `vs` is `s` with the y-parity (v - 27) in its top bit.
+ */
+export function toCompactSignature(signature: Hex): { r: Hex; vs: Hex } {
+  if (!/^0x[0-9a-fA-F]{130}$/.test(signature)) throw new RangeError("expected a 65-byte signature");
+  const r = `0x${signature.slice(2, 66)}` as Hex;
+  const s = BigInt(`0x${signature.slice(66, 130)}`);
+  const v = parseInt(signature.slice(130, 132), 16);
+  if (v !== 27 && v !== 28) throw new RangeError("v must be 27 or 28");
+  const vs = (BigInt(v - 27) << 255n) | s;
+  return { r, vs: `0x${vs.toString(16).padStart(64, "0")}` as Hex };
+}
+
+/** Bytes per packed `ChannelEscrow.settle` item. */
+export const SETTLE_ITEM_SIZE = 128;
+
+/** One channel's claim for `ChannelEscrow.settle`. */
+export interface SettleClaim {
+  channelId: Hex;
+  /** The voucher's amount. */
+  cumulativeAmount: bigint;
+  /** The new cumulative settled amount to claim (≤ cumulativeAmount). */
+  amount: bigint;
+  /** The voucher's 65-byte signature. */
+  signature: Hex;
+}
+
+/**
+ * Packs claims into `settle`'s compact calldata: per item
+ * `channelId (32) ‖ cumulativeAmount (16) ‖ amount (16) ‖ r (32) ‖ vs (32)`.
+ */
+export function encodeSettleItems(claims: readonly SettleClaim[]): Hex {
+  const out = Buffer.alloc(claims.length * SETTLE_ITEM_SIZE);
+  claims.forEach((c, i) => {
+    const o = i * SETTLE_ITEM_SIZE;
+    if (c.cumulativeAmount > MAX_U128 || c.amount > MAX_U128 || c.amount < 0n || c.cumulativeAmount < 0n) {
+      throw new RangeError("settle amounts must fit uint128");
+    }
+    out.write(c.channelId.slice(2), o, 32, "hex");
+    out.writeBigUInt64BE(c.cumulativeAmount >> 64n, o + 32);
+    out.writeBigUInt64BE(c.cumulativeAmount & 0xffffffffffffffffn, o + 40);
+    out.writeBigUInt64BE(c.amount >> 64n, o + 48);
+    out.writeBigUInt64BE(c.amount & 0xffffffffffffffffn, o + 56);
+    const { r, vs } = toCompactSignature(c.signature);
+    out.write(r.slice(2), o + 64, 32, "hex");
+    out.write(vs.slice(2), o + 96, 32, "hex");
+  });
+  return `0x${out.toString("hex")}`;
+}

@@ -1,0 +1,358 @@
+/**
+ * Codec for the x402 version 2 headers of the `channel` scheme:
+ * `PAYMENT-REQUIRED` (402 challenge), `PAYMENT-SIGNATURE` (payment), `PAYMENT-RESPONSE` (receipt).
+ * Each header is standard base64 of UTF-8 JSON. Decoding is strict and bounded: every failure is a
+ * {@link PaymentError} (`invalid_payload` or `unsupported_scheme`), never an untyped exception.
+ */
+import type { Address, Hex } from "viem";
+import { formatWireAmount, parseWireAmount } from "./amounts";
+import { isPaymentErrorCode, PaymentError, type PaymentErrorCode } from "./errors";
+import { ESCROW_DOMAIN_NAME, ESCROW_DOMAIN_VERSION } from "./eip712";
+
+export const X402_VERSION = 2 as const;
+export const SCHEME = "channel" as const;
+
+/** Header names (HTTP headers are case-insensitive; Node lowercases them). */
+export const HEADER_PAYMENT_REQUIRED = "PAYMENT-REQUIRED";
+export const HEADER_PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE";
+export const HEADER_PAYMENT_RESPONSE = "PAYMENT-RESPONSE";
+
+/** Largest encoded `PAYMENT-SIGNATURE` accepted (bytes of base64). */
+export const MAX_PAYMENT_SIGNATURE_BYTES = 4096;
+/** Largest encoded `PAYMENT-REQUIRED` / `PAYMENT-RESPONSE` accepted. */
+export const MAX_PAYMENT_REQUIRED_BYTES = 16384;
+
+/** CAIP-2 id of an EVM chain. */
+export type Network = `eip155:${number}`;
+
+/** Channel states as the server reports them. */
+export type ChannelStatus = "open" | "closing" | "finalized";
+
+/** The server's view of a channel, sent in a 402 so a client can resynchronise (a hint, never trusted). */
+export interface ChannelHint {
+  channelId: Hex;
+  deposit: bigint;
+  settled: bigint;
+  accepted: bigint;
+  spent: bigint;
+  /** Signature of the voucher for `accepted`; absent when the server holds none. */
+  signature?: Hex;
+  status: ChannelStatus;
+}
+
+/** One way to pay: the `channel` scheme's `PaymentRequirements`. */
+export interface ChannelRequirements {
+  scheme: typeof SCHEME;
+  network: Network;
+  /** Token address. */
+  asset: Address;
+  /** Most this request may cost, in atomic units. */
+  amount: bigint;
+  payTo: Address;
+  maxTimeoutSeconds: number;
+  extra: {
+    escrow: Address;
+    name: typeof ESCROW_DOMAIN_NAME;
+    version: typeof ESCROW_DOMAIN_VERSION;
+    minDeposit: bigint;
+    minCloseDelay: number;
+    channel?: ChannelHint;
+  };
+}
+
+export interface ResourceInfo {
+  url: string;
+  description?: string;
+  mimeType?: string;
+}
+
+/** The `PAYMENT-REQUIRED` header. */
+export interface PaymentRequired {
+  x402Version: typeof X402_VERSION;
+  error: PaymentErrorCode;
+  resource: ResourceInfo;
+  accepts: ChannelRequirements[];
+}
+
+/** The scheme-specific part of a payment: a voucher. */
+export interface VoucherPayload {
+  channelId: Hex;
+  cumulativeAmount: bigint;
+  signature: Hex;
+}
+
+/** The `PAYMENT-SIGNATURE` header. */
+export interface PaymentPayload {
+  x402Version: typeof X402_VERSION;
+  accepted: ChannelRequirements;
+  payload: VoucherPayload;
+}
+
+/** The `PAYMENT-RESPONSE` header (the receipt of a served paid request). */
+export interface PaymentResponse {
+  success: true;
+  transaction: "";
+  network: Network;
+  payer: Address;
+  /** What this request cost. */
+  amount: bigint;
+  extra: { channelId: Hex; accepted: bigint; spent: bigint; deposit: bigint; remaining: bigint };
+}
+
+// ------------------------------------------------------------------ encoding
+
+function toBase64Json(value: unknown): string {
+  return Buffer.from(JSON.stringify(value), "utf8").toString("base64");
+}
+
+function requirementsToWire(r: ChannelRequirements): Record<string, unknown> {
+  const extra: Record<string, unknown> = {
+    escrow: r.extra.escrow,
+    name: r.extra.name,
+    version: r.extra.version,
+    minDeposit: formatWireAmount(r.extra.minDeposit),
+    minCloseDelay: r.extra.minCloseDelay,
+  };
+  if (r.extra.channel) {
+    const c = r.extra.channel;
+    extra.channel = {
+      channelId: c.channelId,
+      deposit: formatWireAmount(c.deposit),
+      settled: formatWireAmount(c.settled),
+      accepted: formatWireAmount(c.accepted),
+      spent: formatWireAmount(c.spent),
+      ...(c.signature ? { signature: c.signature } : {}),
+      status: c.status,
+    };
+  }
+  return {
+    scheme: r.scheme,
+    network: r.network,
+    asset: r.asset,
+    amount: formatWireAmount(r.amount),
+    payTo: r.payTo,
+    maxTimeoutSeconds: r.maxTimeoutSeconds,
+    extra,
+  };
+}
+
+/** Encodes a `PAYMENT-REQUIRED` header value. */
+export function encodePaymentRequired(p: PaymentRequired): string {
+  return toBase64Json({
+    x402Version: p.x402Version,
+    error: p.error,
+    resource: p.resource,
+    accepts: p.accepts.map(requirementsToWire),
+  });
+}
+
+/** Encodes a `PAYMENT-SIGNATURE` header value. */
+export function encodePaymentSignature(p: PaymentPayload): string {
+  return toBase64Json({
+    x402Version: p.x402Version,
+    accepted: requirementsToWire(p.accepted),
+    payload: {
+      channelId: p.payload.channelId,
+      cumulativeAmount: formatWireAmount(p.payload.cumulativeAmount),
+      signature: p.payload.signature,
+    },
+  });
+}
+
+/** Encodes a `PAYMENT-RESPONSE` header value. */
+export function encodePaymentResponse(p: PaymentResponse): string {
+  return toBase64Json({
+    success: true,
+    transaction: "",
+    network: p.network,
+    payer: p.payer,
+    amount: formatWireAmount(p.amount),
+    extra: {
+      channelId: p.extra.channelId,
+      accepted: formatWireAmount(p.extra.accepted),
+      spent: formatWireAmount(p.extra.spent),
+      deposit: formatWireAmount(p.extra.deposit),
+      remaining: formatWireAmount(p.extra.remaining),
+    },
+  });
+}
+
+// ------------------------------------------------------------------ decoding
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
+const BYTES32 = /^0x[0-9a-fA-F]{64}$/;
+const SIGNATURE = /^0x[0-9a-fA-F]{130}$/;
+const NETWORK = /^eip155:[1-9][0-9]{0,15}$/;
+
+function bad(message: string): never {
+  throw new PaymentError("invalid_payload", message);
+}
+
+type Obj = Record<string, unknown>;
+
+function obj(v: unknown, field: string): Obj {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) bad(`${field} must be an object`);
+  return v as Obj;
+}
+function str(v: unknown, field: string, max = 2048): string {
+  if (typeof v !== "string" || v.length > max) bad(`${field} must be a string of at most ${max} characters`);
+  return v as string;
+}
+function address(v: unknown, field: string): Address {
+  if (typeof v !== "string" || !ADDRESS.test(v)) bad(`${field} must be a 20-byte 0x-hex address`);
+  return v as Address;
+}
+function bytes32(v: unknown, field: string): Hex {
+  if (typeof v !== "string" || !BYTES32.test(v)) bad(`${field} must be 32 bytes of 0x-hex`);
+  return (v as string).toLowerCase() as Hex;
+}
+function signature(v: unknown, field: string): Hex {
+  if (typeof v !== "string" || !SIGNATURE.test(v)) bad(`${field} must be a 65-byte 0x-hex signature`);
+  return (v as string).toLowerCase() as Hex;
+}
+function uint(v: unknown, field: string, max: number): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max) bad(`${field} must be an integer from 0 to ${max}`);
+  return v as number;
+}
+
+/** Decodes standard base64 of UTF-8 JSON, bounded by `maxBytes`. */
+function fromBase64Json(header: unknown, maxBytes: number, name: string): unknown {
+  if (typeof header !== "string") bad(`${name} must be one header value`);
+  const h = (header as string).trim();
+  if (h.length === 0) bad(`${name} is empty`);
+  if (h.length > maxBytes) bad(`${name} is larger than ${maxBytes} bytes`);
+  if (!BASE64.test(h)) bad(`${name} is not standard base64`);
+  const text = Buffer.from(h, "base64").toString("utf8");
+  try {
+    return JSON.parse(text);
+  } catch {
+    bad(`${name} is not JSON`);
+  }
+}
+
+function version(v: unknown): typeof X402_VERSION {
+  if (v !== X402_VERSION) bad("x402Version must be 2");
+  return X402_VERSION;
+}
+
+function channelHint(v: unknown): ChannelHint {
+  const c = obj(v, "extra.channel");
+  const status = c.status;
+  if (status !== "open" && status !== "closing" && status !== "finalized") bad("extra.channel.status is unknown");
+  const hint: ChannelHint = {
+    channelId: bytes32(c.channelId, "extra.channel.channelId"),
+    deposit: parseWireAmount(c.deposit, "extra.channel.deposit"),
+    settled: parseWireAmount(c.settled, "extra.channel.settled"),
+    accepted: parseWireAmount(c.accepted, "extra.channel.accepted"),
+    spent: parseWireAmount(c.spent, "extra.channel.spent"),
+    status: status as ChannelStatus,
+  };
+  if (c.signature !== undefined) hint.signature = signature(c.signature, "extra.channel.signature");
+  return hint;
+}
+
+/**
+ * Decodes one `PaymentRequirements` of the `channel` scheme.
+ * Throws `unsupported_scheme` for another scheme and `invalid_payload` for anything malformed.
+ */
+export function parseRequirements(v: unknown, field = "accepted"): ChannelRequirements {
+  const r = obj(v, field);
+  if (r.scheme !== SCHEME) {
+    throw new PaymentError("unsupported_scheme", `${field}.scheme ${JSON.stringify(String(r.scheme).slice(0, 64))} is not "channel"`);
+  }
+  const network = str(r.network, `${field}.network`, 32);
+  if (!NETWORK.test(network)) bad(`${field}.network must be a CAIP-2 eip155 chain id`);
+  const e = obj(r.extra, `${field}.extra`);
+  if (e.name !== ESCROW_DOMAIN_NAME || e.version !== ESCROW_DOMAIN_VERSION) bad(`${field}.extra name/version must be ChannelEscrow/1`);
+  const out: ChannelRequirements = {
+    scheme: SCHEME,
+    network: network as Network,
+    asset: address(r.asset, `${field}.asset`),
+    amount: parseWireAmount(r.amount, `${field}.amount`),
+    payTo: address(r.payTo, `${field}.payTo`),
+    maxTimeoutSeconds: uint(r.maxTimeoutSeconds, `${field}.maxTimeoutSeconds`, 86_400),
+    extra: {
+      escrow: address(e.escrow, `${field}.extra.escrow`),
+      name: ESCROW_DOMAIN_NAME,
+      version: ESCROW_DOMAIN_VERSION,
+      minDeposit: parseWireAmount(e.minDeposit, `${field}.extra.minDeposit`),
+      minCloseDelay: uint(e.minCloseDelay, `${field}.extra.minCloseDelay`, 30 * 86_400),
+    },
+  };
+  if (e.channel !== undefined) out.extra.channel = channelHint(e.channel);
+  return out;
+}
+
+/**
+ * Decodes a `PAYMENT-REQUIRED` header. Offers of other schemes are dropped; when none is of the
+ * `channel` scheme, throws `unsupported_scheme`.
+ */
+export function decodePaymentRequired(header: unknown): PaymentRequired {
+  const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_REQUIRED), "PAYMENT-REQUIRED");
+  version(p.x402Version);
+  const error = str(p.error ?? "payment_required", "error", 64);
+  if (!isPaymentErrorCode(error)) bad(`error ${JSON.stringify(error)} is not a known code`);
+  const res = obj(p.resource, "resource");
+  const resource: ResourceInfo = { url: str(res.url, "resource.url") };
+  if (res.description !== undefined) resource.description = str(res.description, "resource.description");
+  if (res.mimeType !== undefined) resource.mimeType = str(res.mimeType, "resource.mimeType", 256);
+  if (!Array.isArray(p.accepts) || p.accepts.length === 0 || p.accepts.length > 16) bad("accepts must list 1 to 16 offers");
+  const accepts: ChannelRequirements[] = [];
+  for (const [i, a] of (p.accepts as unknown[]).entries()) {
+    if (obj(a, `accepts[${i}]`).scheme !== SCHEME) continue;
+    accepts.push(parseRequirements(a, `accepts[${i}]`));
+  }
+  if (accepts.length === 0) throw new PaymentError("unsupported_scheme", "no offer of the channel scheme");
+  return { x402Version: X402_VERSION, error: error as PaymentErrorCode, resource, accepts };
+}
+
+/** Decodes a `PAYMENT-SIGNATURE` header. */
+export function decodePaymentSignature(header: unknown): PaymentPayload {
+  const p = obj(fromBase64Json(header, MAX_PAYMENT_SIGNATURE_BYTES, HEADER_PAYMENT_SIGNATURE), "PAYMENT-SIGNATURE");
+  version(p.x402Version);
+  const accepted = parseRequirements(p.accepted, "accepted");
+  const v = obj(p.payload, "payload");
+  return {
+    x402Version: X402_VERSION,
+    accepted,
+    payload: {
+      channelId: bytes32(v.channelId, "payload.channelId"),
+      cumulativeAmount: parseWireAmount(v.cumulativeAmount, "payload.cumulativeAmount"),
+      signature: signature(v.signature, "payload.signature"),
+    },
+  };
+}
+
+/** Decodes a `PAYMENT-RESPONSE` header. */
+export function decodePaymentResponse(header: unknown): PaymentResponse {
+  const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_RESPONSE), "PAYMENT-RESPONSE");
+  if (p.success !== true) bad("success must be true");
+  const network = str(p.network, "network", 32);
+  if (!NETWORK.test(network)) bad("network must be a CAIP-2 eip155 chain id");
+  const e = obj(p.extra, "extra");
+  return {
+    success: true,
+    transaction: "",
+    network: network as Network,
+    payer: address(p.payer, "payer"),
+    amount: parseWireAmount(p.amount, "amount"),
+    extra: {
+      channelId: bytes32(e.channelId, "extra.channelId"),
+      accepted: parseWireAmount(e.accepted, "extra.accepted"),
+      spent: parseWireAmount(e.spent, "extra.spent"),
+      deposit: parseWireAmount(e.deposit, "extra.deposit"),
+      remaining: parseWireAmount(e.remaining, "extra.remaining"),
+    },
+  };
+}
+
+/** The CAIP-2 network of an EVM chain id. */
+export function networkOf(chainId: number): Network {
+  return `eip155:${chainId}`;
+}
+
+/** The chain id of a CAIP-2 eip155 network. */
+export function chainIdOf(network: Network): number {
+  return Number(network.slice("eip155:".length));
+}
