@@ -8,5 +8,6 @@ export * from "./voucher";
 export * from "./errors";
 export * from "./amounts";
 export * from "./wire";
+export * from "./close";
 export { channelEscrowAbi } from "./abi/channelEscrow";
 export { mockUsdcAbi } from "./abi/mockUsdc";
