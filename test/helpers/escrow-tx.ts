@@ -104,5 +104,17 @@ export async function gasUsed(env: Env, hash: Hex): Promise<bigint> {
   return (await receipt(env, hash)).gasUsed;
 }
 
+/** `SkipReason` of `SettleSkipped`, in the contract's declaration order. */
+export const SKIP = {
+  UnknownChannel: 0,
+  PayeeMismatch: 1,
+  TokenMismatch: 2,
+  InvalidSignature: 3,
+  Finalized: 4,
+  AmountNotAboveSettled: 5,
+  AmountAboveVoucher: 6,
+  AmountAboveDeposit: 7,
+} as const;
+
 /** Hardhat's `hre` re-exported for tests that need raw provider access next to these helpers. */
 export { hre };
