@@ -25,11 +25,18 @@ export function formatWireAmount(value: bigint): string {
 
 const TOKEN_AMOUNT = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
 
+function checkDecimals(decimals: number): void {
+  if (!Number.isInteger(decimals) || decimals < 0 || decimals > 77) throw new RangeError(`decimals must be an integer from 0 to 77, got ${decimals}`);
+}
+
 /**
  * Parses a human amount in token units ("0.001") into atomic units, for a token with `decimals` decimals.
- * Rejects more fraction digits than the token has, signs, exponents and empty strings.
+ * Surrounding whitespace is ignored (human input). Rejects more fraction digits than the token has, signs, exponents,
+ * leading zeros, a bare or trailing decimal point ("1.", ".5") and empty strings, with a RangeError.
  */
 export function parseTokenAmount(value: string, decimals: number): bigint {
+  checkDecimals(decimals);
+  if (typeof value !== "string") throw new RangeError(`not a token amount: ${typeof value}`);
   const m = TOKEN_AMOUNT.exec(value.trim());
   if (!m) throw new RangeError(`not a token amount: ${JSON.stringify(value)}`);
   const frac = (m[2] ?? ".").slice(1);
@@ -39,6 +46,7 @@ export function parseTokenAmount(value: string, decimals: number): bigint {
 
 /** Formats atomic units as token units, without trailing zeros ("0.001"). */
 export function formatTokenAmount(value: bigint, decimals: number): string {
+  checkDecimals(decimals);
   const neg = value < 0n;
   const abs = neg ? -value : value;
   const base = 10n ** BigInt(decimals);

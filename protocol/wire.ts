@@ -212,9 +212,19 @@ function signature(v: unknown, field: string): Hex {
   return (v as string).toLowerCase() as Hex;
 }
 function uint(v: unknown, field: string, max: number): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max) bad(`${field} must be an integer from 0 to ${max}`);
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max || Object.is(v, -0)) {
+    bad(`${field} must be an integer from 0 to ${max}`);
+  }
   return v as number;
 }
+function networkField(v: unknown, field: string): Network {
+  const network = str(v, field, 32);
+  if (!NETWORK.test(network) || !Number.isSafeInteger(Number(network.slice(7)))) bad(`${field} must be a CAIP-2 eip155 chain id`);
+  return network as Network;
+}
+
+/** Strict UTF-8: malformed sequences are an error, not U+FFFD; a byte order mark is kept (and JSON.parse refuses it). */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Decodes standard base64 of UTF-8 JSON, bounded by `maxBytes`. */
 function fromBase64Json(header: unknown, maxBytes: number, name: string): unknown {
@@ -223,7 +233,15 @@ function fromBase64Json(header: unknown, maxBytes: number, name: string): unknow
   if (h.length === 0) bad(`${name} is empty`);
   if (h.length > maxBytes) bad(`${name} is larger than ${maxBytes} bytes`);
   if (!BASE64.test(h)) bad(`${name} is not standard base64`);
-  const text = Buffer.from(h, "base64").toString("utf8");
+  const bytes = Buffer.from(h, "base64");
+  // Canonical only: unused bits of the last character must be zero, so one value has one encoding.
+  if (bytes.toString("base64") !== h) bad(`${name} is not canonical base64`);
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    bad(`${name} is not UTF-8`);
+  }
   try {
     return JSON.parse(text);
   } catch {
@@ -259,15 +277,16 @@ function channelHint(v: unknown): ChannelHint {
 export function parseRequirements(v: unknown, field = "accepted"): ChannelRequirements {
   const r = obj(v, field);
   if (r.scheme !== SCHEME) {
-    throw new PaymentError("unsupported_scheme", `${field}.scheme ${JSON.stringify(String(r.scheme).slice(0, 64))} is not "channel"`);
+    // Never String() a parsed value: an object with a "toString" member would throw a TypeError.
+    const shown = typeof r.scheme === "string" ? JSON.stringify(r.scheme.slice(0, 64)) : `of type ${r.scheme === null ? "null" : typeof r.scheme}`;
+    throw new PaymentError("unsupported_scheme", `${field}.scheme ${shown} is not "channel"`);
   }
-  const network = str(r.network, `${field}.network`, 32);
-  if (!NETWORK.test(network)) bad(`${field}.network must be a CAIP-2 eip155 chain id`);
+  const network = networkField(r.network, `${field}.network`);
   const e = obj(r.extra, `${field}.extra`);
   if (e.name !== ESCROW_DOMAIN_NAME || e.version !== ESCROW_DOMAIN_VERSION) bad(`${field}.extra name/version must be ChannelEscrow/1`);
   const out: ChannelRequirements = {
     scheme: SCHEME,
-    network: network as Network,
+    network,
     asset: address(r.asset, `${field}.asset`),
     amount: parseWireAmount(r.amount, `${field}.amount`),
     payTo: address(r.payTo, `${field}.payTo`),
@@ -291,7 +310,7 @@ export function parseRequirements(v: unknown, field = "accepted"): ChannelRequir
 export function decodePaymentRequired(header: unknown): PaymentRequired {
   const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_REQUIRED), "PAYMENT-REQUIRED");
   version(p.x402Version);
-  const error = str(p.error ?? "payment_required", "error", 64);
+  const error = p.error === undefined ? "payment_required" : str(p.error, "error", 64);
   if (!isPaymentErrorCode(error)) bad(`error ${JSON.stringify(error)} is not a known code`);
   const res = obj(p.resource, "resource");
   const resource: ResourceInfo = { url: str(res.url, "resource.url") };
@@ -328,13 +347,14 @@ export function decodePaymentSignature(header: unknown): PaymentPayload {
 export function decodePaymentResponse(header: unknown): PaymentResponse {
   const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_RESPONSE), "PAYMENT-RESPONSE");
   if (p.success !== true) bad("success must be true");
-  const network = str(p.network, "network", 32);
-  if (!NETWORK.test(network)) bad("network must be a CAIP-2 eip155 chain id");
+  // The scheme settles later, in batches: a receipt never names a transaction.
+  if (p.transaction !== "") bad("transaction must be the empty string");
+  const network = networkField(p.network, "network");
   const e = obj(p.extra, "extra");
   return {
     success: true,
     transaction: "",
-    network: network as Network,
+    network,
     payer: address(p.payer, "payer"),
     amount: parseWireAmount(p.amount, "amount"),
     extra: {
