@@ -8,11 +8,18 @@ import { mnemonicToAccount } from "viem/accounts";
 /** Hardhat's default test mnemonic (the `hardhat` network in hardhat.config.ts uses the default accounts). */
 const HARDHAT_MNEMONIC = "test test test test test test test test test test test junk";
 
+const keys = new Map<number, Hex>();
+
 /** The private key of Hardhat test account `index` (same order as `hre.viem.getWalletClients()`). */
 export function accountKey(index: number): Hex {
-  const key = mnemonicToAccount(HARDHAT_MNEMONIC, { addressIndex: index }).getHdKey().privateKey;
-  if (!key) throw new Error(`no key for account ${index}`);
-  return `0x${Buffer.from(key).toString("hex")}`;
+  let hex = keys.get(index);
+  if (!hex) {
+    const key = mnemonicToAccount(HARDHAT_MNEMONIC, { addressIndex: index }).getHdKey().privateKey;
+    if (!key) throw new Error(`no key for account ${index}`);
+    hex = `0x${Buffer.from(key).toString("hex")}`;
+    keys.set(index, hex);
+  }
+  return hex;
 }
 
 /** Takes an EVM snapshot; returns its id. */

@@ -1,0 +1,507 @@
+/**
+ * The contract part of the security checklist (shared/reference/security-checklist.md), one test per protection,
+ * each written so that it fails if the protection is removed.
+ *
+ * Covered elsewhere:
+ * - EIP-2612 permit front-run and EIP-3009 `nonce == channelId` binding: open.test.ts (openWithPermit /
+ *   openWithAuthorization "front-runner" and "cannot redirect" tests).
+ * - Invariants after every step of random action sequences: model.test.ts.
+ */
+import hre from "hardhat";
+import { expect } from "chai";
+import { encodeFunctionData, getAddress, type Address, type Hex } from "viem";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import {
+  channelEscrowAbi,
+  encodeSettleItems,
+  escrowDomain,
+  MAX_DEPOSIT,
+  MAX_UINT128,
+  SECP256K1_HALF_N,
+  VoucherSigner,
+  type SettleClaim,
+} from "../../protocol";
+import { deployEscrow, DAY, USDC, type Env } from "../helpers/escrow";
+import { balanceOf, channelOf, claim, escrowEvents, fund, openWith, receipt, SKIP, transfers, type Opened, type Wallet } from "../helpers/escrow-tx";
+import { decodeRevertData, expectRevert } from "../helpers/revert";
+import { accountKey, isolateEachTest, latestTimestamp, setNextTimestamp } from "../helpers/chain";
+import { flipS, joinSignature, splitSignature, withV } from "../helpers/signatures";
+
+describe("ChannelEscrow: security checklist (contract)", () => {
+  let env: Env;
+  let payeeW: Wallet, payer: Wallet, stranger: Wallet, payee2W: Wallet;
+  let payee: Address, payee2: Address, usdc: Address, escrow: Address;
+  let c: Opened;
+  let v: VoucherSigner;
+
+  async function openKeyed(opts: { payee?: Address; token?: Address; amount?: bigint; salt?: Hex; key?: Hex; payer?: Wallet } = {}) {
+    const key = opts.key ?? generatePrivateKey();
+    const signer = new VoucherSigner(key, env.domain);
+    const ch = await openWith(env, { payer: opts.payer ?? payer, signer: privateKeyToAccount(key).address, amount: opts.amount ?? USDC(10), payee: opts.payee, token: opts.token, salt: opts.salt });
+    return { c: ch, v: signer, key };
+  }
+
+  before(async () => {
+    env = await deployEscrow();
+    [payeeW, payer, stranger] = env.wallets;
+    payee2W = env.wallets[4];
+    payee = getAddress(payeeW.account.address);
+    payee2 = getAddress(payee2W.account.address);
+    usdc = getAddress(env.usdc.address);
+    escrow = getAddress(env.escrow.address);
+    ({ c, v } = await openKeyed());
+  });
+  isolateEachTest();
+
+  const settle = (items: readonly SettleClaim[], as: Wallet = payeeW, p: Address = payee, token: Address = usdc) =>
+    env.escrow.write.settle([p, token, encodeSettleItems(items)], { account: as.account });
+  const outcome = async (hash: Hex) => {
+    const r = await receipt(env, hash);
+    return { events: escrowEvents(r).map((e) => [e.eventName, e.args] as const), transfers: transfers(r), gasUsed: r.gasUsed };
+  };
+  const skipped = (id: Hex, reason: number) => [["SettleSkipped", { channelId: id, reason }]];
+  const closeWith = (id: Hex, cum: bigint, amount: bigint, sig: Hex) =>
+    env.escrow.write.close([id, cum, amount, sig], { account: payeeW.account });
+
+  describe("replay", () => {
+    it("a voucher signed for another chain id is rejected (settle skips, close reverts)", async () => {
+      const ch = await openKeyed();
+      const foreign = new VoucherSigner(ch.key, escrowDomain(env.chainId + 1, escrow));
+      expect((await outcome(await settle([claim(foreign, ch.c.id, 1n)]))).events).to.deep.equal(skipped(ch.c.id, SKIP.InvalidSignature));
+      await expectRevert(closeWith(ch.c.id, 1n, 1n, foreign.sign(ch.c.id, 1n).signature), "InvalidSignature", [ch.c.id]);
+      // the same key in the right domain works
+      expect((await outcome(await settle([claim(ch.v, ch.c.id, 1n)]))).events).to.deep.equal([["Settled", { channelId: ch.c.id, amount: 1n }]]);
+    });
+
+    it("a voucher signed for another escrow contract is rejected", async () => {
+      const ch = await openKeyed();
+      const otherEscrow = await hre.viem.deployContract("ChannelEscrow");
+      const foreign = new VoucherSigner(ch.key, escrowDomain(env.chainId, getAddress(otherEscrow.address)));
+      expect((await outcome(await settle([claim(foreign, ch.c.id, 1n)]))).events).to.deep.equal(skipped(ch.c.id, SKIP.InvalidSignature));
+      await expectRevert(closeWith(ch.c.id, 1n, 1n, foreign.sign(ch.c.id, 1n).signature), "InvalidSignature", [ch.c.id]);
+      // and the channel does not exist on the other escrow
+      const r = await outcome(
+        await otherEscrow.write.settle([payee, usdc, encodeSettleItems([claim(ch.v, ch.c.id, 1n)])], { account: payeeW.account }),
+      );
+      expect(r.events).to.deep.equal(skipped(ch.c.id, SKIP.UnknownChannel));
+    });
+
+    it("a voucher for one channel cannot be claimed on another channel with the same signer and payee", async () => {
+      const key = generatePrivateKey();
+      const a = await openKeyed({ key });
+      const b = await openKeyed({ key });
+      const forA = a.v.sign(a.c.id, USDC(1)).signature;
+      const item: SettleClaim = { channelId: b.c.id, cumulativeAmount: USDC(1), amount: USDC(1), signature: forA };
+      expect((await outcome(await settle([item]))).events).to.deep.equal(skipped(b.c.id, SKIP.InvalidSignature));
+      await expectRevert(closeWith(b.c.id, USDC(1), USDC(1), forA), "InvalidSignature", [b.c.id]);
+    });
+
+    it("a finalized channel's id is never reused, and its old vouchers pay nothing on a new channel", async () => {
+      const key = generatePrivateKey();
+      const old = await openKeyed({ key });
+      const oldVoucher = claim(old.v, old.c.id, USDC(5));
+      await closeWith(old.c.id, 0n, 0n, "0x"); // finalized, nothing settled
+      // reopening with the very same parameters is refused
+      await fund(env, payer, USDC(10));
+      await expectRevert(
+        env.escrow.write.open([old.c.payee, old.c.token, old.c.signer, USDC(10), DAY, old.c.salt], { account: payer.account }),
+        "ChannelExists",
+        [old.c.id],
+      );
+      // the old voucher on the old id: Finalized; re-targeted at a new channel of the same key: InvalidSignature
+      expect((await outcome(await settle([oldVoucher]))).events).to.deep.equal(skipped(old.c.id, SKIP.Finalized));
+      const fresh = await openKeyed({ key });
+      expect((await outcome(await settle([{ ...oldVoucher, channelId: fresh.c.id }]))).events).to.deep.equal(
+        skipped(fresh.c.id, SKIP.InvalidSignature),
+      );
+      expect((await channelOf(env, fresh.c.id)).settled).to.equal(0n);
+    });
+
+    for (const how of ["withdraw", "close"] as const) {
+      it(`finalized is sticky after ${how}: topUp, requestClose, withdraw, close revert ChannelFinalized; settle skips Finalized`, async () => {
+        if (how === "withdraw") {
+          await env.escrow.write.requestClose([c.id], { account: payer.account });
+          await hre.network.provider.send("evm_increaseTime", [DAY]);
+          await env.escrow.write.withdraw([c.id]);
+        } else {
+          await closeWith(c.id, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature);
+        }
+        const before = await channelOf(env, c.id);
+        await fund(env, payer, 1n);
+        await expectRevert(env.escrow.write.topUp([c.id, 1n], { account: payer.account }), "ChannelFinalized", [c.id]);
+        await expectRevert(env.escrow.write.requestClose([c.id], { account: payer.account }), "ChannelFinalized", [c.id]);
+        await expectRevert(env.escrow.write.withdraw([c.id]), "ChannelFinalized", [c.id]);
+        await expectRevert(closeWith(c.id, USDC(2), USDC(2), v.sign(c.id, USDC(2)).signature), "ChannelFinalized", [c.id]);
+        expect((await outcome(await settle([claim(v, c.id, USDC(3))]))).events).to.deep.equal(skipped(c.id, SKIP.Finalized));
+        expect(await channelOf(env, c.id)).to.deep.equal(before);
+        expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
+      });
+    }
+  });
+
+  describe("malleable and malformed signatures", () => {
+    it("close rejects the high-s twin of a valid signature (plain ecrecover would accept it)", async () => {
+      const good = v.sign(c.id, USDC(1)).signature;
+      const twin = flipS(good);
+      expect(splitSignature(twin).s > SECP256K1_HALF_N).to.equal(true);
+      await expectRevert(closeWith(c.id, USDC(1), USDC(1), twin), "InvalidSignature", [c.id]);
+      await closeWith(c.id, USDC(1), USDC(1), good); // the canonical one works
+    });
+
+    it("settle rejects a compact signature whose s is above n/2", async () => {
+      const { r } = splitSignature(v.sign(c.id, 1n).signature);
+      const highS = joinSignature(r, SECP256K1_HALF_N + 1n, 27);
+      expect((await outcome(await settle([{ channelId: c.id, cumulativeAmount: 1n, amount: 1n, signature: highS }]))).events).to.deep.equal(
+        skipped(c.id, SKIP.InvalidSignature),
+      );
+    });
+
+    it("close rejects v outside {27, 28}, 64-byte (compact), 66-byte and empty signatures", async () => {
+      const good = v.sign(c.id, USDC(1)).signature;
+      const { v: vv } = splitSignature(good);
+      const bad: Hex[] = [
+        withV(good, vv - 27), // 0 / 1 (the raw recovery id)
+        withV(good, vv + 2), // 29 / 30
+        withV(good, 0xff),
+        `0x${good.slice(2, 130)}`, // 64 bytes
+        `${good}00`, // 66 bytes
+        "0x",
+      ];
+      for (const sig of bad) await expectRevert(closeWith(c.id, USDC(1), USDC(1), sig), "InvalidSignature", [c.id]);
+    });
+
+    it("a signature that recovers to no one (zero address) is rejected in settle and close", async () => {
+      const zero = joinSignature(0n, 0n, 27);
+      expect((await outcome(await settle([{ channelId: c.id, cumulativeAmount: 1n, amount: 1n, signature: zero }]))).events).to.deep.equal(
+        skipped(c.id, SKIP.InvalidSignature),
+      );
+      await expectRevert(closeWith(c.id, 1n, 1n, zero), "InvalidSignature", [c.id]);
+      const { s } = splitSignature(v.sign(c.id, 1n).signature);
+      await expectRevert(closeWith(c.id, 1n, 1n, joinSignature(0n, s, 27)), "InvalidSignature", [c.id]);
+    });
+
+    it("a voucher signed by anyone but the channel's signer (payer, payee, stranger) is rejected", async () => {
+      for (const idx of [1, 0, 2]) {
+        const s = new VoucherSigner(accountKey(idx), env.domain);
+        expect((await outcome(await settle([claim(s, c.id, 1n)]))).events).to.deep.equal(skipped(c.id, SKIP.InvalidSignature));
+        await expectRevert(closeWith(c.id, 1n, 1n, s.sign(c.id, 1n).signature), "InvalidSignature", [c.id]);
+      }
+      expect((await channelOf(env, c.id)).settled).to.equal(0n);
+    });
+  });
+
+  describe("amount rules", () => {
+    it("settling at or below settled is skipped and settled never decreases (settle and close)", async () => {
+      await settle([claim(v, c.id, USDC(5))]);
+      for (const a of [USDC(5), USDC(3), 1n]) {
+        expect((await outcome(await settle([claim(v, c.id, a)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountNotAboveSettled));
+        expect((await channelOf(env, c.id)).settled).to.equal(USDC(5));
+      }
+      // a cooperative close with a lower voucher keeps what was settled and refunds only the rest
+      const out = await outcome(await closeWith(c.id, USDC(3), USDC(3), v.sign(c.id, USDC(3)).signature));
+      expect(out.events).to.deep.equal([["Closed", { channelId: c.id, settled: USDC(5), refund: USDC(5) }]]);
+      expect((await channelOf(env, c.id)).settled).to.equal(USDC(5));
+    });
+
+    it("settling above the deposit is skipped, even with a valid voucher for more", async () => {
+      expect((await outcome(await settle([claim(v, c.id, USDC(10) + 1n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountAboveDeposit));
+      expect((await outcome(await settle([claim(v, c.id, USDC(10), USDC(20))]))).events).to.deep.equal([
+        ["Settled", { channelId: c.id, amount: USDC(10) }],
+      ]);
+    });
+
+    it("an amount above the voucher is skipped (settle) and reverts (close)", async () => {
+      expect((await outcome(await settle([claim(v, c.id, 2n, 1n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountAboveVoucher));
+      await expectRevert(closeWith(c.id, 1n, 2n, v.sign(c.id, 1n).signature), "AmountAboveVoucher", [c.id, 2n, 1n]);
+    });
+  });
+
+  describe("close delay", () => {
+    it("withdraw 1 s before the delay ends reverts CloseDelayNotElapsed; at the end it pays deposit - settled", async () => {
+      await settle([claim(v, c.id, USDC(3))]);
+      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      const closesAt = (await latestTimestamp()) + BigInt(DAY);
+      await setNextTimestamp(closesAt - 1n);
+      await expectRevert(env.escrow.write.withdraw([c.id], { account: payer.account }), "CloseDelayNotElapsed", [c.id, closesAt, closesAt - 1n]);
+      expect((await channelOf(env, c.id)).finalized).to.equal(false);
+      await setNextTimestamp(closesAt);
+      const w = await outcome(await env.escrow.write.withdraw([c.id], { account: payer.account }));
+      expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(7) }]]);
+      expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: c.payer, value: USDC(7) }]);
+    });
+
+    it("the payee settles at closesAt - 1; withdraw at closesAt refunds exactly deposit - settled", async () => {
+      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      const closesAt = (await latestTimestamp()) + BigInt(DAY);
+      await setNextTimestamp(closesAt - 1n);
+      const s = await outcome(await settle([claim(v, c.id, USDC(4))]));
+      expect(s.events).to.deep.equal([["Settled", { channelId: c.id, amount: USDC(4) }]]);
+      expect(await latestTimestamp()).to.equal(closesAt - 1n);
+      await setNextTimestamp(closesAt);
+      const w = await outcome(await env.escrow.write.withdraw([c.id], { account: stranger.account }));
+      expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(6) }]]);
+      expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: c.payer, value: USDC(6) }]);
+    });
+
+    it("the payee can still settle after closesAt as long as nobody has withdrawn", async () => {
+      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await hre.network.provider.send("evm_increaseTime", [10 * DAY]);
+      expect((await outcome(await settle([claim(v, c.id, USDC(2))]))).events).to.deep.equal([["Settled", { channelId: c.id, amount: USDC(2) }]]);
+    });
+  });
+
+  describe("one bad item never reverts a batch", () => {
+    it("bad signature, stale amount, finalized channel, wrong payee and wrong token are skipped; the good items settle", async () => {
+      const good1 = await openKeyed();
+      const good2 = await openKeyed();
+      const stale = await openKeyed();
+      await settle([claim(stale.v, stale.c.id, USDC(3))]);
+      const fin = await openKeyed();
+      await closeWith(fin.c.id, 0n, 0n, "0x");
+      const otherPayee = await openKeyed({ payee: payee2 });
+      const usdc2 = await hre.viem.deployContract("MockUSDC");
+      const otherToken = await openKeyed({ token: usdc2.address });
+      const items: SettleClaim[] = [
+        claim(good1.v, good1.c.id, 100n),
+        claim(stale.v, good2.c.id, 1n), // signed by the wrong key
+        claim(stale.v, stale.c.id, USDC(2)), // below settled
+        claim(fin.v, fin.c.id, 1n),
+        claim(otherPayee.v, otherPayee.c.id, 1n),
+        claim(otherToken.v, otherToken.c.id, 1n),
+        claim(good2.v, good2.c.id, 200n),
+      ];
+      const out = await outcome(await settle(items));
+      expect(out.events).to.deep.equal([
+        ["Settled", { channelId: good1.c.id, amount: 100n }],
+        ["SettleSkipped", { channelId: good2.c.id, reason: SKIP.InvalidSignature }],
+        ["SettleSkipped", { channelId: stale.c.id, reason: SKIP.AmountNotAboveSettled }],
+        ["SettleSkipped", { channelId: fin.c.id, reason: SKIP.Finalized }],
+        ["SettleSkipped", { channelId: otherPayee.c.id, reason: SKIP.PayeeMismatch }],
+        ["SettleSkipped", { channelId: otherToken.c.id, reason: SKIP.TokenMismatch }],
+        ["Settled", { channelId: good2.c.id, amount: 200n }],
+      ]);
+      expect(out.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: 300n }]);
+    });
+
+    it("an unauthorized caller is refused as a whole (NotPayeeOrOperator) and settles nothing", async () => {
+      await expectRevert(settle([claim(v, c.id, 1n)], stranger), "NotPayeeOrOperator", [payee, stranger.account.address]);
+      expect((await channelOf(env, c.id)).settled).to.equal(0n);
+    });
+  });
+
+  describe("USDC blacklist and pause", () => {
+    it("a blacklisted payee blocks only its own payouts: other payees settle, and the payer withdraws its refund", async () => {
+      const mine = await openKeyed({ payee: payee2 });
+      await env.escrow.write.settle([payee2, usdc, encodeSettleItems([claim(mine.v, mine.c.id, USDC(1))])], { account: payee2W.account });
+      await env.usdc.write.blacklist([payee2, true]);
+      await expectRevert(
+        env.escrow.write.settle([payee2, usdc, encodeSettleItems([claim(mine.v, mine.c.id, USDC(2))])], { account: payee2W.account }),
+        "AccountBlacklisted",
+        [payee2],
+      );
+      await expectRevert(
+        env.escrow.write.close([mine.c.id, USDC(2), USDC(2), mine.v.sign(mine.c.id, USDC(2)).signature], { account: payee2W.account }),
+        "AccountBlacklisted",
+        [payee2],
+      );
+      // another payee is unaffected
+      expect((await outcome(await settle([claim(v, c.id, USDC(1))]))).transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(1) }]);
+      // the payer gets deposit - settled back without any transfer to the payee
+      await env.escrow.write.requestClose([mine.c.id], { account: payer.account });
+      await hre.network.provider.send("evm_increaseTime", [DAY]);
+      const w = await outcome(await env.escrow.write.withdraw([mine.c.id]));
+      expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: mine.c.payer, value: USDC(9) }]);
+    });
+
+    it("a blacklisted payer blocks only its refund: the payee still settles, and withdraw leaves the channel open", async () => {
+      const payer3 = env.wallets[7];
+      const theirs = await openKeyed({ payer: payer3 });
+      await env.escrow.write.requestClose([theirs.c.id], { account: payer3.account });
+      await hre.network.provider.send("evm_increaseTime", [DAY]);
+      await env.usdc.write.blacklist([payer3.account.address, true]);
+      await expectRevert(env.escrow.write.withdraw([theirs.c.id]), "AccountBlacklisted", [payer3.account.address]);
+      await expectRevert(
+        env.escrow.write.close([theirs.c.id, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature], { account: payeeW.account }),
+        "AccountBlacklisted",
+        [payer3.account.address],
+      );
+      expect((await channelOf(env, theirs.c.id)).finalized).to.equal(false);
+      const s = await outcome(await settle([claim(theirs.v, theirs.c.id, USDC(2))]));
+      expect(s.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(2) }]);
+      await env.usdc.write.blacklist([payer3.account.address, false]);
+      const w = await outcome(await env.escrow.write.withdraw([theirs.c.id]));
+      expect(w.events).to.deep.equal([["Withdrawn", { channelId: theirs.c.id, refund: USDC(8) }]]);
+    });
+
+    it("while the token is paused nothing moves and no state changes; afterwards everything proceeds", async () => {
+      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await hre.network.provider.send("evm_increaseTime", [DAY]);
+      await fund(env, payer, USDC(1));
+      await env.usdc.write.setPaused([true]);
+      const before = await channelOf(env, c.id);
+      await expectRevert(env.escrow.write.open([payee, usdc, payer.account.address, USDC(1), DAY, `0x${"77".repeat(32)}`], { account: payer.account }), "Paused", []);
+      await expectRevert(env.escrow.write.topUp([c.id, USDC(1)], { account: payer.account }), "Paused", []);
+      await expectRevert(settle([claim(v, c.id, USDC(1))]), "Paused", []);
+      await expectRevert(env.escrow.write.withdraw([c.id]), "Paused", []);
+      await expectRevert(closeWith(c.id, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature), "Paused", []);
+      expect(await channelOf(env, c.id)).to.deep.equal(before);
+      await env.usdc.write.setPaused([false]);
+      await settle([claim(v, c.id, USDC(1))]);
+      const w = await outcome(await env.escrow.write.withdraw([c.id]));
+      expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(9) }]]);
+    });
+  });
+
+  describe("hostile tokens", () => {
+    it("a fee-on-transfer token is rejected on open and on top-up (TransferAmountMismatch)", async () => {
+      const fee = await hre.viem.deployContract("FeeOnTransferToken");
+      const feeAddr = getAddress(fee.address);
+      await fund(env, payer, 10_000n, feeAddr);
+      await expectRevert(
+        env.escrow.write.open([payee, feeAddr, payer.account.address, 10_000n, DAY, `0x${"55".repeat(32)}`], { account: payer.account }),
+        "TransferAmountMismatch",
+        [feeAddr, 10_000n, 9_900n],
+      );
+      await fee.write.setFeePercent([0n]);
+      const ch = await openWith(env, { payer, token: feeAddr, amount: 10_000n });
+      await fee.write.setFeePercent([1n]);
+      await fund(env, payer, 1_000n, feeAddr);
+      await expectRevert(env.escrow.write.topUp([ch.id, 1_000n], { account: payer.account }), "TransferAmountMismatch", [feeAddr, 1_000n, 990n]);
+    });
+
+    describe("a token whose transfer hook calls back into the escrow is stopped by the reentrancy guard", () => {
+      let tok: Awaited<ReturnType<typeof hre.viem.deployContract<"ReentrantToken">>>;
+      let tokAddr: Address;
+      let victim: Opened; // a channel whose close delay has elapsed: anyone may withdraw it
+      let target: { c: Opened; v: VoucherSigner };
+
+      beforeEach(async () => {
+        tok = await hre.viem.deployContract("ReentrantToken");
+        tokAddr = getAddress(tok.address);
+        victim = await openWith(env, { payer, token: tokAddr, amount: 1_000n });
+        await env.escrow.write.requestClose([victim.id], { account: payer.account });
+        await hre.network.provider.send("evm_increaseTime", [DAY]);
+        target = await openKeyed({ token: tokAddr, amount: 5_000n });
+      });
+
+      /** Arms the token to call withdraw(victim) on its next transfer, runs `action`, and checks the re-entry failed. */
+      async function expectGuarded(action: () => Promise<unknown>) {
+        await tok.write.arm([escrow, encodeFunctionData({ abi: channelEscrowAbi, functionName: "withdraw", args: [victim.id] })]);
+        await action();
+        expect(await tok.read.attempted()).to.equal(true);
+        expect(await tok.read.reentered()).to.equal(false);
+        const err = decodeRevertData(await tok.read.lastRevert());
+        expect([err.errorName, err.args]).to.deep.equal(["ReentrancyGuardReentrantCall", []]);
+        expect((await channelOf(env, victim.id)).finalized).to.equal(false);
+      }
+
+      it("during open (transferFrom)", async () => {
+        await fund(env, payer, 10n, tokAddr);
+        await expectGuarded(() => env.escrow.write.open([payee, tokAddr, payer.account.address, 10n, DAY, `0x${"66".repeat(32)}`], { account: payer.account }));
+      });
+      it("during topUp", async () => {
+        await fund(env, payer, 10n, tokAddr);
+        await expectGuarded(() => env.escrow.write.topUp([target.c.id, 10n], { account: payer.account }));
+      });
+      it("during settle's payout", async () => {
+        await expectGuarded(() => env.escrow.write.settle([payee, tokAddr, encodeSettleItems([claim(target.v, target.c.id, 10n)])], { account: payeeW.account }));
+      });
+      it("during close's payout and refund", async () => {
+        await expectGuarded(() => closeWith(target.c.id, 10n, 10n, target.v.sign(target.c.id, 10n).signature));
+      });
+      it("during withdraw's refund", async () => {
+        await env.escrow.write.requestClose([target.c.id], { account: payer.account });
+        await hre.network.provider.send("evm_increaseTime", [DAY]);
+        await expectGuarded(() => env.escrow.write.withdraw([target.c.id]));
+      });
+      it("during settleContractSigned's payout", async () => {
+        const owner = env.wallets[6];
+          const wallet = await hre.viem.deployContract("ERC1271Wallet", [owner.account.address, 0]);
+        const wc = await openWith(env, { payer, token: tokAddr, signer: wallet.address, amount: 100n });
+        const sig = new VoucherSigner(accountKey(6), env.domain).sign(wc.id, 10n).signature;
+        await expectGuarded(() =>
+          env.escrow.write.settleContractSigned([payee, tokAddr, [{ channelId: wc.id, cumulativeAmount: 10n, amount: 10n, signer: wallet.address, signature: sig }]], {
+            account: payeeW.account,
+          }),
+        );
+      });
+    });
+  });
+
+  describe("integer edges", () => {
+    it("zero amounts: open and topUp revert ZeroAmount; a zero claim is skipped; a zero close refunds everything", async () => {
+      await fund(env, payer, 1n);
+      await expectRevert(env.escrow.write.open([payee, usdc, payer.account.address, 0n, DAY, `0x${"88".repeat(32)}`], { account: payer.account }), "ZeroAmount", []);
+      await expectRevert(env.escrow.write.topUp([c.id, 0n], { account: payer.account }), "ZeroAmount", []);
+      expect((await outcome(await settle([claim(v, c.id, 0n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountNotAboveSettled));
+      expect((await outcome(await settle([claim(v, c.id, 0n, 5n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountNotAboveSettled));
+      const out = await outcome(await closeWith(c.id, 0n, 0n, v.sign(c.id, 0n).signature));
+      expect(out.events).to.deep.equal([["Closed", { channelId: c.id, settled: 0n, refund: USDC(10) }]]);
+    });
+
+    it("a voucher equal to the deposit settles all of it; withdraw then refunds 0", async () => {
+      await settle([claim(v, c.id, USDC(10))]);
+      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await hre.network.provider.send("evm_increaseTime", [DAY]);
+      const w = await outcome(await env.escrow.write.withdraw([c.id]));
+      expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: 0n }]]);
+      expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
+    });
+
+    it("a 2^128 - 1 voucher lets the payee collect the deposit, never more; amounts are not truncated to 96 bits", async () => {
+      const full = await openKeyed({ amount: MAX_DEPOSIT });
+      expect((await outcome(await settle([claim(full.v, full.c.id, MAX_UINT128)]))).events).to.deep.equal(skipped(full.c.id, SKIP.AmountAboveDeposit));
+      // 2^96 + 5 would read as 5 if the contract dropped the high bits
+      expect((await outcome(await settle([claim(v, c.id, (1n << 96n) + 5n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountAboveDeposit));
+      await expectRevert(closeWith(c.id, (1n << 96n) + 5n, (1n << 96n) + 5n, v.sign(c.id, (1n << 96n) + 5n).signature), "AmountAboveDeposit", [
+        c.id, (1n << 96n) + 5n, USDC(10),
+      ]);
+      await expectRevert(closeWith(full.c.id, MAX_UINT128, MAX_UINT128, full.v.sign(full.c.id, MAX_UINT128).signature), "AmountAboveDeposit", [
+        full.c.id, MAX_UINT128, MAX_DEPOSIT,
+      ]);
+      const out = await outcome(await settle([claim(full.v, full.c.id, MAX_DEPOSIT, MAX_UINT128)]));
+      expect(out.events).to.deep.equal([["Settled", { channelId: full.c.id, amount: MAX_DEPOSIT }]]);
+      expect(out.transfers[0].value).to.equal(MAX_DEPOSIT);
+      const ch = await channelOf(env, full.c.id);
+      expect([ch.deposit, ch.settled, ch.finalized]).to.deep.equal([MAX_DEPOSIT, MAX_DEPOSIT, false]);
+    });
+
+    it("a top-up past MAX_DEPOSIT reverts DepositTooLarge and does not wrap", async () => {
+      const full = await openKeyed({ amount: MAX_DEPOSIT });
+      await fund(env, payer, MAX_UINT128);
+      await expectRevert(env.escrow.write.topUp([full.c.id, 1n], { account: payer.account }), "DepositTooLarge", [MAX_DEPOSIT + 1n, MAX_DEPOSIT]);
+      await expectRevert(env.escrow.write.topUp([full.c.id, MAX_UINT128], { account: payer.account }), "DepositTooLarge", [
+        MAX_DEPOSIT + MAX_UINT128, MAX_DEPOSIT,
+      ]);
+      // a settled, finalized or close-requested state cannot be reached by overflowing into the neighbouring bits
+      const ch = await channelOf(env, full.c.id);
+      expect([ch.deposit, ch.settled, ch.finalized]).to.deep.equal([MAX_DEPOSIT, 0n, false]);
+    });
+  });
+
+  describe("ERC-1271 signers", () => {
+    const Mode = { Valid: 0, GasBurning: 3 } as const; // ERC1271Wallet.Mode
+
+    it("a gas-burning wallet is skipped, the rest of the batch settles, and it costs at most its gas allowance", async () => {
+      const owner = env.wallets[6];
+      const ownerSigner = new VoucherSigner(accountKey(6), env.domain);
+      const mk = async (mode: number) => {
+        const wallet = await hre.viem.deployContract("ERC1271Wallet", [owner.account.address, mode]);
+        const ch = await openWith(env, { payer, signer: wallet.address, amount: 100n });
+        return (amount: bigint) => ({ channelId: ch.id, cumulativeAmount: amount, amount, signer: getAddress(wallet.address), signature: ownerSigner.sign(ch.id, amount).signature });
+      };
+      const [g1, g2, g3, g4, burn] = [await mk(Mode.Valid), await mk(Mode.Valid), await mk(Mode.Valid), await mk(Mode.Valid), await mk(Mode.GasBurning)];
+      // reference: two good items; then two other good items (same cold/warm profile) with a burner between them
+      const ref = await outcome(await env.escrow.write.settleContractSigned([payee, usdc, [g1(5n), g2(5n)]], { account: payeeW.account }));
+      const withBurner = await outcome(
+        await env.escrow.write.settleContractSigned([payee, usdc, [g3(5n), burn(5n), g4(5n)]], { account: payeeW.account, gas: 1_000_000n }),
+      );
+      expect(withBurner.events.map((e) => e[0])).to.deep.equal(["Settled", "SettleSkipped", "Settled"]);
+      expect(withBurner.events[1][1]).to.deep.equal({ channelId: burn(5n).channelId, reason: SKIP.InvalidSignature });
+      expect(withBurner.transfers[0].value).to.equal(10n);
+      const extra = withBurner.gasUsed - ref.gasUsed;
+      expect(Number(extra), `gas added by the burner: ${extra}`).to.be.below(50_000 + 12_000); // ERC1271_GAS + one item's overhead
+      expect(Number(extra)).to.be.above(50_000); // it did burn its allowance (the bound is real, not a shortcut)
+    });
+  });
+});
