@@ -1,0 +1,31 @@
+/**
+ * The agent side of the `channel` scheme: a fetch-compatible paying client, its stores and typed errors.
+ * Imports protocol/ only (never server/).
+ */
+export {
+  createChannelClient,
+  ChannelClient,
+  readReceipt,
+  routeKey,
+  type ChannelClientOptions,
+  type ChannelPolicy,
+  type ClientEvent,
+  type PaymentInfo,
+  type ClientStats,
+  type ChannelStatusInfo,
+} from "./client";
+export { ClientError, CLIENT_ERROR_CODES, isClientError, type ClientErrorCode } from "./errors";
+export { type SpendingLimits, type Amount, toAtomic } from "./limits";
+export {
+  MemoryStore,
+  emptyState,
+  stateToJson,
+  stateFromJson,
+  type ChannelStore,
+  type ChannelRecord,
+  type ClientState,
+  type SessionKeyRecord,
+  type RouteTerms,
+} from "./store";
+export { FileStore, writeFileAtomic, STATE_FILE, SESSION_KEY_FILE } from "./file-store";
+export { detectPermit } from "./permit";
