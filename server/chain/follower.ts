@@ -1,0 +1,147 @@
+/**
+ * Follows the escrow's channel events from a persisted block cursor by polling `eth_getLogs` in bounded ranges.
+ * Rather than replaying event arguments, it re-reads every channel the server knows that an event touched
+ * (`getChannels` at the range's last block) and stores that snapshot together with the new cursor in one
+ * transaction: idempotent, order-independent, and resumable after a restart from the stored cursor.
+ *
+ * At start, and every `refreshEvery` passes, it also re-reads all active stored channels, which bounds any
+ * divergence (e.g. a reorg below the cursor) to that period.
+ */
+import type { Hex } from "viem";
+import type { Logger } from "pino";
+import type { ChannelStore } from "../store/types";
+import type { ChainReader } from "./reader";
+import type { ChannelView } from "./view";
+
+export interface EventFollowerOptions {
+  reader: ChainReader;
+  store: ChannelStore;
+  view: ChannelView;
+  /** Poll period, ms. */
+  interval: number;
+  /** Most blocks per getLogs. */
+  blockRange: number;
+  /** Blocks to stay behind the head. */
+  confirmations: number;
+  /** Full refresh of active channels every N passes (0 = only at start). */
+  refreshEvery?: number;
+  logger?: Logger;
+  /** Called after each pass (metrics). */
+  onPass?: (p: { head: bigint; cursor: bigint; ok: boolean }) => void;
+}
+
+export class EventFollower {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private passes = 0;
+  /** Last block processed. */
+  cursor: bigint | null = null;
+  /** Last head seen. */
+  head: bigint | null = null;
+  lastError: string | null = null;
+  lastPassAt = 0;
+
+  constructor(private readonly o: EventFollowerOptions) {}
+
+  /** Blocks between the head and the cursor (null before the first pass). */
+  lag(): bigint | null {
+    if (this.head === null || this.cursor === null) return null;
+    const l = this.head - this.cursor;
+    return l > 0n ? l : 0n;
+  }
+
+  /** Loads the cursor, refreshes active channels, then polls every `interval` ms. Throws if the chain is unreachable. */
+  async start(): Promise<void> {
+    const stored = await this.o.store.getCursor();
+    this.cursor = stored?.block ?? null;
+    await this.refreshActive();
+    await this.sync();
+    this.schedule();
+  }
+
+  private schedule() {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.sync()
+        .catch(() => undefined)
+        .finally(() => this.schedule());
+    }, this.o.interval);
+    this.timer.unref?.();
+  }
+
+  /** Re-reads every active stored channel at the head. */
+  async refreshActive(): Promise<void> {
+    const head = await this.o.reader.block();
+    this.o.view.observeHead(head);
+    const ids = new Set<string>([...(await this.o.store.activeChannelIds()), ...this.o.view.trackedIds()]);
+    if (ids.size === 0) return;
+    const snaps = await this.o.reader.readChannels([...ids] as Hex[], head.number);
+    await this.o.store.applyChainSnapshots(snaps);
+    const now = Date.now();
+    for (const s of snaps) this.o.view.apply(s, now);
+  }
+
+  /**
+   * One pass: catch up from the cursor to `head - confirmations`. Concurrent calls share one pass.
+   * Resolves when caught up; rejects (and records `lastError`) when the chain fails.
+   */
+  sync(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.pass().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const started = Date.now();
+    try {
+      this.passes++;
+      if (this.o.refreshEvery && this.passes % this.o.refreshEvery === 0) await this.refreshActive();
+      const headBlock = await this.o.reader.block();
+      this.o.view.observeHead(headBlock);
+      this.head = headBlock.number;
+      const target = headBlock.number - BigInt(this.o.confirmations);
+      if (this.cursor === null) {
+        // First start: earlier history is covered by reading each channel when first seen.
+        this.cursor = target < 0n ? 0n : target;
+        await this.o.store.applyChainSnapshots([], { block: this.cursor });
+      }
+      let cursor: bigint = this.cursor;
+      while (cursor < target && !this.stopped) {
+        const from: bigint = cursor + 1n;
+        const last: bigint = from + BigInt(this.o.blockRange) - 1n;
+        const to: bigint = last < target ? last : target;
+        const logs = await this.o.reader.channelLogs(from, to);
+        const relevant = new Set<string>();
+        for (const l of logs) {
+          if (relevant.has(l.channelId)) continue;
+          if (this.o.view.isTracked(l.channelId) || (await this.o.store.getChannel(l.channelId))) relevant.add(l.channelId);
+        }
+        const snaps = relevant.size ? await this.o.reader.readChannels([...relevant] as Hex[], to) : [];
+        await this.o.store.applyChainSnapshots(snaps, { block: to });
+        for (const s of snaps) this.o.view.apply(s);
+        if (snaps.length) this.o.logger?.debug({ from: String(from), to: String(to), channels: snaps.length }, "chain updates applied");
+        this.cursor = cursor = to;
+      }
+      this.o.view.lastSyncAt = started;
+      this.lastPassAt = Date.now();
+      this.lastError = null;
+      this.o.onPass?.({ head: this.head, cursor, ok: true });
+    } catch (e) {
+      this.lastError = e instanceof Error ? e.message.split("\n")[0] : String(e);
+      this.o.logger?.warn({ err: this.lastError }, "chain follower pass failed");
+      this.o.onPass?.({ head: this.head ?? 0n, cursor: this.cursor ?? 0n, ok: false });
+      throw e;
+    }
+  }
+
+  /** Stops polling and waits for a running pass. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => undefined);
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * The server's view of escrow channels: memory, then the store, then one chain read (deduplicated per channel).
+ * Kept current by the {@link EventFollower}; snapshots carry the block they were read at and a newer one always wins.
+ *
+ * Unknown channel ids are remembered for a short time, so random ids cannot turn every request into an RPC call.
+ * The memory cache is bounded; evicted channels are found again in the store (or re-read from the chain).
+ */
+import type { Hex } from "viem";
+import type { ChainChannel, ChannelStore } from "../store/types";
+import type { BlockInfo, ChainReader } from "./reader";
+
+export interface ChannelViewOptions {
+  reader: ChainReader;
+  store: ChannelStore;
+  /** How long an unknown id is remembered, ms. */
+  unknownTtl?: number;
+  /** Most channels kept in memory. */
+  maxCached?: number;
+}
+
+/** A channel snapshot plus when the server last confirmed it against the chain. */
+export interface ViewedChannel {
+  chain: ChainChannel;
+  /** Unix ms of the last successful chain read or follower pass covering this channel. */
+  confirmedAt: number;
+}
+
+export class ChannelView {
+  readonly reader: ChainReader;
+  private readonly store: ChannelStore;
+  private readonly mem = new Map<string, ChainChannel>();
+  private readonly readAt = new Map<string, number>();
+  private readonly unknown = new Map<string, number>();
+  private readonly inflight = new Map<string, Promise<ChainChannel | null>>();
+  private readonly unknownTtl: number;
+  private readonly maxCached: number;
+  /** Unix ms when the follower last reached the chain head; all cached channels were current then. */
+  lastSyncAt = 0;
+  /** Latest block seen and when (local ms), for chain time. */
+  private head: { block: BlockInfo; seenAt: number } | null = null;
+
+  constructor(opts: ChannelViewOptions) {
+    this.reader = opts.reader;
+    this.store = opts.store;
+    this.unknownTtl = opts.unknownTtl ?? 2_000;
+    this.maxCached = opts.maxCached ?? 100_000;
+  }
+
+  /** Cached snapshot, without any I/O. */
+  cached(channelId: Hex): ChainChannel | undefined {
+    return this.mem.get(channelId.toLowerCase());
+  }
+
+  /** Whether the id is in memory (the follower refreshes those). */
+  isTracked(channelId: Hex): boolean {
+    return this.mem.has(channelId.toLowerCase());
+  }
+
+  /** Ids held in memory. */
+  trackedIds(): Hex[] {
+    return [...this.mem.keys()] as Hex[];
+  }
+
+  /** Latest head block the server saw. */
+  headBlock(): BlockInfo | null {
+    return this.head?.block ?? null;
+  }
+
+  /** Records a head block (the follower calls this every pass). */
+  observeHead(block: BlockInfo): void {
+    if (!this.head || block.number >= this.head.block.number) this.head = { block, seenAt: Date.now() };
+  }
+
+  /**
+   * Current chain time (s), conservatively: the later of the local clock and the last head's timestamp plus the
+   * time elapsed since it was seen. A chain whose clock runs ahead (or was moved) is honoured; a stale head is not
+   * taken as "earlier than now".
+   */
+  chainNow(): number {
+    const local = Math.floor(Date.now() / 1000);
+    if (!this.head) return local;
+    const fromChain = this.head.block.timestamp + Math.floor((Date.now() - this.head.seenAt) / 1000);
+    return Math.max(local, fromChain);
+  }
+
+  /** Unix ms of the last confirmation of this channel against the chain (0 = never). */
+  confirmedAt(channelId: Hex): number {
+    return Math.max(this.lastSyncAt, this.readAt.get(channelId.toLowerCase()) ?? 0);
+  }
+
+  /** Takes a snapshot if it is at least as new as what memory holds. */
+  apply(s: ChainChannel, confirmedAt?: number): void {
+    const id = s.channelId.toLowerCase();
+    const cur = this.mem.get(id);
+    if (cur && cur.block > s.block) return;
+    if (cur) this.mem.delete(id); // re-insert: most recently used last
+    this.mem.set(id, s);
+    if (confirmedAt !== undefined) this.readAt.set(id, confirmedAt);
+    this.unknown.delete(id);
+    if (this.mem.size > this.maxCached) {
+      const oldest = this.mem.keys().next().value as string;
+      this.mem.delete(oldest);
+      this.readAt.delete(oldest);
+    }
+  }
+
+  /**
+   * The channel: memory, then store, then a chain read. Null when the escrow does not know it.
+   * Throws `upstream_unavailable` when the chain must be read and cannot be.
+   */
+  async get(channelId: Hex): Promise<ChainChannel | null> {
+    const id = channelId.toLowerCase() as Hex;
+    const hit = this.mem.get(id);
+    if (hit) return hit;
+    const until = this.unknown.get(id);
+    if (until !== undefined) {
+      if (until > Date.now()) return null;
+      this.unknown.delete(id);
+    }
+    const stored = await this.store.getChannel(id);
+    if (stored) {
+      const { payerCloseRequestedAt: _p, accepted: _a, acceptedSignature: _s, spent: _sp, floor: _f, createdAt: _c, updatedAt: _u, ...chain } = stored;
+      this.apply(chain);
+      return this.mem.get(id) ?? chain;
+    }
+    return this.refresh(id);
+  }
+
+  /** Reads the channel from the chain now (deduplicated), updating memory and, if stored, the store. */
+  refresh(channelId: Hex): Promise<ChainChannel | null> {
+    const id = channelId.toLowerCase() as Hex;
+    const pending = this.inflight.get(id);
+    if (pending) return pending;
+    const p = (async () => {
+      try {
+        const c = await this.reader.readChannel(id);
+        const now = Date.now();
+        if (!c) {
+          if (this.unknownTtl > 0) {
+            if (this.unknown.size >= 10_000) this.unknown.clear();
+            this.unknown.set(id, now + this.unknownTtl);
+          }
+          return null;
+        }
+        await this.store.applyChainSnapshots([c]); // updates the row only if the channel is stored
+        this.apply(c, now);
+        return this.mem.get(id) ?? c;
+      } finally {
+        this.inflight.delete(id);
+      }
+    })();
+    this.inflight.set(id, p);
+    return p;
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Prometheus metrics (prom-client), one registry per server instance (several servers can share a process in tests).
+ * Request-path metrics are counters/histograms updated by the payment core's observer; money totals are read from
+ * the store when scraped.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { PaymentObserver } from "./payments/core";
+import type { ChannelStore } from "./store/types";
+import type { EventFollower } from "./chain/follower";
+
+export interface ServerMetrics {
+  registry: Registry;
+  observer: PaymentObserver;
+  /** Wires the store/follower gauges (read at scrape time). */
+  attach(store: ChannelStore, follower: EventFollower): void;
+}
+
+/** Creates the server's metrics. `defaults` adds Node process metrics. */
+export function createMetrics(opts: { defaults?: boolean } = {}): ServerMetrics {
+  const registry = new Registry();
+  if (opts.defaults) collectDefaultMetrics({ register: registry });
+
+  const paid = new Counter({ name: "channel_paid_requests_total", help: "Paid requests served (charge committed)", registers: [registry] });
+  const refused = new Counter({
+    name: "channel_payment_refusals_total",
+    help: "Paid-route requests not served, by error code and HTTP status (402s are payment refusals)",
+    labelNames: ["code", "status"],
+    registers: [registry],
+  });
+  const verify = new Histogram({
+    name: "channel_voucher_verification_seconds",
+    help: "Time to verify one voucher signature",
+    buckets: [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005],
+    registers: [registry],
+  });
+  const commit = new Histogram({
+    name: "channel_accounting_commit_seconds",
+    help: "Time of the atomic accounting transaction (durable commit included)",
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
+    registers: [registry],
+  });
+  const charged = new Counter({ name: "channel_charged_atomic_total", help: "Amount charged to channels (after releases), atomic units", registers: [registry] });
+  const released = new Counter({ name: "channel_released_atomic_total", help: "Amount released (handler failures, metered remainders), atomic units", registers: [registry] });
+  const failures = new Counter({ name: "channel_handler_failures_total", help: "Paid handlers that failed (status >= 500); charge released", registers: [registry] });
+
+  let store: ChannelStore | null = null;
+  let follower: EventFollower | null = null;
+  const totals = async () => {
+    if (!store) return null;
+    try {
+      return await store.totals();
+    } catch {
+      return null;
+    }
+  };
+  const moneyGauge = (name: string, help: string, pick: (t: NonNullable<Awaited<ReturnType<typeof totals>>>) => bigint) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const t = await totals();
+        if (t) this.set(Number(pick(t)));
+      },
+    });
+  moneyGauge("channel_accepted_atomic", "Sum of accepted voucher amounts over stored channels, atomic units", (t) => t.accepted);
+  moneyGauge("channel_spent_atomic", "Sum of spent over stored channels, atomic units", (t) => t.spent);
+  moneyGauge("channel_settled_atomic", "Sum of settled-on-chain over stored channels, atomic units", (t) => t.settled);
+  moneyGauge("channel_unsettled_exposure_atomic", "Sum of spent - settled over open channels: owed, not yet on chain", (t) => t.unsettled);
+  new Gauge({
+    name: "channel_channels",
+    help: "Channels in the store",
+    registers: [registry],
+    async collect() {
+      const t = await totals();
+      if (t) this.set(t.channels);
+    },
+  });
+  new Gauge({
+    name: "channel_chain_cursor_lag_blocks",
+    help: "Blocks between the chain head and the event cursor",
+    registers: [registry],
+    collect() {
+      const l = follower?.lag();
+      if (l !== null && l !== undefined) this.set(Number(l));
+    },
+  });
+  new Gauge({
+    name: "channel_chain_head_block",
+    help: "Latest chain head seen",
+    registers: [registry],
+    collect() {
+      if (follower?.head != null) this.set(Number(follower.head));
+    },
+  });
+  new Gauge({
+    name: "channel_chain_last_pass_age_seconds",
+    help: "Seconds since the event follower last caught up",
+    registers: [registry],
+    collect() {
+      if (follower?.lastPassAt) this.set((Date.now() - follower.lastPassAt) / 1000);
+    },
+  });
+
+  const observer: PaymentObserver = {
+    verified: (s) => verify.observe(s),
+    accountingCommitted: (s) => commit.observe(s),
+    refused: (code, status) => refused.inc({ code, status: String(status) }),
+    served: () => paid.inc(),
+    finished: (p) => {
+      if (p.charged > 0n) charged.inc(Number(p.charged));
+      if (p.released > 0n) released.inc(Number(p.released));
+      if (p.failed) failures.inc();
+    },
+  };
+  return {
+    registry,
+    observer,
+    attach(s, f) {
+      store = s;
+      follower = f;
+    },
+  };
+}

@@ -1,0 +1,60 @@
+/**
+ * Core schema of the server (versions 1-99). Amounts are 39-digit zero-padded decimal text (see ../../amounts.ts),
+ * addresses and ids are lowercase 0x-hex, times are integers (chain seconds or unix ms, as named).
+ */
+import type { SqliteMigration } from "./types";
+
+export const CORE_MIGRATIONS: SqliteMigration[] = [
+  {
+    version: 1,
+    name: "channels, used vouchers, cursor, binding",
+    up: `
+      CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      );
+
+      -- One row per channel the server accepted a voucher (or a close request) for.
+      CREATE TABLE channels (
+        channel_id               TEXT PRIMARY KEY,
+        payer                    TEXT NOT NULL,
+        payee                    TEXT NOT NULL,
+        token                    TEXT NOT NULL,
+        signer                   TEXT NOT NULL,
+        -- chain state (from getChannel / the event follower), valid at chain_block
+        deposit                  TEXT NOT NULL,
+        settled                  TEXT NOT NULL,
+        close_delay              INTEGER NOT NULL,
+        close_requested_at       INTEGER NOT NULL DEFAULT 0,
+        closes_at                INTEGER NOT NULL DEFAULT 0,
+        finalized                INTEGER NOT NULL DEFAULT 0,
+        chain_block              INTEGER NOT NULL DEFAULT 0,
+        -- accounting
+        accepted                 TEXT NOT NULL,
+        accepted_signature       TEXT,
+        spent                    TEXT NOT NULL,
+        floor                    TEXT NOT NULL,
+        -- cooperative close asked by the signer (POST /channel/close), unix seconds; 0 = not asked
+        payer_close_requested_at INTEGER NOT NULL DEFAULT 0,
+        created_at               INTEGER NOT NULL,
+        updated_at               INTEGER NOT NULL
+      );
+      CREATE INDEX channels_unsettled ON channels (finalized, spent, settled);
+
+      -- Voucher amounts used above the channel's floor (pruned when the floor rises).
+      CREATE TABLE used_vouchers (
+        channel_id TEXT NOT NULL,
+        amount     TEXT NOT NULL,
+        PRIMARY KEY (channel_id, amount)
+      ) WITHOUT ROWID;
+
+      -- Event follower position (name = 'escrow').
+      CREATE TABLE cursors (
+        name       TEXT PRIMARY KEY,
+        block      INTEGER NOT NULL,
+        block_hash TEXT,
+        updated_at INTEGER NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,401 @@
+/**
+ * The embedded store on SQLite (better-sqlite3): WAL journal, `synchronous=FULL` by default (every commit is
+ * fsynced before the handler runs), `NORMAL` on request (WAL commits survive a process crash; the last ones
+ * may be lost on power loss). Writes use `BEGIN IMMEDIATE`, so several processes on one file serialise too.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
+import type { Hex } from "viem";
+import { decideVoucher } from "../../payments/accounting";
+import { decodeAmount, encodeAmount } from "../amounts";
+import {
+  StoreBindingError,
+  type AcceptVoucherInput,
+  type AcceptVoucherResult,
+  type ChainChannel,
+  type ChannelStore,
+  type EventCursor,
+  type StoreBinding,
+  type StoredChannel,
+  type StoreTotals,
+} from "../types";
+import { SQLITE_MIGRATIONS, type SqliteMigration } from "./migrations";
+
+export interface SqliteStoreOptions {
+  /** A file path, `:memory:`, or a `sqlite:` / `file:` URL. */
+  url: string;
+  synchronous?: "FULL" | "NORMAL";
+  /** Extra migrations (tests, extensions); merged with {@link SQLITE_MIGRATIONS}. */
+  migrations?: readonly SqliteMigration[];
+  /** ms to wait for another process's write lock. */
+  busyTimeout?: number;
+}
+
+/** Turns a DATABASE_URL for SQLite into a filename for better-sqlite3. */
+export function sqliteFilename(url: string): string {
+  if (url === ":memory:" || url === "sqlite::memory:" || url === "sqlite://:memory:") return ":memory:";
+  if (url.startsWith("file:")) return fileURLToPath(url);
+  if (url.startsWith("sqlite:")) {
+    let rest = url.slice("sqlite:".length);
+    if (rest.startsWith("//")) rest = rest.slice(2); // sqlite:///abs/path or sqlite://relative/path
+    if (rest === "") throw new Error("sqlite: URL without a path");
+    return rest;
+  }
+  return url;
+}
+
+interface ChannelRow {
+  channel_id: string;
+  payer: string;
+  payee: string;
+  token: string;
+  signer: string;
+  deposit: string;
+  settled: string;
+  close_delay: number;
+  close_requested_at: number;
+  closes_at: number;
+  finalized: number;
+  chain_block: number;
+  accepted: string;
+  accepted_signature: string | null;
+  spent: string;
+  floor: string;
+  payer_close_requested_at: number;
+  created_at: number;
+  updated_at: number;
+}
+
+function toChannel(r: ChannelRow): StoredChannel {
+  return {
+    channelId: r.channel_id as Hex,
+    payer: r.payer as Hex,
+    payee: r.payee as Hex,
+    token: r.token as Hex,
+    signer: r.signer as Hex,
+    deposit: decodeAmount(r.deposit),
+    settled: decodeAmount(r.settled),
+    closeDelay: r.close_delay,
+    closeRequestedAt: r.close_requested_at,
+    closesAt: r.closes_at,
+    finalized: r.finalized !== 0,
+    block: BigInt(r.chain_block),
+    accepted: decodeAmount(r.accepted),
+    acceptedSignature: (r.accepted_signature as Hex | null) ?? null,
+    spent: decodeAmount(r.spent),
+    floor: decodeAmount(r.floor),
+    payerCloseRequestedAt: r.payer_close_requested_at,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+const lower = (s: string) => s.toLowerCase();
+
+/** Applies migrations not yet recorded, each in its own IMMEDIATE transaction. Safe to run concurrently. */
+export function migrateSqlite(db: Database.Database, migrations: readonly SqliteMigration[] = SQLITE_MIGRATIONS): number[] {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+  const seen = new Set<number>();
+  for (const m of migrations) {
+    if (!Number.isInteger(m.version) || m.version <= 0 || seen.has(m.version)) throw new Error(`bad or duplicate migration version ${m.version}`);
+    seen.add(m.version);
+  }
+  const applied: number[] = [];
+  const has = db.prepare<[number], { version: number }>("SELECT version FROM schema_migrations WHERE version = ?");
+  const record = db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)");
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    const step = db.transaction(() => {
+      if (has.get(m.version)) return false;
+      if (typeof m.up === "string") db.exec(m.up);
+      else m.up(db);
+      record.run(m.version, m.name, Date.now());
+      return true;
+    });
+    if (step.immediate()) applied.push(m.version);
+  }
+  return applied;
+}
+
+/** {@link ChannelStore} on SQLite. */
+export class SqliteStore implements ChannelStore {
+  readonly kind = "sqlite";
+  /** The connection, for store extensions (settlement) that add their own tables and queries. */
+  readonly db: Database.Database;
+  readonly filename: string;
+  private readonly st: ReturnType<SqliteStore["prepare"]>;
+  private readonly acceptTx: (input: AcceptVoucherInput) => AcceptVoucherResult;
+  private readonly snapshotsTx: (snapshots: readonly ChainChannel[], cursor?: EventCursor) => void;
+  private closed = false;
+
+  constructor(opts: SqliteStoreOptions) {
+    this.filename = sqliteFilename(opts.url);
+    if (this.filename !== ":memory:") fs.mkdirSync(path.dirname(path.resolve(this.filename)), { recursive: true });
+    this.db = new Database(this.filename);
+    this.db.pragma(`busy_timeout = ${opts.busyTimeout ?? 5000}`);
+    if (this.filename !== ":memory:") this.db.pragma("journal_mode = WAL");
+    this.db.pragma(`synchronous = ${opts.synchronous ?? "FULL"}`);
+    this.db.pragma("foreign_keys = ON");
+    migrateSqlite(this.db, [...SQLITE_MIGRATIONS, ...(opts.migrations ?? [])]);
+    this.st = this.prepare();
+    this.acceptTx = this.db.transaction((input: AcceptVoucherInput) => this.acceptInTx(input)).immediate as never;
+    this.snapshotsTx = this.db.transaction((s: readonly ChainChannel[], c?: EventCursor) => this.snapshotsInTx(s, c)).immediate as never;
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      getMeta: db.prepare<[string], { value: string }>("SELECT value FROM meta WHERE key = ?"),
+      setMeta: db.prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
+      getChannel: db.prepare<[string], ChannelRow>("SELECT * FROM channels WHERE channel_id = ?"),
+      insertChannel: db.prepare(
+        `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at, closes_at,
+           finalized, chain_block, accepted, accepted_signature, spent, floor, payer_close_requested_at, created_at, updated_at)
+         VALUES (@channel_id, @payer, @payee, @token, @signer, @deposit, @settled, @close_delay, @close_requested_at, @closes_at,
+           @finalized, @chain_block, @accepted, @accepted_signature, @spent, @floor, @payer_close_requested_at, @created_at, @updated_at)`,
+      ),
+      updateChain: db.prepare(
+        `UPDATE channels SET deposit = @deposit, settled = @settled, close_requested_at = @close_requested_at, closes_at = @closes_at,
+           finalized = @finalized, chain_block = @chain_block, updated_at = @updated_at
+         WHERE channel_id = @channel_id AND chain_block <= @chain_block`,
+      ),
+      updateAccounting: db.prepare(
+        `UPDATE channels SET accepted = @accepted, accepted_signature = @accepted_signature, spent = @spent, floor = @floor, updated_at = @updated_at
+         WHERE channel_id = @channel_id`,
+      ),
+      isUsed: db.prepare<[string, string], { x: number }>("SELECT 1 AS x FROM used_vouchers WHERE channel_id = ? AND amount = ?"),
+      insertUsed: db.prepare("INSERT INTO used_vouchers (channel_id, amount) VALUES (?, ?)"),
+      pruneUsed: db.prepare("DELETE FROM used_vouchers WHERE channel_id = ? AND amount <= ?"),
+      release: db.prepare(`UPDATE channels SET spent = ?, updated_at = ? WHERE channel_id = ?`),
+      coopClose: db.prepare(
+        "UPDATE channels SET payer_close_requested_at = ?, updated_at = ? WHERE channel_id = ? AND payer_close_requested_at = 0",
+      ),
+      getCursor: db.prepare<[string], { block: number; block_hash: string | null }>("SELECT block, block_hash FROM cursors WHERE name = ?"),
+      setCursor: db.prepare(
+        `INSERT INTO cursors (name, block, block_hash, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(name) DO UPDATE SET block = excluded.block, block_hash = excluded.block_hash, updated_at = excluded.updated_at`,
+      ),
+      active: db.prepare<[], { channel_id: string }>("SELECT channel_id FROM channels WHERE finalized = 0"),
+      unsettled: db.prepare<[number], ChannelRow>(
+        `SELECT * FROM channels WHERE finalized = 0 AND spent > settled
+         ORDER BY (closes_at = 0 AND payer_close_requested_at = 0), closes_at, spent DESC LIMIT ?`,
+      ),
+      totals: db
+        .prepare<[], { n: bigint; accepted: bigint | null; spent: bigint | null; settled: bigint | null }>(
+          "SELECT count(*) AS n, sum(CAST(accepted AS INTEGER)) AS accepted, sum(CAST(spent AS INTEGER)) AS spent, sum(CAST(settled AS INTEGER)) AS settled FROM channels",
+        )
+        .safeIntegers(true),
+      allAmounts: db.prepare<[], { accepted: string; spent: string; settled: string; finalized: number }>(
+        "SELECT accepted, spent, settled, finalized FROM channels",
+      ),
+      unsettledOpen: db.prepare<[], { spent: string; settled: string }>("SELECT spent, settled FROM channels WHERE finalized = 0 AND spent > settled"),
+    };
+  }
+
+  private chainParams(c: ChainChannel, now: number) {
+    return {
+      channel_id: lower(c.channelId),
+      deposit: encodeAmount(c.deposit),
+      settled: encodeAmount(c.settled),
+      close_requested_at: c.closeRequestedAt,
+      closes_at: c.closesAt,
+      finalized: c.finalized ? 1 : 0,
+      chain_block: Number(c.block),
+      updated_at: now,
+    };
+  }
+
+  private insertNew(c: ChainChannel, acc: { accepted: bigint; signature: Hex | null; spent: bigint; floor: bigint }, payerClose: number, now: number) {
+    this.st.insertChannel.run({
+      ...this.chainParams(c, now),
+      payer: lower(c.payer),
+      payee: lower(c.payee),
+      token: lower(c.token),
+      signer: lower(c.signer),
+      close_delay: c.closeDelay,
+      accepted: encodeAmount(acc.accepted),
+      accepted_signature: acc.signature,
+      spent: encodeAmount(acc.spent),
+      floor: encodeAmount(acc.floor),
+      payer_close_requested_at: payerClose,
+      created_at: now,
+    });
+  }
+
+  private acceptInTx(input: AcceptVoucherInput): AcceptVoucherResult {
+    const id = lower(input.chain.channelId);
+    const row = this.st.getChannel.get(id);
+    const current = row ? toChannel(row) : null;
+    if (current) {
+      if (current.finalized) return { ok: false, code: "channel_finalized", channel: current };
+      if (current.payerCloseRequestedAt !== 0) return { ok: false, code: "channel_closing", channel: current };
+    }
+    const v = input.amount;
+    const vText = encodeAmount(v);
+    const used = current ? this.st.isUsed.get(id, vText) !== undefined : false;
+    const deposit = current && current.deposit > input.chain.deposit ? current.deposit : input.chain.deposit;
+    const d = decideVoucher(
+      { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, floor: current?.floor ?? 0n, deposit },
+      v,
+      used,
+      input.charge,
+      input.window,
+    );
+    if (!d.ok) return { ok: false, code: d.code, channel: current };
+    const now = Date.now();
+    // The stored signature is always the one of the voucher for `accepted`.
+    const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
+    if (!current) {
+      this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, floor: d.floor }, 0, now);
+    } else {
+      this.st.updateChain.run(this.chainParams(input.chain, now)); // no-op when the stored state is newer
+      this.st.updateAccounting.run({
+        channel_id: id,
+        accepted: encodeAmount(d.accepted),
+        accepted_signature: signature,
+        spent: encodeAmount(d.spent),
+        floor: encodeAmount(d.floor),
+        updated_at: now,
+      });
+    }
+    this.st.insertUsed.run(id, vText);
+    if (d.prune) this.st.pruneUsed.run(id, encodeAmount(d.floor));
+    return { ok: true, channel: toChannel(this.st.getChannel.get(id)!) };
+  }
+
+  private snapshotsInTx(snapshots: readonly ChainChannel[], cursor?: EventCursor) {
+    const now = Date.now();
+    for (const s of snapshots) this.st.updateChain.run(this.chainParams(s, now));
+    if (cursor) this.st.setCursor.run("escrow", Number(cursor.block), cursor.hash ?? null, now);
+  }
+
+  private check() {
+    if (this.closed) throw new Error("store is closed");
+  }
+
+  async bind(b: StoreBinding): Promise<void> {
+    this.check();
+    const want: Record<string, string> = {
+      chain_id: String(b.chainId),
+      escrow: lower(b.escrow),
+      token: lower(b.token),
+      payee: lower(b.payee),
+      genesis_hash: lower(b.genesisHash),
+    };
+    this.db
+      .transaction(() => {
+        const mismatches: string[] = [];
+        for (const [k, v] of Object.entries(want)) {
+          const have = this.st.getMeta.get(k)?.value;
+          if (have === undefined) this.st.setMeta.run(k, v);
+          else if (have !== v) mismatches.push(`${k}: store has ${have}, server has ${v}`);
+        }
+        if (mismatches.length) {
+          throw new StoreBindingError(
+            `the database ${this.filename} belongs to another deployment (${mismatches.join("; ")}); use another DATABASE_URL`,
+          );
+        }
+      })
+      .immediate();
+  }
+
+  async getChannel(channelId: Hex): Promise<StoredChannel | null> {
+    this.check();
+    const row = this.st.getChannel.get(lower(channelId));
+    return row ? toChannel(row) : null;
+  }
+
+  async acceptVoucher(input: AcceptVoucherInput): Promise<AcceptVoucherResult> {
+    this.check();
+    return this.acceptTx(input);
+  }
+
+  async releaseCharge(channelId: Hex, amount: bigint): Promise<StoredChannel | null> {
+    this.check();
+    if (amount < 0n) throw new RangeError("release amount must be >= 0");
+    const id = lower(channelId);
+    return this.db
+      .transaction(() => {
+        const row = this.st.getChannel.get(id);
+        if (!row) return null;
+        const spent = decodeAmount(row.spent);
+        const next = spent > amount ? spent - amount : 0n;
+        this.st.release.run(encodeAmount(next), Date.now(), id);
+        return toChannel(this.st.getChannel.get(id)!);
+      })
+      .immediate();
+  }
+
+  async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor): Promise<void> {
+    this.check();
+    this.snapshotsTx(snapshots, cursor);
+  }
+
+  async requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel> {
+    this.check();
+    const id = lower(chain.channelId);
+    return this.db
+      .transaction(() => {
+        const now = Date.now();
+        if (!this.st.getChannel.get(id)) {
+          this.insertNew(chain, { accepted: 0n, signature: null, spent: 0n, floor: 0n }, at, now);
+        } else {
+          this.st.updateChain.run(this.chainParams(chain, now));
+          this.st.coopClose.run(at, now, id);
+        }
+        return toChannel(this.st.getChannel.get(id)!);
+      })
+      .immediate();
+  }
+
+  async getCursor(): Promise<EventCursor | null> {
+    this.check();
+    const r = this.st.getCursor.get("escrow");
+    return r ? { block: BigInt(r.block), hash: (r.block_hash ?? undefined) as Hex | undefined } : null;
+  }
+
+  async activeChannelIds(): Promise<Hex[]> {
+    this.check();
+    return this.st.active.all().map((r) => r.channel_id as Hex);
+  }
+
+  async listUnsettled(limit: number): Promise<StoredChannel[]> {
+    this.check();
+    return this.st.unsettled.all(limit).map(toChannel);
+  }
+
+  async totals(): Promise<StoreTotals> {
+    this.check();
+    let unsettled = 0n;
+    for (const r of this.st.unsettledOpen.iterate()) unsettled += decodeAmount(r.spent) - decodeAmount(r.settled);
+    try {
+      const t = this.st.totals.get()!;
+      // SQLite sums in 64-bit integers (exact below 9.2e18 atomic units) and throws on overflow: then sum here.
+      return { channels: Number(t.n), accepted: t.accepted ?? 0n, spent: t.spent ?? 0n, settled: t.settled ?? 0n, unsettled };
+    } catch {
+      let accepted = 0n;
+      let spent = 0n;
+      let settled = 0n;
+      let n = 0;
+      for (const r of this.st.allAmounts.iterate()) {
+        n++;
+        accepted += decodeAmount(r.accepted);
+        spent += decodeAmount(r.spent);
+        settled += decodeAmount(r.settled);
+      }
+      return { channels: n, accepted, spent, settled, unsettled };
+    }
+  }
+
+  async ping(): Promise<void> {
+    this.check();
+    this.st.setMeta.run("health_probe", String(Date.now()));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}
