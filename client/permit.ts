@@ -64,22 +64,24 @@ export async function detectPermit(ctx: ChainContext, token: Address): Promise<{
   const pc = ctx.publicClient;
   const read = <T>(functionName: string, args: readonly unknown[] = []): Promise<T | null> =>
     (pc.readContract({ address: token, abi: permitAbi, functionName, args } as never) as Promise<T>).catch(() => null);
-  const [code, chainId, sep, nonce, domain5267, name, version] = await Promise.all([
+  const [code, chainId, sep, nonce, domain5267] = await Promise.all([
     pc.getCode({ address: owner }).catch(() => null),
     pc.getChainId(),
     read<Hex>("DOMAIN_SEPARATOR"),
     read<bigint>("nonces", [owner]),
     read<readonly [Hex, string, string, bigint, Address, Hex, readonly bigint[]]>("eip712Domain"),
-    read<string>("name"),
-    read<string>("version"),
   ]);
   if (code === null || (code !== undefined && code !== "0x")) return null; // a contract wallet signs with ERC-1271, not ECDSA
   if (!sep || nonce === null) return null;
   const candidates: PermitDomain[] = [];
   if (domain5267) candidates.push({ name: domain5267[1], version: domain5267[2], chainId: Number(domain5267[3]), verifyingContract: domain5267[4] });
-  if (name !== null) {
-    candidates.push({ name, version: version ?? "1", chainId, verifyingContract: token });
-    if (version === null) candidates.push({ name, version: "2", chainId, verifyingContract: token });
+  if (!candidates.some((d) => separator(d).toLowerCase() === sep.toLowerCase())) {
+    // No ERC-5267: try name() with version() (USDC has it), else the usual "1" and "2".
+    const [name, version] = await Promise.all([read<string>("name"), read<string>("version")]);
+    if (name !== null) {
+      candidates.push({ name, version: version ?? "1", chainId, verifyingContract: token });
+      if (version === null) candidates.push({ name, version: "2", chainId, verifyingContract: token });
+    }
   }
   const domain = candidates.find((d) => d.chainId === chainId && separator(d).toLowerCase() === sep.toLowerCase());
   return domain ? { domain, nonce } : null;

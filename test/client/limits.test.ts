@@ -6,7 +6,7 @@
 import { expect } from "chai";
 import { getAddress, type Address } from "viem";
 import { mockUsdcAbi } from "../../protocol";
-import { ClientError } from "../../client";
+import { ClientError, type SpendingLimits } from "../../client";
 import { deployEscrow, type Env } from "../helpers/escrow";
 import { chainClients, reply402, startResponder, terms, testClient } from "../helpers/client";
 
@@ -37,7 +37,7 @@ describe("client: spending limits and trusted terms", function () {
   }
 
   /** Runs one refused call and checks nothing was signed, sent with a voucher, deposited or stored. */
-  async function expectRefused(t: ReturnType<typeof terms>, limits: Parameters<typeof testClient>[1]["limits"], code: string) {
+  async function expectRefused(t: ReturnType<typeof terms>, limits: SpendingLimits, code: string) {
     const responder = await startResponder(() => reply402(t));
     const { agent, store } = testClient(PAYER, { limits });
     const before = await balanceOfPayer();
