@@ -78,7 +78,7 @@ export class EventFollower {
     if (ids.size === 0) return;
     const snaps = await this.o.reader.readChannels([...ids] as Hex[], head.number);
     await this.o.store.applyChainSnapshots(snaps);
-    const now = Date.now();
+    const now = this.o.view.chainNow();
     for (const s of snaps) this.o.view.apply(s, now);
   }
 
@@ -95,7 +95,7 @@ export class EventFollower {
   }
 
   private async pass(): Promise<void> {
-    const started = Date.now();
+    const started = this.o.view.chainNow();
     try {
       this.passes++;
       if (this.o.refreshEvery && this.passes % this.o.refreshEvery === 0) await this.refreshActive();

@@ -18,13 +18,6 @@ export interface ChannelViewOptions {
   maxCached?: number;
 }
 
-/** A channel snapshot plus when the server last confirmed it against the chain. */
-export interface ViewedChannel {
-  chain: ChainChannel;
-  /** Unix ms of the last successful chain read or follower pass covering this channel. */
-  confirmedAt: number;
-}
-
 export class ChannelView {
   readonly reader: ChainReader;
   private readonly store: ChannelStore;
@@ -34,7 +27,7 @@ export class ChannelView {
   private readonly inflight = new Map<string, Promise<ChainChannel | null>>();
   private readonly unknownTtl: number;
   private readonly maxCached: number;
-  /** Unix ms when the follower last reached the chain head; all cached channels were current then. */
+  /** Chain time (s, {@link chainNow}) when the follower last reached the head; all cached channels were current then. */
   lastSyncAt = 0;
   /** Latest block seen and when (local ms), for chain time. */
   private head: { block: BlockInfo; seenAt: number } | null = null;
@@ -83,7 +76,7 @@ export class ChannelView {
     return Math.max(local, fromChain);
   }
 
-  /** Unix ms of the last confirmation of this channel against the chain (0 = never). */
+  /** Chain time (s) of the last confirmation of this channel against the chain (0 = never). */
   confirmedAt(channelId: Hex): number {
     return Math.max(this.lastSyncAt, this.readAt.get(channelId.toLowerCase()) ?? 0);
   }
@@ -135,6 +128,7 @@ export class ChannelView {
       try {
         const c = await this.reader.readChannel(id);
         const now = Date.now();
+        const confirmed = this.chainNow();
         if (!c) {
           if (this.unknownTtl > 0) {
             if (this.unknown.size >= 10_000) this.unknown.clear();
@@ -143,7 +137,7 @@ export class ChannelView {
           return null;
         }
         await this.store.applyChainSnapshots([c]); // updates the row only if the channel is stored
-        this.apply(c, now);
+        this.apply(c, confirmed);
         return this.mem.get(id) ?? c;
       } finally {
         this.inflight.delete(id);

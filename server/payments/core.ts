@@ -423,7 +423,7 @@ export class PaymentCore {
     // Staleness: a close requested after our last look cannot end before confirmedAt + closeDelay. If that point is
     // within the safety margin (the follower has been failing for long), look again; a failed read is a 503.
     if (!fresh) {
-      const unseenCloseDeadline = Math.floor(this.view.confirmedAt(chain.channelId) / 1000) + chain.closeDelay;
+      const unseenCloseDeadline = this.view.confirmedAt(chain.channelId) + chain.closeDelay;
       if (unseenCloseDeadline - this.view.chainNow() < this.o.closeSafetyMargin) {
         let again: ChainChannel | null;
         try {

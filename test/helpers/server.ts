@@ -163,3 +163,84 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
   };
 }
+
+/** Base64 JSON header value from any object (for malformed or foreign payloads). */
+export function rawHeader(value: unknown): string {
+  return Buffer.from(JSON.stringify(value), "utf8").toString("base64");
+}
+
+/** The wire form of a payment (`PAYMENT-SIGNATURE` JSON before base64), for tests that mutate it. */
+export function paymentJson(terms: ChannelRequirements, voucher: Voucher): Record<string, unknown> {
+  const h = paymentHeaders(terms, voucher)[HEADER_PAYMENT_SIGNATURE];
+  return JSON.parse(Buffer.from(h, "base64").toString("utf8"));
+}
+
+/** A decoded error answer: status, `error` code of the body, and the `PAYMENT-REQUIRED` header when present. */
+export interface Answer {
+  status: number;
+  code?: string;
+  body: any;
+  headers: Headers;
+  required?: ReturnType<typeof decodePaymentRequired>;
+}
+
+/** fetch + decode of the problem body and `PAYMENT-REQUIRED` (for assertions). */
+export async function call(url: string, init?: RequestInit): Promise<Answer> {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let body: any = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  const h = res.headers.get(HEADER_PAYMENT_REQUIRED);
+  return { status: res.status, code: body?.error, body, headers: res.headers, required: h ? decodePaymentRequired(h) : undefined };
+}
+
+/**
+ * A TCP proxy in front of a JSON-RPC URL that can be switched off (connections reset) and on again: lets tests
+ * take "the chain" away from a running server.
+ */
+export async function startRpcProxy(target: string): Promise<{ url: string; down(): void; up(): void; close(): Promise<void> }> {
+  const net = await import("node:net");
+  const t = new URL(target);
+  let isDown = false;
+  const sockets = new Set<import("node:net").Socket>();
+  const server = net.createServer((client) => {
+    if (isDown) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(t.port), t.hostname);
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  server.unref();
+  const port = (server.address() as import("node:net").AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    down() {
+      isDown = true;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    up() {
+      isDown = false;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
