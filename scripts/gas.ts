@@ -1,8 +1,11 @@
 /**
  * `npm run gas`: gas used by every escrow function on the in-process Hardhat chain, with `settle` batches of
- * 1, 10 and 100 channels and the marginal gas per channel. Gas is deterministic: the figures are compared with
+ * 1, 10 and 100 channels and the marginal gas per channel. Gas is deterministic up to a few dozen units (calldata
+ * of random session keys and salts); the figures are compared with
  * the committed snapshot `test/gas-snapshot.json` by test/contracts/gas.test.ts (fails on > 2% growth).
- * `--write` updates the snapshot.
+ * `npm run gas:write` (`GAS_WRITE=1 hardhat run scripts/gas.ts`) updates the snapshot. `hardhat run` rejects
+ * unknown flags (HH305), so `--write` only works when the script runs without the Hardhat CLI
+ * (e.g. `npx ts-node scripts/gas.ts --write`); the environment variable works everywhere.
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
