@@ -15,6 +15,12 @@ export interface Voucher {
 
 const HALF_N_BYTES = Buffer.from(SECP256K1_HALF_N.toString(16).padStart(64, "0"), "hex");
 const MAX_U128 = (1n << 128n) - 1n;
+const BYTES32_HEX = /^0x[0-9a-fA-F]{64}$/;
+const SIGNATURE_HEX = /^0x[0-9a-fA-F]{130}$/;
+
+function checkChannelId(channelId: string): void {
+  if (typeof channelId !== "string" || !BYTES32_HEX.test(channelId)) throw new RangeError("channelId must be 32 bytes of 0x-hex");
+}
 
 function hexToBuf(hex: string, bytes: number): Buffer {
   const b = Buffer.from(hex.slice(2), "hex");
@@ -43,7 +49,10 @@ export class VoucherHasher {
 
   /** The EIP-712 digest of the voucher, as raw bytes (a fresh copy). */
   digestBytes(channelId: Hex, cumulativeAmount: bigint): Uint8Array {
-    if (cumulativeAmount < 0n || cumulativeAmount > MAX_U128) throw new RangeError("cumulativeAmount out of uint128 range");
+    checkChannelId(channelId);
+    if (typeof cumulativeAmount !== "bigint" || cumulativeAmount < 0n || cumulativeAmount > MAX_U128) {
+      throw new RangeError("cumulativeAmount out of uint128 range");
+    }
     const s = this.structBuf;
     s.write(channelId.slice(2), 32, 32, "hex");
     s.fill(0, 64, 80); // uint128 in a 32-byte word: top 16 bytes are zero
@@ -65,9 +74,8 @@ export class VoucherHasher {
  * Uses the native libsecp256k1 binding.
  */
 export function recoverDigestSigner(digest: Uint8Array, signature: Hex): Address | null {
-  if (signature.length !== 132) return null;
+  if (typeof signature !== "string" || !SIGNATURE_HEX.test(signature)) return null;
   const sig = Buffer.from(signature.slice(2), "hex");
-  if (sig.length !== 65) return null; // not hex
   const v = sig[64];
   if (v !== 27 && v !== 28) return null;
   const s = sig.subarray(32, 64);
@@ -132,7 +140,7 @@ export class VoucherVerifier {
  * takes: `vs` is `s` with the y-parity (v - 27) in its top bit.
  */
 export function toCompactSignature(signature: Hex): { r: Hex; vs: Hex } {
-  if (!/^0x[0-9a-fA-F]{130}$/.test(signature)) throw new RangeError("expected a 65-byte signature");
+  if (!SIGNATURE_HEX.test(signature)) throw new RangeError("expected a 65-byte signature");
   const r = `0x${signature.slice(2, 66)}` as Hex;
   const s = BigInt(`0x${signature.slice(66, 130)}`);
   const v = parseInt(signature.slice(130, 132), 16);
@@ -166,6 +174,7 @@ export function encodeSettleItems(claims: readonly SettleClaim[]): Hex {
     if (c.cumulativeAmount > MAX_U128 || c.amount > MAX_U128 || c.amount < 0n || c.cumulativeAmount < 0n) {
       throw new RangeError("settle amounts must fit uint128");
     }
+    checkChannelId(c.channelId);
     out.write(c.channelId.slice(2), o, 32, "hex");
     out.writeBigUInt64BE(c.cumulativeAmount >> 64n, o + 32);
     out.writeBigUInt64BE(c.cumulativeAmount & 0xffffffffffffffffn, o + 40);
