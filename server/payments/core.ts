@@ -10,7 +10,7 @@
  *   → v <= deposit (one chain re-read before `exceeds_deposit`)
  *   → one atomic store transaction (floor, used set, accepted, spent), durable before the handler runs.
  */
-import { getAddress, type Address, type Hex } from "viem";
+import type { Address, Hex } from "viem";
 import type { Logger } from "pino";
 import {
   BaseError,
@@ -151,7 +151,7 @@ export class Charge {
         success: true,
         transaction: "",
         network: this.core.network,
-        payer: getAddress(this.payer),
+        payer: this.payer,
         amount: this.amount,
         extra: { channelId: this.channelId, accepted: c.accepted, spent, deposit: c.deposit, remaining: c.deposit > spent ? c.deposit - spent : 0n },
       }),

@@ -209,10 +209,11 @@ export class SqliteStore implements ChannelStore {
   private insertNew(c: ChainChannel, acc: { accepted: bigint; signature: Hex | null; spent: bigint; floor: bigint }, payerClose: number, now: number) {
     this.st.insertChannel.run({
       ...this.chainParams(c, now),
-      payer: lower(c.payer),
-      payee: lower(c.payee),
-      token: lower(c.token),
-      signer: lower(c.signer),
+      // addresses as the chain view gives them (checksummed); compare case-insensitively
+      payer: c.payer,
+      payee: c.payee,
+      token: c.token,
+      signer: c.signer,
       close_delay: c.closeDelay,
       accepted: encodeAmount(acc.accepted),
       accepted_signature: acc.signature,

@@ -1,6 +1,6 @@
 /**
  * Core schema of the server (versions 1-99). Amounts are 39-digit zero-padded decimal text (see ../../amounts.ts),
- * addresses and ids are lowercase 0x-hex, times are integers (chain seconds or unix ms, as named).
+ * ids are lowercase 0x-hex, addresses checksummed as read from the chain, times are integers (chain seconds or unix ms, as named).
  */
 import type { SqliteMigration } from "./types";
 
