@@ -1,5 +1,5 @@
-import { keccak_256 } from "@noble/hashes/sha3";
 import secp256k1 from "secp256k1";
+import { keccak256Bytes as keccak_256 } from "./keccak";
 import { bytesToHex, type Address, type Hex } from "viem";
 import { domainSeparator, VOUCHER_TYPEHASH, type EscrowDomain } from "./eip712";
 
@@ -74,16 +74,19 @@ export class VoucherHasher {
  * Uses the native libsecp256k1 binding.
  */
 export function recoverDigestSigner(digest: Uint8Array, signature: Hex): Address | null {
+  const pub = recoverDigestPublicKey(digest, signature);
+  return pub === null ? null : (bytesToHex(keccak_256(pub.subarray(1)).subarray(12)) as Address);
+}
+
+/** The uncompressed (65-byte) public key that signed `digest`, with the rules of {@link recoverDigestSigner}. */
+export function recoverDigestPublicKey(digest: Uint8Array, signature: Hex): Uint8Array | null {
   if (typeof signature !== "string" || !SIGNATURE_HEX.test(signature)) return null;
   const sig = Buffer.from(signature.slice(2), "hex");
   const v = sig[64];
   if (v !== 27 && v !== 28) return null;
-  const s = sig.subarray(32, 64);
-  if (Buffer.compare(s, HALF_N_BYTES) > 0) return null;
+  if (Buffer.compare(sig.subarray(32, 64), HALF_N_BYTES) > 0) return null;
   try {
-    const pub = secp256k1.ecdsaRecover(sig.subarray(0, 64), v - 27, digest, false);
-    const hash = keccak_256(pub.subarray(1));
-    return bytesToHex(hash.subarray(12)) as Address;
+    return secp256k1.ecdsaRecover(sig.subarray(0, 64), v - 27, digest, false);
   } catch {
     return null; // r or s zero or out of range, or no point
   }
@@ -128,10 +131,25 @@ export class VoucherVerifier {
     return recoverDigestSigner(this.hasher.digestBytes(channelId, cumulativeAmount), signature);
   }
 
-  /** Whether `signature` is `signer`'s valid signature of the voucher. */
+  /** Public keys of signers seen before (lowercase address → 65-byte key), to skip hashing the recovered key. */
+  private readonly publicKeys = new Map<string, Buffer>();
+
+  /**
+   * Whether `signature` is `signer`'s valid signature of the voucher (same rules as {@link recoverDigestSigner}).
+   * After a signer's first valid voucher its public key is cached, so later checks compare the recovered key
+   * instead of hashing it into an address.
+   */
   verify(voucher: Voucher, signer: Address): boolean {
-    const recovered = this.recover(voucher.channelId, voucher.cumulativeAmount, voucher.signature);
-    return recovered !== null && recovered.toLowerCase() === signer.toLowerCase();
+    const digest = this.hasher.digestBytes(voucher.channelId, voucher.cumulativeAmount);
+    const pub = recoverDigestPublicKey(digest, voucher.signature);
+    if (pub === null) return false;
+    const key = signer.toLowerCase();
+    const known = this.publicKeys.get(key);
+    if (known) return known.equals(pub);
+    if (bytesToHex(keccak_256(pub.subarray(1)).subarray(12)) !== key) return false;
+    if (this.publicKeys.size >= 100_000) this.publicKeys.clear(); // bounded memory
+    this.publicKeys.set(key, Buffer.from(pub));
+    return true;
   }
 }
 
