@@ -136,6 +136,17 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     app.set("etag", false);
     app.set("query parser", "simple");
 
+    // Access log at debug level: method, path (no query), status, time. Never headers.
+    if (logger.isLevelEnabled("debug")) {
+      app.use((req, res, next) => {
+        const t0 = process.hrtime.bigint();
+        res.once("finish", () =>
+          logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6 }, "request"),
+        );
+        next();
+      });
+    }
+
     app.get("/healthz", async (_req, res) => {
       const out: Record<string, unknown> = { chainId, escrow, token, payee };
       let ok = true;

@@ -186,6 +186,9 @@ export class SqliteStore implements ChannelStore {
           "SELECT count(*) AS n, sum(CAST(accepted AS INTEGER)) AS accepted, sum(CAST(spent AS INTEGER)) AS spent, sum(CAST(settled AS INTEGER)) AS settled FROM channels",
         )
         .safeIntegers(true),
+      maxAmounts: db.prepare<[], { a: string | null; s: string | null; t: string | null }>(
+        "SELECT max(accepted) AS a, max(spent) AS s, max(settled) AS t FROM channels",
+      ),
       allAmounts: db.prepare<[], { accepted: string; spent: string; settled: string; finalized: number }>(
         "SELECT accepted, spent, settled, finalized FROM channels",
       ),
@@ -370,23 +373,25 @@ export class SqliteStore implements ChannelStore {
     this.check();
     let unsettled = 0n;
     for (const r of this.st.unsettledOpen.iterate()) unsettled += decodeAmount(r.spent) - decodeAmount(r.settled);
-    try {
+    // SQLite sums exactly in 64-bit integers, but CAST saturates above 2^63: sum in SQL only when every amount is
+    // small enough for the total not to overflow (the usual case), otherwise here with bigints.
+    const big = this.st.maxAmounts.get()!;
+    const limit = 1n << 52n;
+    if (decodeAmount(big.a ?? "0") < limit && decodeAmount(big.s ?? "0") < limit && decodeAmount(big.t ?? "0") < limit) {
       const t = this.st.totals.get()!;
-      // SQLite sums in 64-bit integers (exact below 9.2e18 atomic units) and throws on overflow: then sum here.
       return { channels: Number(t.n), accepted: t.accepted ?? 0n, spent: t.spent ?? 0n, settled: t.settled ?? 0n, unsettled };
-    } catch {
-      let accepted = 0n;
-      let spent = 0n;
-      let settled = 0n;
-      let n = 0;
-      for (const r of this.st.allAmounts.iterate()) {
-        n++;
-        accepted += decodeAmount(r.accepted);
-        spent += decodeAmount(r.spent);
-        settled += decodeAmount(r.settled);
-      }
-      return { channels: n, accepted, spent, settled, unsettled };
     }
+    let accepted = 0n;
+    let spent = 0n;
+    let settled = 0n;
+    let n = 0;
+    for (const r of this.st.allAmounts.iterate()) {
+      n++;
+      accepted += decodeAmount(r.accepted);
+      spent += decodeAmount(r.spent);
+      settled += decodeAmount(r.settled);
+    }
+    return { channels: n, accepted, spent, settled, unsettled };
   }
 
   async ping(): Promise<void> {
