@@ -76,16 +76,15 @@ function startServer(env: Record<string, string>): Promise<{ url: string; child:
 
 function verifyThroughput(): number {
   const domain = escrowDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
-  const signer = new VoucherSigner(generatePrivateKey(), domain);
+  const key = generatePrivateKey();
+  const signer = new VoucherSigner(key, domain);
   const verifier = new VoucherVerifier(domain);
   const vs = Array.from({ length: 2048 }, (_, i) => signer.sign(keccak256(toHex(`c${i}`)), 1000n + BigInt(i)));
-  for (let i = 0; i < 2000; i++) verifier.recover(vs[i % 2048].channelId, vs[i % 2048].cumulativeAmount, vs[i % 2048].signature);
+  const who = privateKeyToAccount(key).address;
+  for (let i = 0; i < 2000; i++) if (!verifier.verify(vs[i % 2048], who)) throw new Error("bad voucher");
   const n = 30_000;
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) {
-    const v = vs[i % 2048];
-    verifier.recover(v.channelId, v.cumulativeAmount, v.signature);
-  }
+  for (let i = 0; i < n; i++) verifier.verify(vs[i % 2048], who);
   return n / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 

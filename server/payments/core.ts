@@ -356,9 +356,9 @@ export class PaymentCore {
 
     // The signature, before anything else about the channel or the voucher's amount.
     const t0 = process.hrtime.bigint();
-    const signer = this.verifier.recover(channelId, v, signature);
+    const valid = this.verifier.verify({ channelId, cumulativeAmount: v, signature }, chain.signer);
     this.observer?.verified?.(Number(process.hrtime.bigint() - t0) / 1e9);
-    if (signer === null || signer.toLowerCase() !== chain.signer.toLowerCase()) {
+    if (!valid) {
       return this.reply("invalid_signature", "the voucher is not signed by the channel's signer", req, pricing, await this.hint(chain));
     }
 
