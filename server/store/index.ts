@@ -1,6 +1,6 @@
 /**
  * Opens the store a DATABASE_URL names. SQLite (file path, `sqlite:`/`file:` URL, `:memory:`) is built in;
- * `postgres://` is reserved for the PostgreSQL store (issue 6).
+ * `postgres://` / `postgresql://` opens the PostgreSQL store (`./postgres`, issue 6).
  */
 import type { ChannelStore } from "./types";
 import { SqliteStore } from "./sqlite/store";
@@ -22,7 +22,9 @@ export function isPostgresUrl(url: string): boolean {
 /** Opens (and migrates) the store for `url`. */
 export async function openStore(opts: OpenStoreOptions): Promise<ChannelStore> {
   if (isPostgresUrl(opts.url)) {
-    throw new Error("DATABASE_URL is a PostgreSQL URL, but the PostgreSQL store is not built yet (issue 6); use a SQLite path");
+    // Loaded on demand: SQLite-only servers never load pg. Pool settings come from PG_* variables (postgres/pool.ts).
+    const { openPostgresStore } = await import("./postgres");
+    return openPostgresStore({ url: opts.url });
   }
   return new SqliteStore({ url: opts.url, synchronous: opts.sqliteSynchronous });
 }

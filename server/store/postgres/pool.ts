@@ -5,7 +5,6 @@
  * statement / lock / idle-in-transaction times (a stuck request can never hold a channel's row lock for long).
  */
 import pg from "pg";
-import { parse as parseConnectionString } from "pg-connection-string";
 
 /** Pool settings (all times in ms). */
 export interface PgPoolSettings {
@@ -93,11 +92,22 @@ export function redactUrl(url: string): string {
  * `options` in the URL (e.g. `-c search_path=...`) are kept, with ours appended so they win.
  */
 export function createPgPool(url: string, s: PgPoolSettings): pg.Pool {
-  const parsed = parseConnectionString(url) as Record<string, unknown>;
-  const ours = ["-c synchronous_commit=on"].join(" ");
-  const options = [typeof parsed.options === "string" ? parsed.options : "", ours].filter(Boolean).join(" ");
+  // pg lets the URL's own parameters override the config object, so take `options` out of the URL and merge.
+  let connectionString = url;
+  let fromUrl = "";
+  try {
+    const u = new URL(url);
+    if (u.searchParams.has("options")) {
+      fromUrl = u.searchParams.get("options") ?? "";
+      u.searchParams.delete("options");
+      connectionString = u.toString();
+    }
+  } catch {
+    // pg parses forms WHATWG URL does not (e.g. an empty host for a Unix socket); without `options` in them, ours apply
+  }
+  const options = [fromUrl, "-c synchronous_commit=on"].filter(Boolean).join(" ");
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString,
     options,
     max: s.max,
     idleTimeoutMillis: s.idleTimeoutMs,

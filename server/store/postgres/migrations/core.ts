@@ -1,0 +1,68 @@
+/**
+ * Core schema of the server on PostgreSQL (versions 1-99), the same tables as the SQLite store's
+ * (`../../sqlite/migrations/core.ts`) with native types: amounts are `numeric(39,0)` (uint128 fits; exact sums),
+ * ids lowercase 0x-hex text, addresses as read from the chain (checksummed; compare case-insensitively), times `bigint` (chain seconds or unix ms, as named).
+ *
+ * `channels` has a fillfactor below 100 and no index on the accounting columns (accepted, spent, floor,
+ * updated_at), so the voucher transaction's UPDATE is a HOT update: it writes no index entries.
+ */
+import type { PgMigration } from "./types";
+
+const amount = (col: string, extra = "") => `${col} numeric(39,0) NOT NULL${extra} CHECK (${col} >= 0 AND ${col} < 340282366920938463463374607431768211456)`;
+/** 0x-hex of `bytes` bytes: ids lowercase (`~`), addresses as the chain view gives them, checksummed (`~*`). */
+const hex = (col: string, bytes: number, op: "~" | "~*" = "~") => `${col} text NOT NULL CHECK (${col} ${op} '^0x[0-9a-f]{${bytes * 2}}$')`;
+
+export const CORE_PG_MIGRATIONS: PgMigration[] = [
+  {
+    version: 1,
+    name: "channels, used vouchers, cursor, binding",
+    up: `
+      CREATE TABLE meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+      );
+
+      -- One row per channel the server accepted a voucher (or a close request) for.
+      CREATE TABLE channels (
+        ${hex("channel_id", 32)} PRIMARY KEY,
+        ${hex("payer", 20, "~*")},
+        ${hex("payee", 20, "~*")},
+        ${hex("token", 20, "~*")},
+        ${hex("signer", 20, "~*")},
+        -- chain state (from getChannel / the event follower), valid at chain_block
+        ${amount("deposit")},
+        ${amount("settled")},
+        close_delay              bigint  NOT NULL,
+        close_requested_at       bigint  NOT NULL DEFAULT 0,
+        closes_at                bigint  NOT NULL DEFAULT 0,
+        finalized                boolean NOT NULL DEFAULT false,
+        chain_block              bigint  NOT NULL DEFAULT 0,
+        -- accounting
+        ${amount("accepted")},
+        accepted_signature       text,
+        ${amount("spent")},
+        ${amount("floor")},
+        -- cooperative close asked by the signer (POST /channel/close), unix seconds; 0 = not asked
+        payer_close_requested_at bigint  NOT NULL DEFAULT 0,
+        created_at               bigint  NOT NULL,
+        updated_at               bigint  NOT NULL
+      ) WITH (fillfactor = 80);
+      CREATE INDEX channels_open ON channels (channel_id) WHERE NOT finalized;
+
+      -- Voucher amounts used above the channel's floor (pruned when the floor rises).
+      CREATE TABLE used_vouchers (
+        channel_id text           NOT NULL,
+        amount     numeric(39,0)  NOT NULL,
+        PRIMARY KEY (channel_id, amount)
+      );
+
+      -- Event follower position (name = 'escrow').
+      CREATE TABLE cursors (
+        name       text   PRIMARY KEY,
+        block      bigint NOT NULL,
+        block_hash text,
+        updated_at bigint NOT NULL
+      );
+    `,
+  },
+];
