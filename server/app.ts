@@ -147,6 +147,13 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
       });
     }
 
+    // Declared bodies over the limit are refused before any route reads them (parsers bound chunked bodies).
+    app.use((req, res, next) => {
+      const len = Number(req.headers["content-length"] ?? 0);
+      if (len > config.maxBodyBytes) return sendProblem(res, "request_too_large", `the body is over ${config.maxBodyBytes} bytes`);
+      next();
+    });
+
     app.get("/healthz", async (_req, res) => {
       const out: Record<string, unknown> = { chainId, escrow, token, payee };
       let ok = true;
@@ -176,7 +183,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
 
     app.post(CLOSE_PATH, express.json({ limit: 4096, strict: true, type: () => true }), paywall.closeHandler());
 
-    (opts.routes ?? ((a, p) => demoRoutes(a, p, { bodyLimit: Math.min(config.maxBodyBytes, 1 << 20) })))(app, paywall);
+    (opts.routes ?? ((a, p) => demoRoutes(a, p, { bodyLimit: Math.min(config.maxBodyBytes, 64 * 1024) })))(app, paywall);
 
     app.use((_req: Request, res: Response) => sendProblem(res, "not_found", "no such route"));
     app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
