@@ -31,6 +31,9 @@ function routes(app: Express, paywall: ExpressPaywall) {
   app.get("/v1/throw", paywall.charge({ price: "0.001" }), () => {
     throw new Error("handler bug with a secret stack");
   });
+  app.get("/v1/slow", paywall.charge({ price: "0.001" }), () => {
+    /* never answers */
+  });
   app.get("/v1/quote", paywall.charge({ price: (req) => (req.query.big === "1" ? "0.005" : "0.002"), max: "0.005" }), (_req, res) => {
     res.json({ ok: true, charged: paymentOf(res)!.amount.toString() });
   });
@@ -42,7 +45,7 @@ describe("server: accounting over HTTP", () => {
   let db: SqliteStore["db"];
 
   before(async () => {
-    srv = await startTestServer({ routes });
+    srv = await startTestServer({ routes, config: { handlerTimeout: 300 } });
     terms = await srv.terms("/v1/echo");
     db = (srv.store as SqliteStore).db;
   });
@@ -105,6 +108,13 @@ describe("server: accounting over HTTP", () => {
     expect(a.status).to.equal(500);
     expect(a.body).to.deep.include({ error: "internal_error", detail: "internal error" });
     expect(JSON.stringify(a.body)).to.not.contain("secret");
+    expect((await srv.store.getChannel(ch.id))!).to.deep.include({ spent: 0n, accepted: PRICE });
+  });
+
+  it("a handler that never answers gets 504 handler_timeout and its charge released", async () => {
+    const ch = await openChannel(srv.env);
+    const a = await call(`${srv.url}/v1/slow`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, PRICE)) });
+    expect([a.status, a.code]).to.deep.equal([504, "handler_timeout"]);
     expect((await srv.store.getChannel(ch.id))!).to.deep.include({ spent: 0n, accepted: PRICE });
   });
 
