@@ -46,6 +46,7 @@ import {
   requestCloseTx,
   revertName,
   tokenDecimals,
+  tokenSymbol,
   topUpTx,
   withdrawTx,
   type ChainContext,
@@ -484,6 +485,11 @@ export class ChannelClient {
       this.decimals.set(k, d);
     }
     return d;
+  }
+
+  /** A token's symbol ("" when it has none). */
+  symbolOf(token: Address): Promise<string> {
+    return tokenSymbol(this.ctx, token);
   }
 
   private rememberRoute(key: string, offer: ChannelRequirements): void {

@@ -171,7 +171,7 @@ describe("client: paying the real server", function () {
     it("a metered route signs its maximum and is charged the actual amount", async function () {
       const res = await agent.fetch(`${srv.url}/v1/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello" }) });
       expect(res.status).to.equal(200);
-      const body = await res.json();
+      const body = (await res.json()) as { charged: string };
       const p = agent.paymentOf(res)!;
       expect(p.price).to.equal(10_000n);
       expect(p.receipt!.amount).to.equal(BigInt(body.charged));
