@@ -265,7 +265,26 @@ export class SqliteStore implements ChannelStore {
     }
     this.st.insertUsed.run(id, vText);
     if (d.prune) this.st.pruneUsed.run(id, encodeAmount(d.floor));
-    return { ok: true, channel: toChannel(this.st.getChannel.get(id)!) };
+    // The committed row, built here rather than read back (hot path).
+    const c = input.chain;
+    const chainPart =
+      !current || c.block >= current.block
+        ? { deposit: c.deposit, settled: c.settled, closeRequestedAt: c.closeRequestedAt, closesAt: c.closesAt, finalized: c.finalized, block: c.block }
+        : {};
+    const channel: StoredChannel = current
+      ? { ...current, ...chainPart, accepted: d.accepted, acceptedSignature: signature, spent: d.spent, floor: d.floor, updatedAt: now }
+      : {
+          ...c,
+          channelId: id as Hex,
+          accepted: d.accepted,
+          acceptedSignature: signature,
+          spent: d.spent,
+          floor: d.floor,
+          payerCloseRequestedAt: 0,
+          createdAt: now,
+          updatedAt: now,
+        };
+    return { ok: true, channel };
   }
 
   private snapshotsInTx(snapshots: readonly ChainChannel[], cursor?: EventCursor) {
