@@ -1,0 +1,141 @@
+/**
+ * Crash safety: the settler stopped at each step of a transaction's life (recorded but not sent; sent but not
+ * recorded as sent; mined but the receipt not recorded), in process and as a child process killed with SIGKILL,
+ * resumes without losing a voucher and without settling anything twice.
+ */
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { expect } from "chai";
+import { SimulatedStop, type SettlementStep } from "../../server/settlement";
+import { settlementStoreFor } from "../../server/settlement/store";
+import { SqliteStore } from "../../server/store/sqlite/store";
+import type { OpenedChannel } from "../helpers/escrow";
+import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
+
+const REPO = path.resolve(__dirname, "..", "..");
+
+describe("settlement: crash safety", function () {
+  this.timeout(120_000);
+  let h: SettlementHarness;
+  before(async () => {
+    h = await settlementHarness();
+  });
+  after(async () => h?.close());
+
+  async function channels(n: number): Promise<Array<OpenedChannel & { spent: bigint }>> {
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(await h.paidChannel({ spent: 31_000n + BigInt(i) * 1_000n }));
+    return out;
+  }
+
+  /** After resuming: every channel settled exactly `spent` on chain, the payee got exactly the sum, nothing open. */
+  async function expectSettledOnce(chans: Array<OpenedChannel & { spent: bigint }>, payeeBefore: bigint) {
+    const sum = chans.reduce((a, c) => a + c.spent, 0n);
+    expect((await h.tokenBalance(h.payee)) - payeeBefore).to.equal(sum);
+    for (const c of chans) {
+      expect((await h.channelOnChain(c.id)).settled).to.equal(c.spent);
+      expect((await h.stored(c.id)).settled).to.equal(c.spent);
+    }
+    expect(await settlementStoreFor(h.store).openTxs()).to.deep.equal([]);
+    const again = await h.settlement().job.runOnce({ wait: true, all: true });
+    expect(again.txs).to.deep.equal([]);
+  }
+
+  for (const step of ["built", "broadcast", "receipt"] as SettlementStep[]) {
+    it(`resumes after a stop at "${step}" without loss or double count`, async () => {
+      const chans = await channels(3);
+      const payeeBefore = await h.tokenBalance(h.payee);
+      const crashing = h.settlement({}, {
+        holder: "crashing",
+        leaseTtlMs: 300,
+        onStep: (s) => {
+          if (s === step) throw new SimulatedStop(`stopped at ${s}`);
+        },
+      });
+      let stopped: unknown;
+      try {
+        await crashing.job.runOnce({ wait: true });
+      } catch (e) {
+        stopped = e;
+      }
+      expect(stopped).to.be.instanceOf(SimulatedStop);
+      const [open] = await crashing.settlement.openTxs();
+      // Recorded before sending; a stop after the broadcast leaves it recorded as "built" until the resume.
+      expect(open.status).to.equal(step === "receipt" ? "sent" : "built");
+      expect(open.items.map((i) => i.channelId).sort()).to.deep.equal(chans.map((c) => c.id).sort());
+      const onChain = (await h.channelOnChain(chans[0].id)).settled;
+      expect(onChain).to.equal(step === "built" ? 0n : chans[0].spent); // automine: a broadcast is mined at once
+
+      // Another settler cannot run while the crashed one's lease lasts; then it takes over ("restart").
+      const restarted = h.settlement();
+      expect((await restarted.job.runOnce({ wait: true })).leased).to.equal(false);
+      await new Promise((r) => setTimeout(r, 350));
+      const report = await restarted.job.runOnce({ wait: true });
+      expect(report.leased).to.equal(true);
+      expect(report.failures).to.deep.equal([]);
+      expect(report.txs.map((t) => [t.id, t.status])).to.deep.equal([[open.id, "confirmed"]]); // the same transaction, no new one
+      const tx = (await restarted.settlement.getTx(open.id))!;
+      expect(tx.hash).to.equal(open.hash);
+      // "built": broadcast once, on resume; "broadcast": the node had it (mined), the resume only found the receipt.
+      expect(tx.broadcasts).to.equal(step === "broadcast" ? 0 : 1);
+      expect(report.amountSettled).to.equal(chans.reduce((a, c) => a + c.spent, 0n));
+      await expectSettledOnce(chans, payeeBefore);
+    });
+  }
+
+  for (const step of ["broadcast", "receipt"] as SettlementStep[]) {
+    it(`resumes after the settler process is killed (SIGKILL) at "${step}"`, async () => {
+      const chans = await channels(2);
+      const payeeBefore = await h.tokenBalance(h.payee);
+      const out = await runChild(step);
+      expect(out.stdout).to.contain(`crashing at ${step}`);
+      expect(out.signal).to.equal("SIGKILL");
+      // A fresh connection, as a restarted process would open.
+      const store = new SqliteStore({ url: h.databaseUrl });
+      try {
+        const open = await settlementStoreFor(store).openTxs();
+        expect(open).to.have.length(1);
+        expect(open[0].status).to.equal(step === "receipt" ? "sent" : "built");
+      } finally {
+        await store.close();
+      }
+      // The killed child held the lease under the name "child"; a settler restarted under that name resumes at once.
+      const report = await h.settlement({}, { holder: "child" }).job.runOnce({ wait: true });
+      expect(report.failures).to.deep.equal([]);
+      expect(report.txs).to.have.length(1);
+      expect(report.txs[0].status).to.equal("confirmed");
+      await expectSettledOnce(chans, payeeBefore);
+    });
+  }
+
+  function runChild(crashAt: SettlementStep): Promise<{ stdout: string; stderr: string; signal: NodeJS.Signals | null }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(REPO, "test/helpers/settlement-child.ts")], {
+        cwd: REPO,
+        env: {
+          ...process.env,
+          TS_NODE_TRANSPILE_ONLY: "true",
+          DATABASE_URL: h.databaseUrl,
+          RPC_URL: h.rpcUrl,
+          CHAIN_ID: String(h.env.chainId),
+          ESCROW: h.env.escrow.address,
+          TOKEN: h.env.usdc.address,
+          PAYEE: h.payee,
+          SETTLER_KEY: h.operator.key,
+          CRASH_AT: crashAt,
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+      child.on("error", reject);
+      child.on("exit", (_code, signal) => {
+        clearTimeout(timer);
+        resolve({ stdout, stderr, signal });
+      });
+    });
+  }
+});
