@@ -2,7 +2,9 @@
  * The PostgreSQL store (issue 6): `DATABASE_URL=postgres://...` selects it (see ../index.ts `openStore`).
  * Several server replicas may share one database; see ./store.ts for the isolation reasoning.
  */
-export { PostgresStore, openPostgresStore, pgRowToChannel, type PostgresStoreOptions } from "./store";
+export { PostgresStore, openPostgresStore, type PostgresStoreOptions } from "./store";
+export { pgRowToChannel } from "./rows";
+export { PgSettlementStore } from "./settlement";
 export { migratePostgres } from "./migrate";
 export { POSTGRES_MIGRATIONS, type PgMigration } from "./migrations";
 export {

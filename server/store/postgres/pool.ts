@@ -88,10 +88,11 @@ export function redactUrl(url: string): string {
 }
 
 /**
- * Creates the pool. Session settings travel in the startup packet (`options`), so they cost no round trip; any
- * `options` in the URL (e.g. `-c search_path=...`) are kept, with ours appended so they win.
+ * The connection settings every session of the store uses (pool connections and dedicated ones). Session settings
+ * travel in the startup packet (`options`), so they cost no round trip; any `options` in the URL (e.g.
+ * `-c search_path=...`) are kept, with ours appended so they win.
  */
-export function createPgPool(url: string, s: PgPoolSettings): pg.Pool {
+export function pgClientConfig(url: string, s: PgPoolSettings, extraOptions: string[] = []): pg.ClientConfig {
   // pg lets the URL's own parameters override the config object, so take `options` out of the URL and merge.
   let connectionString = url;
   let fromUrl = "";
@@ -105,19 +106,23 @@ export function createPgPool(url: string, s: PgPoolSettings): pg.Pool {
   } catch {
     // pg parses forms WHATWG URL does not (e.g. an empty host for a Unix socket); without `options` in them, ours apply
   }
-  const options = [fromUrl, "-c synchronous_commit=on"].filter(Boolean).join(" ");
-  const pool = new pg.Pool({
+  const options = [fromUrl, "-c synchronous_commit=on", ...extraOptions].filter(Boolean).join(" ");
+  return {
     connectionString,
     options,
-    max: s.max,
-    idleTimeoutMillis: s.idleTimeoutMs,
     connectionTimeoutMillis: s.connectTimeoutMs,
     statement_timeout: s.statementTimeoutMs || undefined,
     lock_timeout: s.lockTimeoutMs || undefined,
     idle_in_transaction_session_timeout: s.idleInTransactionTimeoutMs || undefined,
     application_name: s.applicationName,
     keepAlive: true,
-  } as pg.PoolConfig);
+    keepAliveInitialDelayMillis: 10_000,
+  } as pg.ClientConfig;
+}
+
+/** Creates the pool (see {@link pgClientConfig} for the session settings). */
+export function createPgPool(url: string, s: PgPoolSettings): pg.Pool {
+  const pool = new pg.Pool({ ...pgClientConfig(url, s), max: s.max, idleTimeoutMillis: s.idleTimeoutMs } as pg.PoolConfig);
   // An idle client losing its connection (server restart, network) must not crash the process; the pool drops it.
   pool.on("error", () => undefined);
   return pool;

@@ -41,8 +41,11 @@ import {
   type StoreTotals,
 } from "../types";
 import { migratePostgres } from "./migrate";
+import { pgRowToChannel, type PgChannelRow } from "./rows";
+import { PgSettlementStore } from "./settlement";
 import { POSTGRES_MIGRATIONS, type PgMigration } from "./migrations";
-import { createPgPool, DEFAULT_PG_POOL, pgPoolSettingsFromEnv, redactUrl, type PgPoolSettings } from "./pool";
+import { createPgPool, DEFAULT_PG_POOL, pgClientConfig, pgPoolSettingsFromEnv, redactUrl, type PgPoolSettings } from "./pool";
+import type { SettlementStore, SettlementStoreProvider } from "../settlement-types";
 
 export interface PostgresStoreOptions {
   /** `postgres://` or `postgresql://` URL (libpq-style parameters such as `sslmode` and `options` are honoured). */
@@ -51,54 +54,6 @@ export interface PostgresStoreOptions {
   pool?: Partial<PgPoolSettings>;
   /** Extra migrations (settlement, tests); merged with {@link POSTGRES_MIGRATIONS}. */
   migrations?: readonly PgMigration[];
-}
-
-/** A row of `channels` as pg returns it (numeric and bigint as text). */
-interface PgChannelRow {
-  channel_id: string;
-  payer: string;
-  payee: string;
-  token: string;
-  signer: string;
-  deposit: string;
-  settled: string;
-  close_delay: string;
-  close_requested_at: string;
-  closes_at: string;
-  finalized: boolean;
-  chain_block: string;
-  accepted: string;
-  accepted_signature: string | null;
-  spent: string;
-  floor: string;
-  payer_close_requested_at: string;
-  created_at: string;
-  updated_at: string;
-}
-
-/** Converts a `channels` row (pg text for numeric/bigint) to a {@link StoredChannel}. */
-export function pgRowToChannel(r: PgChannelRow): StoredChannel {
-  return {
-    channelId: r.channel_id as Hex,
-    payer: r.payer as Hex,
-    payee: r.payee as Hex,
-    token: r.token as Hex,
-    signer: r.signer as Hex,
-    deposit: BigInt(r.deposit),
-    settled: BigInt(r.settled),
-    closeDelay: Number(r.close_delay),
-    closeRequestedAt: Number(r.close_requested_at),
-    closesAt: Number(r.closes_at),
-    finalized: r.finalized,
-    block: BigInt(r.chain_block),
-    accepted: BigInt(r.accepted),
-    acceptedSignature: (r.accepted_signature as Hex | null) ?? null,
-    spent: BigInt(r.spent),
-    floor: BigInt(r.floor),
-    payerCloseRequestedAt: Number(r.payer_close_requested_at),
-    createdAt: Number(r.created_at),
-    updatedAt: Number(r.updated_at),
-  };
 }
 
 const lower = (s: string) => s.toLowerCase();
@@ -201,19 +156,42 @@ interface TxOutcome<T> {
 }
 
 /** {@link ChannelStore} on PostgreSQL; see the file comment for the isolation reasoning. Create with {@link PostgresStore.open}. */
-export class PostgresStore implements ChannelStore {
+export class PostgresStore implements ChannelStore, SettlementStoreProvider {
   readonly kind = "postgres";
   /** The pool, for store extensions (settlement) that add tables and queries on the same database. */
   readonly pool: pg.Pool;
   /** The URL without its password (messages). */
   readonly displayUrl: string;
   readonly settings: PgPoolSettings;
+  private readonly url: string;
   private closed = false;
+  private settlement: PgSettlementStore | null = null;
+  private readonly closeHooks: Array<() => Promise<void>> = [];
 
-  private constructor(pool: pg.Pool, displayUrl: string, settings: PgPoolSettings) {
+  private constructor(pool: pg.Pool, url: string, settings: PgPoolSettings) {
     this.pool = pool;
-    this.displayUrl = displayUrl;
+    this.url = url;
+    this.displayUrl = redactUrl(url);
     this.settings = settings;
+  }
+
+  /**
+   * A new connection outside the pool, with the store's session settings (same database and schema), for work
+   * that must own a session (the settler's advisory lock). The caller ends it.
+   */
+  dedicatedClient(extraOptions: string[] = []): pg.Client {
+    return new pg.Client(pgClientConfig(this.url, this.settings, extraOptions));
+  }
+
+  /** Runs `hook` when the store closes (before the pool ends). */
+  onClose(hook: () => Promise<void>): void {
+    this.closeHooks.push(hook);
+  }
+
+  /** The settlement records and the settler lock, on this database (server/store/settlement-types.ts). */
+  settlementStore(): SettlementStore {
+    this.check();
+    return (this.settlement ??= new PgSettlementStore(this));
   }
 
   /** Connects, applies the migrations (safe when several replicas start at once) and returns the store. */
@@ -236,10 +214,11 @@ export class PostgresStore implements ChannelStore {
       await pool.end().catch(() => undefined);
       throw e;
     }
-    return new PostgresStore(pool, displayUrl, settings);
+    return new PostgresStore(pool, opts.url, settings);
   }
 
-  private check() {
+  /** Throws when the store is closed. */
+  check(): void {
     if (this.closed) throw new Error("store is closed");
   }
 
@@ -496,6 +475,7 @@ export class PostgresStore implements ChannelStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const h of this.closeHooks.splice(0)) await h().catch(() => undefined);
     await this.pool.end();
   }
 }

@@ -3,6 +3,9 @@
  * (`../../sqlite/migrations/core.ts`) with native types: amounts are `numeric(39,0)` (uint128 fits; exact sums),
  * ids lowercase 0x-hex text, addresses as read from the chain (checksummed; compare case-insensitively), times `bigint` (chain seconds or unix ms, as named).
  *
+ * Ids use the "C" collation: byte order, the same as JavaScript's string order (paging, lock order), whatever
+ * the database's locale.
+ *
  * `channels` has a fillfactor below 100 and no index on the accounting columns (accepted, spent, floor,
  * updated_at), so the voucher transaction's UPDATE is a HOT update: it writes no index entries.
  */
@@ -10,7 +13,7 @@ import type { PgMigration } from "./types";
 
 const amount = (col: string, extra = "") => `${col} numeric(39,0) NOT NULL${extra} CHECK (${col} >= 0 AND ${col} < 340282366920938463463374607431768211456)`;
 /** 0x-hex of `bytes` bytes: ids lowercase (`~`), addresses as the chain view gives them, checksummed (`~*`). */
-const hex = (col: string, bytes: number, op: "~" | "~*" = "~") => `${col} text NOT NULL CHECK (${col} ${op} '^0x[0-9a-f]{${bytes * 2}}$')`;
+const hex = (col: string, bytes: number, op: "~" | "~*" = "~") => `${col} text COLLATE "C" NOT NULL CHECK (${col} ${op} '^0x[0-9a-f]{${bytes * 2}}$')`;
 
 export const CORE_PG_MIGRATIONS: PgMigration[] = [
   {
@@ -51,7 +54,7 @@ export const CORE_PG_MIGRATIONS: PgMigration[] = [
 
       -- Voucher amounts used above the channel's floor (pruned when the floor rises).
       CREATE TABLE used_vouchers (
-        channel_id text           NOT NULL,
+        channel_id text COLLATE "C" NOT NULL,
         amount     numeric(39,0)  NOT NULL,
         PRIMARY KEY (channel_id, amount)
       );
