@@ -10,7 +10,7 @@
 import type { Hex } from "viem";
 import type { Logger } from "pino";
 import type { ChannelStore } from "../store/types";
-import type { ChainReader } from "./reader";
+import type { BlockInfo, ChainReader } from "./reader";
 import type { ChannelView } from "./view";
 
 export interface EventFollowerOptions {
@@ -37,6 +37,10 @@ export class EventFollower {
   private passes = 0;
   /** Last block processed. */
   cursor: bigint | null = null;
+  /** Hash of the cursor block, when known (reorg detection). */
+  cursorHash: Hex | undefined;
+  /** Reorganisations handled. */
+  reorgs = 0;
   /** Last head seen. */
   head: bigint | null = null;
   lastError: string | null = null;
@@ -55,6 +59,7 @@ export class EventFollower {
   async start(): Promise<void> {
     const stored = await this.o.store.getCursor();
     this.cursor = stored?.block ?? null;
+    this.cursorHash = stored?.hash;
     await this.refreshActive();
     await this.sync();
     this.schedule();
@@ -94,6 +99,26 @@ export class EventFollower {
     return this.running;
   }
 
+  /**
+   * After a reorg below the cursor (the head is behind it, or the cursor block's hash changed): forget the cache,
+   * re-read every known channel at the new head and force that state into the store with the new cursor. A full
+   * re-read supersedes replaying the reorganised range.
+   */
+  private async resync(head: BlockInfo, target: bigint): Promise<void> {
+    this.o.logger?.warn({ cursor: String(this.cursor), head: String(head.number) }, "chain reorganisation below the cursor: re-reading all channels");
+    const ids = new Set<string>([...(await this.o.store.activeChannelIds()), ...this.o.view.trackedIds()]);
+    const snaps = ids.size ? await this.o.reader.readChannels([...ids] as Hex[], head.number) : [];
+    const hash = target === head.number ? head.hash : (await this.o.reader.block(target)).hash;
+    await this.o.store.applyChainSnapshots(snaps, { block: target, hash }, { force: true });
+    this.o.view.clear();
+    this.o.view.observeHead(head, true);
+    const now = this.o.view.chainNow();
+    for (const s of snaps) this.o.view.apply(s, now);
+    this.cursor = target;
+    this.cursorHash = hash;
+    this.reorgs++;
+  }
+
   private async pass(): Promise<void> {
     const started = this.o.view.chainNow();
     try {
@@ -102,11 +127,18 @@ export class EventFollower {
       const headBlock = await this.o.reader.block();
       this.o.view.observeHead(headBlock);
       this.head = headBlock.number;
-      const target = headBlock.number - BigInt(this.o.confirmations);
+      let target = headBlock.number - BigInt(this.o.confirmations);
+      if (target < 0n) target = 0n;
       if (this.cursor === null) {
         // First start: earlier history is covered by reading each channel when first seen.
-        this.cursor = target < 0n ? 0n : target;
-        await this.o.store.applyChainSnapshots([], { block: this.cursor });
+        this.cursor = target;
+        this.cursorHash = target === headBlock.number ? headBlock.hash : (await this.o.reader.block(target)).hash;
+        await this.o.store.applyChainSnapshots([], { block: this.cursor, hash: this.cursorHash });
+      } else if (this.cursor > target) {
+        await this.resync(headBlock, target);
+      } else if (this.cursorHash) {
+        const at = this.cursor === headBlock.number ? headBlock : await this.o.reader.block(this.cursor);
+        if (at.hash !== this.cursorHash) await this.resync(headBlock, target);
       }
       let cursor: bigint = this.cursor;
       while (cursor < target && !this.stopped) {
@@ -120,10 +152,13 @@ export class EventFollower {
           if (this.o.view.isTracked(l.channelId) || (await this.o.store.getChannel(l.channelId))) relevant.add(l.channelId);
         }
         const snaps = relevant.size ? await this.o.reader.readChannels([...relevant] as Hex[], to) : [];
-        await this.o.store.applyChainSnapshots(snaps, { block: to });
+        // The hash of the range's last block lets the next pass notice a reorg below the cursor.
+        const hash = to === headBlock.number ? headBlock.hash : to === target ? (await this.o.reader.block(to)).hash : undefined;
+        await this.o.store.applyChainSnapshots(snaps, { block: to, hash });
         for (const s of snaps) this.o.view.apply(s);
         if (snaps.length) this.o.logger?.debug({ from: String(from), to: String(to), channels: snaps.length }, "chain updates applied");
         this.cursor = cursor = to;
+        this.cursorHash = hash;
       }
       this.o.view.lastSyncAt = started;
       this.lastPassAt = Date.now();

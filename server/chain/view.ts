@@ -60,8 +60,8 @@ export class ChannelView {
   }
 
   /** Records a head block (the follower calls this every pass). */
-  observeHead(block: BlockInfo): void {
-    if (!this.head || block.number >= this.head.block.number) this.head = { block, seenAt: Date.now() };
+  observeHead(block: BlockInfo, reorg = false): void {
+    if (reorg || !this.head || block.number >= this.head.block.number) this.head = { block, seenAt: Date.now() };
   }
 
   /**
@@ -79,6 +79,13 @@ export class ChannelView {
   /** Chain time (s) of the last confirmation of this channel against the chain (0 = never). */
   confirmedAt(channelId: Hex): number {
     return Math.max(this.lastSyncAt, this.readAt.get(channelId.toLowerCase()) ?? 0);
+  }
+
+  /** Forgets every cached channel (after a reorg: block numbers no longer order snapshots). */
+  clear(): void {
+    this.mem.clear();
+    this.readAt.clear();
+    this.unknown.clear();
   }
 
   /** Takes a snapshot if it is at least as new as what memory holds. */

@@ -123,9 +123,10 @@ export interface ChannelStore {
   releaseCharge(channelId: Hex, amount: bigint): Promise<StoredChannel | null>;
   /**
    * Applies chain snapshots to channels already stored (others are ignored) and, in the same transaction,
-   * moves the event cursor when given.
+   * moves the event cursor when given. A snapshot from an older block than the stored one is ignored, unless
+   * `force` (after a reorg the chain's new state can carry a lower block number: it then replaces the old one).
    */
-  applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor): Promise<void>;
+  applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void>;
   /** Records the signer's cooperative close request (stores the channel if new). Idempotent. */
   requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel>;
   getCursor(): Promise<EventCursor | null>;

@@ -132,6 +132,11 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
       expect(await s.getCursor()).to.deep.equal({ block: 12n, hash: `0x${"11".repeat(32)}` });
       await s.applyChainSnapshots([{ ...c, deposit: 1_000_000n, block: 11n }]); // older: ignored
       expect((await s.getChannel(c.channelId))!.deposit).to.equal(2_000_000n);
+      // after a reorg the new chain's state replaces the old one whatever its block number
+      await s.applyChainSnapshots([{ ...c, deposit: 1_500_000n, block: 11n }], { block: 11n }, { force: true });
+      expect((await s.getChannel(c.channelId))!).to.deep.include({ deposit: 1_500_000n, block: 11n });
+      expect((await s.getCursor())!.block).to.equal(11n);
+      await s.applyChainSnapshots([{ ...c, deposit: 2_000_000n, settled: 3000n, closeRequestedAt: 100, closesAt: 86_500, block: 12n }]);
       // an accept carrying an older snapshot does not roll chain state back
       expect((await accept({ ...c, closesAt: 0, closeRequestedAt: 0, block: 11n }, 6000n)).ok).to.equal(true);
       expect((await s.getChannel(c.channelId))!.closesAt).to.equal(86_500);

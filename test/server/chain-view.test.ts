@@ -80,6 +80,38 @@ describe("server: chain view", () => {
     });
   });
 
+  describe("reorganisations", () => {
+    for (const [name, extraBlocks] of [["the head falls below the cursor", 0], ["the cursor block is replaced by another", 12]] as const) {
+      it(`rolls chain state back when ${name}`, async () => {
+        const srv = await startTestServer({ env });
+        try {
+          const terms = await srv.terms("/v1/echo");
+          const ch = await openChannel(env, { deposit: USDC(2) });
+          expect((await call(`${srv.url}/v1/echo`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, PRICE)) })).status).to.equal(200);
+          await srv.sync();
+          const snap = await hre.network.provider.send("evm_snapshot", []);
+          await topUp(env, ch.id, ch.payer, USDC(3));
+          for (let i = 0; i < 3; i++) await hre.network.provider.send("evm_mine", []);
+          await srv.sync();
+          expect((await srv.store.getChannel(ch.id))!.deposit).to.equal(USDC(5));
+          await hre.network.provider.send("evm_revert", [snap]); // the top-up never happened
+          for (let i = 0; i < extraBlocks; i++) await hre.network.provider.send("evm_mine", []);
+          await srv.sync();
+          expect(srv.server.follower.reorgs).to.equal(1);
+          expect((await srv.store.getChannel(ch.id))!.deposit).to.equal(USDC(2));
+          expect(srv.server.view.cached(ch.id)?.deposit ?? USDC(2)).to.equal(USDC(2));
+          expect((await call(`${srv.url}/v1/echo`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, USDC(4))) })).code).to.equal("exceeds_deposit");
+          // and it keeps following afterwards
+          await topUp(env, ch.id, ch.payer, USDC(1));
+          await srv.sync();
+          expect((await srv.store.getChannel(ch.id))!.deposit).to.equal(USDC(3));
+        } finally {
+          await srv.close();
+        }
+      });
+    }
+  });
+
   describe("RPC outage", () => {
     it("answers 503 upstream_unavailable whenever a chain read is needed, never a free response; recovers", async () => {
       const proxy = await startRpcProxy(await rpcUrl());

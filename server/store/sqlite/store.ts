@@ -126,7 +126,7 @@ export class SqliteStore implements ChannelStore {
   readonly filename: string;
   private readonly st: ReturnType<SqliteStore["prepare"]>;
   private readonly acceptTx: (input: AcceptVoucherInput) => AcceptVoucherResult;
-  private readonly snapshotsTx: (snapshots: readonly ChainChannel[], cursor?: EventCursor) => void;
+  private readonly snapshotsTx: (snapshots: readonly ChainChannel[], cursor?: EventCursor, force?: boolean) => void;
   private closed = false;
 
   constructor(opts: SqliteStoreOptions) {
@@ -140,7 +140,7 @@ export class SqliteStore implements ChannelStore {
     migrateSqlite(this.db, [...SQLITE_MIGRATIONS, ...(opts.migrations ?? [])]);
     this.st = this.prepare();
     this.acceptTx = this.db.transaction((input: AcceptVoucherInput) => this.acceptInTx(input)).immediate as never;
-    this.snapshotsTx = this.db.transaction((s: readonly ChainChannel[], c?: EventCursor) => this.snapshotsInTx(s, c)).immediate as never;
+    this.snapshotsTx = this.db.transaction((s: readonly ChainChannel[], c?: EventCursor, f?: boolean) => this.snapshotsInTx(s, c, f)).immediate as never;
   }
 
   private prepare() {
@@ -159,6 +159,11 @@ export class SqliteStore implements ChannelStore {
         `UPDATE channels SET deposit = @deposit, settled = @settled, close_requested_at = @close_requested_at, closes_at = @closes_at,
            finalized = @finalized, chain_block = @chain_block, updated_at = @updated_at
          WHERE channel_id = @channel_id AND chain_block <= @chain_block`,
+      ),
+      forceChain: db.prepare(
+        `UPDATE channels SET deposit = @deposit, settled = @settled, close_requested_at = @close_requested_at, closes_at = @closes_at,
+           finalized = @finalized, chain_block = @chain_block, updated_at = @updated_at
+         WHERE channel_id = @channel_id`,
       ),
       updateAccounting: db.prepare(
         `UPDATE channels SET accepted = @accepted, accepted_signature = @accepted_signature, spent = @spent, floor = @floor, updated_at = @updated_at
@@ -287,9 +292,10 @@ export class SqliteStore implements ChannelStore {
     return { ok: true, channel };
   }
 
-  private snapshotsInTx(snapshots: readonly ChainChannel[], cursor?: EventCursor) {
+  private snapshotsInTx(snapshots: readonly ChainChannel[], cursor?: EventCursor, force = false) {
     const now = Date.now();
-    for (const s of snapshots) this.st.updateChain.run(this.chainParams(s, now));
+    const stmt = force ? this.st.forceChain : this.st.updateChain;
+    for (const s of snapshots) stmt.run(this.chainParams(s, now));
     if (cursor) this.st.setCursor.run("escrow", Number(cursor.block), cursor.hash ?? null, now);
   }
 
@@ -350,9 +356,9 @@ export class SqliteStore implements ChannelStore {
       .immediate();
   }
 
-  async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor): Promise<void> {
+  async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void> {
     this.check();
-    this.snapshotsTx(snapshots, cursor);
+    this.snapshotsTx(snapshots, cursor, options?.force === true);
   }
 
   async requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel> {
