@@ -25,9 +25,15 @@ export function resolveSettlerKey(o: { privateKey?: Hex; chainId: number; payee:
   const payee = o.payee.toLowerCase();
   const first = privateKeyToAccount(HARDHAT_ACCOUNT_0_KEY);
   if (first.address.toLowerCase() === payee) return { privateKey: HARDHAT_ACCOUNT_0_KEY, address: first.address, source: "local test account" };
-  for (let i = 1; i < 20; i++) {
-    const a = hardhatAccount(i);
+  for (const a of localAccounts()) {
     if (a.address.toLowerCase() === payee) return { privateKey: a.key, address: a.address, source: "local test account" };
   }
   return null;
+}
+
+let accounts: Array<{ address: Address; key: Hex }> | null = null;
+/** Hardhat's accounts #1-#19, derived once (HD derivation is slow). */
+function localAccounts(): Array<{ address: Address; key: Hex }> {
+  accounts ??= Array.from({ length: 19 }, (_, i) => hardhatAccount(i + 1));
+  return accounts;
 }

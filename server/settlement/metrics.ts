@@ -21,8 +21,18 @@ export interface SettlementMetrics {
 /** How many channels the per-channel exposure gauge shows (the largest; bounded label cardinality). */
 export const EXPOSURE_TOP_CHANNELS = 10;
 
-/** Creates the settlement metrics on `registry`. */
+const byRegistry = new WeakMap<Registry, SettlementMetrics>();
+
+/** The settlement metrics on `registry` (created once per registry; later calls return the same object). */
 export function createSettlementMetrics(registry: Registry): SettlementMetrics {
+  const existing = byRegistry.get(registry);
+  if (existing) return existing;
+  const m = build(registry);
+  byRegistry.set(registry, m);
+  return m;
+}
+
+function build(registry: Registry): SettlementMetrics {
   const txs = new Counter({
     name: "channel_settlement_transactions_total",
     help: "Settlement transactions that reached a final status, by kind (settle, close) and outcome (confirmed, failed, dropped)",

@@ -1,0 +1,196 @@
+/**
+ * Close requests with the real server: paid calls over HTTP, then the payer asks to close (cooperatively through
+ * `POST /channel/close`, or on chain with `requestClose`); the settlement scheduler settles and closes the channel
+ * with `ChannelEscrow.close` within one interval, so the payer is refunded at once and a withdraw at the deadline
+ * finds the payee already paid.
+ */
+import hre from "hardhat";
+import { expect } from "chai";
+import { parseEther, toHex, type Hex } from "viem";
+import { channelEscrowAbi, CLOSE_PATH, mockUsdcAbi, signCloseRequest } from "../../protocol";
+import { createSettlement, resolveSettlementConfig, SettlementScheduler, type SettlementConfig } from "../../server/settlement";
+import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
+import { call, startTestServer, type TestServer } from "../helpers/server";
+import { advanceTime } from "../helpers/settlement";
+import { expectRevert } from "../helpers/revert";
+
+const PRICE = 1_000n; // /v1/echo: 0.001 USDC
+
+describe("settlement: close requests with the real server", function () {
+  this.timeout(120_000);
+  let srv: TestServer;
+  const operator = sessionKey();
+
+  before(async () => {
+    srv = await startTestServer();
+    await hre.network.provider.send("hardhat_setBalance", [operator.address, toHex(parseEther("10"))]);
+    const h = await srv.env.wallets[0].writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "setOperator", args: [operator.address, true] });
+    await srv.env.publicClient.waitForTransactionReceipt({ hash: h });
+  });
+  after(async () => srv?.close());
+
+  function settlement(config: Partial<SettlementConfig> = {}) {
+    return createSettlement({
+      config: { ...resolveSettlementConfig({}, srv.chainId), closeGrace: 0, ...config },
+      privateKey: operator.key,
+      rpcUrl: srv.rpcUrl,
+      chainId: srv.chainId,
+      escrow: srv.escrow,
+      token: srv.token,
+      payee: srv.payee,
+      decimals: srv.server.decimals,
+      store: srv.store,
+      reader: srv.server.reader,
+      registry: srv.server.metrics.registry,
+      onChannels: (snaps) => snaps.forEach((s) => srv.server.view.apply(s, Date.now())),
+      pollInterval: 50,
+      logger: srv.server.logger,
+    });
+  }
+
+  const balance = (a: Hex) => srv.env.publicClient.readContract({ address: srv.token, abi: mockUsdcAbi, functionName: "balanceOf", args: [a] }) as Promise<bigint>;
+  const onChain = async (id: Hex) =>
+    (await srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id] })) as {
+      settled: bigint;
+      finalized: boolean;
+      closeRequestedAt: bigint;
+    };
+
+  /** A channel with `calls` paid requests through the server (vouchers k × price). */
+  async function paidCalls(payerIndex: number, calls: number): Promise<OpenedChannel> {
+    const ch = await openChannel(srv.env, { payerIndex, deposit: USDC(5) });
+    const terms = await srv.terms("/v1/echo?msg=hi");
+    for (let k = 1; k <= calls; k++) {
+      const a = await call(`${srv.url}/v1/echo?msg=hi`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, BigInt(k) * PRICE)) });
+      expect(a.status, JSON.stringify(a.body)).to.equal(200);
+    }
+    expect((await srv.store.getChannel(ch.id))!.spent).to.equal(BigInt(calls) * PRICE);
+    return ch;
+  }
+
+  async function until(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!(await cond())) {
+      if (Date.now() > end) throw new Error("timed out");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  it("settles and closes cooperatively within one interval of the payer's close request; the payer is refunded at once", async () => {
+    const ch = await paidCalls(3, 7);
+    const spent = 7n * PRICE;
+    const { job } = settlement();
+    await job.preflight();
+    const interval = 1_500;
+    const scheduler = new SettlementScheduler(job, { intervalMs: interval });
+    scheduler.start();
+    try {
+      await until(async () => scheduler.lastReport !== null, 10_000); // the start-up cycle ran
+      const payerBefore = await balance(ch.payer);
+      const payeeBefore = await balance(srv.payee);
+      const res = await call(`${srv.url}${CLOSE_PATH}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ channelId: ch.id, signature: signCloseRequest(srv.domain, ch.id, ch.signerKey) }),
+      });
+      expect(res.status).to.equal(202);
+      const t0 = Date.now();
+      await until(async () => (await onChain(ch.id)).finalized, interval + 5_000);
+      const elapsed = Date.now() - t0;
+      expect(elapsed).to.be.below(interval + 1_000);
+      expect((await onChain(ch.id)).settled).to.equal(spent);
+      expect((await balance(ch.payer)) - payerBefore).to.equal(ch.deposit - spent);
+      expect((await balance(srv.payee)) - payeeBefore).to.equal(spent);
+      await until(async () => (await srv.store.getChannel(ch.id))!.finalized, 2_000);
+      expect((await srv.store.getChannel(ch.id))!.settled).to.equal(spent);
+      // Nothing more can be charged on it.
+      const terms = await srv.terms("/v1/echo?msg=hi");
+      const after = await call(`${srv.url}/v1/echo?msg=hi`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, 8n * PRICE)) });
+      expect(after.status).to.equal(402);
+      expect(["channel_finalized", "channel_closing"]).to.include(after.code);
+    } finally {
+      await scheduler.stop();
+    }
+  });
+
+  it("closes a channel whose close was requested on chain, so a withdraw at the deadline finds the payee already paid", async () => {
+    const ch = await paidCalls(4, 3);
+    const spent = 3n * PRICE;
+    const payer = srv.env.wallets[4];
+    const payerBefore = await balance(ch.payer);
+    const payeeBefore = await balance(srv.payee);
+    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+    await srv.sync(); // the server's follower sees CloseRequested
+    const stored = (await srv.store.getChannel(ch.id))!;
+    expect(stored.closesAt).to.be.greaterThan(0);
+
+    const { job } = settlement();
+    // The urgency gauge: seconds to the most urgent close deadline.
+    const gauge = await srv.server.metrics.registry.getSingleMetricAsString("channel_settlement_close_deadline_seconds");
+    const left = Number(/^channel_settlement_close_deadline_seconds (\S+)$/m.exec(gauge)?.[1]);
+    expect(left).to.be.within(DAY - 120, DAY + 5);
+
+    const report = await job.runOnce({ wait: true });
+    expect(report.selected).to.deep.equal({ close_requested_on_chain: 1 });
+    expect(report.channelsClosed).to.equal(1);
+    expect(report.txs).to.have.length(1);
+    expect(report.txs[0]).to.include({ kind: "close", status: "confirmed" });
+    expect(report.amountSettled).to.equal(spent);
+
+    await advanceTime(DAY); // the deadline
+    await expectRevert(
+      payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [ch.id] }),
+      "ChannelFinalized",
+    );
+    expect((await onChain(ch.id)).settled).to.equal(spent);
+    expect((await balance(srv.payee)) - payeeBefore).to.equal(spent);
+    expect((await balance(ch.payer)) - payerBefore).to.equal(ch.deposit - spent);
+  });
+
+  it("stops charges as soon as it sees an on-chain close, and closes when the grace period ends (waking early)", async () => {
+    const ch = await paidCalls(5, 2);
+    const payer = srv.env.wallets[5];
+    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+    await srv.sync();
+    const { job } = settlement({ closeGrace: 1 });
+    const scheduler = new SettlementScheduler(job, { intervalMs: 60_000 });
+    const first = await scheduler.runNow();
+    expect(first.txs).to.have.length(0); // marked closing, waiting for in-flight requests
+    expect(first.nextDueAt).to.be.a("number");
+    expect((await srv.store.getChannel(ch.id))!.payerCloseRequestedAt).to.be.greaterThan(0);
+    // The server's closing window would still allow a voucher (closesAt is a day away); the mark refuses it.
+    const terms = await srv.terms("/v1/echo?msg=hi");
+    const refused = await call(`${srv.url}/v1/echo?msg=hi`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, 3n * PRICE)) });
+    expect(refused.code).to.equal("channel_closing");
+    scheduler.start(); // runs now (still in grace), then wakes at nextDueAt instead of 60 s later
+    try {
+      await until(async () => (await onChain(ch.id)).finalized, 5_000);
+      expect((await onChain(ch.id)).settled).to.equal(2n * PRICE);
+    } finally {
+      await scheduler.stop();
+    }
+  });
+
+  it("refunds the whole deposit of an unused channel on a cooperative request, and leaves an on-chain close with nothing owed to the payer", async () => {
+    const unused = await openChannel(srv.env, { payerIndex: 6, deposit: USDC(2) });
+    const res = await call(`${srv.url}${CLOSE_PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ channelId: unused.id, signature: signCloseRequest(srv.domain, unused.id, unused.signerKey) }),
+    });
+    expect(res.status).to.equal(202);
+    const payerBefore = await balance(unused.payer);
+    const r = await settlement().job.runOnce({ wait: true });
+    expect(r.txs.map((t) => [t.kind, t.status])).to.deep.equal([["close", "confirmed"]]);
+    expect(r.amountSettled).to.equal(0n);
+    expect((await balance(unused.payer)) - payerBefore).to.equal(unused.deposit);
+
+    // Settled in full, then closing on chain: nothing to claim, nothing sent (the payer withdraws).
+    const ch = await paidCalls(7, 2);
+    expect((await settlement().job.runOnce({ wait: true, all: true })).channelsSettled).to.equal(1);
+    await srv.env.wallets[7].writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+    await srv.sync();
+    const r2 = await settlement().job.runOnce({ wait: true });
+    expect(r2.txs).to.deep.equal([]);
+  });
+});
