@@ -3,9 +3,10 @@
  *
  * - `TEST_DATABASE_URL=postgres://...` given: that server is used; every test database is a fresh schema in it
  *   (dropped at the end), so the URL's role only needs `CREATE` on its database.
- * - else, when PostgreSQL's binaries are installed (on PATH, or Debian's `/usr/lib/postgresql/<v>/bin`): a
- *   throwaway server is started once per test process: `initdb` into a temporary directory, `postgres` on
- *   127.0.0.1 and a free port (Unix socket in the same directory), stopped and deleted when the process ends.
+ * - else, when PostgreSQL's binaries are installed (`PG_BIN_DIR`, else on PATH, else Debian's
+ *   `/usr/lib/postgresql/<v>/bin`, newest version first): a throwaway server is started once per test process:
+ *   `initdb` into a temporary directory, `postgres` on 127.0.0.1 and a free port (Unix socket in the same
+ *   directory), stopped and deleted when the process ends.
  *   PostgreSQL refuses to run as root, so as root it runs as the `postgres` system user (or `nobody`) through
  *   `runuser`/`su`, with the directory chowned to it.
  * - neither: {@link describePostgres} suites are skipped, with ONE line saying how to enable them; under
@@ -32,7 +33,8 @@ export const POSTGRES_SKIP_LINE =
 /** Where PostgreSQL's server binaries are (`initdb`, `postgres`, `pg_ctl`), or null. */
 export function findPostgresBinDir(): string | null {
   const has = (dir: string) => ["initdb", "postgres", "pg_ctl"].every((b) => isExecutable(path.join(dir, b)));
-  if (process.env.PG_BIN_DIR && has(process.env.PG_BIN_DIR)) return process.env.PG_BIN_DIR;
+  // PG_BIN_DIR, when set, is the only place looked at (a wrong one means "not installed").
+  if (process.env.PG_BIN_DIR) return has(process.env.PG_BIN_DIR) ? process.env.PG_BIN_DIR : null;
   for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
     if (!dir || !has(dir)) continue;
     // Debian's /usr/bin/pg_ctl* wrappers need a cluster; resolve symlinks to the real bindir when possible.
@@ -376,7 +378,7 @@ export function describePostgres(title: string, fn: (this: Mocha.Suite) => void)
   if (isCI()) {
     describe(title, () => {
       it("needs PostgreSQL (CI=true forbids skipping)", () => {
-        throw new Error(POSTGRES_SKIP_LINE);
+        throw new Error(`CI=true and no PostgreSQL: a skipped PostgreSQL test is a failure. ${POSTGRES_SKIP_LINE.replace(/^.*?found\. /, "")}`);
       });
     });
     return;

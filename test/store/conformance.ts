@@ -473,6 +473,17 @@ export function storeConformance(backend: StoreBackend): void {
         expect(newer).to.include({ block: 40n, deposit: 4_000n, settled: 60n });
       });
 
+      it("a forced snapshot (after a reorg) replaces the stored chain state even from a lower block, and only for stored channels", async () => {
+        const c = snapshot({ block: 10n });
+        expectOk(await accept(store, c, 100n, 40n));
+        await store.applyChainSnapshots([{ ...c, block: 30n, deposit: 5_000n, settled: 40n, closeRequestedAt: 9, closesAt: 99 }]);
+        const stranger = snapshot();
+        await store.applyChainSnapshots([{ ...c, block: 25n, deposit: 2_000n, settled: 0n, closeRequestedAt: 0, closesAt: 0 }, stranger], { block: 25n }, { force: true });
+        expect(await store.getChannel(c.channelId)).to.include({ block: 25n, deposit: 2_000n, settled: 0n, closesAt: 0, accepted: 100n, spent: 40n });
+        expect(await store.getChannel(stranger.channelId)).to.equal(null);
+        expect((await store.getCursor())?.block).to.equal(25n);
+      });
+
       it("takes the newest of several snapshots of one channel in one call", async () => {
         const c = snapshot({ block: 10n });
         expectOk(await accept(store, c, 100n));

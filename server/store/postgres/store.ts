@@ -123,6 +123,13 @@ const SQL = {
     FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[])
       AS s(id, deposit, settled, cra, ca, fin, blk)
     WHERE c.channel_id = s.id AND c.chain_block <= s.blk`,
+  // After a reorg (the follower's resync) the chain's state replaces the stored one whatever its block number.
+  snapshotsForce: `
+    UPDATE channels c SET updated_at = $8, deposit = s.deposit, settled = s.settled, close_requested_at = s.cra,
+      closes_at = s.ca, finalized = s.fin, chain_block = s.blk
+    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[])
+      AS s(id, deposit, settled, cra, ca, fin, blk)
+    WHERE c.channel_id = s.id`,
   setCursor: `
     INSERT INTO cursors (name, block, block_hash, updated_at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (name) DO UPDATE SET block = EXCLUDED.block, block_hash = EXCLUDED.block_hash, updated_at = EXCLUDED.updated_at`,
@@ -383,7 +390,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
   }
 
-  async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor): Promise<void> {
+  async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void> {
     this.check();
     // One snapshot per channel (the newest; on equal blocks the later one, as if applied in order), in id order.
     const byId = new Map<string, ChainChannel>();
@@ -405,7 +412,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
       if (present > 0) {
         const s = list.map(([, x]) => x);
         await c.query(
-          q("snapshots", [
+          q(options?.force ? "snapshotsForce" : "snapshots", [
             ids,
             s.map((x) => amountParam(x.deposit)),
             s.map((x) => amountParam(x.settled)),
