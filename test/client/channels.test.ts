@@ -11,6 +11,7 @@ import { channelEscrowAbi, mockUsdcAbi, VoucherSigner, VoucherVerifier, type Cha
 import { ClientError, type ClientEvent } from "../../client";
 import { deployEscrow, type Env } from "../helpers/escrow";
 import { chainClients, mintUsdc, reply402, startResponder, terms, testClient } from "../helpers/client";
+import { revertTo, snapshot } from "../helpers/chain";
 
 const USDC = (n: number) => BigInt(Math.round(n * 1_000_000));
 
@@ -28,11 +29,17 @@ async function expectCode(p: Promise<unknown>, code: string): Promise<ClientErro
 describe("client: channels on chain", function () {
   let env: Env;
   let payee: Address;
+  let snap: string;
 
   before(async function () {
+    snap = await snapshot();
     env = await deployEscrow();
     payee = getAddress(env.wallets[0].account.address);
     for (const i of [4, 5, 6, 7, 8]) await mintUsdc(env.usdc.address, chainClients(i).address, USDC(100));
+  });
+
+  after(async function () {
+    if (snap) await revertTo(snap); // leave the chain's clock as other suites expect it
   });
 
   const onchain = (id: Hex) => env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
