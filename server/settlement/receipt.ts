@@ -2,7 +2,7 @@
  * What a mined settlement transaction did, read from its receipt's logs: per channel `Settled` (new cumulative
  * settled amount), `SettleSkipped` (reason), `Closed`; and the payee's payout (the escrow's token transfer to it).
  */
-import { decodeEventLog, erc20Abi, type Address, type Hex, type Log } from "viem";
+import { decodeEventLog, erc20Abi, type Address, type Hex } from "viem";
 import { channelEscrowAbi } from "../../protocol";
 import { SKIP_REASONS, type SettlementConfirmation, type SettlementTxKind, type SkipReason } from "../store/settlement-types";
 
@@ -13,7 +13,7 @@ export interface ReceiptLike {
   blockHash: Hex;
   gasUsed: bigint;
   effectiveGasPrice?: bigint;
-  logs: readonly Pick<Log, "address" | "data" | "topics">[];
+  logs: ReadonlyArray<{ address: Address; data: Hex; topics: readonly Hex[] }>;
 }
 
 /** A skip reason by its enum value (unknown values are reported as `Unknown(n)`). */

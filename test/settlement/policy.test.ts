@@ -283,7 +283,7 @@ describe("settlement: receipt decoding", () => {
   const payer = "0x0000000000000000000000000000000000000001" as Address;
   const ev = (address: Address, abi: typeof channelEscrowAbi | typeof erc20Abi, eventName: string, args: Record<string, unknown>, data: Hex) => ({
     address,
-    topics: encodeEventTopics({ abi: abi as never, eventName: eventName as never, args: args as never }) as Hex[],
+    topics: (encodeEventTopics as (p: unknown) => Hex[])({ abi, eventName, args }),
     data,
   });
   const u = (types: string[], values: unknown[]) => encodeAbiParameters(types.map((type) => ({ type })), values);
