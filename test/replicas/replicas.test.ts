@@ -1,0 +1,170 @@
+/**
+ * Three REAL server processes (`server/main.ts`) on different ports sharing one PostgreSQL database, against the
+ * in-process chain over JSON-RPC, paid by the real client SDK through a round-robin balancer (./cluster.ts):
+ * a voucher is served once across replicas, concurrent clients spread over all replicas are all served with exact
+ * books, and a replica killed with SIGKILL mid-load loses nothing that was accepted while the others keep serving.
+ */
+import { expect } from "chai";
+import type { Address, Hex } from "viem";
+import { decodePaymentRequired, HEADER_PAYMENT_REQUIRED, type ChannelRequirements } from "../../protocol";
+import type { ChannelClient, PaymentInfo } from "../../client";
+import { PostgresStore } from "../../server/store/postgres";
+import { mintUsdc, testClient } from "../helpers/client";
+import { deployEscrow, openChannel, type Env } from "../helpers/escrow";
+import { describePostgres, newTestDatabase } from "../helpers/postgres";
+import { paymentHeaders, rpcUrl } from "../helpers/server";
+import { balancer, startReplicas, type Replica } from "./cluster";
+
+const PRICE = 1_000n; // GET /v1/echo: 0.001 USDC
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describePostgres("three server replicas sharing one PostgreSQL database", function () {
+  this.timeout(240_000);
+  let env: Env;
+  let payee: Address;
+  let databaseUrl: string;
+  let replicas: Replica[] = [];
+  /** The test's own view of the shared database. */
+  let store: PostgresStore;
+
+  before(async function () {
+    env = await deployEscrow();
+    payee = env.wallets[0].account.address;
+    databaseUrl = await newTestDatabase("replicas");
+    const rpc = await rpcUrl();
+    replicas = await startReplicas(3, (i) => ({
+      RPC_URL: rpc,
+      ESCROW_ADDRESS: env.escrow.address,
+      TOKEN_ADDRESS: env.usdc.address,
+      PAYEE_ADDRESS: payee,
+      DATABASE_URL: databaseUrl,
+      CHAIN_POLL_INTERVAL: "250",
+      PG_APPLICATION_NAME: `replica-${i + 1}`,
+      PG_POOL_MAX: "8",
+    }));
+    store = await PostgresStore.open({ url: databaseUrl, pool: { max: 4 } });
+  });
+
+  after(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await store?.close();
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === "failed") {
+      for (const r of replicas) console.log(`--- ${r.name} output (last 2000 chars) ---\n${r.output().slice(-2000)}`);
+    }
+  });
+
+  async function terms(url: string): Promise<ChannelRequirements> {
+    const res = await fetch(`${url}/v1/echo?msg=terms`);
+    await res.arrayBuffer();
+    expect(res.status).to.equal(402);
+    return decodePaymentRequired(res.headers.get(HEADER_PAYMENT_REQUIRED)).accepts[0];
+  }
+
+  /** `calls` paid echoes per worker, `workers` at a time, through `fetchVia`; every payment made. */
+  async function load(agent: ChannelClient, base: string, workers: number, calls: number, tag: string) {
+    const payments: PaymentInfo[] = [];
+    const failures: string[] = [];
+    await Promise.all(
+      Array.from({ length: workers }, async (_, w) => {
+        for (let i = 0; i < calls; i++) {
+          try {
+            const res = await agent.fetch(`${base}/v1/echo?msg=${tag}-${w}-${i}`);
+            const body = await res.text();
+            if (res.status !== 200) failures.push(`${res.status} ${body.slice(0, 200)}`);
+            else payments.push(agent.paymentOf(res)!);
+          } catch (e) {
+            failures.push(String((e as Error).message ?? e));
+          }
+        }
+      }),
+    );
+    return { payments, failures };
+  }
+
+  it("all replicas migrated and bound the one database, and answer health checks", async () => {
+    const bodies = await Promise.all(replicas.map(async (r) => (await fetch(`${r.url}/healthz`)).json()));
+    for (const b of bodies as Array<{ status: string; store: { kind: string } }>) expect(b).to.deep.include({ status: "ok", store: { kind: "postgres", writable: true } });
+    const c = await store.pool.query<{ n: string }>("SELECT count(*) AS n FROM schema_migrations WHERE version = 1");
+    expect(Number(c.rows[0].n)).to.equal(1);
+  });
+
+  it("50 copies of one voucher sent to all three replicas at once: exactly one is served", async () => {
+    const ch = await openChannel(env, { payerIndex: 13 });
+    const t = await terms(replicas[0].url);
+    const headers = paymentHeaders(t, ch.voucher.sign(ch.id, PRICE));
+    const results = await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => {
+        const res = await fetch(`${replicas[i % 3].url}/v1/echo?msg=copy${i}`, { headers });
+        const body = (await res.json()) as { error?: string };
+        return { status: res.status, error: body.error };
+      }),
+    );
+    expect(results.filter((r) => r.status === 200)).to.have.length(1);
+    expect(results.filter((r) => r.status === 402 && r.error === "voucher_reused")).to.have.length(49);
+    expect(await store.getChannel(ch.id)).to.include({ accepted: PRICE, spent: PRICE });
+  });
+
+  it("3 clients x 16 calls in flight spread over all replicas: all served, spent = calls x price <= accepted <= deposit", async () => {
+    const lb = balancer(replicas);
+    const agents = [14, 15, 16].map((i) => testClient(i, { fetch: lb.fetch, limits: { maxPrice: "0.01", maxDeposit: "5", escrows: [env.escrow.address], payees: [payee] } }));
+    for (const a of agents) await mintUsdc(env.usdc.address, a.address, 5_000_000n);
+    const runs = await Promise.all(agents.map((a, i) => load(a.agent, replicas[0].url, 16, 6, `c${i}`)));
+    for (const r of runs) {
+      expect(r.failures).to.deep.equal([]);
+      expect(r.payments).to.have.length(96);
+    }
+    for (const name of Object.keys(lb.counts)) expect(lb.counts[name], name).to.be.greaterThan(50);
+    for (const r of runs) {
+      const ids = new Set(r.payments.map((p) => p.channelId));
+      expect(ids.size).to.equal(1);
+      const ch = (await store.getChannel([...ids][0]))!;
+      const signed = r.payments.reduce((m, p) => (p.cumulativeAmount > m ? p.cumulativeAmount : m), 0n);
+      expect(ch.spent).to.equal(96n * PRICE);
+      expect(ch.spent <= ch.accepted && ch.accepted <= ch.deposit, `spent ${ch.spent} accepted ${ch.accepted} deposit ${ch.deposit}`).to.equal(true);
+      expect(ch.accepted).to.equal(signed);
+    }
+  });
+
+  it("a replica killed with SIGKILL mid-load: the others keep serving and nothing accepted is lost", async () => {
+    const lb = balancer(replicas);
+    const agents = [17, 18].map((i) => testClient(i, { fetch: lb.fetch, limits: { maxPrice: "0.01", maxDeposit: "5", escrows: [env.escrow.address], payees: [payee] } }));
+    for (const a of agents) await mintUsdc(env.usdc.address, a.address, 5_000_000n);
+    // One paid call each first, so the channels exist (opening is not what this test is about).
+    for (const a of agents) expect((await a.agent.fetch(`${replicas[0].url}/v1/echo?msg=open`)).status).to.equal(200);
+    const victim = replicas[1];
+    const runs = agents.map((a, i) => load(a.agent, replicas[0].url, 16, 15, `k${i}`));
+    // Kill it once it has served a good part of the load.
+    const deadline = Date.now() + 60_000;
+    while (lb.counts[victim.name] < 80 && Date.now() < deadline) await sleep(5);
+    expect(await victim.kill("SIGKILL")).to.equal("SIGKILL");
+    const servedByVictim = lb.counts[victim.name];
+    const results = await Promise.all(runs);
+
+    for (const r of results) expect(r.failures, r.failures.slice(0, 3).join("\n")).to.deep.equal([]);
+    // The survivors took over: requests after the kill went to them only.
+    expect(lb.counts[victim.name]).to.be.at.most(servedByVictim + 16 * agents.length);
+    for (const r of replicas) if (r !== victim) expect(lb.counts[r.name]).to.be.greaterThan(100);
+
+    for (const [i, r] of results.entries()) {
+      const ids = new Set(r.payments.map((p) => p.channelId));
+      expect(ids.size).to.equal(1);
+      const ch = (await store.getChannel([...ids][0]))!;
+      const served = BigInt(r.payments.length + 1); // + the opening call
+      // Every voucher a receipt acknowledged is in the database: accepted covers the highest, spent every served call.
+      const highest = r.payments.reduce((m, p) => (p.cumulativeAmount > m ? p.cumulativeAmount : m), 0n);
+      expect(ch.accepted >= highest, `client ${i}: accepted ${ch.accepted} < acknowledged ${highest}`).to.equal(true);
+      expect(ch.spent >= served * PRICE, `client ${i}: spent ${ch.spent} < served ${served * PRICE}`).to.equal(true);
+      for (const p of r.payments) expect(p.receipt!.extra.spent <= ch.spent).to.equal(true);
+      // At most the calls in flight on the killed replica were charged without an answer.
+      expect(ch.spent - served * PRICE <= BigInt(lb.retried) * PRICE, `unanswered charges ${ch.spent - served * PRICE} > retried ${lb.retried}`).to.equal(true);
+      expect(ch.spent <= ch.accepted && ch.accepted <= ch.deposit).to.equal(true);
+    }
+    // The dead replica's connections are gone (its sessions ended with the process).
+    await sleep(200);
+    const sessions = await store.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1", [victim.name]);
+    expect(sessions.rowCount).to.equal(0);
+  });
+});
