@@ -241,6 +241,7 @@ async function cmdStatus(ctx: Context): Promise<number> {
     let state: string = c.status;
     if (c.status === "closing" && c.closesAt) state = `closing (withdraw ${c.closesAt <= now ? "now" : `in ${duration(c.closesAt - now)}`})`;
     else if (c.status === "closing") state = "closing (cooperative)";
+    else if (c.status === "missing") state = "missing (not on this chain)";
     rows.push([shortHex(c.channelId), shortHex(c.payee, 4), amount(c.deposit, t), amount(c.spent, t), amount(c.settled, t), amount(c.remaining, t), state]);
   }
   ctx.out(table(rows));

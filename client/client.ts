@@ -1,7 +1,7 @@
 /**
  * The agent client: a fetch-compatible function that pays `channel`-scheme 402s with vouchers, plus channel management.
  *
- * Paying (docs/protocol.md, "Client"):
+ * Paying (docs/protocol.md § 5 wire format, § 7 client concurrency rule):
  * - A route's terms are remembered, so a call pays on its first attempt (one round trip); a 402 is the fallback.
  * - Each paid call signs `max(signed, accepted, spent) + price` and raises `signed` synchronously, so the k-th call in
  *   flight on a channel signs `base + k × price` and no call waits for another.
@@ -56,6 +56,8 @@ import { ClientError, shortMessageOf } from "./errors";
 import { FileStore } from "./file-store";
 import { checkPrice, checkTrust, toAtomic, tokenLimits, validateLimits, type Amount, type SpendingLimits, type TokenLimits } from "./limits";
 import { Persister } from "./persister";
+import { normalizeRequest, routeKey, type FetchInput } from "./request";
+import { checkHintAmounts, checkHintSignature } from "./hint";
 import { emptyState, requirementsToJson, type ChannelRecord, type ChannelStore, type ClientState } from "./store";
 
 /** How the client sizes and funds channels. */
@@ -171,15 +173,6 @@ interface Payment {
   header: string;
 }
 
-/** What fetch accepts as its first argument. */
-export type FetchInput = string | URL | Request;
-
-interface NormalizedRequest {
-  url: string;
-  method: string;
-  init: RequestInit;
-}
-
 /** Codes after which a new voucher (or channel) may succeed: one retry. */
 const RETRYABLE = new Set([
   "payment_required",
@@ -210,12 +203,6 @@ const CHANNEL_UNUSABLE = new Set([
 const max = (...xs: bigint[]) => xs.reduce((a, b) => (b > a ? b : a));
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 
-/** `METHOD origin/path`: a route's terms are remembered under this key (the query is ignored). */
-export function routeKey(method: string, url: string): string {
-  const u = new URL(url);
-  return `${method.toUpperCase()} ${u.origin}${u.pathname}`;
-}
-
 function termsKey(t: { extra: { escrow: Address }; payTo: Address; asset: Address }): string {
   return `${t.extra.escrow}|${t.payTo}|${t.asset}`.toLowerCase();
 }
@@ -224,33 +211,6 @@ function stripHint(r: ChannelRequirements): ChannelRequirements {
   if (!r.extra.channel) return r;
   const { channel: _hint, ...extra } = r.extra;
   return { ...r, extra };
-}
-
-function isReplayableBody(b: unknown): boolean {
-  return (
-    b === undefined ||
-    b === null ||
-    typeof b === "string" ||
-    b instanceof ArrayBuffer ||
-    ArrayBuffer.isView(b) ||
-    b instanceof URLSearchParams ||
-    (typeof Blob !== "undefined" && b instanceof Blob) ||
-    (typeof FormData !== "undefined" && b instanceof FormData)
-  );
-}
-
-async function normalizeRequest(input: FetchInput, init?: RequestInit): Promise<NormalizedRequest> {
-  if ((typeof input === "string" || input instanceof URL) && isReplayableBody(init?.body)) {
-    return { url: String(input), method: (init?.method ?? "GET").toUpperCase(), init: init ?? {} };
-  }
-  // A Request or a one-shot body (stream): buffer it so the request can be sent again after a 402.
-  const r = new Request(input as Request | string, init);
-  const body = r.body ? await r.arrayBuffer() : undefined;
-  return {
-    url: r.url,
-    method: r.method,
-    init: { method: r.method, headers: r.headers, body, signal: r.signal, redirect: r.redirect, credentials: r.credentials },
-  };
 }
 
 /**
@@ -599,23 +559,9 @@ export class ChannelClient {
    * for `accepted`, `spent ≤ accepted`, and `accepted` within the on-chain deposit. Otherwise `untrusted_hint`.
    */
   private async applyHint(ch: ChannelRecord, hint: ChannelHint): Promise<void> {
-    const untrusted = (why: string) =>
-      new ClientError("untrusted_hint", `the provider's view of channel ${ch.id} is not trustworthy: ${why}`, {
-        details: "Nothing was signed because of it.",
-      });
-    if (hint.accepted > 0n || hint.signature) {
-      if (!hint.signature) throw untrusted("it claims an accepted amount without a signature");
-      const verifier = new VoucherVerifier(this.signerFor(ch.escrow).hasher);
-      const signer = verifier.recover(ch.id, hint.accepted, hint.signature);
-      if (!signer || signer.toLowerCase() !== this.sessionAddress.toLowerCase()) {
-        throw untrusted("its voucher signature is not this client's session key's");
-      }
-    }
-    if (hint.spent > hint.accepted) throw untrusted(`spent ${hint.spent} is above accepted ${hint.accepted}`);
-    if (hint.accepted > ch.deposit) {
-      await this.verify(ch, true); // the deposit may have grown (a top-up by another process)
-      if (hint.accepted > ch.deposit) throw untrusted(`accepted ${hint.accepted} is above the deposit ${ch.deposit}`);
-    }
+    checkHintSignature(hint, ch.id, this.sessionAddress, new VoucherVerifier(this.signerFor(ch.escrow).hasher));
+    if (hint.accepted > ch.deposit) await this.verify(ch, true); // the deposit may have grown (a top-up elsewhere)
+    checkHintAmounts(hint, ch.deposit);
     if (hint.status === "finalized" || hint.status === "closing") await this.verify(ch, true);
     const before = max(ch.signed, ch.accepted, ch.spent);
     if (hint.accepted > ch.accepted) ch.accepted = hint.accepted;
@@ -1104,7 +1050,7 @@ export class ChannelClient {
       signed: c.signed,
       spent: c.spent,
       accepted: c.accepted,
-      remaining: c.status === "finalized" ? 0n : c.deposit - max(c.signed, c.spent),
+      remaining: c.status === "finalized" || c.status === "missing" ? 0n : c.deposit - max(c.signed, c.spent),
       status: c.status,
       closesAt: c.closesAt,
       closeDelay: c.closeDelay,

@@ -6,7 +6,6 @@ export {
   createChannelClient,
   ChannelClient,
   readReceipt,
-  routeKey,
   type ChannelClientOptions,
   type ChannelPolicy,
   type ClientEvent,
@@ -14,6 +13,8 @@ export {
   type ClientStats,
   type ChannelStatusInfo,
 } from "./client";
+export { routeKey, normalizeRequest, type FetchInput } from "./request";
+export { checkHintSignature, checkHintAmounts } from "./hint";
 export { ClientError, CLIENT_ERROR_CODES, isClientError, type ClientErrorCode } from "./errors";
 export { type SpendingLimits, type Amount, toAtomic } from "./limits";
 export {
