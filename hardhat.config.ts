@@ -25,7 +25,9 @@ const config: HardhatUserConfig = {
     settings: {
       evmVersion: "cancun",
       optimizer: { enabled: true, runs: 10_000 },
-      viaIR: false,
+      // solidity-coverage compiles without the optimizer; the legacy pipeline then runs out of stack slots in the
+      // settle loop's assembly, so coverage builds go through the IR pipeline (see .solcover.js).
+      viaIR: Boolean(process.env.SOLIDITY_COVERAGE),
     },
   },
   networks: {
@@ -33,6 +35,8 @@ const config: HardhatUserConfig = {
       chainId: 31337,
       // Large property suites open many channels; keep every account rich.
       accounts: { count: 20, accountsBalance: "1000000000000000000000000" },
+      // Instrumented, unoptimized contracts cost more than osaka's per-transaction gas cap (2^24) to deploy.
+      ...(process.env.SOLIDITY_COVERAGE ? { hardfork: "prague" } : {}),
     },
     localhost: { url: process.env.RPC_URL ?? "http://127.0.0.1:8545" },
   },
