@@ -6,7 +6,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import express, { type Express, type NextFunction, type Request, type Response } from "express";
-import type { Address, Transport } from "viem";
+import type { Address, Hex, Transport } from "viem";
 import { CLOSE_PATH, parseTokenAmount } from "../protocol";
 import { ChainReader } from "./chain/reader";
 import { ChannelView } from "./chain/view";
@@ -20,6 +20,15 @@ import { PaymentCore } from "./payments/core";
 import { httpStatusOf, problem, PROBLEM_CONTENT_TYPE, type ServerErrorCode } from "./payments/errors";
 import { openStore } from "./store";
 import type { ChannelStore } from "./store/types";
+import {
+  checkCloseDelayRule,
+  createSettlement,
+  resolveSettlementConfig,
+  resolveSettlerKey,
+  SettlementScheduler,
+  type SettlementConfig,
+  type SettlementJobOptions,
+} from "./settlement";
 
 export interface ProviderServerOptions {
   /** Validated configuration; `escrow`, `token`, `payee` and (`rpcUrl` or `transport`) must be set. */
@@ -33,6 +42,26 @@ export interface ProviderServerOptions {
   defaultDatabaseUrl?: (chainId: number) => string;
   /** Add Node process metrics (off in tests: global collectors). */
   processMetrics?: boolean;
+  /**
+   * Run the settlement job in this server every SETTLE_INTERVAL (issue 5): `true` (npm start) or options (tests);
+   * off when absent. Settings come from `config.settlement` (SETTLE_*, SETTLER_PRIVATE_KEY) unless `SETTLE_IN_SERVER`
+   * is false. Start is refused when MIN_CLOSE_DELAY fails the close-delay rule (docs/protocol.md § 9), when no
+   * settler key is known, or when the key may not settle for the payee.
+   */
+  settlement?: boolean | ProviderSettlementOptions;
+}
+
+/** Test and embedding overrides of the in-server settlement job. */
+export interface ProviderSettlementOptions {
+  /** Overrides of the resolved settlement configuration. */
+  config?: Partial<SettlementConfig>;
+  /** Settler key instead of SETTLER_PRIVATE_KEY / the local default. */
+  privateKey?: Hex;
+  /** Receipt polling while a cycle waits, ms. */
+  pollInterval?: number;
+  /** Settler lease lifetime, ms (how long a crashed settler blocks the next one). */
+  leaseTtlMs?: number;
+  onStep?: SettlementJobOptions["onStep"];
 }
 
 export interface ProviderServer {
@@ -54,6 +83,8 @@ export interface ProviderServer {
   reader: ChainReader;
   metrics: ServerMetrics;
   logger: Logger;
+  /** The in-server settlement scheduler (null when settlement does not run in this server). */
+  settlement: SettlementScheduler | null;
   /** Stops listening (open connections are closed), the follower, and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -89,6 +120,35 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
   if (!(await reader.hasCode(token))) throw new Error(`no contract at TOKEN_ADDRESS ${token} on chain ${chainId}`);
   const decimals = await reader.tokenDecimals(token);
   const genesis = await reader.block(0n);
+
+  // Settlement inside the server: checked before anything is opened, so a bad setup fails fast and clearly.
+  let settle: { config: SettlementConfig; key: Hex; address: Address; source: string; o: ProviderSettlementOptions } | null = null;
+  if (opts.settlement) {
+    const o = typeof opts.settlement === "object" ? opts.settlement : {};
+    const sconfig = { ...resolveSettlementConfig(config.settlement ?? {}, chainId), ...o.config };
+    if (sconfig.inServer) {
+      const rule = checkCloseDelayRule({
+        minCloseDelay: config.minCloseDelay,
+        settleInterval: sconfig.interval,
+        chainPollInterval: config.chainPollInterval / 1000,
+        followerConfirmations: config.confirmations,
+        settleConfirmations: sconfig.confirmations,
+        blockTime: sconfig.blockTime,
+        resubmitAfter: sconfig.resubmitAfter,
+        closeGrace: sconfig.closeGrace,
+        rpcOutageMargin: sconfig.rpcOutageMargin,
+      });
+      if (!rule.ok) throw new Error(`refusing to start: ${rule.message}`);
+      const key = resolveSettlerKey({ privateKey: o.privateKey ?? config.settlement?.privateKey(), chainId, payee });
+      if (!key) {
+        throw new Error(
+          `SETTLER_PRIVATE_KEY is required to settle on chain ${chainId} (the payee's key or an operator it approved with setOperator); ` +
+            "or set SETTLE_IN_SERVER=false and run npm run settle from cron",
+        );
+      }
+      settle = { config: sconfig, key: key.privateKey, address: key.address, source: key.source, o };
+    }
+  }
 
   const databaseUrl = config.databaseUrl ?? opts.defaultDatabaseUrl?.(chainId) ?? `.data/server-${chainId}.sqlite`;
   const store = await openStore({ url: databaseUrl, sqliteSynchronous: config.sqliteSynchronous });
@@ -130,6 +190,37 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
       observer: metrics.observer,
     });
     const paywall = createExpressPaywall(core, { decimals, handlerTimeout: config.handlerTimeout });
+
+    let scheduler: SettlementScheduler | null = null;
+    if (settle) {
+      const { job } = createSettlement({
+        config: settle.config,
+        privateKey: settle.key,
+        rpcUrl: config.rpcUrl,
+        transport: opts.transport,
+        chainId,
+        escrow,
+        token,
+        payee,
+        decimals,
+        store,
+        reader,
+        rpcTimeout: config.rpcTimeout,
+        logger,
+        registry: metrics.registry,
+        onChannels: (snaps) => {
+          const now = Date.now();
+          for (const s of snaps) view.apply(s, now);
+        },
+        pollInterval: settle.o.pollInterval ?? Math.min(1_000, Math.max(50, settle.config.blockTime * 250)),
+        onStep: settle.o.onStep,
+        leaseTtlMs: settle.o.leaseTtlMs,
+      });
+      await job.preflight();
+      scheduler = new SettlementScheduler(job, { intervalMs: settle.config.interval * 1000, logger });
+      const s = scheduler;
+      cleanup.unshift(() => s.stop());
+    }
 
     const app = express();
     app.disable("x-powered-by");
@@ -236,6 +327,10 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
       })());
 
     logger.info({ url: `http://${hostForUrl}:${port}`, chainId, escrow, token, payee, store: store.kind }, "server listening");
+    if (scheduler && settle) {
+      scheduler.start();
+      logger.info({ settler: settle.address, keySource: settle.source, interval: settle.config.interval }, "settlement job started");
+    }
     return {
       url: `http://${hostForUrl}:${port}`,
       port,
@@ -254,6 +349,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
       reader,
       metrics,
       logger,
+      settlement: scheduler,
       close,
     };
   } catch (e) {

@@ -8,6 +8,7 @@
  */
 import { getAddress, isAddress, type Address } from "viem";
 import { MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, MAX_CLOSE_DELAY } from "../protocol";
+import { parseSettlementEnv, SETTLEMENT_VARIABLES, type SettlementEnv } from "./settlement/config";
 
 export type SqliteSynchronous = "FULL" | "NORMAL";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -64,6 +65,11 @@ export interface ServerConfig {
   /** Largest request body, bytes. */
   maxBodyBytes: number;
   logLevel: LogLevel;
+  /**
+   * Settlement variables (SETTLE_*, SETTLER_PRIVATE_KEY), validated; chain-dependent defaults are filled when the
+   * chain id is known (`resolveSettlementConfig`). The key is reachable only through `settlement.privateKey()`.
+   */
+  settlement?: SettlementEnv;
 }
 
 /** A configuration that cannot work; `problems` has one line per variable. */
@@ -103,6 +109,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: "MAX_HEADER_BYTES", default: "16384", description: "largest request header section, bytes" },
   { name: "MAX_BODY_BYTES", default: "1048576", description: "largest request body, bytes" },
   { name: "LOG_LEVEL", default: "info", description: "fatal, error, warn, info, debug, trace or silent" },
+  ...SETTLEMENT_VARIABLES,
 ];
 
 type Env = Record<string, string | undefined>;
@@ -222,6 +229,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     maxHeaderBytes: int("MAX_HEADER_BYTES", 16_384, 4_096, 1_048_576),
     maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1_024, 1_073_741_824),
     logLevel: oneOf("LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
+    settlement: parseSettlementEnv(env, problems),
   };
   if (config.rpcUrl !== undefined && config.payee === undefined) {
     problems.push("PAYEE_ADDRESS is required when RPC_URL is set (the address channels must pay)");

@@ -5,6 +5,7 @@
  * MockUSDC + ChannelEscrow deployed from the committed bytecode (deployments/31337.json), 1,000 MockUSDC minted to
  * Hardhat accounts #1..#9, account #0 as payee, a fresh SQLite store, and the demo routes on 127.0.0.1:4021.
  * With RPC_URL it uses that chain; ESCROW_ADDRESS / TOKEN_ADDRESS come from the environment or the deployments file.
+ * The settlement job runs inside (every SETTLE_INTERVAL; on the local chain with the payee's key, account #0).
  * Prints one line containing `ready`; SIGINT/SIGTERM stop everything.
  */
 import fs from "node:fs";
@@ -90,7 +91,8 @@ async function main(): Promise<void> {
     config = { ...config, escrow: config.escrow ?? (d.escrow as Address), token: config.token ?? (d.token as Address) };
   }
 
-  server = await startProviderServer({ config, logger, processMetrics: true });
+  // Settlement runs in the server (SETTLE_IN_SERVER=false leaves it to `npm run settle` from cron).
+  server = await startProviderServer({ config, logger, processMetrics: true, settlement: true });
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   console.log(
     `ready in ${secs}s: ${server.url} (escrow ${server.escrow}, token ${server.token}, payee ${server.payee})${note} | try: curl -i "${server.url}/v1/echo?msg=hi"  then  npx channel call "${server.url}/v1/echo?msg=hi"`,

@@ -28,7 +28,7 @@ import {
   type EscrowDomain,
   type Voucher,
 } from "../../protocol";
-import { startProviderServer, type ProviderServer } from "../../server/app";
+import { startProviderServer, type ProviderServer, type ProviderServerOptions } from "../../server/app";
 import { defaultConfig, type ServerConfig } from "../../server/config";
 import type { ExpressPaywall } from "../../server/express/paywall";
 import { createLogger } from "../../server/log";
@@ -50,6 +50,8 @@ export interface TestServerOptions {
   routes?: (app: Express, paywall: ExpressPaywall) => void;
   /** Server log level (default "silent"; LOG_LEVEL in the environment overrides). */
   logLevel?: ServerConfig["logLevel"];
+  /** Run the settlement job in the server (off by default; see `ProviderServerOptions.settlement`). */
+  settlement?: ProviderServerOptions["settlement"];
 }
 
 export interface TestServer {
@@ -132,7 +134,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     logLevel: level,
     ...opts.config,
   });
-  const server = await startProviderServer({ config, routes: opts.routes, logger: createLogger(level) });
+  const server = await startProviderServer({ config, routes: opts.routes, logger: createLogger(level), settlement: opts.settlement });
   return {
     url: server.url,
     rpcUrl: url,
