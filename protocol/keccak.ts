@@ -10,9 +10,13 @@ function nativeKeccak(): Hasher | null {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const create = require("keccak/bindings") as (alg: string) => { update(d: Uint8Array): { digest(): Buffer } };
-    const probe = create("keccak256").update(new Uint8Array(0)).digest();
+    const probe = create("keccak256").update(Buffer.alloc(0)).digest();
     if (probe.toString("hex") !== "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470") return null;
-    return (data) => create("keccak256").update(data).digest();
+    // The binding takes only Buffers; wrapping a Uint8Array is a view, not a copy.
+    return (data) =>
+      create("keccak256")
+        .update(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength))
+        .digest();
   } catch {
     return null;
   }
