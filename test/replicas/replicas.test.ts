@@ -2,14 +2,16 @@
  * Three REAL server processes (`server/main.ts`) on different ports sharing one PostgreSQL database, against the
  * in-process chain over JSON-RPC, paid by the real client SDK through a round-robin balancer (./cluster.ts):
  * a voucher is served once across replicas, concurrent clients spread over all replicas are all served with exact
- * books, and a replica killed with SIGKILL mid-load loses nothing that was accepted while the others keep serving.
+ * books, the in-server settlement job (every second in every replica) settles once per cycle across replicas, and a
+ * replica killed with SIGKILL mid-load (the settler, when one holds the lock at that moment) loses nothing that was
+ * accepted while the others keep serving and another replica finishes the settlement.
  */
 import { expect } from "chai";
 import type { Address, Hex } from "viem";
-import { decodePaymentRequired, HEADER_PAYMENT_REQUIRED, type ChannelRequirements } from "../../protocol";
+import { channelEscrowAbi, decodePaymentRequired, HEADER_PAYMENT_REQUIRED, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
 import type { ChannelClient, PaymentInfo } from "../../client";
 import { PostgresStore } from "../../server/store/postgres";
-import { mintUsdc, testClient } from "../helpers/client";
+import { testClient } from "../helpers/client";
 import { deployEscrow, openChannel, type Env } from "../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { paymentHeaders, rpcUrl } from "../helpers/server";
@@ -41,6 +43,9 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
       CHAIN_POLL_INTERVAL: "250",
       PG_APPLICATION_NAME: `replica-${i + 1}`,
       PG_POOL_MAX: "8",
+      // Every replica runs the settlement job every second (the payee's local key): they contend for the settler lock.
+      SETTLE_INTERVAL: "1",
+      SETTLE_THRESHOLD: "0.000001",
     }));
     store = await PostgresStore.open({ url: databaseUrl, pool: { max: 4 } });
   });
@@ -110,7 +115,7 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
   it("3 clients x 16 calls in flight spread over all replicas: all served, spent = calls x price <= accepted <= deposit", async () => {
     const lb = balancer(replicas);
     const agents = [14, 15, 16].map((i) => testClient(i, { fetch: lb.fetch, limits: { maxPrice: "0.01", maxDeposit: "5", escrows: [env.escrow.address], payees: [payee] } }));
-    for (const a of agents) await mintUsdc(env.usdc.address, a.address, 5_000_000n);
+    for (const i of [14, 15, 16]) await mint(i, 5_000_000n);
     const runs = await Promise.all(agents.map((a, i) => load(a.agent, replicas[0].url, 16, 6, `c${i}`)));
     for (const r of runs) {
       expect(r.failures).to.deep.equal([]);
@@ -128,17 +133,105 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
     }
   });
 
+  /**
+   * Mints MockUSDC to Hardhat account `index` from that account itself (MockUSDC's mint is public): account #0 is the
+   * payee, whose key the replicas' settlement job uses, and a test transaction from it would take the settler's nonce.
+   */
+  async function mint(index: number, amount: bigint) {
+    const w = env.wallets[index];
+    const hash = await w.writeContract({ address: env.usdc.address, abi: mockUsdcAbi, functionName: "mint", args: [w.account.address, amount] });
+    await env.publicClient.waitForTransactionReceipt({ hash });
+  }
+
+  /** The channel's settled amount on chain. */
+  const settledOnChain = async (id: Hex) =>
+    ((await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] })) as { settled: bigint }).settled;
+  const payeeBalance = () => env.publicClient.readContract({ address: env.usdc.address, abi: mockUsdcAbi, functionName: "balanceOf", args: [payee] }) as Promise<bigint>;
+
+  /** Waits until every stored channel is settled on chain up to its `spent` and no settlement is open; returns Σ spent. */
+  async function allSettled(timeoutMs: number): Promise<bigint> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const open = (await store.pool.query("SELECT 1 FROM settlement_txs WHERE status IN ('built', 'sent', 'mined')")).rowCount ?? 0;
+      const ids = await store.activeChannelIds();
+      let total = 0n;
+      let behind = 0;
+      for (const id of ids) {
+        const ch = (await store.getChannel(id))!;
+        total += ch.spent;
+        if ((await settledOnChain(id)) !== ch.spent) behind++;
+      }
+      if (behind === 0 && open === 0) return total;
+      if (Date.now() > end) throw new Error(`${behind} channel(s) not settled and ${open} settlement(s) open after ${timeoutMs} ms`);
+      await sleep(250);
+    }
+  }
+
+  /** Settlement records: every transaction confirmed (none failed), one nonce each, no channel's claim sent twice. */
+  async function checkSettlementRecords() {
+    const txs = (await store.pool.query<{ id: string; status: string; nonce: string }>("SELECT id, status, nonce FROM settlement_txs ORDER BY id")).rows;
+    expect(txs.length).to.be.greaterThan(0);
+    expect(txs.filter((t) => t.status === "failed")).to.deep.equal([]);
+    const confirmed = txs.filter((t) => t.status === "confirmed");
+    expect(new Set(confirmed.map((t) => t.nonce)).size).to.equal(confirmed.length);
+    const items = (
+      await store.pool.query<{ channel_id: string; amount: string; tx_id: string }>(
+        "SELECT i.channel_id, i.amount, i.tx_id FROM settlement_items i JOIN settlement_txs t ON t.id = i.tx_id WHERE i.status = 'settled' ORDER BY i.channel_id, t.id",
+      )
+    ).rows;
+    for (let k = 1; k < items.length; k++) {
+      if (items[k].channel_id !== items[k - 1].channel_id) continue;
+      expect(BigInt(items[k].amount) > BigInt(items[k - 1].amount), `channel ${items[k].channel_id} claimed ${items[k].amount} twice`).to.equal(true);
+    }
+    return txs;
+  }
+
+  /** Settlement cycle counts of every live replica, by result (from /metrics). */
+  async function cycles(rs: readonly Replica[]) {
+    const out: Record<string, Record<string, number>> = {};
+    for (const r of rs) {
+      const text = await (await fetch(`${r.url}/metrics`)).text();
+      out[r.name] = {};
+      for (const m of text.matchAll(/^channel_settlement_cycles_total\{result="([a-z_]+)"\} ([0-9]+)$/gm)) out[r.name][m[1]] = Number(m[2]);
+    }
+    return out;
+  }
+
+  it("settlement runs once per cycle across replicas: the payee is paid exactly what was spent, no claim is sent twice", async () => {
+    const total = await allSettled(30_000);
+    expect(total > 0n).to.equal(true);
+    expect(await payeeBalance()).to.equal(total);
+    await checkSettlementRecords();
+    const c = await cycles(replicas);
+    const ok = Object.values(c).map((x) => x.ok ?? 0);
+    const busy = Object.values(c).reduce((n, x) => n + (x.lease_busy ?? 0), 0);
+    const failed = Object.values(c).reduce((n, x) => n + (x.failed ?? 0), 0);
+    expect(ok.reduce((a, b) => a + b, 0), JSON.stringify(c)).to.be.greaterThan(3);
+    expect(failed, JSON.stringify(c)).to.equal(0);
+    // The replicas' cycles overlapped and the lock turned the latecomers away (several replicas did settle).
+    expect(busy, JSON.stringify(c)).to.be.greaterThan(0);
+    expect(ok.filter((n) => n > 0).length, JSON.stringify(c)).to.be.at.least(2);
+  });
+
   it("a replica killed with SIGKILL mid-load: the others keep serving and nothing accepted is lost", async () => {
     const lb = balancer(replicas);
     const agents = [17, 18].map((i) => testClient(i, { fetch: lb.fetch, limits: { maxPrice: "0.01", maxDeposit: "5", escrows: [env.escrow.address], payees: [payee] } }));
-    for (const a of agents) await mintUsdc(env.usdc.address, a.address, 5_000_000n);
+    for (const i of [17, 18]) await mint(i, 5_000_000n);
     // One paid call each first, so the channels exist (opening is not what this test is about).
     for (const a of agents) expect((await a.agent.fetch(`${replicas[0].url}/v1/echo?msg=open`)).status).to.equal(200);
-    const victim = replicas[1];
     const runs = agents.map((a, i) => load(a.agent, replicas[0].url, 16, 15, `k${i}`));
-    // Kill it once it has served a good part of the load.
+    // Once a good part of the load is served, kill the replica holding the settler lock (if one holds it now).
     const deadline = Date.now() + 60_000;
-    while (lb.counts[victim.name] < 80 && Date.now() < deadline) await sleep(5);
+    while (Object.values(lb.counts).reduce((a, b) => a + b, 0) < 240 && Date.now() < deadline) await sleep(5);
+    let holder: string | undefined;
+    for (let i = 0; i < 100 && !holder; i++) {
+      const r = await store.pool.query<{ app: string }>(
+        "SELECT a.application_name AS app FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'replica-%'",
+      );
+      holder = r.rows[0]?.app;
+      if (!holder) await sleep(10);
+    }
+    const victim = replicas.find((r) => r.name === holder) ?? replicas[1];
     expect(await victim.kill("SIGKILL")).to.equal("SIGKILL");
     const servedByVictim = lb.counts[victim.name];
     const results = await Promise.all(runs);
@@ -162,9 +255,19 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
       expect(ch.spent - served * PRICE <= BigInt(lb.retried) * PRICE, `unanswered charges ${ch.spent - served * PRICE} > retried ${lb.retried}`).to.equal(true);
       expect(ch.spent <= ch.accepted && ch.accepted <= ch.deposit).to.equal(true);
     }
-    // The dead replica's connections are gone (its sessions ended with the process).
+    // The dead replica's connections are gone (its sessions ended with the process, and with them any settler lock).
     await sleep(200);
     const sessions = await store.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1", [victim.name]);
     expect(sessions.rowCount).to.equal(0);
+
+    // Another replica takes over settlement: everything spent, including what the dead one accepted, reaches the chain.
+    const survivors = replicas.filter((r) => r !== victim);
+    const before = await cycles(survivors);
+    const total = await allSettled(30_000);
+    expect(await payeeBalance()).to.equal(total);
+    await checkSettlementRecords();
+    const after = await cycles(survivors);
+    const okAfter = survivors.reduce((n, r) => n + (after[r.name].ok ?? 0) - (before[r.name].ok ?? 0), 0);
+    expect(okAfter, `holder at kill: ${holder ?? "none"}`).to.be.greaterThan(0);
   });
 });
