@@ -3,6 +3,7 @@ import hre from "hardhat";
 import { expect } from "chai";
 import { getAddress, maxUint256, parseSignature, zeroAddress, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { mockUsdcAbi } from "../../protocol";
 import { type Wallet } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";
 import { accountKey, isolateEachTest, latestTimestamp } from "../helpers/chain";
@@ -31,7 +32,7 @@ describe("MockUSDC", () => {
     expect(await usdc.read.decimals()).to.equal(6);
     expect(await usdc.read.name()).to.equal("USD Coin");
     expect(await usdc.read.symbol()).to.equal("USDC");
-    const [, name, version, cid, vc] = await usdc.read.eip712Domain();
+    const [, name, version, cid, vc] = await (await hre.viem.getPublicClient()).readContract({ address: token, abi: mockUsdcAbi, functionName: "eip712Domain" });
     expect([name, version, Number(cid), getAddress(vc)]).to.deep.equal(["USD Coin", "2", chainId, token]);
   });
 

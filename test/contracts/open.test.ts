@@ -1,11 +1,11 @@
 /** ChannelEscrow.open, openWithPermit and openWithAuthorization: effects, events and every revert. */
 import hre from "hardhat";
 import { expect } from "chai";
-import { getAddress, zeroAddress, type Address } from "viem";
+import { getAddress, zeroAddress, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { channelEscrowAbi, computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MAX_UINT128, MIN_CLOSE_DELAY, mockUsdcAbi } from "../../protocol";
 import { deployEscrow, DAY, nextSalt, USDC, type Env } from "../helpers/escrow";
-import { balanceOf, channelOf, escrowEvents, fund, openWith, receipt, transfers } from "../helpers/escrow-tx";
+import { balanceOf, channelOf, escrowEvents, eventsNamed, fund, openWith, receipt, transfers } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";
 import { accountKey, isolateEachTest, latestTimestamp } from "../helpers/chain";
 import { signAuthorization, signPermit } from "../helpers/usdc";
@@ -36,7 +36,9 @@ describe("ChannelEscrow: opening channels", () => {
       const signer = privateKeyToAccount(generatePrivateKey()).address;
       await fund(env, payer, USDC(10));
       const a = args({ signer });
-      const { result } = await env.escrow.simulate.open(a, { account: payer.account });
+      const { result } = await env.publicClient.simulateContract({
+        address: escrowAddr, abi: channelEscrowAbi, functionName: "open", args: a, account: payer.account,
+      });
       const expected = computeChannelId({
         chainId: env.chainId, escrow: escrowAddr, payer: payer.account.address, payee, token: usdc, signer, salt: a[5],
       });
@@ -89,7 +91,9 @@ describe("ChannelEscrow: opening channels", () => {
       const c3 = await openWith(env, { payer, token: usdc2.address });
       const c4 = await openWith(env, { payer, payee: payee2, token: usdc2.address });
       const c5 = await openWith(env, { payer });
-      const got = await env.escrow.read.getChannels([[c1.id, c2.id, c3.id, c4.id, c5.id]]);
+      const got = await env.publicClient.readContract({
+        address: escrowAddr, abi: channelEscrowAbi, functionName: "getChannels", args: [[c1.id, c2.id, c3.id, c4.id, c5.id]],
+      });
       expect(got.map((c) => [c.payee, c.token])).to.deep.equal([
         [payee, usdc],
         [payee2, usdc],
@@ -150,7 +154,7 @@ describe("ChannelEscrow: opening channels", () => {
       await payer.writeContract({ address: usdc, abi: mockUsdcAbi, functionName: "mint", args: [payer.account.address, USDC(10)] });
       const a = args();
       await expectRevert(env.escrow.write.open(a, { account: payer.account }), "InsufficientAllowance", [escrowAddr, 0n, USDC(10)]);
-      const id = await env.escrow.read.computeChannelId([payer.account.address, payee, usdc, zeroAddress, a[5]]);
+      const id = (await env.escrow.read.computeChannelId([payer.account.address, payee, usdc, zeroAddress, a[5]])) as Hex;
       expect((await channelOf(env, id)).payer).to.equal(zeroAddress);
     });
 
@@ -166,7 +170,7 @@ describe("ChannelEscrow: opening channels", () => {
   describe("openWithPermit", () => {
     const deadline = 2n ** 40n;
     async function permitFor(amount: bigint, spender: Address = escrowAddr, key = accountKey(1)) {
-      const nonce = await env.usdc.read.nonces([privateKeyToAccount(key).address]);
+      const nonce = (await env.usdc.read.nonces([privateKeyToAccount(key).address])) as bigint;
       return signPermit(key, { chainId: env.chainId, token: usdc, spender, value: amount, nonce, deadline });
     }
 
@@ -175,9 +179,9 @@ describe("ChannelEscrow: opening channels", () => {
       const p = await permitFor(USDC(5));
       const a = args({ amount: USDC(5) });
       const hash = await env.escrow.write.openWithPermit([...a, deadline, p.v, p.r, p.s], { account: payer.account });
-      const ev = escrowEvents(await receipt(env, hash));
-      expect(ev.map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
-      const id = ev[0].args.channelId;
+      const r = await receipt(env, hash);
+      expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
+      const id = eventsNamed(r, "ChannelOpened")[0].args.channelId;
       expect((await channelOf(env, id)).deposit).to.equal(USDC(5));
       expect(await env.usdc.read.allowance([payer.account.address, escrowAddr])).to.equal(0n);
       expect(await env.usdc.read.nonces([payer.account.address])).to.equal(1n);
@@ -189,9 +193,9 @@ describe("ChannelEscrow: opening channels", () => {
       // The front-runner copies the permit from the mempool and submits it directly to the token.
       await env.usdc.write.permit([payer.account.address, escrowAddr, USDC(5), deadline, p.v, p.r, p.s], { account: other.account });
       const hash = await env.escrow.write.openWithPermit([...args({ amount: USDC(5) }), deadline, p.v, p.r, p.s], { account: payer.account });
-      const ev = escrowEvents(await receipt(env, hash));
-      expect(ev.map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
-      expect(ev[0].args.deposit).to.equal(USDC(5));
+      const r = await receipt(env, hash);
+      expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
+      expect(eventsNamed(r, "ChannelOpened")[0].args.deposit).to.equal(USDC(5));
     });
 
     it("ignores an invalid permit when an allowance is already in place", async () => {
@@ -266,10 +270,10 @@ describe("ChannelEscrow: opening channels", () => {
         { account: env.wallets[0].account },
       );
       const r = await receipt(env, hash);
-      const ev = escrowEvents(r);
-      expect(ev.map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
-      expect(ev[0].args.channelId).to.equal(a.nonce);
-      expect(ev[0].args.payer).to.equal(p.address);
+      expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
+      const opened = eventsNamed(r, "ChannelOpened")[0].args;
+      expect(opened.channelId).to.equal(a.nonce);
+      expect(opened.payer).to.equal(p.address);
       expect(transfers(r)).to.deep.equal([{ token: usdc, from: p.address, to: escrowAddr, value: USDC(7) }]);
       expect(await env.usdc.read.authorizationState([p.address, a.nonce])).to.equal(true);
       const ch = await channelOf(env, a.nonce);

@@ -390,7 +390,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
         await action();
         expect(await tok.read.attempted()).to.equal(true);
         expect(await tok.read.reentered()).to.equal(false);
-        const err = decodeRevertData(await tok.read.lastRevert());
+        const err = decodeRevertData((await tok.read.lastRevert()) as Hex);
         expect([err.errorName, err.args]).to.deep.equal(["ReentrancyGuardReentrantCall", []]);
         expect((await channelOf(env, victim.id)).finalized).to.equal(false);
       }
@@ -432,7 +432,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
           await tok.write.arm([escrow, data]);
           await env.escrow.write.settle([payee, tokAddr, encodeSettleItems([claim(target.v, target.c.id, amount++)])], { account: payeeW.account });
           expect(await tok.read.reentered(), name).to.equal(false);
-          const err = decodeRevertData(await tok.read.lastRevert());
+          const err = decodeRevertData((await tok.read.lastRevert()) as Hex);
           expect([err.errorName, err.args], name).to.deep.equal(["ReentrancyGuardReentrantCall", []]);
         }
         const ch = await channelOf(env, target.c.id);

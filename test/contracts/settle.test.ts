@@ -47,7 +47,9 @@ describe("ChannelEscrow: settlement", () => {
     it("settles one channel: Settled(id, cumulative settled), one transfer to the payee, returns the total", async () => {
       const [{ c, v }] = chans;
       const items = encodeSettleItems([claim(v, c.id, USDC(2))]);
-      const { result } = await env.escrow.simulate.settle([payee, usdc, items], { account: payeeW.account });
+      const { result } = await env.publicClient.simulateContract({
+        address: escrow, abi: channelEscrowAbi, functionName: "settle", args: [payee, usdc, items], account: payeeW.account,
+      });
       expect(result).to.equal(USDC(2));
       const out = await settleOutcome(await env.escrow.write.settle([payee, usdc, items], { account: payeeW.account }));
       expect(out.events).to.deep.equal([["Settled", { channelId: c.id, amount: USDC(2) }]]);
@@ -199,7 +201,9 @@ describe("ChannelEscrow: settlement", () => {
       const a = await walletChannel(Mode.Valid);
       const b = await walletChannel(Mode.Valid);
       const items = [item(a.c.id, a.wallet.address, USDC(1)), item(b.c.id, b.wallet.address, USDC(2), USDC(3))];
-      const { result } = await env.escrow.simulate.settleContractSigned([payee, usdc, items], { account: payeeW.account });
+      const { result } = await env.publicClient.simulateContract({
+        address: escrow, abi: channelEscrowAbi, functionName: "settleContractSigned", args: [payee, usdc, items], account: payeeW.account,
+      });
       expect(result).to.equal(USDC(3));
       const out = await settleOutcome(await env.escrow.write.settleContractSigned([payee, usdc, items], { account: payeeW.account }));
       expect(out.events).to.deep.equal([

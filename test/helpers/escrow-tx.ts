@@ -3,7 +3,7 @@
  * reading receipts and decoding their events. Real contracts on the in-process chain; nothing is mocked.
  */
 import hre from "hardhat";
-import { getAddress, parseEventLogs, zeroAddress, type Address, type Hex, type TransactionReceipt } from "viem";
+import { getAddress, parseEventLogs, zeroAddress, type Address, type ContractEventName, type Hex, type TransactionReceipt } from "viem";
 import { channelEscrowAbi, computeChannelId, mockUsdcAbi, VoucherSigner, type SettleClaim } from "../../protocol";
 import { DAY, nextSalt, type Env } from "./escrow";
 
@@ -18,6 +18,11 @@ export async function receipt(env: Env, hash: Hex): Promise<TransactionReceipt> 
 /** The escrow events of a receipt, decoded, in log order. */
 export function escrowEvents(r: TransactionReceipt) {
   return parseEventLogs({ abi: channelEscrowAbi, logs: r.logs, strict: true });
+}
+
+/** The escrow events named `eventName` of a receipt, decoded and typed. */
+export function eventsNamed<const N extends ContractEventName<typeof channelEscrowAbi>>(r: TransactionReceipt, eventName: N) {
+  return parseEventLogs({ abi: channelEscrowAbi, eventName, logs: r.logs, strict: true });
 }
 
 /** The ERC-20 `Transfer` events of a receipt (any token), in log order. */
