@@ -8,6 +8,8 @@ import { randomBytes } from "node:crypto";
 import { expect } from "chai";
 import fc from "fast-check";
 import type { Hex } from "viem";
+import { settlementStoreFor } from "../../server/settlement/store";
+import { SettlementConflictError } from "../../server/store/settlement-types";
 import {
   StoreBindingError,
   type AcceptVoucherResult,
@@ -463,6 +465,44 @@ export function storeConformance(backend: StoreBackend): void {
         expect(await store.getChannel(c.channelId)).to.include({ block: 20n, settled: 40n, closesAt: 0 });
       });
 
+      it("settled raised by a confirmed settlement is not lowered, nor finalized undone, by a snapshot of the same block", async () => {
+        const c = snapshot({ block: 10n });
+        expectOk(await accept(store, c, 1_000n, 1_000n));
+        const d = snapshot({ block: 10n });
+        expectOk(await accept(store, d, 1_000n, 1_000n));
+        const ss = settlementStoreFor(store);
+        const tx = await ss.insertTx({
+          kind: "settle",
+          sender: c.payee,
+          payee: c.payee,
+          token: c.token,
+          nonce: 1,
+          hash: hex(32),
+          rawTx: hex(64),
+          gasLimit: 1n,
+          maxFeePerGas: 1n,
+          maxPriorityFeePerGas: 1n,
+          items: [c, d].map((x) => ({ channelId: x.channelId, cumulativeAmount: 1_000n, amount: 1_000n, previousSettled: 0n })),
+        });
+        await ss.confirmTx(tx.id, {
+          blockNumber: 12n,
+          blockHash: hex(32),
+          gasUsed: 1n,
+          effectiveGasPrice: 1n,
+          amountSettled: 2_000n,
+          items: [
+            { channelId: c.channelId, status: "settled", settledAmount: 1_000n },
+            { channelId: d.channelId, status: "closed", settledAmount: 1_000n },
+          ],
+        });
+        // Another replica's cached view still has the block-10 state (settled 0, open).
+        expectOk(await accept(store, c, 2_000n, 1_000n));
+        await store.applyChainSnapshots([c, d]);
+        expect(await store.getChannel(c.channelId)).to.include({ settled: 1_000n, spent: 2_000n });
+        expect(await store.getChannel(d.channelId)).to.include({ settled: 1_000n, finalized: true });
+        expect((await store.totals()).unsettled).to.equal(1_000n);
+      });
+
       it("a voucher carrying an older snapshot does not move chain fields back", async () => {
         const c = snapshot({ block: 10n, deposit: 1_000n });
         expectOk(await accept(store, c, 100n));
@@ -548,6 +588,70 @@ export function storeConformance(backend: StoreBackend): void {
         const ch = await store.getChannel(c.channelId);
         expect(ch?.spent).to.equal(1n + BigInt(okCount));
         expectRefused(await accept(store, c, 1_000n, 1n), "channel_closing");
+      });
+    });
+
+    describe("settlement records across stores on one database (replicas, or a server and `npm run settle`)", () => {
+      const newTx = (channels: Array<{ channelId: Hex; amount: bigint }>, nonce: number) => ({
+        kind: "settle" as const,
+        sender: "0x00000000000000000000000000000000000000cc" as Hex,
+        payee: "0x00000000000000000000000000000000000000aa" as Hex,
+        token: "0x00000000000000000000000000000000000000bb" as Hex,
+        nonce,
+        hash: hex(32),
+        rawTx: hex(100),
+        gasLimit: 100_000n,
+        maxFeePerGas: 2n,
+        maxPriorityFeePerGas: 1n,
+        items: channels.map((c) => ({ channelId: c.channelId, cumulativeAmount: c.amount, amount: c.amount, previousSettled: 0n })),
+      });
+
+      it("one settler at a time: of six stores trying at once exactly one holds the lease; after its release another takes it", async () => {
+        const stores = [store, ...(await Promise.all([1, 2, 3, 4, 5].map(() => openStore(url))))];
+        const got = await Promise.all(stores.map((s, i) => settlementStoreFor(s).tryAcquireSettlerLease(`holder-${i}`, 60_000)));
+        expect(got.filter(Boolean)).to.have.length(1);
+        const w = got.indexOf(true);
+        const others = stores.map((_, i) => i).filter((i) => i !== w);
+        for (const i of others) expect(await settlementStoreFor(stores[i]).tryAcquireSettlerLease(`holder-${i}`, 60_000)).to.equal(false);
+        await settlementStoreFor(stores[w]).releaseSettlerLease(`holder-${w}`);
+        const again = await Promise.all(others.map((i) => settlementStoreFor(stores[i]).tryAcquireSettlerLease(`holder-${i}`, 60_000)));
+        expect(again.filter(Boolean)).to.have.length(1);
+      });
+
+      it("two settlers claiming the same channel at once: exactly one claim is recorded", async () => {
+        const other = await openStore(url);
+        const c = snapshot();
+        expectOk(await accept(store, c, 500n, 500n));
+        const results = await Promise.allSettled([
+          settlementStoreFor(store).insertTx(newTx([{ channelId: c.channelId, amount: 500n }], 1)),
+          settlementStoreFor(other).insertTx(newTx([{ channelId: c.channelId, amount: 500n }], 2)),
+        ]);
+        expect(results.filter((r) => r.status === "fulfilled")).to.have.length(1);
+        const refused = results.find((r): r is PromiseRejectedResult => r.status === "rejected")!;
+        expect(refused.reason).to.be.instanceOf(SettlementConflictError);
+        expect(await settlementStoreFor(other).openTxs()).to.have.length(1);
+      });
+
+      it("a confirmation raising settled while vouchers are accepted loses neither (same channel rows)", async () => {
+        const other = await openStore(url);
+        const c = snapshot({ deposit: 10_000_000n });
+        expectOk(await accept(store, c, 1_000n, 1_000n));
+        const tx = await settlementStoreFor(other).insertTx(newTx([{ channelId: c.channelId, amount: 1_000n }], 3));
+        const work: Promise<unknown>[] = [];
+        for (let k = 2n; k <= 21n; k++) work.push(accept(k % 2n ? store : other, c, k * 1_000n, 1_000n, 1_000_000n));
+        work.push(
+          settlementStoreFor(other).confirmTx(tx.id, {
+            blockNumber: 5n,
+            blockHash: hex(32),
+            gasUsed: 50_000n,
+            effectiveGasPrice: 1n,
+            amountSettled: 1_000n,
+            items: [{ channelId: c.channelId, status: "settled", settledAmount: 1_000n }],
+          }),
+        );
+        await Promise.all(work);
+        expect(await store.getChannel(c.channelId)).to.include({ spent: 21_000n, accepted: 21_000n, settled: 1_000n });
+        expect((await settlementStoreFor(store).getTx(tx.id))?.status).to.equal("confirmed");
       });
     });
 

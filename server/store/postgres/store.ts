@@ -67,13 +67,18 @@ function amountParam(v: bigint): string {
 /** SQLSTATEs after which the whole transaction can safely run again. */
 const RETRYABLE = new Set(["40P01" /* deadlock_detected */, "40001" /* serialization_failure */]);
 
-/** Chain fields of a snapshot, newer (or equal) block wins over the stored ones. `$b` is the snapshot's block. */
+/**
+ * Chain fields of a snapshot: a newer (or equal) block wins over the stored ones, except that `settled` never goes
+ * down and `finalized` never goes back: the settlement job raises those from a confirmed receipt without a block
+ * number of the channel's whole state, so a snapshot of the same block read before the settlement (another
+ * replica's cached view) must not undo them. (A reorg replaces them with `force`.)
+ */
 const MERGE_CHAIN = (t: string, p: { deposit: string; settled: string; cra: string; ca: string; fin: string; block: string }) => `
   deposit            = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.deposit} ELSE ${t}.deposit END,
-  settled            = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.settled} ELSE ${t}.settled END,
+  settled            = CASE WHEN ${t}.chain_block <= ${p.block} THEN GREATEST(${t}.settled, ${p.settled}) ELSE ${t}.settled END,
   close_requested_at = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.cra} ELSE ${t}.close_requested_at END,
   closes_at          = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.ca} ELSE ${t}.closes_at END,
-  finalized          = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.fin} ELSE ${t}.finalized END,
+  finalized          = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${t}.finalized OR ${p.fin} ELSE ${t}.finalized END,
   chain_block        = GREATEST(${t}.chain_block, ${p.block})`;
 
 const COLUMNS = `channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at, closes_at, finalized,

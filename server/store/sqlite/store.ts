@@ -156,8 +156,9 @@ export class SqliteStore implements ChannelStore {
            @finalized, @chain_block, @accepted, @accepted_signature, @spent, @floor, @payer_close_requested_at, @created_at, @updated_at)`,
       ),
       updateChain: db.prepare(
-        `UPDATE channels SET deposit = @deposit, settled = @settled, close_requested_at = @close_requested_at, closes_at = @closes_at,
-           finalized = @finalized, chain_block = @chain_block, updated_at = @updated_at
+        // settled never goes down and finalized never back (settlement raises them from receipts; a reorg uses forceChain)
+        `UPDATE channels SET deposit = @deposit, settled = max(settled, @settled), close_requested_at = @close_requested_at, closes_at = @closes_at,
+           finalized = max(finalized, @finalized), chain_block = @chain_block, updated_at = @updated_at
          WHERE channel_id = @channel_id AND chain_block <= @chain_block`,
       ),
       forceChain: db.prepare(
