@@ -72,7 +72,8 @@ export function pgPoolSettingsFromEnv(env: Record<string, string | undefined> = 
     applicationName: env.PG_APPLICATION_NAME?.trim() || DEFAULT_PG_POOL.applicationName,
   };
   if (!/^[\x20-\x7e]{1,63}$/.test(s.applicationName)) problems.push("PG_APPLICATION_NAME must be 1 to 63 printable ASCII characters");
-  if (problems.length) throw new PgPoolConfigError(`invalid PostgreSQL pool configuration:\n  - ${problems.join("\n  - ")}`);
+  // One line: `npm start` prints the first line of a start failure.
+  if (problems.length) throw new PgPoolConfigError(`invalid PostgreSQL pool configuration: ${problems.join("; ")}`);
   return s;
 }
 
