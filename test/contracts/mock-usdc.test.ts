@@ -138,12 +138,14 @@ describe("MockUSDC", () => {
       const now = await latestTimestamp();
       const next = now + 1n; // the block the call will be mined in
       const early = await auth("TransferWithAuthorization", bob.account.address, 1n, { validAfter: next });
+      await hre.network.provider.send("evm_setNextBlockTimestamp", [Number(next)]);
       await expectRevert(
         usdc.write.transferWithAuthorization([alice.account.address, early.to, 1n, early.validAfter, early.validBefore, early.nonce, early.signature]),
         "AuthorizationNotYetValid",
         [next],
       );
       const late = await auth("TransferWithAuthorization", bob.account.address, 1n, { validBefore: now + 2n });
+      // the next block is exactly validBefore: expired (valid strictly before it)
       await hre.network.provider.send("evm_setNextBlockTimestamp", [Number(now + 2n)]);
       await expectRevert(
         usdc.write.transferWithAuthorization([alice.account.address, late.to, 1n, late.validAfter, late.validBefore, late.nonce, late.signature]),
