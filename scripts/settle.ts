@@ -15,7 +15,7 @@ import fs from "node:fs";
 import path from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
-import { createPublicClient, http, isAddress, getAddress, type Address } from "viem";
+import { createPublicClient, erc20Abi, http, isAddress, getAddress, type Address } from "viem";
 import { formatTokenAmount } from "../protocol";
 import { ChainReader } from "../server/chain/reader";
 import { CONFIG_VARIABLES, ConfigError, loadConfig, type LogLevel } from "../server/config";
@@ -215,6 +215,8 @@ async function main(): Promise<void> {
     } catch (e) {
       fail(1, `cannot settle: ${(e as Error).message.split("\n")[0]}`);
     }
+    const balanceOf = () => client.readContract({ address: token!, abi: erc20Abi, functionName: "balanceOf", args: [payee!] });
+    const balanceBefore = await balanceOf();
     // A settler inside the server holds the lease only during its cycles: wait for one to end (up to 60 s).
     let report = await job.runOnce({ all: args.all, dryRun: args.dryRun, wait: true, refreshCandidates: true });
     const leaseDeadline = Date.now() + 60_000;
@@ -224,8 +226,15 @@ async function main(): Promise<void> {
     }
     if (!report.leased) fail(1, "another settler (a running server?) kept the settler lease for 60 s; try again");
     const o = { decimals, chainId, escrow: escrow!, payee, settler: chain.sender, source: key.source, dryRun: args.dryRun };
-    if (args.json) console.log(JSON.stringify(report, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2));
-    else console.log(summary(report, o));
+    const balanceAfter = await balanceOf();
+    if (args.json) console.log(JSON.stringify({ ...report, payeeBalanceBefore: balanceBefore, payeeBalanceAfter: balanceAfter }, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2));
+    else {
+      console.log(summary(report, o));
+      if (!args.dryRun) {
+        const delta = balanceAfter - balanceBefore;
+        console.log(`payee balance ${formatTokenAmount(balanceBefore, decimals)} -> ${formatTokenAmount(balanceAfter, decimals)} (+${formatTokenAmount(delta, decimals)})`);
+      }
+    }
     code = report.failures.length ? 1 : report.timedOut || report.pending > 0 ? 3 : 0;
   } finally {
     await store.close();

@@ -212,6 +212,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
           const now = Date.now();
           for (const s of snaps) view.apply(s, now);
         },
+        chainNow: () => view.chainNow(),
         pollInterval: settle.o.pollInterval ?? Math.min(1_000, Math.max(50, settle.config.blockTime * 250)),
         onStep: settle.o.onStep,
         leaseTtlMs: settle.o.leaseTtlMs,

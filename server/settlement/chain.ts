@@ -20,6 +20,7 @@ import {
 } from "viem";
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { channelEscrowAbi, encodeSettleItems, type SettleClaim } from "../../protocol";
+import { TX_GAS_CAP } from "./config";
 import type { ReceiptLike } from "./receipt";
 
 /** Fees of a transaction (EIP-1559, or a legacy gas price on chains without it). */
@@ -143,15 +144,28 @@ export class SettlementChain {
   /**
    * Gas estimate of calling the escrow with `data` from the settler. Throws {@link SettlementRevertError} when the
    * call would revert (with the escrow's error name), or the RPC error when the node cannot be reached.
+   *
+   * Some nodes refuse to estimate a large transaction because their search's upper bound exceeds the per-transaction
+   * gas cap (Hardhat does above ~450 channels, "transaction gas limit … is greater than the cap"). Then the call is
+   * checked with `eth_call` at the cap (a revert is still detected) and `fallback` (the planned gas) is returned.
    */
-  async estimate(data: Hex): Promise<bigint> {
+  async estimate(data: Hex, fallback?: bigint): Promise<bigint> {
+    const call = { from: this.sender, to: this.escrow, data, gas: `0x${TX_GAS_CAP.toString(16)}` };
     try {
-      return await this.client.estimateGas({ account: this.sender, to: this.escrow, data });
+      return BigInt((await this.client.request({ method: "eth_estimateGas", params: [call] })) as Hex);
+    } catch (e) {
+      const name = revertName(e);
+      if (name !== null) throw new SettlementRevertError(name || undefined, `the escrow would revert${name ? ` with ${name}` : ""}`);
+      if (fallback === undefined || !/gas limit|gas cap|cap \(|exceeds/i.test(errorText(e))) throw e;
+    }
+    try {
+      await this.client.request({ method: "eth_call", params: [call, "latest"] });
     } catch (e) {
       const name = revertName(e);
       if (name !== null) throw new SettlementRevertError(name || undefined, `the escrow would revert${name ? ` with ${name}` : ""}`);
       throw e;
     }
+    return fallback;
   }
 
   /** Signs a transaction to the escrow; returns the raw bytes and their hash (nothing is sent). */

@@ -54,6 +54,8 @@ export interface CreateSettlementOptions {
   /** Registers the settlement metrics here (the server's registry). */
   registry?: Registry;
   onChannels?: (snapshots: readonly ChainChannel[]) => void;
+  /** Chain time (s) for the close-deadline gauge (the server passes its view's `chainNow`); default the local clock. */
+  chainNow?: () => number;
   holder?: string;
   pollInterval?: number;
   leaseTtlMs?: number;
@@ -82,7 +84,7 @@ export function createSettlement(o: CreateSettlementOptions): Settlement {
   const reader = o.reader ?? new ChainReader({ rpcUrl: o.rpcUrl, transport: o.transport, escrow: o.escrow, timeout: o.rpcTimeout });
   const settlement = settlementStoreFor(o.store);
   const metrics = o.registry ? createSettlementMetrics(o.registry) : undefined;
-  metrics?.attach(o.store, settlement);
+  metrics?.attach(o.store, settlement, o.chainNow);
   const job = new SettlementJob({
     store: o.store,
     settlement,

@@ -36,7 +36,7 @@ import {
   type SkipReason,
 } from "../store/settlement-types";
 import type { ChainChannel, ChannelStore, StoredChannel } from "../store/types";
-import { gasLimitFor, planBatches } from "./batch";
+import { gasLimitFor, planBatches, plannedSettleGas } from "./batch";
 import { bumpFees, decodeRawTransaction, SettlementRevertError, type CloseClaim, type Fees, type SettlementChain } from "./chain";
 import type { SettlementConfig } from "./config";
 import type { SettlementMetrics } from "./metrics";
@@ -134,6 +134,12 @@ export interface SettlementRunReport {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The node's own words for an RPC error (viem keeps them in `details`), for logs. */
+function detailsOf(e: unknown): string | undefined {
+  const d = (e as { details?: unknown })?.details;
+  return typeof d === "string" ? d.slice(0, 500) : undefined;
+}
 
 function describe(e: unknown): string {
   const msg = e instanceof Error ? ((e as { shortMessage?: string }).shortMessage ?? e.message) : String(e);
@@ -242,7 +248,7 @@ export class SettlementJob {
       if (e instanceof SimulatedStop) crashed = e;
       else {
         r.failures.push(describe(e));
-        this.log?.error({ err: describe(e) }, "settlement cycle failed");
+        this.log?.error({ err: describe(e), details: detailsOf(e) }, "settlement cycle failed");
       }
     } finally {
       // A simulated crash keeps the lease, as a killed process would (it lapses after its TTL).
@@ -595,7 +601,7 @@ export class SettlementJob {
     const data = this.o.chain.settleData(batch);
     let estimate: bigint;
     try {
-      estimate = await this.o.chain.estimate(data);
+      estimate = await this.o.chain.estimate(data, BigInt(plannedSettleGas(batch.length)));
     } catch (e) {
       if (e instanceof SettlementRevertError) {
         // A settle reverts only for the whole call (caller not allowed, malformed items): no retry will help.

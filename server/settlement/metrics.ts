@@ -112,14 +112,15 @@ function build(registry: Registry): SettlementMetrics {
   });
   new Gauge({
     name: "channel_settlement_close_deadline_seconds",
-    help: "Seconds until the earliest pending on-chain close deadline (closesAt) of an open channel; absent when none",
+    help: "Seconds until the earliest pending on-chain close deadline (closesAt) of an open channel, labelled by channel; absent when none",
+    labelNames: ["channel"],
     registers: [registry],
     async collect() {
       if (!settlement) return;
       try {
         const d = await settlement.earliestCloseDeadline();
         this.reset();
-        if (d) this.set(d.closesAt - now());
+        if (d) this.set({ channel: d.channelId }, d.closesAt - now());
       } catch {
         /* keep */
       }

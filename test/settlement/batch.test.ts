@@ -6,7 +6,8 @@
 import { expect } from "chai";
 import type { Hex } from "viem";
 import { channelEscrowAbi, encodeSettleItems } from "../../protocol";
-import { DAY, USDC, type OpenedChannel } from "../helpers/escrow";
+import hre from "hardhat";
+import { DAY, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
 import { advanceTime, settlementHarness, type SettlementHarness } from "../helpers/settlement";
 
 async function metricValue(registry: { getSingleMetricAsString(n: string): Promise<string> }, name: string, labels = ""): Promise<number> {
@@ -123,4 +124,19 @@ describe("settlement: batches on the real chain", function () {
     expect(r2.txs.map((t) => t.channels)).to.deep.equal([1, 1, 1, 1]);
     expect(r2.txs.every((t) => t.gasUsed! <= 100_000n)).to.equal(true);
   });
+
+  it("does not send a batch that would revert as a whole (a key the payee never approved) and reports why", async () => {
+    const c = await h.paidChannel({ spent: 42_000n });
+    const stranger = sessionKey();
+    await hre.network.provider.send("hardhat_setBalance", [stranger.address, "0x56bc75e2d63100000"]);
+    const { job, settlement } = h.settlement({}, { privateKey: stranger.key });
+    const r = await job.runOnce({ wait: true, all: true });
+    expect(r.failures.some((f) => /would revert \(NotPayeeOrOperator\)/.test(f))).to.equal(true);
+    expect(r.txs).to.deep.equal([]);
+    expect(await settlement.openTxs()).to.deep.equal([]);
+    expect((await h.channelOnChain(c.id)).settled).to.equal(0n);
+    await h.settlement().job.runOnce({ wait: true, all: true }); // the right key settles it
+    expect((await h.channelOnChain(c.id)).settled).to.equal(42_000n);
+  });
 });
+

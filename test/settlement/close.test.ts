@@ -43,6 +43,7 @@ describe("settlement: close requests with the real server", function () {
       reader: srv.server.reader,
       registry: srv.server.metrics.registry,
       onChannels: (snaps) => snaps.forEach((s) => srv.server.view.apply(s, Date.now())),
+      chainNow: () => srv.server.view.chainNow(),
       pollInterval: 50,
       logger: srv.server.logger,
     });
@@ -127,7 +128,7 @@ describe("settlement: close requests with the real server", function () {
     const { job } = settlement();
     // The urgency gauge: seconds to the most urgent close deadline.
     const gauge = await srv.server.metrics.registry.getSingleMetricAsString("channel_settlement_close_deadline_seconds");
-    const left = Number(/^channel_settlement_close_deadline_seconds (\S+)$/m.exec(gauge)?.[1]);
+    const left = Number(new RegExp(`^channel_settlement_close_deadline_seconds\\{channel="${ch.id}"\\} (\\S+)$`, "m").exec(gauge)?.[1]);
     expect(left).to.be.within(DAY - 120, DAY + 5);
 
     const report = await job.runOnce({ wait: true });

@@ -11,6 +11,8 @@ import { settlementStoreFor } from "../../server/settlement/store";
 import { SqliteStore } from "../../server/store/sqlite/store";
 import type { OpenedChannel } from "../helpers/escrow";
 import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
+import { startRpcProxy } from "../helpers/server";
+import { ChainReader } from "../../server/chain/reader";
 
 const REPO = path.resolve(__dirname, "..", "..");
 
@@ -107,6 +109,37 @@ describe("settlement: crash safety", function () {
       await expectSettledOnce(chans, payeeBefore);
     });
   }
+
+  it("survives an RPC outage between recording and broadcasting: reported, then sent when the node is back", async () => {
+    const chans = await channels(2);
+    const payeeBefore = await h.tokenBalance(h.payee);
+    const proxy = await startRpcProxy(h.rpcUrl);
+    try {
+      const s = h.settlement({}, {
+        rpcUrl: proxy.url,
+        reader: new ChainReader({ rpcUrl: proxy.url, escrow: h.env.escrow.address, timeout: 1_000 }),
+        rpcTimeout: 1_000,
+        onStep: (step) => {
+          if (step === "built") proxy.down();
+        },
+      });
+      const r1 = await s.job.runOnce({ wait: true, waitTimeoutMs: 2_000 });
+      expect(r1.failures.length).to.be.greaterThan(0); // the broadcast failed: reported, the cycle ended
+      const [open] = await s.settlement.openTxs();
+      expect(open.status).to.equal("built");
+      expect((await h.channelOnChain(chans[0].id)).settled).to.equal(0n);
+      const r2 = await s.job.runOnce({ wait: true, waitTimeoutMs: 2_000 }); // still down: nothing moves, nothing lost
+      expect(r2.failures.length).to.be.greaterThan(0);
+      expect((await s.settlement.getTx(open.id))!.status).to.equal("built");
+      proxy.up();
+      const r3 = await h.settlement().job.runOnce({ wait: true });
+      expect(r3.failures).to.deep.equal([]);
+      expect(r3.txs.map((t) => [t.id, t.status])).to.deep.equal([[open.id, "confirmed"]]);
+      await expectSettledOnce(chans, payeeBefore);
+    } finally {
+      await proxy.close();
+    }
+  });
 
   function runChild(crashAt: SettlementStep): Promise<{ stdout: string; stderr: string; signal: NodeJS.Signals | null }> {
     return new Promise((resolve, reject) => {
