@@ -150,7 +150,7 @@ export class SettlementChain {
    * checked with `eth_call` at the cap (a revert is still detected) and `fallback` (the planned gas) is returned.
    */
   async estimate(data: Hex, fallback?: bigint): Promise<bigint> {
-    const call = { from: this.sender, to: this.escrow, data, gas: `0x${TX_GAS_CAP.toString(16)}` };
+    const call = { from: this.sender, to: this.escrow, data, gas: `0x${TX_GAS_CAP.toString(16)}` as Hex };
     try {
       return BigInt((await this.client.request({ method: "eth_estimateGas", params: [call] })) as Hex);
     } catch (e) {
