@@ -110,7 +110,12 @@ export class SettlementChain {
 
   /** The settler's transaction count at `latest` (mined) or `pending` (mined + in the node's pool). */
   async nonce(tag: "latest" | "pending"): Promise<number> {
-    return this.client.getTransactionCount({ address: this.sender, blockTag: tag });
+    return this.nonceOf(this.sender, tag);
+  }
+
+  /** Any account's transaction count (open transactions of a previous settler key are reconciled too). */
+  async nonceOf(address: Address, tag: "latest" | "pending"): Promise<number> {
+    return this.client.getTransactionCount({ address, blockTag: tag });
   }
 
   /** The settler's native balance (to warn before it runs dry). */

@@ -315,12 +315,17 @@ export class SettlementJob {
   private async reconcile(): Promise<void> {
     const open = await this.o.settlement.openTxs();
     if (open.length === 0) return;
-    // Nonce first, receipts after: a nonce seen as used was used by a transaction mined before the receipt lookups.
-    const latestNonce = await this.o.chain.nonce("latest");
+    // Nonces first (per sender: the key may have been rotated), receipts after: a nonce seen as used was used by a
+    // transaction mined before the receipt lookups.
+    const nonces = new Map<string, number>();
+    for (const tx of open) {
+      const k = tx.sender.toLowerCase();
+      if (!nonces.has(k)) nonces.set(k, await this.o.chain.nonceOf(tx.sender, "latest"));
+    }
     const head = await this.o.chain.head();
     for (const tx of open) {
       try {
-        await this.reconcileTx(tx, open, latestNonce, head.number);
+        await this.reconcileTx(tx, open, nonces.get(tx.sender.toLowerCase())!, head.number);
       } catch (e) {
         if (e instanceof SimulatedStop) throw e;
         this.report.failures.push(`transaction #${tx.id} (${tx.hash}): ${describe(e)}`);
@@ -392,14 +397,21 @@ export class SettlementJob {
       if (d) this.finished(d);
       return;
     }
-    if (cur.status === "built" || !(await this.o.chain.isPending(cur.hash))) {
+    const newer = open.find((o) => o.nonce === cur.nonce && o.sender === cur.sender && o.id > cur.id);
+    const pending = cur.status !== "built" && (await this.o.chain.isPending(cur.hash));
+    if (!pending && newer && cur.status !== "built") {
+      // Evicted from the pool by our own fee-bump replacement: that one carries the same claims now.
+      const d = await s.updateTx(cur.id, ["sent"], { status: "dropped", error: `superseded by replacement #${newer.id}` });
+      if (d) this.finished(d);
+      return;
+    }
+    if (!pending) {
       await this.send(cur);
       return;
     }
     // Pending in the node's pool: replace it with higher fees when stuck (only the newest of its nonce group).
     const since = cur.sentAt ?? cur.createdAt;
-    const newest = !open.some((o) => o.nonce === cur.nonce && o.sender === cur.sender && o.id > cur.id);
-    if (newest && Date.now() - since >= this.o.config.resubmitAfter * 1000) await this.replace(cur);
+    if (!newer && Date.now() - since >= this.o.config.resubmitAfter * 1000) await this.replace(cur);
   }
 
   /** Broadcasts a recorded transaction and records it as sent. */

@@ -100,6 +100,27 @@ describe("settlement: re-submission after reorgs and drops", function () {
     for (const c of chans) expect((await h.stored(c.id)).settled).to.equal(c.spent);
   });
 
+  it("bumps fees again and again while stuck; older replacements are superseded; one lands", async () => {
+    const chans = await channels(2);
+    const payeeBefore = await h.tokenBalance(h.payee);
+    await send("evm_setAutomine", [false]);
+    const s = h.settlement({ resubmitAfter: 0 });
+    const first = (await s.job.runOnce()).txs[0];
+    await s.job.runOnce(); // bump 1
+    await s.job.runOnce(); // the first is out of the pool (superseded); bump 2
+    const all = await s.settlement.recentTxs(10);
+    const group = all.filter((t) => t.nonce === first.nonce).sort((a, b) => a.id - b.id);
+    expect(group.map((t) => t.status)).to.deep.equal(["dropped", "sent", "sent"]);
+    expect(group[0].error).to.match(/superseded by replacement/);
+    expect(group[2].maxFeePerGas > group[1].maxFeePerGas && group[1].maxFeePerGas > group[0].maxFeePerGas).to.equal(true);
+    await mine(1);
+    const r = await s.job.runOnce({ wait: true });
+    expect(r.failures).to.deep.equal([]);
+    const final = (await s.settlement.recentTxs(10)).filter((t) => t.nonce === first.nonce).sort((a, b) => a.id - b.id);
+    expect(final.map((t) => t.status)).to.deep.equal(["dropped", "dropped", "confirmed"]);
+    expect((await h.tokenBalance(h.payee)) - payeeBefore).to.equal(sum(chans));
+  });
+
   it("drops a transaction whose nonce another transaction used, and settles its channels with a fresh one", async () => {
     const chans = await channels(2);
     const payeeBefore = await h.tokenBalance(h.payee);
