@@ -124,13 +124,13 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         uint256 validBefore,
         bytes calldata signature
     ) external nonReentrant returns (bytes32 channelId) {
+        if (payer == address(0)) revert InvalidPayer(payer);
         channelId = _create(payer, payee, token, signer, amount, closeDelay, salt);
-        uint256 before = IERC20(token).balanceOf(address(this));
-        // nonce == channelId: the authorization opens exactly this channel and cannot be redirected.
-        IERC3009(token).receiveWithAuthorization(
-            payer, address(this), amount, validAfter, validBefore, channelId, signature
+        // The nonce binds the authorization to this channel (payer, payee, token, signer, salt) AND its close
+        // delay, which the id does not cover: a relayer can neither redirect it nor choose another delay.
+        _receiveAuthorized(
+            token, payer, amount, validAfter, validBefore, authorizationNonce(channelId, closeDelay), signature
         );
-        _checkReceived(token, before, amount);
     }
 
     /// @inheritdoc IChannelEscrow
@@ -434,6 +434,11 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IChannelEscrow
+    function authorizationNonce(bytes32 channelId, uint32 closeDelay) public pure returns (bytes32) {
+        return keccak256(abi.encode(channelId, closeDelay));
+    }
+
+    /// @inheritdoc IChannelEscrow
     function voucherDigest(bytes32 channelId, uint128 cumulativeAmount) external view returns (bytes32) {
         return _hashTypedDataV4(_voucherStructHash(channelId, cumulativeAmount));
     }
@@ -493,6 +498,21 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         _checkReceived(token, before, amount);
     }
 
+    /// @dev Pulls exactly `amount` with EIP-3009 `receiveWithAuthorization`; rejects fee-on-transfer tokens.
+    function _receiveAuthorized(
+        address token,
+        address payer,
+        uint256 amount,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes calldata signature
+    ) private {
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC3009(token).receiveWithAuthorization(payer, address(this), amount, validAfter, validBefore, nonce, signature);
+        _checkReceived(token, before, amount);
+    }
+
     function _checkReceived(address token, uint256 before, uint256 amount) private view {
         uint256 received = IERC20(token).balanceOf(address(this)) - before;
         if (received != amount) revert TransferAmountMismatch(token, amount, received);
@@ -538,12 +558,17 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Whether `signature` is `signer`'s signature of `digest`: ECDSA (65 bytes, low s, v in {27, 28},
-    /// exactly as OpenZeppelin's ECDSA) for a key, ERC-1271 (bounded gas) for a contract.
+    /// @dev Whether `signature` is `signer`'s signature of `digest`, in the order of OpenZeppelin's
+    /// SignatureChecker: ECDSA first (65 bytes, low s, v in {27, 28}; also for a key with code, e.g. an EIP-7702
+    /// delegated account, so close accepts what settle accepts), then ERC-1271 (bounded gas) for a contract.
     function _isValidSignature(address signer, bytes32 digest, bytes calldata signature) private view returns (bool) {
-        if (signer.code.length != 0) return _isValidContractSignature(signer, digest, signature);
-        if (signature.length != 65) return false;
-        address recovered;
+        if (_recoverEcdsa(digest, signature) == signer && signer != address(0)) return true;
+        return signer.code.length != 0 && _isValidContractSignature(signer, digest, signature);
+    }
+
+    /// @dev The ECDSA signer of a 65-byte signature, or address(0) when it is malformed or not canonical.
+    function _recoverEcdsa(bytes32 digest, bytes calldata signature) private view returns (address recovered) {
+        if (signature.length != 65) return address(0);
         assembly ("memory-safe") {
             let s := calldataload(add(signature.offset, 0x20))
             let v := byte(0, calldataload(add(signature.offset, 0x40)))
@@ -558,7 +583,6 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
                 recovered := mload(0x00)
             }
         }
-        return recovered != address(0) && recovered == signer;
     }
 
     /// @dev ERC-1271 check with {ERC1271_GAS} gas and a 32-byte return, so a hostile wallet cannot

@@ -41,3 +41,11 @@ export const MAX_CLOSE_DELAY = 30 * 24 * 60 * 60;
 export const MAX_DEPOSIT = (1n << 96n) - 1n;
 /** Largest voucher amount (`uint128`). */
 export const MAX_UINT128 = (1n << 128n) - 1n;
+
+/**
+ * The EIP-3009 nonce `ChannelEscrow.openWithAuthorization` requires: `keccak256(abi.encode(channelId, closeDelay))`,
+ * so a payer's authorization opens exactly one channel with exactly one close delay.
+ */
+export function authorizationNonce(channelId: Hex, closeDelay: number): Hex {
+  return keccak256(encodeAbiParameters([{ type: "bytes32" }, { type: "uint32" }], [channelId, closeDelay]));
+}

@@ -84,6 +84,8 @@ interface IChannelEscrow {
     error ZeroAmount();
     /// @notice The payee is the zero address or the escrow itself.
     error InvalidPayee(address payee);
+    /// @notice {openWithAuthorization} for the zero address.
+    error InvalidPayer(address payer);
     /// @notice The token is the zero address or the escrow itself.
     error InvalidToken(address token);
     /// @notice The close delay is outside `[min, max]`.
@@ -152,7 +154,8 @@ interface IChannelEscrow {
     /**
      * @notice Opens a channel for `payer` with an EIP-3009 `receiveWithAuthorization` signed by the payer,
      * submitted by anyone (typically the provider), so the payer needs no native gas.
-     * @dev The authorization's nonce must be the channel id, so it can open this exact channel and nothing else.
+     * @dev The authorization's nonce must be {authorizationNonce}`(channelId, closeDelay)`, so it opens this exact
+     * channel with this close delay and nothing else (amount and validity are covered by the token's signature).
      */
     function openWithAuthorization(
         address payer,
@@ -222,6 +225,9 @@ interface IChannelEscrow {
         external
         view
         returns (bytes32);
+
+    /// @notice The EIP-3009 nonce {openWithAuthorization} requires: `keccak256(abi.encode(channelId, closeDelay))`.
+    function authorizationNonce(bytes32 channelId, uint32 closeDelay) external pure returns (bytes32);
 
     /// @notice The EIP-712 digest of `Voucher(channelId, cumulativeAmount)` under this escrow's domain.
     function voucherDigest(bytes32 channelId, uint128 cumulativeAmount) external view returns (bytes32);

@@ -196,6 +196,14 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
       expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
     });
 
+    it("accepts an ECDSA voucher from a signer key that has code (an EIP-7702 delegated account), as settle does", async () => {
+      // Give the signer's address code, as an EIP-7702 delegation would; its key still signs ECDSA vouchers.
+      await hre.network.provider.send("hardhat_setCode", [c.signer, "0x60006000fd"]); // a contract that always reverts
+      const r = await receipt(env, await env.escrow.write.close([c.id, USDC(4), USDC(4), sig(c.id, USDC(4))], { account: payeeW.account }));
+      expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["Settled", "Closed"]);
+      await hre.network.provider.send("hardhat_setCode", [c.signer, "0x"]);
+    });
+
     it("by an approved operator pays the payee, not the operator", async () => {
       const r = await receipt(env, await env.escrow.write.close([c.id, USDC(2), USDC(2), sig(c.id, USDC(2))], { account: operator.account }));
       expect(transfers(r)[0]).to.deep.equal({ token: usdc, from: escrow, to: payee, value: USDC(2) });

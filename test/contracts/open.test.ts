@@ -3,7 +3,7 @@ import hre from "hardhat";
 import { expect } from "chai";
 import { getAddress, zeroAddress, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MAX_UINT128, MIN_CLOSE_DELAY, mockUsdcAbi } from "../../protocol";
+import { channelEscrowAbi, authorizationNonce, computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MAX_UINT128, MIN_CLOSE_DELAY, mockUsdcAbi } from "../../protocol";
 import { deployEscrow, DAY, nextSalt, USDC, type Env } from "../helpers/escrow";
 import { balanceOf, channelOf, escrowEvents, eventsNamed, fund, openWith, receipt, transfers } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";
@@ -245,21 +245,22 @@ describe("ChannelEscrow: opening channels", () => {
       await env.usdc.write.mint([address, amount]);
       return { key, address };
     }
-    async function authorize(key: `0x${string}`, params: { payee?: Address; signer?: Address; salt: `0x${string}`; amount: bigint; validAfter?: bigint; validBefore?: bigint }) {
+    async function authorize(key: `0x${string}`, params: { payee?: Address; signer?: Address; salt: `0x${string}`; amount: bigint; validAfter?: bigint; validBefore?: bigint; closeDelay?: number }) {
       const from = privateKeyToAccount(key).address;
-      const nonce = computeChannelId({
+      const channelId = computeChannelId({
         chainId: env.chainId, escrow: escrowAddr, payer: from, payee: params.payee ?? payee, token: usdc,
         signer: params.signer ?? zeroAddress, salt: params.salt,
       });
+      const nonce = authorizationNonce(channelId, params.closeDelay ?? DAY);
       const validAfter = params.validAfter ?? 0n;
       const validBefore = params.validBefore ?? 2n ** 40n;
       const signature = await signAuthorization(key, env.chainId, usdc, {
         to: escrowAddr, value: params.amount, validAfter, validBefore, nonce,
       });
-      return { nonce, validAfter, validBefore, signature, from };
+      return { channelId, nonce, validAfter, validBefore, signature, from };
     }
 
-    it("opens for a payer without gas, submitted by a relayer, using the authorization whose nonce is the channel id", async () => {
+    it("opens for a payer without gas, submitted by a relayer, using the authorization whose nonce binds the channel id and close delay", async () => {
       const p = await gaslessPayer(USDC(7));
       const signer = privateKeyToAccount(generatePrivateKey()).address;
       const salt = nextSalt();
@@ -272,15 +273,16 @@ describe("ChannelEscrow: opening channels", () => {
       const r = await receipt(env, hash);
       expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
       const opened = eventsNamed(r, "ChannelOpened")[0].args;
-      expect(opened.channelId).to.equal(a.nonce);
+      expect(opened.channelId).to.equal(a.channelId);
+      expect(a.nonce).to.equal(await env.escrow.read.authorizationNonce([a.channelId, DAY]));
       expect(opened.payer).to.equal(p.address);
       expect(transfers(r)).to.deep.equal([{ token: usdc, from: p.address, to: escrowAddr, value: USDC(7) }]);
       expect(await env.usdc.read.authorizationState([p.address, a.nonce])).to.equal(true);
-      const ch = await channelOf(env, a.nonce);
+      const ch = await channelOf(env, a.channelId);
       expect([ch.payer, ch.signer, ch.deposit]).to.deep.equal([p.address, signer, USDC(7)]);
     });
 
-    it("cannot redirect the authorization to another channel (other payee, signer, salt or amount): the token rejects it", async () => {
+    it("cannot redirect the authorization to another channel (other payee, signer, salt, amount or close delay): the token rejects it", async () => {
       const p = await gaslessPayer(USDC(7));
       const salt = nextSalt();
       const a = await authorize(p.key, { salt, amount: USDC(7) });
@@ -291,13 +293,15 @@ describe("ChannelEscrow: opening channels", () => {
         [...base.slice(0, 3), attacker, ...base.slice(4)], // attacker's signer key
         [...base.slice(0, 6), nextSalt(), ...base.slice(7)], // other salt
         [...base.slice(0, 4), USDC(6), ...base.slice(5)], // other amount
+        [...base.slice(0, 5), 30 * DAY, ...base.slice(6)], // the relayer picks the longest close delay
+        [...base.slice(0, 5), 15 * 60, ...base.slice(6)], // or the shortest
       ];
       for (const v of variants) {
         await expectRevert(env.escrow.write.openWithAuthorization(v as unknown as typeof base, { account: other.account }), "InvalidSigner", [p.address]);
       }
       // The intended channel still opens with it.
       await env.escrow.write.openWithAuthorization(base, { account: other.account });
-      expect((await channelOf(env, a.nonce)).payee).to.equal(payee);
+      expect((await channelOf(env, a.channelId)).payee).to.equal(payee);
     });
 
     it("cannot be used twice: the second open reverts ChannelExists", async () => {
@@ -306,7 +310,7 @@ describe("ChannelEscrow: opening channels", () => {
       const a = await authorize(p.key, { salt, amount: USDC(7) });
       const call = [p.address, payee, usdc, zeroAddress, USDC(7), DAY, salt, a.validAfter, a.validBefore, a.signature] as const;
       await env.escrow.write.openWithAuthorization(call);
-      await expectRevert(env.escrow.write.openWithAuthorization(call), "ChannelExists", [a.nonce]);
+      await expectRevert(env.escrow.write.openWithAuthorization(call), "ChannelExists", [a.channelId]);
       expect(await balanceOf(env, usdc, p.address)).to.equal(USDC(7));
     });
 
@@ -360,7 +364,7 @@ describe("ChannelEscrow: opening channels", () => {
       const s = nextSalt();
       await expectRevert(
         env.escrow.write.openWithAuthorization([zeroAddress, payee, usdc, zeroAddress, USDC(1), DAY, s, 0n, 2n ** 40n, "0x"]),
-        "InvalidSigner",
+        "InvalidPayer",
         [zeroAddress],
       );
     });

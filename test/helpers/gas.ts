@@ -1,7 +1,7 @@
 /** Measures the escrow's gas figures on the in-process chain (shared by `npm run gas` and the gas test). */
 import hre from "hardhat";
 import { getAddress, parseSignature, type Hex } from "viem";
-import { channelEscrowAbi, mockUsdcAbi, computeChannelId, encodeSettleItems, type SettleClaim } from "../../protocol";
+import { authorizationNonce, channelEscrowAbi, mockUsdcAbi, computeChannelId, encodeSettleItems, type SettleClaim } from "../../protocol";
 import { deployEscrow, openChannel, sessionKey, nextSalt, DAY, USDC, type Env, type OpenedChannel } from "./escrow";
 
 export type GasFigures = Record<string, number>;
@@ -88,7 +88,7 @@ export async function measureGas(): Promise<GasFigures> {
         { name: "from", type: "address" }, { name: "to", type: "address" }, { name: "value", type: "uint256" },
         { name: "validAfter", type: "uint256" }, { name: "validBefore", type: "uint256" }, { name: "nonce", type: "bytes32" }] },
       primaryType: "ReceiveWithAuthorization",
-      message: { from, to: escrow, value: USDC(10), validAfter: 0n, validBefore, nonce: id },
+      message: { from, to: escrow, value: USDC(10), validAfter: 0n, validBefore, nonce: authorizationNonce(id, DAY) },
     });
     const hash = await payee.writeContract({
       address: escrow, abi: channelEscrowAbi, functionName: "openWithAuthorization",
