@@ -91,6 +91,7 @@ interface BenchChannel {
 }
 
 async function main() {
+  const startLoad = os.loadavg().map((x) => x.toFixed(2)).join(" ");
   const chain = await startLocalChain({ port: 0 });
   const deployer = hardhatAccount(0);
   const d = await deployContracts({ rpcUrl: chain.rpcUrl, privateKey: deployer.key, deploymentsDir: null });
@@ -241,7 +242,7 @@ async function main() {
   await pgServer?.stop();
   await chain.close();
   console.log(
-    `paid requests: ${REQUESTS} per configuration, ${CONCURRENCY} in flight over ${CHANNELS} channels; latency: ${LATENCY_N} sequential paid/unpaid pairs; SQLite synchronous=FULL, PostgreSQL synchronous_commit=on${pgServer ? " (throwaway server, fsync on)" : ""}; ${os.cpus().length} CPUs`,
+    `paid requests: ${REQUESTS} per configuration, ${CONCURRENCY} in flight over ${CHANNELS} channels; latency: ${LATENCY_N} sequential paid/unpaid pairs; SQLite synchronous=FULL, PostgreSQL synchronous_commit=on${pgServer ? " (throwaway server, fsync on)" : ""}; ${os.cpus().length} CPUs shared by the load generator, the chain, the database and every server process; load average at start ${startLoad}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
   );
   console.table(results);
   console.log(JSON.stringify({ stores: results }));
