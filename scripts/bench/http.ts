@@ -1,0 +1,160 @@
+/**
+ * HTTP section of `npm run bench`: the same trivial handler unpaid (`/bench/free`) and paid (`/bench/paid`, one
+ * round trip, a distinct pre-signed voucher per request) on the real server, 1 and 16 requests in flight, load from
+ * a second process (`load.ts`, autocannon) on loopback, fixed duration; for each store: SQLite `synchronous=FULL`,
+ * SQLite `NORMAL`, PostgreSQL (throwaway server with fsync on, or TEST_DATABASE_URL; skipped with a note when
+ * neither is available).
+ *
+ * After each store's runs the server's `channel_paid_requests_total` must equal the 2xx count of the paid runs
+ * (every 200 was a committed paid request), else the section fails.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawnTs, type ChildHandle } from "../../test/helpers/process";
+import { fundPayer, openBenchChannel, type BenchChain } from "./chain";
+import type { LoadResult, LoadSpec } from "./load";
+
+export interface HttpRow {
+  store: string;
+  connections: number;
+  unpaid: LoadResult;
+  paid: LoadResult;
+}
+
+export interface HttpResults {
+  rows: HttpRow[];
+  notes: string[];
+}
+
+export interface HttpOptions {
+  duration: number;
+  warmup: number;
+  log: (m: string) => void;
+  /** Children started (so the caller can stop them on abort). */
+  children: Set<ChildHandle>;
+}
+
+const PRICE = 1_000n; // 0.001 USDC, the price of /bench/paid
+
+interface StoreMode {
+  name: string;
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+async function postgresMode(log: (m: string) => void): Promise<StoreMode | { skip: string }> {
+  // Loaded lazily: only this section needs pg and the PostgreSQL helper.
+  const pgh = await import("../../test/helpers/postgres");
+  if (process.env.TEST_DATABASE_URL) {
+    const url = await pgh.newTestDatabase("bench");
+    return { name: "PostgreSQL (TEST_DATABASE_URL)", env: { DATABASE_URL: url }, cleanup: () => pgh.stopTestPostgres() };
+  }
+  if (!pgh.findPostgresBinDir()) return { skip: `PostgreSQL skipped: ${pgh.POSTGRES_SKIP_LINE.replace(/^PostgreSQL tests skipped: /, "")}` };
+  log("starting a throwaway PostgreSQL (fsync on)...");
+  const server = await pgh.startThrowawayPostgres({ fsync: true });
+  return { name: "PostgreSQL", env: { DATABASE_URL: server.url }, cleanup: () => server.stop() };
+}
+
+function sqliteMode(sync: "FULL" | "NORMAL"): StoreMode {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-http-"));
+  return {
+    name: `SQLite ${sync}`,
+    env: { DATABASE_URL: path.join(dir, "bench.sqlite"), SQLITE_SYNCHRONOUS: sync },
+    cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Reads one counter's value from the server's Prometheus text. */
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split("\n")) if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) total += Number(line.split(" ").pop());
+  return total;
+}
+
+export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<HttpResults> {
+  const PAYER = 2;
+  const payee = chain.account(0);
+  const deposit = 100_000n * 1_000_000n; // 100,000 USDC: far more than any run can spend
+  await fundPayer(chain, PAYER, deposit);
+  const channel = await openBenchChannel(chain, { payerIndex: PAYER, payee, deposit });
+
+  const notes: string[] = [];
+  const rows: HttpRow[] = [];
+  const modes: Array<() => Promise<StoreMode | { skip: string }>> = [
+    async () => sqliteMode("FULL"),
+    async () => sqliteMode("NORMAL"),
+    () => postgresMode(o.log),
+  ];
+  for (const makeMode of modes) {
+    const mode = await makeMode();
+    if ("skip" in mode) {
+      notes.push(mode.skip);
+      o.log(mode.skip);
+      continue;
+    }
+    let server: ChildHandle | null = null;
+    try {
+      o.log(`${mode.name}: starting the server`);
+      server = await spawnTs(path.join(__dirname, "http-server.ts"), {
+        env: {
+          RPC_URL: chain.rpcUrl,
+          ESCROW_ADDRESS: chain.escrow,
+          TOKEN_ADDRESS: chain.token,
+          PAYEE_ADDRESS: payee,
+          PORT: "0",
+          LOG_LEVEL: "warn",
+          SETTLE_IN_SERVER: "false",
+          ...mode.env,
+        },
+        ready: /ready (http:\/\/\S+)/,
+      });
+      o.children.add(server);
+      const url = server.match[1];
+      const spec: LoadSpec = {
+        url,
+        serverPid: server.pid,
+        duration: o.duration,
+        warmup: o.warmup,
+        runs: [1, 16].flatMap((c) => [
+          { label: `${mode.name}, ${c} in flight, unpaid`, path: "/bench/free", connections: c, paid: false },
+          { label: `${mode.name}, ${c} in flight, paid`, path: "/bench/paid", connections: c, paid: true },
+        ]),
+        voucher: {
+          chainId: chain.chainId,
+          escrow: chain.escrow,
+          channelId: channel.id,
+          signerKey: channel.signerKey,
+          price: PRICE.toString(),
+          start: 0, // a fresh database per store: the channel starts at zero there
+          presign: 30_000,
+        },
+      };
+      const load = await spawnTs(path.join(__dirname, "load.ts"), { args: [JSON.stringify(spec)], ready: /"vouchersUsed"/, timeoutMs: (spec.runs.length * (o.duration + o.warmup) + 90) * 1000, inheritStderr: true });
+      o.children.add(load);
+      await load.exited;
+      o.children.delete(load);
+      const out = JSON.parse(load.output().trim().split("\n").pop()!) as { results: LoadResult[] };
+      const paidOk = out.results.filter((_, i) => spec.runs[i].paid).reduce((a, r) => a + r.ok, 0);
+      for (const c of [1, 16]) {
+        const unpaid = out.results.find((r, i) => spec.runs[i].connections === c && !spec.runs[i].paid)!;
+        const paid = out.results.find((r, i) => spec.runs[i].connections === c && spec.runs[i].paid)!;
+        rows.push({ store: mode.name, connections: c, unpaid, paid });
+        const bad = Object.entries(paid.statuses).filter(([s]) => s !== "200");
+        if (bad.length || paid.errors) notes.push(`${mode.name}, ${c} in flight, paid: non-200 answers ${JSON.stringify(Object.fromEntries(bad))}, socket errors ${paid.errors}`);
+        if (paid.signedDuringRun) notes.push(`${mode.name}, ${c} in flight, paid: ${paid.signedDuringRun} vouchers had to be signed during the run (load generator CPU)`);
+      }
+      // Every 2xx of a paid run must be a committed paid request (warm-up requests included on the server side).
+      const served = await metric(url, "channel_paid_requests_total");
+      if (served < paidOk) throw new Error(`${mode.name}: the server counted ${served} paid requests but the load generator got ${paidOk} paid 200s`);
+    } finally {
+      if (server) {
+        await server.stop();
+        o.children.delete(server);
+      }
+      await mode.cleanup();
+    }
+  }
+  return { rows, notes };
+}

@@ -1,0 +1,297 @@
+/** Builds the benchmark report (Markdown: printed, and written to docs/benchmarks.md) from the measured results. */
+import type { E2eResult } from "./e2e";
+import { CALLS_PER_CHANNEL, CHANNELS_PER_BATCH, perCall, X402_EXACT_REFERENCE_GAS, type GasResults } from "./gas-per-call";
+import type { HttpResults } from "./http";
+import type { CpuShare, MachineInfo } from "./machine";
+import type { VoucherThroughput } from "./verify";
+
+export interface SectionLoad {
+  /** `uptime`-style load before the section. */
+  before: string;
+  cpu: CpuShare | null;
+  seconds: number;
+}
+
+export interface BenchResults {
+  machine: MachineInfo;
+  command: string;
+  totalSeconds: number;
+  verify?: { rows: VoucherThroughput[]; load: SectionLoad };
+  gas?: { results: GasResults; load: SectionLoad };
+  http?: { results: HttpResults; duration: number; warmup: number; load: SectionLoad };
+  e2e?: { result: E2eResult; load: SectionLoad };
+  errors: Array<{ section: string; message: string }>;
+}
+
+export interface Target {
+  name: string;
+  goal: string;
+  measured: string;
+  pass: boolean | null;
+  note?: string;
+}
+
+const int = (n: number | bigint) => (typeof n === "bigint" ? n : BigInt(Math.round(n))).toLocaleString("en-US");
+const fix = (n: number, d = 1) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }) : "n/a");
+const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(3) : "n/a");
+
+function table(header: string[], rows: string[][], right: number[] = []): string {
+  const align = header.map((_, i) => (right.includes(i) ? "---:" : "---"));
+  return [header, align, ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
+
+function loadNote(l: SectionLoad, cores: number): string {
+  const parts = [`${fix(l.seconds, 0)} s; before: ${l.before}`];
+  if (l.cpu) {
+    parts.push(`during: this benchmark used ${fix(l.cpu.ours, 2)} cores, other processes ${fix(l.cpu.others, 2)} of ${cores}`);
+    if (l.cpu.others > cores * 0.25) parts.push("**the machine was shared: timings of this section are not reliable (they understate what the code can do)**");
+  }
+  return `_Load: ${parts.join("; ")}._`;
+}
+
+/** The targets of issue 7, evaluated on what was measured (null = not measured in this run). */
+export function targets(r: BenchResults): Target[] {
+  const out: Target[] = [];
+  if (r.gas) {
+    const g = r.gas.results;
+    const cell = perCall(g, 1_000, 100);
+    const a = X402_EXACT_REFERENCE_GAS / cell.settleOnly;
+    const b = X402_EXACT_REFERENCE_GAS / cell.withOpen;
+    out.push({
+      name: "gas per paid call, settled every 1,000 calls in batches of 100",
+      goal: `≥ 5,000× less than x402 exact (${int(X402_EXACT_REFERENCE_GAS)})`,
+      measured: `${fix(cell.settleOnly, 2)} gas: ${int(a)}× less (${int(g.x402Bytes / cell.settleOnly)}× vs the local x402 figure ${int(g.x402Bytes)})`,
+      pass: a >= 5_000,
+    });
+    const maxOpen = (X402_EXACT_REFERENCE_GAS / 700) * 1_000 - cell.settleGas / 100;
+    out.push({
+      name: "… counting the channel's open over a 1,000-call life",
+      goal: "≥ 700× less",
+      measured: `${fix(cell.withOpen, 2)} gas: ${int(b)}× less (${int(g.x402Bytes / cell.withOpen)}× vs local x402)`,
+      pass: b >= 700,
+      note:
+        b >= 700
+          ? undefined
+          : `open costs ${int(g.open)} gas (standing allowance, no refunds); the target needs open ≤ ${int(maxOpen)} (open + settle share ≤ ${int((X402_EXACT_REFERENCE_GAS / 700) * 1_000)} per 1,000 calls)`,
+    });
+  } else {
+    out.push({ name: "gas per paid call (both targets)", goal: "", measured: "not measured", pass: null });
+  }
+  if (r.http) {
+    const row = r.http.results.rows.find((x) => x.store === "SQLite NORMAL" && x.connections === 16);
+    if (row) {
+      const ratio = row.paid.rps / row.unpaid.rps;
+      const cpu = row.unpaid.serverCpuUs && row.paid.serverCpuUs ? row.unpaid.serverCpuUs / row.paid.serverCpuUs : null;
+      out.push({
+        name: "paid throughput, SQLite NORMAL, 16 in flight, trivial handler",
+        goal: "≥ 50% of unpaid",
+        measured: `${int(row.paid.rps)} vs ${int(row.unpaid.rps)} req/s: ${fix(ratio * 100, 0)}%`,
+        pass: ratio >= 0.5,
+        note: cpu
+          ? `server CPU per request: unpaid ${int(row.unpaid.serverCpuUs!)} µs, paid ${int(row.paid.serverCpuUs!)} µs, so with the server's core as the bottleneck paid can reach at most ~${fix(cpu * 100, 0)}% of unpaid`
+          : undefined,
+      });
+    } else out.push({ name: "paid throughput, SQLite NORMAL, 16 in flight", goal: "≥ 50% of unpaid", measured: "not measured", pass: null });
+  } else {
+    out.push({ name: "paid throughput, SQLite NORMAL, 16 in flight", goal: "≥ 50% of unpaid", measured: "not measured", pass: null });
+  }
+  if (r.verify) {
+    const fast = r.verify.rows.find((x) => x.op === "verify" && !x.impl.startsWith("viem"))!;
+    const viem = r.verify.rows.find((x) => x.op === "verify" && x.impl.startsWith("viem"))!;
+    const ratio = fast.perSecond / viem.perSecond;
+    out.push({
+      name: "voucher verification vs viem verifyTypedData",
+      goal: "≥ 15× faster",
+      measured: `${int(fast.perSecond)} vs ${int(viem.perSecond)} per second: ${fix(ratio, 1)}×`,
+      pass: ratio >= 15,
+    });
+  } else out.push({ name: "voucher verification vs viem", goal: "≥ 15× faster", measured: "not measured", pass: null });
+  return out;
+}
+
+export function renderReport(r: BenchResults): string {
+  const m = r.machine;
+  const s: string[] = [];
+  s.push("# Benchmarks");
+  s.push("");
+  s.push(
+    "Generated by `npm run bench` (`scripts/bench/index.ts`); rerun it to refresh this file. Every figure comes from the real code: " +
+      "the contracts on Hardhat's local chain, the real server as a child process, load from a second process over loopback, " +
+      "the client SDK and the settlement job.",
+  );
+  s.push("");
+  s.push("## Machine");
+  s.push("");
+  s.push(
+    table(
+      ["", ""],
+      [
+        ["CPU", `${m.cpu}`],
+        ["cores", `${m.cores}`],
+        ["memory", `${m.memoryGiB} GiB`],
+        ["node", m.node],
+        ["OS", m.os],
+        ["date", m.date],
+        ["commit", m.commit],
+        ["command", `\`${r.command}\` (${fix(r.totalSeconds, 0)} s)`],
+      ],
+    ),
+  );
+  s.push("");
+  s.push("## Targets (issue 7)");
+  s.push("");
+  const t = targets(r);
+  s.push(
+    table(
+      ["target", "goal", "measured", "result"],
+      t.map((x) => [x.name, x.goal, x.measured + (x.note ? ` — ${x.note}` : ""), x.pass === null ? "not run" : x.pass ? "**pass**" : "**FAIL**"]),
+    ),
+  );
+  s.push("");
+
+  if (r.verify) {
+    s.push("## Voucher verification (one core)");
+    s.push("");
+    const base = (op: string) => r.verify!.rows.find((x) => x.op === op && x.impl.startsWith("viem"))!.perSecond;
+    s.push(
+      table(
+        ["operation", "implementation", "per second", "µs each", "vs viem"],
+        r.verify.rows.map((x) => [x.op, x.impl, int(x.perSecond), fix(1e6 / x.perSecond, 1), `${fix(x.perSecond / base(x.op), 1)}×`]),
+        [2, 3, 4],
+      ),
+    );
+    s.push("");
+    s.push("Distinct vouchers, same process, one after the other (2 s each after a warm-up). " + loadNote(r.verify.load, m.cores));
+    s.push("");
+  }
+
+  if (r.gas) {
+    const g = r.gas.results;
+    s.push("## Gas per paid call: x402 `exact` vs channels");
+    s.push("");
+    s.push(
+      table(
+        ["way", "gas per call"],
+        [
+          [`x402 \`exact\`, reference figure of the issue`, int(X402_EXACT_REFERENCE_GAS)],
+          ["x402 `exact` measured here: `MockUSDC.transferWithAuthorization(…, bytes signature)`, warm payee", int(g.x402Bytes)],
+          ["x402 `exact` measured here: `transferWithAuthorization(…, v, r, s)`, warm payee", int(g.x402Vrs)],
+        ],
+        [1],
+      ),
+    );
+    s.push("");
+    s.push(
+      `Channel costs measured here: \`open\` ${int(g.open)} gas (median; standing allowance, payee/token pair already registered, ` +
+        `no storage refunds), \`openWithPermit\` ${int(g.openWithPermit)} (one transaction, what the client SDK sends for an ` +
+        `EIP-2612 token), \`approve\` ${int(g.approve)} (once per payer when a standing allowance is used).`,
+    );
+    s.push("");
+    s.push(
+      "Gas per call = (settle batch gas / channels in the batch) / calls per channel (settle only), and (open + that share) / calls. " +
+        "Every settle is a real transaction on real channels with a voucher for `calls × 0.001 USDC`. Ratios are against 85,704.",
+    );
+    s.push("");
+    const rows: string[][] = [];
+    for (const calls of CALLS_PER_CHANNEL) {
+      for (const batch of CHANNELS_PER_BATCH) {
+        const c = perCall(g, calls, batch);
+        rows.push([
+          int(calls),
+          int(batch),
+          int(c.settleGas),
+          fix(c.settleOnly, 2),
+          `${int(X402_EXACT_REFERENCE_GAS / c.settleOnly)}×`,
+          fix(c.withOpen, 2),
+          `${int(X402_EXACT_REFERENCE_GAS / c.withOpen)}×`,
+          fix((g.openWithPermit + c.settleGas / batch) / calls, 2),
+        ]);
+      }
+    }
+    s.push(
+      table(
+        ["calls / channel", "channels / batch", "settle tx gas", "settle only, gas/call", "less than x402", "open + settle, gas/call", "less than x402", "openWithPermit + settle, gas/call"],
+        rows,
+        [0, 1, 2, 3, 4, 5, 6, 7],
+      ),
+    );
+    s.push("");
+    s.push(`Gas is deterministic (up to a few gas of calldata); the load does not affect it. ${loadNote(r.gas.load, m.cores)}`);
+    s.push("");
+  }
+
+  if (r.http) {
+    const h = r.http;
+    s.push("## HTTP: the same trivial handler unpaid vs paid");
+    s.push("");
+    s.push(
+      `\`GET /bench/free\` vs \`GET /bench/paid\` (same handler, price 0.001 USDC, one round trip with a distinct pre-signed voucher per ` +
+        `request) on the real server (one process), load from autocannon in a second process over loopback, ${h.duration} s measured ` +
+        `after ${h.warmup} s of warm-up per row. Latency in ms (2xx only). "server CPU" = the server process's CPU time per ` +
+        `response during the run (from /proc): unlike req/s it barely depends on what else runs on the machine.`,
+    );
+    s.push("");
+    s.push(
+      table(
+        ["store", "in flight", "unpaid req/s", "paid req/s", "paid / unpaid", "unpaid p50", "paid p50", "unpaid p99", "paid p99", "added p50", "server CPU µs/req unpaid", "paid"],
+        h.results.rows.map((x) => [
+          x.store,
+          String(x.connections),
+          int(x.unpaid.rps),
+          int(x.paid.rps),
+          `${fix((x.paid.rps / x.unpaid.rps) * 100, 0)}%`,
+          ms(x.unpaid.p50),
+          ms(x.paid.p50),
+          ms(x.unpaid.p99),
+          ms(x.paid.p99),
+          ms(x.paid.p50 - x.unpaid.p50),
+          x.unpaid.serverCpuUs === null ? "n/a" : int(x.unpaid.serverCpuUs),
+          x.paid.serverCpuUs === null ? "n/a" : int(x.paid.serverCpuUs),
+        ]),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+      ),
+    );
+    s.push("");
+    for (const n of h.results.notes) s.push(`- ${n}`);
+    if (h.results.notes.length) s.push("");
+    s.push(
+      "SQLite `FULL` fsyncs every commit; `NORMAL` (WAL) survives a process crash but may lose the last commits on power loss; " +
+        "PostgreSQL is a local throwaway server with `fsync=on`, `synchronous_commit=on`. Server, load generator and (for " +
+        "PostgreSQL) the database share the cores. " +
+        loadNote(h.load, m.cores),
+    );
+    s.push("");
+  }
+
+  if (r.e2e) {
+    const e = r.e2e.result;
+    s.push("## End to end: one agent, then settlement");
+    s.push("");
+    s.push(
+      table(
+        ["", ""],
+        [
+          ["paid calls (client SDK → real server, SQLite NORMAL)", `${int(e.calls)}, ${e.concurrency} in flight, ${int(e.httpRequests)} HTTP requests`],
+          ["wall time of the calls", `${fix(e.callsSeconds, 1)} s`],
+          ["calls per second", fix(e.callsPerSecond, 0)],
+          ["channel funding by the SDK", `${e.funding}: ${int(e.clientGas)} gas in ${e.clientTxs} transaction(s)`],
+          ["settlement (`npm run settle -- --all`, process start included)", `${fix(e.settleSeconds, 1)} s, ${int(e.settleGas)} gas in ${e.settleTxs} transaction(s), ${e.channelsSettled} channel(s)`],
+          ["amount settled (= payee's balance increase = calls × price)", `${(Number(e.amountSettled) / 1e6).toFixed(6)} USDC`],
+          ["total gas", int(e.totalGas)],
+          ["gas per paid call", `${fix(e.gasPerCall, 2)} (x402 exact: ${int(X402_EXACT_REFERENCE_GAS)}, ${int(X402_EXACT_REFERENCE_GAS / e.gasPerCall)}× more)`],
+        ],
+      ),
+    );
+    s.push("");
+    s.push(loadNote(r.e2e.load, m.cores));
+    s.push("");
+  }
+
+  if (r.errors.length) {
+    s.push("## Sections that failed");
+    s.push("");
+    for (const e of r.errors) s.push(`- ${e.section}: ${e.message}`);
+    s.push("");
+  }
+  return s.join("\n");
+}
