@@ -205,17 +205,30 @@ export async function startThrowawayPostgres(opts: ThrowawayPostgresOptions = {}
         return { url, port, dir, stop };
       }
       lastError = log.trim();
-      child.kill("SIGKILL");
+      killPostgres(data, child);
       await exited;
       child = null;
       if (!/could not bind|Address already in use/i.test(lastError)) break;
     }
     throw new Error(`PostgreSQL did not start: ${lastError.split("\n").slice(-5).join(" | ")}`);
   } catch (e) {
-    child?.kill("SIGKILL");
+    if (child) killPostgres(data, child);
     fs.rmSync(dir, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** Immediate shutdown: the postmaster itself (behind runuser/su the child is only the wrapper), then the wrapper. */
+function killPostgres(data: string, child: ChildProcess): void {
+  const pid = postmasterPid(data);
+  if (pid) {
+    try {
+      process.kill(pid, "SIGQUIT");
+    } catch {
+      // already gone
+    }
+  }
+  child.kill("SIGKILL");
 }
 
 function postmasterPid(data: string): number | null {
@@ -231,15 +244,7 @@ function makeStopper(child: ChildProcess, binDir: string, data: string, dir: str
   let stopped: Promise<void> | null = null;
   // If the test process exits without calling stop(), still stop the server and delete its files (synchronously).
   const onExit = () => {
-    const pid = postmasterPid(data);
-    if (pid) {
-      try {
-        process.kill(pid, "SIGQUIT"); // immediate shutdown
-      } catch {
-        // already gone
-      }
-    }
-    child.kill("SIGKILL");
+    killPostgres(data, child);
     try {
       const [cmd, argv] = command(path.join(binDir, "pg_ctl"), ["status", "-D", data], as);
       for (let i = 0; i < 50 && spawnSync(cmd, argv).status === 0; i++) spawnSync("sleep", ["0.1"]);
@@ -262,17 +267,7 @@ function makeStopper(child: ChildProcess, binDir: string, data: string, dir: str
           // already gone
         }
       } else child.kill("SIGINT");
-      const timer = setTimeout(() => {
-        const p = postmasterPid(data);
-        if (p) {
-          try {
-            process.kill(p, "SIGQUIT");
-          } catch {
-            // gone
-          }
-        }
-        child.kill("SIGKILL");
-      }, 10_000);
+      const timer = setTimeout(() => killPostgres(data, child), 10_000);
       await exited;
       clearTimeout(timer);
       fs.rmSync(dir, { recursive: true, force: true });
