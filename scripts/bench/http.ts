@@ -5,6 +5,7 @@
  * SQLite `NORMAL`, PostgreSQL (throwaway server with fsync on, or TEST_DATABASE_URL; skipped with a note when
  * neither is available).
  *
+ * Each cell is measured `rounds` times (unpaid and paid alternating) and the fastest run is reported.
  * After each store's runs the server's `channel_paid_requests_total` must equal the 2xx count of the paid runs
  * (every 200 was a committed paid request), else the section fails.
  */
@@ -30,6 +31,8 @@ export interface HttpResults {
 export interface HttpOptions {
   duration: number;
   warmup: number;
+  /** Each (store, in flight, paid?) cell is measured this many times, alternating; the best run is reported. */
+  rounds: number;
   log: (m: string) => void;
   /** Children started (so the caller can stop them on abort). */
   children: Set<ChildHandle>;
@@ -117,10 +120,13 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
         serverPid: server.pid,
         duration: o.duration,
         warmup: o.warmup,
-        runs: [1, 16].flatMap((c) => [
-          { label: `${mode.name}, ${c} in flight, unpaid`, path: "/bench/free", connections: c, paid: false },
-          { label: `${mode.name}, ${c} in flight, paid`, path: "/bench/paid", connections: c, paid: true },
-        ]),
+        // Unpaid and paid alternate, round after round, so slow phases of the machine hit both alike.
+        runs: Array.from({ length: o.rounds }, (_, round) =>
+          [1, 16].flatMap((c) => [
+            { label: `${mode.name}, ${c} in flight, unpaid, round ${round + 1}`, path: "/bench/free", connections: c, paid: false },
+            { label: `${mode.name}, ${c} in flight, paid, round ${round + 1}`, path: "/bench/paid", connections: c, paid: true },
+          ]),
+        ).flat(),
         voucher: {
           chainId: chain.chainId,
           escrow: chain.escrow,
@@ -137,9 +143,12 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
       o.children.delete(load);
       const out = JSON.parse(load.output().trim().split("\n").pop()!) as { results: LoadResult[] };
       const paidOk = out.results.filter((_, i) => spec.runs[i].paid).reduce((a, r) => a + r.ok, 0);
+      // Other processes can only slow a run down: the fastest of the rounds is the least disturbed.
+      const best = (c: number, paid: boolean) =>
+        out.results.filter((_, i) => spec.runs[i].connections === c && spec.runs[i].paid === paid).reduce((a, b) => (b.rps > a.rps ? b : a));
       for (const c of [1, 16]) {
-        const unpaid = out.results.find((r, i) => spec.runs[i].connections === c && !spec.runs[i].paid)!;
-        const paid = out.results.find((r, i) => spec.runs[i].connections === c && spec.runs[i].paid)!;
+        const unpaid = best(c, false);
+        const paid = best(c, true);
         rows.push({ store: mode.name, connections: c, unpaid, paid });
         const bad = Object.entries(paid.statuses).filter(([s]) => s !== "200");
         if (bad.length || paid.errors) notes.push(`${mode.name}, ${c} in flight, paid: non-200 answers ${JSON.stringify(Object.fromEntries(bad))}, socket errors ${paid.errors}`);

@@ -2,7 +2,7 @@
  * `npm run bench`: the benchmarks of issue 7, in one bounded run (a few minutes; aborted after 9.5), printed as
  * Markdown tables and written to `docs/benchmarks.md` with the machine's description and the targets' pass/fail.
  *
- *   npm run bench [-- --only verify,gas,http,e2e] [--duration 5] [--warmup 1] [--calls 10000] [--no-write]
+ *   npm run bench [-- --only verify,gas,http,e2e] [--duration 5] [--warmup 1] [--rounds 2] [--calls 10000] [--no-write]
  *
  * Sections (each can fail without stopping the others; a failed section is reported and the exit code is 1):
  *   verify  vouchers verified per second, VoucherVerifier vs viem's verifyTypedData (scripts/bench/verify.ts)
@@ -32,6 +32,7 @@ const { values: args } = parseArgs({
     only: { type: "string" },
     duration: { type: "string", default: "5" },
     warmup: { type: "string", default: "1" },
+    rounds: { type: "string", default: "2" },
     calls: { type: "string", default: "10000" },
     "no-write": { type: "boolean", default: false },
     out: { type: "string", default: path.join("docs", "benchmarks.md") },
@@ -48,8 +49,10 @@ for (const s of only) if (!SECTIONS.includes(s)) fail(`unknown section ${s} (sec
 const duration = Number(args.duration);
 const warmup = Number(args.warmup);
 const calls = Number(args.calls);
+const rounds = Number(args.rounds);
 if (!(duration > 0 && duration <= 30)) fail("--duration must be in (0, 30] seconds");
 if (!(warmup >= 0 && warmup <= 10)) fail("--warmup must be in [0, 10] seconds");
+if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 5)) fail("--rounds must be an integer in [1, 5]");
 if (!(Number.isInteger(calls) && calls > 0 && calls <= 100_000)) fail("--calls must be an integer in [1, 100000]");
 
 const children = new Set<ChildHandle>();
@@ -96,8 +99,8 @@ async function main(): Promise<void> {
     // Gas before the others: a fresh chain, the payee made warm by the x402 runs (as in the reference figure).
     const g = await section("gas", results, () => measureGasPerCall(chain!, log));
     if (g) results.gas = { results: g.value, load: g.load };
-    const h = await section("http", results, () => benchHttp(chain!, { duration, warmup, log, children }));
-    if (h) results.http = { results: h.value, duration, warmup, load: h.load };
+    const h = await section("http", results, () => benchHttp(chain!, { duration, warmup, rounds, log, children }));
+    if (h) results.http = { results: h.value, duration, warmup, rounds, load: h.load };
     const e = await section("e2e", results, () => benchE2e(chain!, { calls, concurrency: 16, log, children }));
     if (e) results.e2e = { result: e.value, load: e.load };
   } finally {

@@ -34,6 +34,7 @@ import type { ExpressPaywall } from "../../server/express/paywall";
 import { createLogger } from "../../server/log";
 import type { ChannelStore } from "../../server/store/types";
 import { deployEscrow, type Env } from "./escrow";
+import { startFaultProxy, type FaultProxy } from "./fault-proxy";
 
 export interface TestServerOptions {
   /** Reuse these contracts (from `deployEscrow()`); default: deploy new ones. */
@@ -202,47 +203,9 @@ export async function call(url: string, init?: RequestInit): Promise<Answer> {
 
 /**
  * A TCP proxy in front of a JSON-RPC URL that can be switched off (connections reset) and on again: lets tests
- * take "the chain" away from a running server.
+ * take "the chain" away from a running server. It is a {@link FaultProxy} (./fault-proxy.ts), which can also
+ * black-hole (`mode("drop")`) or delay (`mode("delay", { delayMs })`) the traffic.
  */
-export async function startRpcProxy(target: string): Promise<{ url: string; down(): void; up(): void; close(): Promise<void> }> {
-  const net = await import("node:net");
-  const t = new URL(target);
-  let isDown = false;
-  const sockets = new Set<import("node:net").Socket>();
-  const server = net.createServer((client) => {
-    if (isDown) {
-      client.destroy();
-      return;
-    }
-    const upstream = net.connect(Number(t.port), t.hostname);
-    sockets.add(client).add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  server.unref();
-  const port = (server.address() as import("node:net").AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    down() {
-      isDown = true;
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-    },
-    up() {
-      isDown = false;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
+export async function startRpcProxy(target: string): Promise<FaultProxy> {
+  return startFaultProxy(target);
 }
