@@ -6,6 +6,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { CONFIG_VARIABLES } from "../../server/config";
+import { PG_POOL_VARIABLES } from "../../server/store/postgres";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -26,9 +28,12 @@ export interface Replica {
 
 /** Starts `server/main.ts` with `env` (on top of this process's environment); resolves once it printed `ready`. */
 export function startReplica(name: string, env: Record<string, string>, timeoutMs = 90_000): Promise<Replica> {
+  // The server's own variables come only from `env`: none leaks in from the environment the tests run in.
+  const inherited: Record<string, string | undefined> = { ...process.env };
+  for (const v of [...CONFIG_VARIABLES, ...PG_POOL_VARIABLES]) delete inherited[v.name];
   const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(ROOT, "server/main.ts")], {
     cwd: ROOT,
-    env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "true", HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", ...env },
+    env: { ...inherited, TS_NODE_TRANSPILE_ONLY: "true", HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
