@@ -478,7 +478,12 @@ export class SettlementJob {
         return;
       }
       await sleep(poll);
-      await this.o.settlement.tryAcquireSettlerLease(this.holder, ttl); // renew
+      // Renew the lease; if another settler holds it now (ours expired), stop here: it reconciles our open
+      // transactions itself, and two settlers re-broadcasting the same transactions would only waste requests.
+      if (!(await this.o.settlement.tryAcquireSettlerLease(this.holder, ttl))) {
+        this.log?.warn("settler lease lost while waiting for confirmations; leaving the rest to the new holder");
+        return;
+      }
       await this.reconcile();
     }
   }

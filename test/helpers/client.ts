@@ -54,7 +54,8 @@ export function testClient(
 
 /** Mints `amount` MockUSDC to `to` (MockUSDC's mint is public). */
 export async function mintUsdc(token: Address, to: Address, amount: bigint): Promise<void> {
-  const { walletClient, publicClient } = chainClients(0);
+  // Not account #0: it is the local settler key, and a mint from it could take a settlement's nonce.
+  const { walletClient, publicClient } = chainClients(19);
   const hash = await walletClient.writeContract({ address: token, abi: mockUsdcAbi, functionName: "mint", args: [to, amount], chain: hardhat, account: walletClient.account! });
   await publicClient.waitForTransactionReceipt({ hash });
 }
