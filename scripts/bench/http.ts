@@ -23,8 +23,18 @@ export interface HttpRow {
   paid: LoadResult;
 }
 
+/** Where a store's paid requests spent their time, from the server's own histograms (all paid runs, warm-ups included). */
+export interface PaidBreakdown {
+  store: string;
+  /** Mean voucher signature check, µs. */
+  verifyUs: number;
+  /** Mean accounting transaction (store round trip and commit, fsync included), µs. */
+  commitUs: number;
+}
+
 export interface HttpResults {
   rows: HttpRow[];
+  breakdown: PaidBreakdown[];
   notes: string[];
 }
 
@@ -85,6 +95,7 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
 
   const notes: string[] = [];
   const rows: HttpRow[] = [];
+  const breakdown: PaidBreakdown[] = [];
   const modes: Array<() => Promise<StoreMode | { skip: string }>> = [
     async () => sqliteMode("FULL"),
     async () => sqliteMode("NORMAL"),
@@ -157,6 +168,8 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
       // Every 2xx of a paid run must be a committed paid request (warm-up requests included on the server side).
       const served = await metric(url, "channel_paid_requests_total");
       if (served < paidOk) throw new Error(`${mode.name}: the server counted ${served} paid requests but the load generator got ${paidOk} paid 200s`);
+      const mean = async (h: string) => ((await metric(url, `${h}_sum`)) / Math.max(1, await metric(url, `${h}_count`))) * 1e6;
+      breakdown.push({ store: mode.name, verifyUs: await mean("channel_voucher_verification_seconds"), commitUs: await mean("channel_accounting_commit_seconds") });
     } finally {
       if (server) {
         await server.stop();
@@ -165,5 +178,5 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
       await mode.cleanup();
     }
   }
-  return { rows, notes };
+  return { rows, breakdown, notes };
 }

@@ -45,8 +45,11 @@ function table(header: string[], rows: string[][], right: number[] = []): string
 function loadNote(l: SectionLoad, cores: number): string {
   const parts = [`${fix(l.seconds, 0)} s; before: ${l.before}`];
   if (l.cpu) {
-    parts.push(`during: this benchmark used ${fix(l.cpu.ours, 2)} cores, other processes ${fix(l.cpu.others, 2)} of ${cores}`);
-    if (l.cpu.others > cores * 0.25) parts.push("**the machine was shared: timings of this section are not reliable (they understate what the code can do)**");
+    parts.push(
+      `during: this benchmark's processes used ${fix(l.cpu.ours, 2)} cores, everything else ${fix(l.cpu.others, 2)} of ${cores} ` +
+        "(other processes, and kernel work not charged to a process, such as loopback networking)",
+    );
+    if (l.cpu.others > cores * 0.25) parts.push("**the machine was busy: timings of this section may understate what the code can do**");
   }
   return `_Load: ${parts.join("; ")}._`;
 }
@@ -257,6 +260,18 @@ export function renderReport(r: BenchResults): string {
       ),
     );
     s.push("");
+    if (h.results.breakdown.length) {
+      s.push("Inside a paid request, from the server's own histograms (means over all paid requests of the store, µs):");
+      s.push("");
+      s.push(
+        table(
+          ["store", "voucher signature check", "accounting transaction (commit)"],
+          h.results.breakdown.map((b) => [b.store, fix(b.verifyUs, 0), fix(b.commitUs, 0)]),
+          [1, 2],
+        ),
+      );
+      s.push("");
+    }
     for (const n of h.results.notes) s.push(`- ${n}`);
     if (h.results.notes.length) s.push("");
     s.push(
