@@ -24,7 +24,7 @@ export function machineInfo(): MachineInfo {
   }
   const cpus = os.cpus();
   return {
-    cpu: cpus[0]?.model.trim() ?? "unknown",
+    cpu: cpus[0] ? `${cpus[0].model.trim()}${cpus[0].speed ? ` (${cpus[0].speed} MHz)` : ""}` : "unknown",
     cores: cpus.length,
     memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
     node: process.version,

@@ -12,6 +12,8 @@
  * The kill moments come from a seeded PRNG (CRASH_SEED to reproduce; printed on failure).
  */
 import { expect } from "chai";
+import fs from "node:fs";
+import path from "node:path";
 import { HEADER_PAYMENT_RESPONSE, decodePaymentRequired, type ChannelRequirements } from "../../protocol";
 import { openSqliteProbe } from "../helpers/db-probe";
 import { deployEscrow, openChannel, USDC, type OpenedChannel } from "../helpers/escrow";
@@ -153,6 +155,7 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
     };
 
     const kills: number[] = [];
+    let passed = false;
     try {
       for (life = 0; life <= KILLS; life++) {
         server = await startServerProcess(serverEnv);
@@ -209,13 +212,16 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
         `      ${KILLS} kills (${context}, after ${kills.join("/")} ms): ${history.length} requests, ${servedCount} served, ` +
           `${interrupted} cut by a kill, re-sent ${retriedServed} served / ${retriedRefused} refused`,
       );
+      passed = true;
     } catch (e) {
       (e as Error).message += ` [${context}]`;
       throw e;
     } finally {
       loadOn = false;
       if (server) await server.stop();
-      // Leave the database file to the OS temp cleaner only on failure (post-mortem); remove it otherwise.
+      // On failure the database stays for a post-mortem (its path is in the message below).
+      if (passed) fs.rmSync(path.dirname(databaseUrl), { recursive: true, force: true });
+      else console.log(`      database kept for inspection: ${databaseUrl}`);
     }
   });
 });
