@@ -17,7 +17,7 @@ import {
   type TransactionReceipt,
   type WalletClient,
 } from "viem";
-import { channelEscrowAbi } from "../protocol";
+import { channelEscrowAbi, type EscrowChannel } from "../protocol";
 import { ClientError, shortMessageOf } from "./errors";
 import { signPermit } from "./permit";
 
@@ -72,19 +72,7 @@ export async function readChannel(ctx: ChainContext, escrow: Address, id: Hex): 
   }
 }
 
-type RawChannel = {
-  payer: Address;
-  payee: Address;
-  token: Address;
-  signer: Address;
-  deposit: bigint;
-  settled: bigint;
-  closeRequestedAt: bigint;
-  closeDelay: number;
-  finalized: boolean;
-};
-
-function toOnchain(c: RawChannel): OnchainChannel {
+function toOnchain(c: EscrowChannel): OnchainChannel {
   return {
     exists: c.payer !== zeroAddress,
     payer: c.payer,
@@ -104,7 +92,7 @@ export async function readChannels(ctx: ChainContext, escrow: Address, ids: read
   if (ids.length === 0) return [];
   try {
     const cs = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [ids] });
-    return cs.map((c) => toOnchain(c as RawChannel));
+    return cs.map((c) => toOnchain(c as EscrowChannel));
   } catch (e) {
     throw chainFailure("reading channels", e);
   }

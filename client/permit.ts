@@ -5,6 +5,7 @@
  * hashes to exactly the token's `DOMAIN_SEPARATOR()`. Anything else means "use approve".
  */
 import { encodeAbiParameters, keccak256, parseSignature, toHex, type Address, type Hex } from "viem";
+import { DOMAIN_TYPEHASH, PERMIT_TYPES } from "../protocol";
 import type { ChainContext } from "./chain";
 import { payerAddress, chainTime } from "./chain";
 
@@ -29,18 +30,6 @@ const permitAbi = [
     ],
   },
 ] as const;
-
-const PERMIT_TYPES = {
-  Permit: [
-    { name: "owner", type: "address" },
-    { name: "spender", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "nonce", type: "uint256" },
-    { name: "deadline", type: "uint256" },
-  ],
-} as const;
-
-const DOMAIN_TYPEHASH = keccak256(toHex("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"));
 
 interface PermitDomain {
   name: string;

@@ -9,5 +9,7 @@ export * from "./errors";
 export * from "./amounts";
 export * from "./wire";
 export * from "./close";
+export * from "./token";
+export * from "./onchain";
 export { channelEscrowAbi } from "./abi/channelEscrow";
 export { mockUsdcAbi } from "./abi/mockUsdc";

@@ -9,7 +9,7 @@
  */
 import { hexToSignature, type Abi, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, encodeSettleItems, mockUsdcAbi } from "../../protocol";
+import { channelEscrowAbi, encodeSettleItems, mockUsdcAbi, PERMIT_TYPES, TRANSFER_WITH_AUTHORIZATION_TYPES } from "../../protocol";
 import { hardhatAccount } from "../../server/local/chain";
 import { fundPayer, openBenchChannel, type BenchChain, type BenchChannel } from "./chain";
 
@@ -37,26 +37,6 @@ export interface GasResults {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-const AUTH_TYPES = {
-  TransferWithAuthorization: [
-    { name: "from", type: "address" },
-    { name: "to", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "validAfter", type: "uint256" },
-    { name: "validBefore", type: "uint256" },
-    { name: "nonce", type: "bytes32" },
-  ],
-} as const;
-const PERMIT_TYPES = {
-  Permit: [
-    { name: "owner", type: "address" },
-    { name: "spender", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "nonce", type: "uint256" },
-    { name: "deadline", type: "uint256" },
-  ],
-} as const;
-
 /** Measures everything on `chain` (fresh contracts; uses Hardhat accounts #0 payee, #5 – #8). */
 export async function measureGasPerCall(chain: BenchChain, log: (m: string) => void = () => {}): Promise<GasResults> {
   const PAYEE = 0;
@@ -74,7 +54,7 @@ export async function measureGasPerCall(chain: BenchChain, log: (m: string) => v
   const authorize = async () => {
     const nonce = `0x${(++nonceCounter).toString(16).padStart(8, "0")}${"ab".repeat(28)}` as Hex;
     const message = { from: x402Payer.address, to: payee, value: PRICE, validAfter: 0n, validBefore: 2n ** 40n, nonce };
-    const signature = await x402Payer.signTypedData({ domain: tokenDomain, types: AUTH_TYPES, primaryType: "TransferWithAuthorization", message });
+    const signature = await x402Payer.signTypedData({ domain: tokenDomain, types: TRANSFER_WITH_AUTHORIZATION_TYPES, primaryType: "TransferWithAuthorization", message });
     return { message, signature };
   };
   const x402 = async (form: "bytes" | "vrs") => {

@@ -14,7 +14,7 @@ import {
   type PublicClient,
   type Transport,
 } from "viem";
-import { channelEscrowAbi, ServiceError } from "../../protocol";
+import { channelEscrowAbi, ServiceError, type EscrowChannel } from "../../protocol";
 import type { ChainChannel } from "../store/types";
 
 /** The escrow events that change a channel's state (topic 1 of each is the channel id). */
@@ -45,25 +45,13 @@ export interface ChainReaderOptions {
   timeout?: number;
 }
 
-type Raw = {
-  payer: Address;
-  payee: Address;
-  token: Address;
-  signer: Address;
-  deposit: bigint;
-  settled: bigint;
-  closeRequestedAt: bigint;
-  closeDelay: number;
-  finalized: boolean;
-};
-
 function upstream(what: string, cause: unknown): ServiceError {
   const msg = cause instanceof Error ? ((cause as { shortMessage?: string }).shortMessage ?? cause.message) : String(cause);
   return new ServiceError("upstream_unavailable", `chain RPC failed: ${what}`, { details: msg.split("\n")[0].slice(0, 200), cause });
 }
 
 /** Converts a `getChannel` result; unknown channels (payer 0) give null. */
-export function toChainChannel(channelId: Hex, r: Raw, block: bigint): ChainChannel | null {
+export function toChainChannel(channelId: Hex, r: EscrowChannel, block: bigint): ChainChannel | null {
   if (/^0x0{40}$/i.test(r.payer)) return null;
   const requested = Number(r.closeRequestedAt);
   return {
@@ -131,7 +119,7 @@ export class ChainReader {
     const raw = await this.call("getChannel", () =>
       this.client.readContract({ address: this.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [channelId], blockNumber: at }),
     );
-    return toChainChannel(channelId, raw as Raw, at);
+    return toChainChannel(channelId, raw as EscrowChannel, at);
   }
 
   /** Many channels at `block`, in chunks of 200; unknown ones are left out. */
@@ -142,7 +130,7 @@ export class ChainReader {
       const raws = await this.call("getChannels", () =>
         this.client.readContract({ address: this.escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [ids], blockNumber: block }),
       );
-      (raws as readonly Raw[]).forEach((r, j) => {
+      (raws as readonly EscrowChannel[]).forEach((r, j) => {
         const c = toChainChannel(ids[j], r, block);
         if (c) out.push(c);
       });

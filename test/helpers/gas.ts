@@ -1,7 +1,7 @@
 /** Measures the escrow's gas figures on the in-process chain (shared by `npm run gas` and the gas test). */
 import hre from "hardhat";
 import { getAddress, parseSignature, type Hex } from "viem";
-import { authorizationNonce, channelEscrowAbi, mockUsdcAbi, computeChannelId, encodeSettleItems, type SettleClaim } from "../../protocol";
+import { authorizationNonce, channelEscrowAbi, mockUsdcAbi, computeChannelId, encodeSettleItems, PERMIT_TYPES, RECEIVE_WITH_AUTHORIZATION_TYPES, type SettleClaim } from "../../protocol";
 import { deployEscrow, openChannel, sessionKey, nextSalt, DAY, USDC, type Env, type OpenedChannel } from "./escrow";
 
 export type GasFigures = Record<string, number>;
@@ -61,9 +61,7 @@ export async function measureGas(): Promise<GasFigures> {
     const deadline = BigInt(Math.floor(Date.now() / 1000) + 3600 * 24 * 365);
     const sig = await payer.signTypedData({
       domain: { name: "USD Coin", version: "2", chainId: env.chainId, verifyingContract: usdc },
-      types: { Permit: [
-        { name: "owner", type: "address" }, { name: "spender", type: "address" }, { name: "value", type: "uint256" },
-        { name: "nonce", type: "uint256" }, { name: "deadline", type: "uint256" }] },
+      types: PERMIT_TYPES,
       primaryType: "Permit",
       message: { owner, spender: escrow, value: USDC(10), nonce, deadline },
     });
@@ -84,9 +82,7 @@ export async function measureGas(): Promise<GasFigures> {
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600 * 24 * 365);
     const signature = await payer.signTypedData({
       domain: { name: "USD Coin", version: "2", chainId: env.chainId, verifyingContract: usdc },
-      types: { ReceiveWithAuthorization: [
-        { name: "from", type: "address" }, { name: "to", type: "address" }, { name: "value", type: "uint256" },
-        { name: "validAfter", type: "uint256" }, { name: "validBefore", type: "uint256" }, { name: "nonce", type: "bytes32" }] },
+      types: RECEIVE_WITH_AUTHORIZATION_TYPES,
       primaryType: "ReceiveWithAuthorization",
       message: { from, to: escrow, value: USDC(10), validAfter: 0n, validBefore, nonce: authorizationNonce(id, DAY) },
     });

@@ -4,18 +4,10 @@
  */
 import { parseSignature, type Address, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { AUTHORIZATION_FIELDS, PERMIT_TYPES } from "../../protocol";
 
 export const USDC_DOMAIN_NAME = "USD Coin";
 export const USDC_DOMAIN_VERSION = "2";
-
-const AUTH_FIELDS = [
-  { name: "from", type: "address" },
-  { name: "to", type: "address" },
-  { name: "value", type: "uint256" },
-  { name: "validAfter", type: "uint256" },
-  { name: "validBefore", type: "uint256" },
-  { name: "nonce", type: "bytes32" },
-] as const;
 
 function domain(chainId: number, token: Address) {
   return { name: USDC_DOMAIN_NAME, version: USDC_DOMAIN_VERSION, chainId, verifyingContract: token } as const;
@@ -29,15 +21,7 @@ export async function signPermit(
   const owner = privateKeyToAccount(ownerKey);
   const signature = await owner.signTypedData({
     domain: domain(p.chainId, p.token),
-    types: {
-      Permit: [
-        { name: "owner", type: "address" },
-        { name: "spender", type: "address" },
-        { name: "value", type: "uint256" },
-        { name: "nonce", type: "uint256" },
-        { name: "deadline", type: "uint256" },
-      ],
-    },
+    types: PERMIT_TYPES,
     primaryType: "Permit",
     message: { owner: owner.address, spender: p.spender, value: p.value, nonce: p.nonce, deadline: p.deadline },
   });
@@ -65,7 +49,7 @@ export async function signAuthorization(
   const from = privateKeyToAccount(fromKey);
   return from.signTypedData({
     domain: domain(chainId, token),
-    types: { [kind]: AUTH_FIELDS } as Record<string, typeof AUTH_FIELDS>,
+    types: { [kind]: AUTHORIZATION_FIELDS } as Record<string, typeof AUTHORIZATION_FIELDS>,
     primaryType: kind,
     message: { from: from.address, ...a },
   });
