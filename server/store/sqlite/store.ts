@@ -119,6 +119,19 @@ export function migrateSqlite(db: Database.Database, migrations: readonly Sqlite
 }
 
 /** {@link ChannelStore} on SQLite. */
+/** Whether `updateChain` with snapshot `c` would change the stored row (same rule as its SQL). */
+function chainSnapshotChanges(stored: StoredChannel, c: ChainChannel): boolean {
+  if (c.block < stored.block) return false;
+  if (c.block > stored.block) return true;
+  return (
+    c.deposit !== stored.deposit ||
+    c.settled > stored.settled ||
+    c.closeRequestedAt !== stored.closeRequestedAt ||
+    c.closesAt !== stored.closesAt ||
+    (c.finalized && !stored.finalized)
+  );
+}
+
 export class SqliteStore implements ChannelStore {
   readonly kind = "sqlite";
   /** The connection, for store extensions (settlement) that add their own tables and queries. */
@@ -259,7 +272,8 @@ export class SqliteStore implements ChannelStore {
     if (!current) {
       this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, floor: d.floor }, 0, now);
     } else {
-      this.st.updateChain.run(this.chainParams(input.chain, now)); // no-op when the stored state is newer
+      // Hot path: most requests carry the snapshot already stored; skip the statement when it would change nothing.
+      if (chainSnapshotChanges(current, input.chain)) this.st.updateChain.run(this.chainParams(input.chain, now));
       this.st.updateAccounting.run({
         channel_id: id,
         accepted: encodeAmount(d.accepted),
