@@ -5,20 +5,12 @@
  * model's channels, operators, token balances and ledger exactly as the chain should.
  */
 import { getAddress, type Address, type Hex } from "viem";
-import { computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MIN_CLOSE_DELAY } from "../../protocol";
+import { computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MIN_CLOSE_DELAY, type EscrowChannel } from "../../protocol";
 import { SKIP } from "./escrow-tx";
 
-export interface ModelChannel {
+/** The model's view of a channel: what `getChannel` returns, plus its id. */
+export interface ModelChannel extends EscrowChannel {
   id: Hex;
-  payer: Address;
-  payee: Address;
-  token: Address;
-  signer: Address;
-  deposit: bigint;
-  settled: bigint;
-  closeRequestedAt: bigint;
-  closeDelay: number;
-  finalized: boolean;
 }
 
 /** An escrow event as [name, args], as the test decodes them from a receipt. */
