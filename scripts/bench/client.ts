@@ -10,14 +10,16 @@
  * server SQLite mode it pays `GET /v1/echo` (0.001 USDC) with `createChannelClient` and its default file store:
  * the first call opens a channel; warm-up calls are not timed. Unpaid calls use the same global fetch.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { measureVoucherThroughput } from "./verify";
+import { LATENCY_SERVER, startReadyChild } from "./child";
+import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { createPublicClient, createWalletClient, defineChain, http, keccak256, toHex, type Hex } from "viem";
-import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { escrowDomain, mockUsdcAbi, VoucherSigner, VOUCHER_TYPES } from "../../protocol";
+import { createPublicClient, createWalletClient, defineChain, http, type Hex } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { mockUsdcAbi } from "../../protocol";
 import { createChannelClient } from "../../client";
 import { deployContracts } from "../deploy-lib";
 import { hardhatAccount } from "../../server/local/chain";
@@ -33,44 +35,6 @@ const CALLS = Number(args.calls);
 const CONCURRENCY = Number(args.concurrency);
 
 /** Starts `node -r ts-node/register <args>` and resolves with the URL of its `ready <url>` line. */
-function startChild(args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register", ...args], {
-      cwd: path.resolve(__dirname, "..", ".."),
-      env: { ...process.env, ...env, TS_NODE_TRANSPILE_ONLY: "true" },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout!.on("data", (d) => {
-      out += d.toString();
-      const m = /ready (http:\/\/\S+)/.exec(out);
-      if (m) resolve({ url: m[1], child });
-    });
-    child.on("exit", (code) => reject(new Error(`server exited with ${code}: ${out.slice(-500)}`)));
-  });
-}
-
-async function signingRates(): Promise<{ native: number; viem: number }> {
-  const key = generatePrivateKey();
-  const domain = escrowDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
-  const signer = new VoucherSigner(key, domain);
-  const ids = Array.from({ length: 256 }, (_, i) => keccak256(toHex(`c${i}`)));
-  for (let i = 0; i < 2_000; i++) signer.sign(ids[i & 255], BigInt(i + 1));
-  const n = 30_000;
-  let t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) signer.sign(ids[i & 255], BigInt(i + 1));
-  const native = n / (Number(process.hrtime.bigint() - t0) / 1e9);
-  const account = privateKeyToAccount(key);
-  const m = 2_000;
-  for (let i = 0; i < 200; i++) await account.signTypedData({ domain, types: VOUCHER_TYPES, primaryType: "Voucher", message: { channelId: ids[i & 255], cumulativeAmount: BigInt(i + 1) } });
-  t0 = process.hrtime.bigint();
-  for (let i = 0; i < m; i++) {
-    await account.signTypedData({ domain, types: VOUCHER_TYPES, primaryType: "Voucher", message: { channelId: ids[i & 255], cumulativeAmount: BigInt(i + 1) } });
-  }
-  const viem = m / (Number(process.hrtime.bigint() - t0) / 1e9);
-  return { native, viem };
-}
-
 /** Runs `n` calls of `call` with `c` in flight; returns calls/s, latency percentiles and client CPU µs per call. */
 async function run(n: number, c: number, call: () => Promise<void>) {
   const lat: number[] = [];
@@ -109,9 +73,11 @@ async function stop(child: ChildProcess): Promise<void> {
 
 async function main() {
   console.error("signing: measuring...");
-  const sign = await signingRates();
+  const rates = await measureVoucherThroughput(2);
+  const rate = (impl: string) => rates.find((r) => r.op === "sign" && r.impl.startsWith(impl))!.perSecond;
+  const sign = { native: rate("VoucherSigner"), viem: rate("viem") };
 
-  const { url: rpcUrl, child: chainProcess } = await startChild(["-e", CHAIN_SCRIPT]);
+  const { url: rpcUrl, child: chainProcess } = await startReadyChild(["-e", CHAIN_SCRIPT]);
   const chain = { rpcUrl };
   const deployer = hardhatAccount(0);
   const payerAcc = hardhatAccount(1);
@@ -129,7 +95,7 @@ async function main() {
     for (const mode of modes) {
       const dbDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-client-server-"));
       const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-client-state-"));
-      const { url, child } = await startChild([path.join(__dirname, "latency-server.ts")], {
+      const { url, child } = await startReadyChild([LATENCY_SERVER], {
         RPC_URL: chain.rpcUrl,
         ESCROW_ADDRESS: d.escrow,
         TOKEN_ADDRESS: d.token,

@@ -10,7 +10,8 @@
  * figures are the server's cost: decode, channel view, signature recovery, the durable accounting transaction,
  * and the receipt. Added latency = percentile(paid) - percentile(unpaid).
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { measureVoucherThroughput } from "./verify";
+import { LATENCY_SERVER, startReadyChild } from "./child";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -25,7 +26,6 @@ import {
   escrowDomain,
   mockUsdcAbi,
   VoucherSigner,
-  VoucherVerifier,
   X402_VERSION,
   type ChannelRequirements,
 } from "../../protocol";
@@ -58,39 +58,9 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 
-function startServer(env: Record<string, string>): Promise<{ url: string; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(__dirname, "latency-server.ts")], {
-      env: { ...process.env, ...env, TS_NODE_TRANSPILE_ONLY: "true" },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout!.on("data", (d) => {
-      out += d.toString();
-      const m = /ready (http:\/\/\S+)/.exec(out);
-      if (m) resolve({ url: m[1], child });
-    });
-    child.on("exit", (code) => reject(new Error(`server exited with ${code}: ${out.slice(-500)}`)));
-  });
-}
-
-function verifyThroughput(): number {
-  const domain = escrowDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
-  const key = generatePrivateKey();
-  const signer = new VoucherSigner(key, domain);
-  const verifier = new VoucherVerifier(domain);
-  const vs = Array.from({ length: 2048 }, (_, i) => signer.sign(keccak256(toHex(`c${i}`)), 1000n + BigInt(i)));
-  const who = privateKeyToAccount(key).address;
-  for (let i = 0; i < 2000; i++) if (!verifier.verify(vs[i % 2048], who)) throw new Error("bad voucher");
-  const n = 30_000;
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) verifier.verify(vs[i % 2048], who);
-  return n / (Number(process.hrtime.bigint() - t0) / 1e9);
-}
-
 async function main() {
   console.error(`voucher verification: measuring...`);
-  const perSecond = verifyThroughput();
+  const perSecond = (await measureVoucherThroughput(2)).find((r) => r.op === "verify" && r.impl.startsWith("VoucherVerifier"))!.perSecond;
 
   const chain = await startLocalChain({ port: 0 });
   const deployer = hardhatAccount(0);
@@ -115,7 +85,7 @@ async function main() {
     const signer = new VoucherSigner(key, domain);
 
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-latency-"));
-    const { url, child } = await startServer({
+    const { url, child } = await startReadyChild([LATENCY_SERVER], {
       RPC_URL: chain.rpcUrl,
       ESCROW_ADDRESS: d.escrow,
       TOKEN_ADDRESS: d.token,

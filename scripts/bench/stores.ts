@@ -16,7 +16,7 @@
  * schemas in), else a throwaway server with fsync ON (test/helpers/postgres.ts) so commits pay for durability like
  * SQLite's `synchronous=FULL`. Three SQLite replicas share one database file (WAL, `BEGIN IMMEDIATE`).
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { LATENCY_SERVER, startReadyChild } from "./child";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -65,22 +65,6 @@ function request(agent: http.Agent, url: string, headers: Record<string, string>
       res.on("end", () => resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - t0) / 1e6, headers: res.headers }));
     });
     req.on("error", reject);
-  });
-}
-
-function startServer(env: Record<string, string>): Promise<{ url: string; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(__dirname, "latency-server.ts")], {
-      env: { ...process.env, ...env, TS_NODE_TRANSPILE_ONLY: "true" },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout!.on("data", (d) => {
-      out += d.toString();
-      const m = /ready (http:\/\/\S+)/.exec(out);
-      if (m) resolve({ url: m[1], child });
-    });
-    child.on("exit", (code) => reject(new Error(`server exited with ${code}: ${out.slice(-500)}`)));
   });
 }
 
@@ -161,8 +145,8 @@ async function main() {
       SETTLE_IN_SERVER: "false",
     };
     // Start the first alone (it creates the schema), then the others.
-    const servers = [await startServer(base)];
-    servers.push(...(await Promise.all(Array.from({ length: cfg.replicas - 1 }, () => startServer(base)))));
+    const servers = [await startReadyChild([LATENCY_SERVER], base)];
+    servers.push(...(await Promise.all(Array.from({ length: cfg.replicas - 1 }, () => startReadyChild([LATENCY_SERVER], base)))));
     const urls = servers.map((s) => s.url);
     try {
       const seqAgents = urls.map(() => new http.Agent({ keepAlive: true, maxSockets: 1 }));
