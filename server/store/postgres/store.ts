@@ -168,6 +168,24 @@ interface TxOutcome<T> {
 }
 
 /** {@link ChannelStore} on PostgreSQL; see the file comment for the isolation reasoning. Create with {@link PostgresStore.open}. */
+/** The first 12 insert parameters of a channel row ($1–$12 of `acceptNew` and `coopClose`): id and chain state. */
+function chainColumns(id: string, chain: ChainChannel): unknown[] {
+  return [
+    id,
+    chain.payer,
+    chain.payee,
+    chain.token,
+    chain.signer,
+    amountParam(chain.deposit),
+    amountParam(chain.settled),
+    chain.closeDelay,
+    chain.closeRequestedAt,
+    chain.closesAt,
+    chain.finalized,
+    chain.block.toString(),
+  ];
+}
+
 export class PostgresStore implements ChannelStore, SettlementStoreProvider {
   readonly kind = "postgres";
   /** The pool, for store extensions (settlement) that add tables and queries on the same database. */
@@ -360,18 +378,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
         }
         const r = await c.query<PgChannelRow>(
           q("acceptNew", [
-            id,
-            chain.payer,
-            chain.payee,
-            chain.token,
-            chain.signer,
-            amountParam(chain.deposit),
-            amountParam(chain.settled),
-            chain.closeDelay,
-            chain.closeRequestedAt,
-            chain.closesAt,
-            chain.finalized,
-            chain.block.toString(),
+            ...chainColumns(id, chain),
             amountParam(d.accepted),
             signature,
             amountParam(d.spent),
@@ -438,18 +445,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     this.check();
     const r = await this.pool.query<PgChannelRow>(
       q("coopClose", [
-        lower(chain.channelId),
-        chain.payer,
-        chain.payee,
-        chain.token,
-        chain.signer,
-        amountParam(chain.deposit),
-        amountParam(chain.settled),
-        chain.closeDelay,
-        chain.closeRequestedAt,
-        chain.closesAt,
-        chain.finalized,
-        chain.block.toString(),
+        ...chainColumns(lower(chain.channelId), chain),
         at,
         Date.now(),
       ]),
