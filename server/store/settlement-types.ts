@@ -126,20 +126,13 @@ export interface SettlementTx {
 }
 
 /** What {@link SettlementStore.insertTx} records (status `built`, items `pending`). */
-export interface NewSettlementTx {
-  kind: SettlementTxKind;
-  sender: Address;
-  payee: Address;
-  token: Address;
-  nonce: number;
-  hash: Hex;
-  rawTx: Hex;
-  gasLimit: bigint;
-  maxFeePerGas: bigint;
-  maxPriorityFeePerGas: bigint;
+export type NewSettlementTx = Pick<
+  SettlementTx,
+  "kind" | "sender" | "payee" | "token" | "nonce" | "hash" | "rawTx" | "gasLimit" | "maxFeePerGas" | "maxPriorityFeePerGas"
+> & {
   replaces?: number | null;
   items: ReadonlyArray<{ channelId: Hex; cumulativeAmount: bigint; amount: bigint; previousSettled: bigint }>;
-}
+};
 
 /**
  * A status change with the facts learnt. Fields left undefined are kept. Moving to `failed` or `dropped` moves the
