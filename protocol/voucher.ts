@@ -78,18 +78,38 @@ export function recoverDigestSigner(digest: Uint8Array, signature: Hex): Address
   return pub === null ? null : (bytesToHex(keccak_256(pub.subarray(1)).subarray(12)) as Address);
 }
 
-/** The uncompressed (65-byte) public key that signed `digest`, with the rules of {@link recoverDigestSigner}. */
-export function recoverDigestPublicKey(digest: Uint8Array, signature: Hex): Uint8Array | null {
+/** A 65-byte signature split for recovery: `rs` = r ‖ s (64 bytes), `recid` = v - 27. */
+export interface SplitSignature {
+  rs: Buffer;
+  recid: 0 | 1;
+}
+
+/**
+ * Checks a 65-byte (r ‖ s ‖ v) hex signature against the contract's rules (v in {27, 28}, s ≤ n/2) and splits it
+ * for recovery; null when it breaks them. (r and s zero or out of range are caught by the recovery itself.)
+ */
+export function splitSignature(signature: Hex): SplitSignature | null {
   if (typeof signature !== "string" || !SIGNATURE_HEX.test(signature)) return null;
   const sig = Buffer.from(signature.slice(2), "hex");
   const v = sig[64];
   if (v !== 27 && v !== 28) return null;
   if (Buffer.compare(sig.subarray(32, 64), HALF_N_BYTES) > 0) return null;
+  return { rs: sig.subarray(0, 64), recid: (v - 27) as 0 | 1 };
+}
+
+/** The uncompressed (65-byte) key that made `split` over `digest`, or null (native libsecp256k1). */
+export function recoverSplitPublicKey(digest: Uint8Array, split: SplitSignature): Uint8Array | null {
   try {
-    return secp256k1.ecdsaRecover(sig.subarray(0, 64), v - 27, digest, false);
+    return secp256k1.ecdsaRecover(split.rs, split.recid, digest, false);
   } catch {
     return null; // r or s zero or out of range, or no point
   }
+}
+
+/** The uncompressed (65-byte) public key that signed `digest`, with the rules of {@link recoverDigestSigner}. */
+export function recoverDigestPublicKey(digest: Uint8Array, signature: Hex): Uint8Array | null {
+  const split = splitSignature(signature);
+  return split === null ? null : recoverSplitPublicKey(digest, split);
 }
 
 /** Signs a digest with a private key, returning a 65-byte low-s signature with v in {27, 28}. */
@@ -142,7 +162,15 @@ export class VoucherVerifier {
   verify(voucher: Voucher, signer: Address): boolean {
     const digest = this.hasher.digestBytes(voucher.channelId, voucher.cumulativeAmount);
     const pub = recoverDigestPublicKey(digest, voucher.signature);
-    if (pub === null) return false;
+    return pub !== null && this.isSignerKey(pub, signer);
+  }
+
+  /**
+   * Whether the 65-byte uncompressed public key `pub` belongs to `signer` (for callers that recover elsewhere, e.g.
+   * on another thread). A signer's key is cached after its first match, so later checks compare bytes instead of
+   * hashing the key into an address.
+   */
+  isSignerKey(pub: Uint8Array, signer: Address): boolean {
     const key = signer.toLowerCase();
     const known = this.publicKeys.get(key);
     if (known) return known.equals(pub);

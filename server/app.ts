@@ -184,11 +184,13 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
       closeSafetyMargin: config.closeSafetyMargin,
       maxInFlight: config.maxInFlight,
       window: config.paymentWindow !== undefined ? parseTokenAmount(config.paymentWindow, decimals) : undefined,
+      verifyThreads: config.verifyThreads,
       maxTimeoutSeconds: config.maxTimeoutSeconds,
       publicUrl: config.publicUrl,
       logger,
       observer: metrics.observer,
     });
+    cleanup.unshift(() => core.close());
     const paywall = createExpressPaywall(core, { decimals, handlerTimeout: config.handlerTimeout });
 
     let scheduler: SettlementScheduler | null = null;

@@ -6,6 +6,7 @@
  * Amounts (`MIN_DEPOSIT`, `PAYMENT_WINDOW`) are in token units ("1.5" = 1.5 USDC) and converted to atomic
  * units once the token's decimals are known; addresses are checksummed here.
  */
+import os from "node:os";
 import { getAddress, isAddress, type Address } from "viem";
 import { MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, MAX_CLOSE_DELAY } from "../protocol";
 import { parseSettlementEnv, SETTLEMENT_VARIABLES, type SettlementEnv } from "./settlement/config";
@@ -39,6 +40,8 @@ export interface ServerConfig {
   maxInFlight: number;
   /** Explicit used-voucher window in token units; default MAX_IN_FLIGHT × the highest route price. */
   paymentWindow?: string;
+  /** Worker threads for voucher signature checks under concurrent load (0: always on the main thread). */
+  verifyThreads: number;
   /**
    * Seconds that must remain before a pending close's deadline (`closesAt`) for a voucher to be accepted:
    * enough for the settlement job to notice, submit and confirm.
@@ -97,6 +100,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: "MIN_DEPOSIT", default: "1", description: "smallest channel deposit accepted, token units" },
   { name: "MAX_IN_FLIGHT", default: "64", description: "requests a client may have in flight on one channel (sizes the voucher window)" },
   { name: "PAYMENT_WINDOW", default: "MAX_IN_FLIGHT x highest route price", description: "used-voucher window, token units" },
+  { name: "VERIFY_THREADS", default: "1 (0 on one core)", description: "worker threads checking voucher signatures while several paid requests are in progress (0 = main thread only)" },
   { name: "CLOSE_SAFETY_MARGIN", default: "3600", description: "seconds that must remain before a pending close's deadline to accept vouchers" },
   { name: "MAX_TIMEOUT_SECONDS", default: "60", description: "maxTimeoutSeconds advertised in offers" },
   { name: "CHAIN_POLL_INTERVAL", default: "2000", description: "event polling period, ms" },
@@ -217,6 +221,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     minDeposit: tokenAmount("MIN_DEPOSIT", "1") ?? "1",
     maxInFlight: int("MAX_IN_FLIGHT", 64, 1, 100_000),
     paymentWindow: tokenAmount("PAYMENT_WINDOW", undefined),
+    verifyThreads: int("VERIFY_THREADS", os.availableParallelism() > 1 ? 1 : 0, 0, 16),
     closeSafetyMargin,
     maxTimeoutSeconds: int("MAX_TIMEOUT_SECONDS", 60, 1, 86_400),
     chainPollInterval: int("CHAIN_POLL_INTERVAL", 2_000, 50, 3_600_000),

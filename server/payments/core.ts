@@ -40,6 +40,7 @@ import type { ChannelView } from "../chain/view";
 import type { ChainChannel, ChannelStore, StoredChannel } from "../store/types";
 import { httpStatusOf, problem, PROBLEM_CONTENT_TYPE, type ErrorContext, type ProblemBody, type ServerErrorCode } from "./errors";
 import { maxCharge, type RoutePricing } from "./pricing";
+import { SignaturePool } from "./signature-pool";
 
 /** A request as the core needs it (header names lowercase, as Node gives them). */
 export interface PaymentRequest {
@@ -75,6 +76,8 @@ export interface PaymentCoreOptions {
   maxInFlight: number;
   /** Explicit window, atomic units (overrides the default). */
   window?: bigint;
+  /** Worker threads for signature checks under concurrent load (default 0: inline); see signature-pool.ts. */
+  verifyThreads?: number;
   maxTimeoutSeconds: number;
   /** Base URL for `resource.url`; default from the Host header. */
   publicUrl?: string;
@@ -182,6 +185,8 @@ export class PaymentCore {
   readonly network: Network;
   readonly domain: EscrowDomain;
   readonly verifier: VoucherVerifier;
+  /** Where signatures are checked: inline, or on a worker thread when several requests are in progress. */
+  readonly signatures: SignaturePool;
   readonly store: ChannelStore;
   readonly view: ChannelView;
   readonly logger?: Logger;
@@ -191,6 +196,8 @@ export class PaymentCore {
   private readonly tokenLc: string;
   private readonly payeeLc: string;
   private highestPrice = 0n;
+  /** Paid requests being authorized right now (decides where signatures are checked). */
+  private authorizing = 0;
   private frozenWindow: bigint | null = null;
 
   constructor(o: PaymentCoreOptions) {
@@ -198,6 +205,7 @@ export class PaymentCore {
     this.network = networkOf(o.chainId);
     this.domain = escrowDomain(o.chainId, o.escrow);
     this.verifier = new VoucherVerifier(this.domain);
+    this.signatures = new SignaturePool({ verifier: this.verifier, threads: o.verifyThreads ?? 0, logger: o.logger });
     this.store = o.store;
     this.view = o.view;
     this.logger = o.logger;
@@ -209,6 +217,11 @@ export class PaymentCore {
       if (o.window <= 0n) throw new RangeError("the payment window must be above zero");
       this.frozenWindow = o.window;
     }
+  }
+
+  /** Stops the signature workers (pending checks finish inline). */
+  async close(): Promise<void> {
+    await this.signatures.close();
   }
 
   get options(): Readonly<PaymentCoreOptions> {
@@ -313,6 +326,7 @@ export class PaymentCore {
    * 503 `upstream_unavailable` (never a free response).
    */
   async authorize(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+    this.authorizing++;
     try {
       return await this.authorizeInner(req, pricing);
     } catch (e) {
@@ -320,6 +334,8 @@ export class PaymentCore {
       if (e instanceof PaymentError) return this.reply(e.code, e.shortMessage, req, pricing);
       this.logger?.error({ err: e instanceof Error ? e.message : String(e) }, "payment check failed unexpectedly");
       return this.reply("upstream_unavailable", "the payment could not be checked; try again");
+    } finally {
+      this.authorizing--;
     }
   }
 
@@ -356,7 +372,8 @@ export class PaymentCore {
 
     // The signature, before anything else about the channel or the voucher's amount.
     const t0 = process.hrtime.bigint();
-    const valid = this.verifier.verify({ channelId, cumulativeAmount: v, signature }, chain.signer);
+    // Offload the recovery only when other paid requests are in progress (see signature-pool.ts).
+    const valid = await this.signatures.verify({ channelId, cumulativeAmount: v, signature }, chain.signer, this.authorizing > 1);
     this.observer?.verified?.(Number(process.hrtime.bigint() - t0) / 1e9);
     if (!valid) {
       return this.reply("invalid_signature", "the voucher is not signed by the channel's signer", req, pricing, await this.hint(chain));
