@@ -8,6 +8,10 @@
  * Each cell is measured `rounds` times (unpaid and paid alternating) and the fastest run is reported.
  * After each store's runs the server's `channel_paid_requests_total` must equal the 2xx count of the paid runs
  * (every 200 was a committed paid request), else the section fails.
+ *
+ * Knobs for profiling (environment): BENCH_MODES=0,1,2 keeps only those stores (FULL, NORMAL, PostgreSQL);
+ * BENCH_RUNS=u1,p1,u16,p16 keeps only those runs (unpaid/paid × in flight); BENCH_SERVER_NODE_ARGS adds node
+ * arguments to the server process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -100,7 +104,7 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
     async () => sqliteMode("FULL"),
     async () => sqliteMode("NORMAL"),
     () => postgresMode(o.log),
-  ];
+  ].filter((_, i) => !process.env.BENCH_MODES || process.env.BENCH_MODES.split(",").includes(String(i)));
   for (const makeMode of modes) {
     const mode = await makeMode();
     if ("skip" in mode) {
@@ -123,6 +127,7 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
           ...mode.env,
         },
         ready: /ready (http:\/\/\S+)/,
+        nodeArgs: process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(" ") : undefined,
       });
       o.children.add(server);
       const url = server.match[1];
@@ -137,7 +142,7 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
             { label: `${mode.name}, ${c} in flight, unpaid, round ${round + 1}`, path: "/bench/free", connections: c, paid: false },
             { label: `${mode.name}, ${c} in flight, paid, round ${round + 1}`, path: "/bench/paid", connections: c, paid: true },
           ]),
-        ).flat(),
+        ).flat().filter((r) => !process.env.BENCH_RUNS || process.env.BENCH_RUNS.split(",").includes(`${r.paid ? "p" : "u"}${r.connections}`)),
         voucher: {
           chainId: chain.chainId,
           escrow: chain.escrow,
@@ -158,6 +163,7 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
       const best = (c: number, paid: boolean) =>
         out.results.filter((_, i) => spec.runs[i].connections === c && spec.runs[i].paid === paid).reduce((a, b) => (b.rps > a.rps ? b : a));
       for (const c of [1, 16]) {
+        if (!spec.runs.some((r) => r.connections === c && r.paid) || !spec.runs.some((r) => r.connections === c && !r.paid)) continue;
         const unpaid = best(c, false);
         const paid = best(c, true);
         rows.push({ store: mode.name, connections: c, unpaid, paid });
