@@ -147,9 +147,9 @@ describe("server: every payment error code is produced by a request that trigger
     try {
       const c = await openChannel(srv.env);
       const payer = srv.env.wallets[1];
-      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id] });
+      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id, c.signer] });
       await hre.network.provider.send("evm_increaseTime", [DAY + 1]);
-      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id] });
+      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id, c.signer] });
       await expectCode(await call(echo(), { headers: srv.pay(terms, c.voucher.sign(c.id, 1000n)) }), "channel_finalized");
     } finally {
       await hre.network.provider.send("evm_revert", [snap]);
