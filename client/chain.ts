@@ -17,7 +17,7 @@ import {
   type TransactionReceipt,
   type WalletClient,
 } from "viem";
-import { channelEscrowAbi, type EscrowChannel } from "../protocol";
+import { channelEscrowAbi, type ChannelRef, type EscrowChannel } from "../protocol";
 import { ClientError, shortMessageOf } from "./errors";
 import { signPermit } from "./permit";
 
@@ -62,10 +62,13 @@ export function revertName(e: unknown): string | undefined {
   return undefined;
 }
 
-/** Reads a channel (`exists` is false for an unknown id). */
-export async function readChannel(ctx: ChainContext, escrow: Address, id: Hex): Promise<OnchainChannel> {
+/**
+ * Reads the channel `id` whose signer is `signer` (the escrow names a channel by both). `exists` is false for an
+ * unknown id; a known id read with another signer gives `signer` = the zero address and no money.
+ */
+export async function readChannel(ctx: ChainContext, escrow: Address, id: Hex, signer: Address): Promise<OnchainChannel> {
   try {
-    const c = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
+    const c = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
     return toOnchain(c);
   } catch (e) {
     throw chainFailure(`reading channel ${id}`, e);
@@ -87,11 +90,12 @@ function toOnchain(c: EscrowChannel): OnchainChannel {
   };
 }
 
-/** Reads many channels of one escrow in one call. */
-export async function readChannels(ctx: ChainContext, escrow: Address, ids: readonly Hex[]): Promise<OnchainChannel[]> {
-  if (ids.length === 0) return [];
+/** Reads many channels of one escrow in one call ({@link readChannel} for each). */
+export async function readChannels(ctx: ChainContext, escrow: Address, refs: readonly ChannelRef[]): Promise<OnchainChannel[]> {
+  if (refs.length === 0) return [];
   try {
-    const cs = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [ids] });
+    const args = refs.map((r) => ({ channelId: r.channelId, signer: r.signer }));
+    const cs = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [args] });
     return cs.map((c) => toOnchain(c as EscrowChannel));
   } catch (e) {
     throw chainFailure("reading channels", e);
@@ -241,22 +245,22 @@ export async function openChannelTx(ctx: ChainContext, p: OpenParams): Promise<O
 }
 
 /** Adds `amount` to a channel's deposit (approving first when needed). */
-export async function topUpTx(ctx: ChainContext, escrow: Address, token: Address, id: Hex, amount: bigint): Promise<TransactionReceipt> {
+export async function topUpTx(ctx: ChainContext, escrow: Address, token: Address, ref: ChannelRef, amount: bigint): Promise<TransactionReceipt> {
   await requireBalance(ctx, token, amount);
   await ensureAllowance(ctx, token, escrow, amount);
-  return sendTx(ctx, "topUp", { address: escrow, abi: channelEscrowAbi, functionName: "topUp", args: [id, amount] });
+  return sendTx(ctx, "topUp", { address: escrow, abi: channelEscrowAbi, functionName: "topUp", args: [ref.channelId, ref.signer, amount] });
 }
 
 /** Starts a channel's close delay; returns `closesAt` (unix seconds). */
-export async function requestCloseTx(ctx: ChainContext, escrow: Address, id: Hex): Promise<{ receipt: TransactionReceipt; closesAt: number }> {
-  const receipt = await sendTx(ctx, "requestClose", { address: escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [id] });
+export async function requestCloseTx(ctx: ChainContext, escrow: Address, ref: ChannelRef): Promise<{ receipt: TransactionReceipt; closesAt: number }> {
+  const receipt = await sendTx(ctx, "requestClose", { address: escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ref.channelId, ref.signer] });
   const ev = parseEventLogs({ abi: channelEscrowAbi, logs: receipt.logs, eventName: "CloseRequested" })[0];
   return { receipt, closesAt: ev ? Number(ev.args.closesAt) : 0 };
 }
 
 /** Withdraws the unspent rest of a channel after its close delay; returns the refund. */
-export async function withdrawTx(ctx: ChainContext, escrow: Address, id: Hex): Promise<{ receipt: TransactionReceipt; refund: bigint }> {
-  const receipt = await sendTx(ctx, "withdraw", { address: escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [id] });
+export async function withdrawTx(ctx: ChainContext, escrow: Address, ref: ChannelRef): Promise<{ receipt: TransactionReceipt; refund: bigint }> {
+  const receipt = await sendTx(ctx, "withdraw", { address: escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [ref.channelId, ref.signer] });
   const ev = parseEventLogs({ abi: channelEscrowAbi, logs: receipt.logs, eventName: "Withdrawn" })[0];
   return { receipt, refund: ev ? ev.args.refund : 0n };
 }

@@ -645,7 +645,7 @@ export class ChannelClient {
   private async verify(ch: ChannelRecord, force = false): Promise<OnchainChannel | undefined> {
     const r = this.rt(ch);
     if (r.verified && !force) return undefined;
-    const oc = await readChannel(this.ctx, ch.escrow, ch.id);
+    const oc = await readChannel(this.ctx, ch.escrow, ch.id, ch.signer);
     this.applyOnchain(ch, oc);
     r.verified = true;
     this.persister.schedule();
@@ -687,7 +687,7 @@ export class ChannelClient {
     });
     const out: ChannelRecord[] = [];
     const fresh = found.filter((d) => !this.state.channels[d.id]);
-    const onchain = await readChannels(this.ctx, terms.extra.escrow, fresh.map((d) => d.id));
+    const onchain = await readChannels(this.ctx, terms.extra.escrow, fresh.map((d) => ({ channelId: d.id, signer: d.signer })));
     fresh.forEach((d, i) => {
       const ch: ChannelRecord = {
         id: d.id,
@@ -793,7 +793,7 @@ export class ChannelClient {
       return ch;
     } catch (e) {
       // The transaction may or may not have landed: ask the chain.
-      const oc = await readChannel(this.ctx, p.escrow, id).catch(() => undefined);
+      const oc = await readChannel(this.ctx, p.escrow, id, ch.signer).catch(() => undefined);
       if (oc?.exists) {
         this.applyOnchain(ch, oc);
         this.rt(ch).verified = true;
@@ -852,8 +852,8 @@ export class ChannelClient {
   }
 
   private async topUpRaw(ch: ChannelRecord, amount: bigint): Promise<void> {
-    const receipt = await topUpTx(this.ctx, ch.escrow, ch.token, ch.id, amount);
-    const oc = await readChannel(this.ctx, ch.escrow, ch.id).catch(() => undefined);
+    const receipt = await topUpTx(this.ctx, ch.escrow, ch.token, { channelId: ch.id, signer: ch.signer }, amount);
+    const oc = await readChannel(this.ctx, ch.escrow, ch.id, ch.signer).catch(() => undefined);
     if (oc) this.applyOnchain(ch, oc);
     else {
       ch.deposit += amount;
@@ -925,7 +925,7 @@ export class ChannelClient {
     await this.verify(ch, true);
     if (ch.status === "finalized" || ch.status === "missing") throw new ClientError("channel_closed", `channel ${ch.id} is ${ch.status}`);
     if (ch.status === "closing" && ch.closeMode === "on-chain" && ch.closesAt) return { closesAt: ch.closesAt };
-    const { receipt, closesAt } = await requestCloseTx(this.ctx, ch.escrow, ch.id);
+    const { receipt, closesAt } = await requestCloseTx(this.ctx, ch.escrow, { channelId: ch.id, signer: ch.signer });
     ch.status = "closing";
     ch.closeMode = "on-chain";
     ch.closesAt = closesAt;
@@ -1009,7 +1009,7 @@ export class ChannelClient {
       throw new ClientError("close_pending", `channel ${ch.id} can be withdrawn in ${closesAt - now}s`, { details: `closesAt ${closesAt}` });
     }
     try {
-      const { receipt, refund } = await withdrawTx(this.ctx, ch.escrow, ch.id);
+      const { receipt, refund } = await withdrawTx(this.ctx, ch.escrow, { channelId: ch.id, signer: ch.signer });
       ch.status = "finalized";
       await this.persister.flush();
       return { refund, txHash: receipt.transactionHash };
@@ -1032,7 +1032,7 @@ export class ChannelClient {
       byEscrow.set(k, [...(byEscrow.get(k) ?? []), c]);
     }
     for (const cs of byEscrow.values()) {
-      const ocs = await readChannels(this.ctx, cs[0].escrow, cs.map((c) => c.id));
+      const ocs = await readChannels(this.ctx, cs[0].escrow, cs.map((c) => ({ channelId: c.id, signer: c.signer })));
       cs.forEach((c, i) => {
         this.applyOnchain(c, ocs[i]);
         this.rt(c).verified = true;

@@ -15,7 +15,9 @@ pragma solidity 0.8.28;
  */
 interface IChannelEscrow {
     /// @notice The full state of a channel, as returned by {getChannel}.
-    /// @dev An unknown channel reads as all zeroes (`payer == address(0)`).
+    /// @dev An unknown channel reads as all zeroes (`payer == address(0)`). A known channel asked for with a
+    /// signer that is not its own reads with its record fields (payer, payee, token, closeRequestedAt,
+    /// closeDelay) and `signer == address(0)`, `deposit == settled == 0`, `finalized == false`.
     struct Channel {
         address payer; // owns the deposit, receives refunds
         address payee; // receives settled funds
@@ -26,6 +28,12 @@ interface IChannelEscrow {
         uint64 closeRequestedAt; // 0 when no close is pending
         uint32 closeDelay; // seconds between requestClose and withdraw
         bool finalized; // sticky: a finalized channel accepts nothing ever again
+    }
+
+    /// @notice Names a channel for {getChannels}: its id and its signer (the signer is not stored on its own).
+    struct ChannelRef {
+        bytes32 channelId;
+        address signer;
     }
 
     /// @notice One channel's claim inside a {settleContractSigned} batch, for a contract signer (ERC-1271).
@@ -94,6 +102,8 @@ interface IChannelEscrow {
     error ChannelExists(bytes32 channelId);
     /// @notice No channel with this id.
     error UnknownChannel(bytes32 channelId);
+    /// @notice The channel exists but `signer` is not its signer (nothing was read or written for it).
+    error SignerMismatch(bytes32 channelId, address signer);
     /// @notice The channel was finalized and accepts nothing.
     error ChannelFinalized(bytes32 channelId);
     /// @notice The deposit would exceed the largest amount a channel can hold.
@@ -170,14 +180,18 @@ interface IChannelEscrow {
         bytes calldata signature
     ) external returns (bytes32 channelId);
 
+    // Every function after `open` names a channel by `(channelId, signer)`: the signer is not stored on its own,
+    // it is part of the key of the channel's balance slot. An unknown id reverts {UnknownChannel}; a known id
+    // with another signer reverts {SignerMismatch} (the signer is in {ChannelOpened}).
+
     /// @notice Adds `amount` to the deposit (payer only); cancels a pending close.
-    function topUp(bytes32 channelId, uint128 amount) external;
+    function topUp(bytes32 channelId, address signer, uint128 amount) external;
 
     /// @notice Starts the close delay (payer or signer).
-    function requestClose(bytes32 channelId) external;
+    function requestClose(bytes32 channelId, address signer) external;
 
     /// @notice After the close delay, refunds `deposit - settled` to the payer and finalizes (anyone may call).
-    function withdraw(bytes32 channelId) external;
+    function withdraw(bytes32 channelId, address signer) external;
 
     // ---------------------------------------------------------------- payee
 
@@ -204,20 +218,24 @@ interface IChannelEscrow {
 
     /**
      * @notice Cooperative close (payee or operator): settles up to `amount` with the voucher when it is above
-     * `settled`, refunds the rest to the payer at once, and finalizes.
+     * `settled`, refunds the rest to the payer at once, and finalizes. `signature` is checked against `signer`
+     * (ECDSA, else ERC-1271), which must be the channel's signer ({SignerMismatch}).
      */
-    function close(bytes32 channelId, uint128 cumulativeAmount, uint128 amount, bytes calldata signature) external;
+    function close(bytes32 channelId, address signer, uint128 cumulativeAmount, uint128 amount, bytes calldata signature)
+        external;
 
     /// @notice Lets `operator` settle and close for the caller (a payee); funds always go to the payee.
     function setOperator(address operator, bool approved) external;
 
     // ---------------------------------------------------------------- views
 
-    /// @notice The channel, or all zeroes when unknown.
-    function getChannel(bytes32 channelId) external view returns (Channel memory);
+    /// @notice The channel `channelId` whose signer is `signer`. All zeroes when the id is unknown; when the id is
+    /// known but `signer` is not its signer: the record fields with `signer == address(0)` and deposit, settled
+    /// and finalized zero (see {Channel}). So `payer == 0` means unknown, `payer != 0 && signer == 0` wrong signer.
+    function getChannel(bytes32 channelId, address signer) external view returns (Channel memory);
 
-    /// @notice {getChannel} for many ids.
-    function getChannels(bytes32[] calldata channelIds) external view returns (Channel[] memory);
+    /// @notice {getChannel} for many channels, in the order asked.
+    function getChannels(ChannelRef[] calldata refs) external view returns (Channel[] memory);
 
     /// @notice `keccak256(abi.encode(block.chainid, address(this), payer, payee, token, signer, salt))`,
     /// with `signer` replaced by `payer` when zero.

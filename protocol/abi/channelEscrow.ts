@@ -288,6 +288,22 @@ export const channelEscrowAbi = [
   {
     "inputs": [
       {
+        "internalType": "bytes32",
+        "name": "channelId",
+        "type": "bytes32"
+      },
+      {
+        "internalType": "address",
+        "name": "signer",
+        "type": "address"
+      }
+    ],
+    "name": "SignerMismatch",
+    "type": "error"
+  },
+  {
+    "inputs": [
+      {
         "internalType": "string",
         "name": "str",
         "type": "string"
@@ -636,6 +652,11 @@ export const channelEscrowAbi = [
         "type": "bytes32"
       },
       {
+        "internalType": "address",
+        "name": "signer",
+        "type": "address"
+      },
+      {
         "internalType": "uint128",
         "name": "cumulativeAmount",
         "type": "uint128"
@@ -744,6 +765,11 @@ export const channelEscrowAbi = [
         "internalType": "bytes32",
         "name": "channelId",
         "type": "bytes32"
+      },
+      {
+        "internalType": "address",
+        "name": "signer",
+        "type": "address"
       }
     ],
     "name": "getChannel",
@@ -807,9 +833,21 @@ export const channelEscrowAbi = [
   {
     "inputs": [
       {
-        "internalType": "bytes32[]",
-        "name": "channelIds",
-        "type": "bytes32[]"
+        "components": [
+          {
+            "internalType": "bytes32",
+            "name": "channelId",
+            "type": "bytes32"
+          },
+          {
+            "internalType": "address",
+            "name": "signer",
+            "type": "address"
+          }
+        ],
+        "internalType": "struct IChannelEscrow.ChannelRef[]",
+        "name": "refs",
+        "type": "tuple[]"
       }
     ],
     "name": "getChannels",
@@ -1072,6 +1110,11 @@ export const channelEscrowAbi = [
         "internalType": "bytes32",
         "name": "channelId",
         "type": "bytes32"
+      },
+      {
+        "internalType": "address",
+        "name": "signer",
+        "type": "address"
       }
     ],
     "name": "requestClose",
@@ -1190,6 +1233,11 @@ export const channelEscrowAbi = [
         "type": "bytes32"
       },
       {
+        "internalType": "address",
+        "name": "signer",
+        "type": "address"
+      },
+      {
         "internalType": "uint128",
         "name": "amount",
         "type": "uint128"
@@ -1230,6 +1278,11 @@ export const channelEscrowAbi = [
         "internalType": "bytes32",
         "name": "channelId",
         "type": "bytes32"
+      },
+      {
+        "internalType": "address",
+        "name": "signer",
+        "type": "address"
       }
     ],
     "name": "withdraw",

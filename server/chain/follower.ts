@@ -9,6 +9,7 @@
  */
 import type { Hex } from "viem";
 import type { Logger } from "pino";
+import type { ChannelRef } from "../../protocol";
 import type { ChannelStore } from "../store/types";
 import type { BlockInfo, ChainReader } from "./reader";
 import type { ChannelView } from "./view";
@@ -79,12 +80,19 @@ export class EventFollower {
   async refreshActive(): Promise<void> {
     const head = await this.o.reader.block();
     this.o.view.observeHead(head);
-    const ids = new Set<string>([...(await this.o.store.activeChannelIds()), ...this.o.view.trackedIds()]);
-    if (ids.size === 0) return;
-    const snaps = await this.o.reader.readChannels([...ids] as Hex[], head.number);
+    const refs = await this.knownChannels();
+    if (refs.length === 0) return;
+    const snaps = await this.o.reader.readChannels(refs, head.number);
     await this.o.store.applyChainSnapshots(snaps);
     const now = this.o.view.chainNow();
     for (const s of snaps) this.o.view.apply(s, now);
+  }
+
+  /** Active stored channels and those in memory, once each, with their signers (the escrow reads need both). */
+  private async knownChannels(): Promise<ChannelRef[]> {
+    const byId = new Map<string, ChannelRef>();
+    for (const r of [...(await this.o.store.activeChannels()), ...this.o.view.tracked()]) byId.set(r.channelId.toLowerCase(), r);
+    return [...byId.values()];
   }
 
   /**
@@ -106,8 +114,8 @@ export class EventFollower {
    */
   private async resync(head: BlockInfo, target: bigint): Promise<void> {
     this.o.logger?.warn({ cursor: String(this.cursor), head: String(head.number) }, "chain reorganisation below the cursor: re-reading all channels");
-    const ids = new Set<string>([...(await this.o.store.activeChannelIds()), ...this.o.view.trackedIds()]);
-    const snaps = ids.size ? await this.o.reader.readChannels([...ids] as Hex[], head.number) : [];
+    const refs = await this.knownChannels();
+    const snaps = refs.length ? await this.o.reader.readChannels(refs, head.number) : [];
     const hash = target === head.number ? head.hash : (await this.o.reader.block(target)).hash;
     await this.o.store.applyChainSnapshots(snaps, { block: target, hash }, { force: true });
     this.o.view.clear();
@@ -146,12 +154,13 @@ export class EventFollower {
         const last: bigint = from + BigInt(this.o.blockRange) - 1n;
         const to: bigint = last < target ? last : target;
         const logs = await this.o.reader.channelLogs(from, to);
-        const relevant = new Set<string>();
+        const relevant = new Map<string, ChannelRef>();
         for (const l of logs) {
           if (relevant.has(l.channelId)) continue;
-          if (this.o.view.isTracked(l.channelId) || (await this.o.store.getChannel(l.channelId))) relevant.add(l.channelId);
+          const known = this.o.view.cached(l.channelId) ?? (await this.o.store.getChannel(l.channelId));
+          if (known) relevant.set(l.channelId, { channelId: known.channelId, signer: known.signer });
         }
-        const snaps = relevant.size ? await this.o.reader.readChannels([...relevant] as Hex[], to) : [];
+        const snaps = relevant.size ? await this.o.reader.readChannels([...relevant.values()], to) : [];
         // The hash of the range's last block lets the next pass notice a reorg below the cursor.
         const hash = to === headBlock.number ? headBlock.hash : to === target ? (await this.o.reader.block(to)).hash : undefined;
         await this.o.store.applyChainSnapshots(snaps, { block: to, hash });

@@ -14,7 +14,7 @@ import {
   type PublicClient,
   type Transport,
 } from "viem";
-import { channelEscrowAbi, ServiceError, type EscrowChannel } from "../../protocol";
+import { channelEscrowAbi, isSignerMismatch, isUnknownChannel, ServiceError, type ChannelRef, type EscrowChannel } from "../../protocol";
 import type { ChainChannel } from "../store/types";
 
 /** The escrow events that change a channel's state (topic 1 of each is the channel id). */
@@ -50,9 +50,13 @@ function upstream(what: string, cause: unknown): ServiceError {
   return new ServiceError("upstream_unavailable", `chain RPC failed: ${what}`, { details: msg.split("\n")[0].slice(0, 200), cause });
 }
 
-/** Converts a `getChannel` result; unknown channels (payer 0) give null. */
+/**
+ * Converts a `getChannel` result; unknown channels (payer 0) give null. A signer mismatch (the channel exists but was
+ * asked for with another signer) converts like any answer: its `signer` is the zero address and its money zero
+ * (see {@link isSignerMismatch}); such a snapshot must never be cached or stored.
+ */
 export function toChainChannel(channelId: Hex, r: EscrowChannel, block: bigint): ChainChannel | null {
-  if (/^0x0{40}$/i.test(r.payer)) return null;
+  if (isUnknownChannel(r)) return null;
   const requested = Number(r.closeRequestedAt);
   return {
     channelId: channelId.toLowerCase() as Hex,
@@ -113,25 +117,33 @@ export class ChainReader {
     });
   }
 
-  /** One channel at `block` (default: the latest block); null when unknown. */
-  async readChannel(channelId: Hex, block?: bigint): Promise<ChainChannel | null> {
+  /**
+   * The channel `channelId` whose signer is `signer`, at `block` (default: the latest block). Null when the escrow
+   * does not know the id; a snapshot with the zero address as signer (and no money) when it knows the id but
+   * `signer` is not the channel's signer ({@link isSignerMismatch}).
+   */
+  async readChannel(channelId: Hex, signer: Address, block?: bigint): Promise<ChainChannel | null> {
     const at = block ?? (await this.blockNumber());
     const raw = await this.call("getChannel", () =>
-      this.client.readContract({ address: this.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [channelId], blockNumber: at }),
+      this.client.readContract({ address: this.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [channelId, signer], blockNumber: at }),
     );
     return toChainChannel(channelId, raw as EscrowChannel, at);
   }
 
-  /** Many channels at `block`, in chunks of 200; unknown ones are left out. */
-  async readChannels(channelIds: readonly Hex[], block: bigint): Promise<ChainChannel[]> {
+  /**
+   * Many channels at `block`, in chunks of 200. Unknown ones are left out, and so are signer mismatches (the
+   * callers pass the signers they stored, so a mismatch can only be a channel they never should have stored).
+   */
+  async readChannels(refs: readonly ChannelRef[], block: bigint): Promise<ChainChannel[]> {
     const out: ChainChannel[] = [];
-    for (let i = 0; i < channelIds.length; i += 200) {
-      const ids = channelIds.slice(i, i + 200);
+    for (let i = 0; i < refs.length; i += 200) {
+      const chunk = refs.slice(i, i + 200).map((r) => ({ channelId: r.channelId, signer: r.signer }));
       const raws = await this.call("getChannels", () =>
-        this.client.readContract({ address: this.escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [ids], blockNumber: block }),
+        this.client.readContract({ address: this.escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [chunk], blockNumber: block }),
       );
       (raws as readonly EscrowChannel[]).forEach((r, j) => {
-        const c = toChainChannel(ids[j], r, block);
+        if (isSignerMismatch(r)) return;
+        const c = toChainChannel(chunk[j].channelId, r, block);
         if (c) out.push(c);
       });
     }

@@ -2,10 +2,14 @@
  * The server's view of escrow channels: memory, then the store, then one chain read (deduplicated per channel).
  * Kept current by the {@link EventFollower}; snapshots carry the block they were read at and a newer one always wins.
  *
- * Unknown channel ids are remembered for a short time, so random ids cannot turn every request into an RPC call.
+ * The escrow names a channel by (id, signer): a channel neither in memory nor in the store is read with the signer
+ * the caller recovered from the voucher (or close request). Unknown ids, and known ids asked for with a signer that
+ * is not the channel's, are remembered for a short time, so random ids or signatures cannot turn every request into
+ * an RPC call. Such "signer mismatch" snapshots (signer zero, no money) are never cached as the channel nor stored.
  * The memory cache is bounded; evicted channels are found again in the store (or re-read from the chain).
  */
-import type { Hex } from "viem";
+import { zeroAddress, type Address, type Hex } from "viem";
+import { isSignerMismatch, type ChannelRef } from "../../protocol";
 import type { ChainChannel, ChannelStore } from "../store/types";
 import type { BlockInfo, ChainReader } from "./reader";
 
@@ -23,7 +27,8 @@ export class ChannelView {
   private readonly store: ChannelStore;
   private readonly mem = new Map<string, ChainChannel>();
   private readonly readAt = new Map<string, number>();
-  private readonly unknown = new Map<string, number>();
+  /** Negative answers until a time (ms): key `id` (unknown id, null) or `id:signer` (signer mismatch snapshot). */
+  private readonly unknown = new Map<string, { until: number; snap: ChainChannel | null }>();
   private readonly inflight = new Map<string, Promise<ChainChannel | null>>();
   private readonly unknownTtl: number;
   private readonly maxCached: number;
@@ -49,9 +54,9 @@ export class ChannelView {
     return this.mem.has(channelId.toLowerCase());
   }
 
-  /** Ids held in memory. */
-  trackedIds(): Hex[] {
-    return [...this.mem.keys()] as Hex[];
+  /** Channels held in memory, with their signers (the escrow names a channel by both). */
+  tracked(): ChannelRef[] {
+    return [...this.mem.values()].map((c) => ({ channelId: c.channelId, signer: c.signer }));
   }
 
   /** Latest head block the server saw. */
@@ -104,53 +109,66 @@ export class ChannelView {
     }
   }
 
+  /** A remembered negative answer for `key`, or undefined. */
+  private negative(key: string): { snap: ChainChannel | null } | undefined {
+    const n = this.unknown.get(key);
+    if (n === undefined) return undefined;
+    if (n.until > Date.now()) return n;
+    this.unknown.delete(key);
+    return undefined;
+  }
+
   /**
-   * The channel: memory, then store, then a chain read. Null when the escrow does not know it.
-   * Throws `upstream_unavailable` when the chain must be read and cannot be.
+   * The channel: memory, then store, then a chain read with the signer `signer()` gives (called only then; null, e.g.
+   * an unrecoverable signature, reads with the zero address, which no channel has). Null when the escrow does not
+   * know the id; a snapshot whose signer is the zero address ({@link isSignerMismatch}) when it knows the id but the
+   * signer is not the channel's. Throws `upstream_unavailable` when the chain must be read and cannot be.
    */
-  async get(channelId: Hex): Promise<ChainChannel | null> {
+  async get(channelId: Hex, signer: () => Address | null): Promise<ChainChannel | null> {
     const id = channelId.toLowerCase() as Hex;
     const hit = this.mem.get(id);
     if (hit) return hit;
-    const until = this.unknown.get(id);
-    if (until !== undefined) {
-      if (until > Date.now()) return null;
-      this.unknown.delete(id);
-    }
+    if (this.negative(id)) return null;
     const stored = await this.store.getChannel(id);
     if (stored) {
       const { payerCloseRequestedAt: _p, accepted: _a, acceptedSignature: _s, spent: _sp, floor: _f, createdAt: _c, updatedAt: _u, ...chain } = stored;
       this.apply(chain);
       return this.mem.get(id) ?? chain;
     }
-    return this.refresh(id);
+    return this.refresh(id, signer() ?? zeroAddress);
   }
 
-  /** Reads the channel from the chain now (deduplicated), updating memory and, if stored, the store. */
-  refresh(channelId: Hex): Promise<ChainChannel | null> {
+  /**
+   * Reads the channel `(channelId, signer)` from the chain now (deduplicated), updating memory and, if stored, the
+   * store. A signer mismatch is returned (and remembered for a short time) but neither cached as the channel nor stored.
+   */
+  refresh(channelId: Hex, signer: Address): Promise<ChainChannel | null> {
     const id = channelId.toLowerCase() as Hex;
-    const pending = this.inflight.get(id);
+    const key = `${id}:${signer.toLowerCase()}`;
+    const known = this.negative(key);
+    if (known) return Promise.resolve(known.snap);
+    const pending = this.inflight.get(key);
     if (pending) return pending;
     const p = (async () => {
       try {
-        const c = await this.reader.readChannel(id);
+        const c = await this.reader.readChannel(id, signer);
         const now = Date.now();
         const confirmed = this.chainNow();
-        if (!c) {
+        if (!c || isSignerMismatch(c)) {
           if (this.unknownTtl > 0) {
             if (this.unknown.size >= 10_000) this.unknown.clear();
-            this.unknown.set(id, now + this.unknownTtl);
+            this.unknown.set(c ? key : id, { until: now + this.unknownTtl, snap: c });
           }
-          return null;
+          return c;
         }
         await this.store.applyChainSnapshots([c]); // updates the row only if the channel is stored
         this.apply(c, confirmed);
         return this.mem.get(id) ?? c;
       } finally {
-        this.inflight.delete(id);
+        this.inflight.delete(key);
       }
     })();
-    this.inflight.set(id, p);
+    this.inflight.set(key, p);
     return p;
   }
 }

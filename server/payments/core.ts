@@ -22,6 +22,7 @@ import {
   ESCROW_DOMAIN_VERSION,
   HEADER_PAYMENT_REQUIRED,
   HEADER_PAYMENT_RESPONSE,
+  isSignerMismatch,
   networkOf,
   PaymentError,
   recoverCloseRequestSigner,
@@ -364,7 +365,8 @@ export class PaymentCore {
     const { channelId, cumulativeAmount: v, signature } = payment.payload;
     let chain: ChainChannel | null;
     try {
-      chain = await this.view.get(channelId);
+      // The escrow names a channel by (id, signer): a channel we have not seen is read with the voucher's signer.
+      chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature));
     } catch (e) {
       return this.upstreamReply(e, "reading the channel");
     }
@@ -376,7 +378,9 @@ export class PaymentCore {
     const valid = await this.signatures.verify({ channelId, cumulativeAmount: v, signature }, chain.signer, this.authorizing > 1);
     this.observer?.verified?.(Number(process.hrtime.bigint() - t0) / 1e9);
     if (!valid) {
-      return this.reply("invalid_signature", "the voucher is not signed by the channel's signer", req, pricing, await this.hint(chain));
+      // A signer mismatch read (signer zero) carries no money: no hint then.
+      const hint = isSignerMismatch(chain) ? undefined : await this.hint(chain);
+      return this.reply("invalid_signature", "the voucher is not signed by the channel's signer", req, pricing, hint);
     }
 
     const checked = await this.checkChannel(chain);
@@ -390,7 +394,7 @@ export class PaymentCore {
       // The payer may have topped up since we last looked: read the chain once before refusing.
       let fresh: ChainChannel | null;
       try {
-        fresh = await this.view.refresh(channelId);
+        fresh = await this.view.refresh(channelId, chain.signer);
       } catch (e) {
         return this.upstreamReply(e, "re-reading the channel");
       }
@@ -444,7 +448,7 @@ export class PaymentCore {
       if (unseenCloseDeadline - this.view.chainNow() < this.o.closeSafetyMargin) {
         let again: ChainChannel | null;
         try {
-          again = await this.view.refresh(chain.channelId);
+          again = await this.view.refresh(chain.channelId, chain.signer);
         } catch (e) {
           return { code: "upstream_unavailable", detail: e instanceof ServiceError ? e.shortMessage : "the chain could not be read" };
         }
@@ -472,15 +476,18 @@ export class PaymentCore {
     if (typeof channelId !== "string" || !/^0x[0-9a-fA-F]{64}$/.test(channelId)) return fail("invalid_payload", "channelId must be 32 bytes of 0x-hex");
     if (typeof signature !== "string" || !/^0x[0-9a-fA-F]{130}$/.test(signature)) return fail("invalid_payload", "signature must be a 65-byte 0x-hex signature");
     const id = channelId.toLowerCase() as Hex;
+    const recovered = recoverCloseRequestSigner(this.domain, id, signature.toLowerCase() as Hex);
     let chain: ChainChannel | null;
     try {
-      chain = await this.view.get(id);
+      // A channel we have not seen is read with the request's signer (the escrow names it by id and signer).
+      chain = await this.view.get(id, () => recovered);
     } catch (e) {
       return fail("upstream_unavailable", e instanceof ServiceError ? e.shortMessage : "the chain could not be read");
     }
     if (!chain) return fail("unknown_channel", `the escrow has no channel ${id}`);
-    const signer = recoverCloseRequestSigner(this.domain, id, signature.toLowerCase() as Hex)?.toLowerCase();
-    if (!signer || (signer !== chain.signer.toLowerCase() && signer !== chain.payer.toLowerCase())) {
+    const signer = recovered?.toLowerCase();
+    // On a signer mismatch (signer zero) the payer's own signature is not enough: closing needs the channel's signer.
+    if (!signer || isSignerMismatch(chain) || (signer !== chain.signer.toLowerCase() && signer !== chain.payer.toLowerCase())) {
       return fail("invalid_signature", "the close request is not signed by the channel's signer or payer");
     }
     if (chain.payee.toLowerCase() !== this.payeeLc) return fail("channel_payee_mismatch", "the channel pays another payee");

@@ -57,6 +57,8 @@ export interface SettlementChainOptions {
 /** A claim for `close`: the voucher for `cumulativeAmount`, claiming `amount` (0 and no signature: refund only). */
 export interface CloseClaim {
   channelId: Hex;
+  /** The channel's signer: the escrow names a channel by id and signer, and checks the voucher against it. */
+  signer: Address;
   cumulativeAmount: bigint;
   amount: bigint;
   signature: Hex;
@@ -141,9 +143,9 @@ export class SettlementChain {
     return encodeFunctionData({ abi: channelEscrowAbi, functionName: "settle", args: [this.payee, this.token, encodeSettleItems(claims)] });
   }
 
-  /** Calldata of `close(channelId, cumulativeAmount, amount, signature)`. */
+  /** Calldata of `close(channelId, signer, cumulativeAmount, amount, signature)`. */
   closeData(c: CloseClaim): Hex {
-    return encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [c.channelId, c.cumulativeAmount, c.amount, c.signature] });
+    return encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [c.channelId, c.signer, c.cumulativeAmount, c.amount, c.signature] });
   }
 
   /**

@@ -24,6 +24,7 @@ import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import type { Hex } from "viem";
+import type { ChannelRef } from "../../protocol";
 import type { ChainReader } from "../chain/reader";
 import {
   OPEN_TX_STATUSES,
@@ -366,7 +367,9 @@ export class SettlementJob {
         if (done) {
           this.finished(done);
           // The confirmation already applied the logs; a fresh read also catches what happened since.
-          await this.refreshChannels(done.items.map((i) => i.channelId)).catch(() => undefined);
+          await this.refsOf(done.items.map((i) => i.channelId))
+            .then((refs) => this.refreshChannels(refs))
+            .catch(() => undefined);
         }
       } else {
         const failed = await s.updateTx(cur.id, OPEN_TX_STATUSES, { status: "failed", error: "reverted on chain" });
@@ -501,13 +504,19 @@ export class SettlementJob {
     }
   }
 
+  /** The stored channels among `ids`, named as the escrow reads them (id and signer). */
+  private async refsOf(ids: readonly Hex[]): Promise<ChannelRef[]> {
+    const stored = await Promise.all(ids.map((id) => this.o.store.getChannel(id)));
+    return stored.filter((c): c is StoredChannel => c !== null).map((c) => ({ channelId: c.channelId, signer: c.signer }));
+  }
+
   /** Reads channels from the chain at the head and applies the snapshots (store and, in the server, the view). */
-  private async refreshChannels(ids: readonly Hex[]): Promise<Map<string, ChainChannel>> {
+  private async refreshChannels(refs: readonly ChannelRef[]): Promise<Map<string, ChainChannel>> {
     const out = new Map<string, ChainChannel>();
-    if (ids.length === 0) return out;
+    if (refs.length === 0) return out;
     try {
       const head = await this.o.chain.head();
-      const snaps = await this.o.reader.readChannels(ids, head.number);
+      const snaps = await this.o.reader.readChannels(refs, head.number);
       await this.o.store.applyChainSnapshots(snaps);
       this.o.onChannels?.(snaps);
       for (const s of snaps) out.set(s.channelId.toLowerCase(), s);
@@ -522,7 +531,7 @@ export class SettlementJob {
     const r = this.report;
     let cands = await this.allCandidates();
     if (opts.refreshCandidates && cands.length > 0) {
-      await this.refreshChannels(cands.map((c) => c.channelId));
+      await this.refreshChannels(cands);
       cands = await this.allCandidates();
     }
     const nowMs = Date.now();
@@ -565,14 +574,14 @@ export class SettlementJob {
       r.nextDueAt = r.nextDueAt === null ? dueAt : Math.min(r.nextDueAt, dueAt);
       return;
     }
-    const snap = (await this.refreshChannels([ch.channelId])).get(ch.channelId.toLowerCase());
+    const snap = (await this.refreshChannels([ch])).get(ch.channelId.toLowerCase());
     if (!snap || snap.finalized) return; // unknown (a reorged open) or already closed/withdrawn: nothing to do
     const stored = (await this.o.store.getChannel(ch.channelId))!;
     const amount = claimable({ ...stored, deposit: snap.deposit });
     const pays = amount > snap.settled;
     const claim: CloseClaim = pays
-      ? { channelId: stored.channelId, cumulativeAmount: stored.accepted, amount, signature: stored.acceptedSignature! }
-      : { channelId: stored.channelId, cumulativeAmount: 0n, amount: 0n, signature: "0x" };
+      ? { channelId: stored.channelId, signer: stored.signer, cumulativeAmount: stored.accepted, amount, signature: stored.acceptedSignature! }
+      : { channelId: stored.channelId, signer: stored.signer, cumulativeAmount: 0n, amount: 0n, signature: "0x" };
     const data = this.o.chain.closeData(claim);
     let estimate: bigint;
     try {
@@ -589,7 +598,7 @@ export class SettlementJob {
   /** Re-reads the chosen channels, then submits `settle` batches under the size and gas limits. */
   private async submitSettles(list: readonly SettlementCandidate[]): Promise<void> {
     const r = this.report;
-    const snaps = await this.refreshChannels(list.map((c) => c.channelId));
+    const snaps = await this.refreshChannels(list);
     const claims: Array<{ channelId: Hex; cumulativeAmount: bigint; amount: bigint; signature: Hex; previousSettled: bigint }> = [];
     for (const c of list) {
       const s = snaps.get(c.channelId.toLowerCase());

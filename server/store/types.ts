@@ -20,6 +20,7 @@
  * claim it with), `settled` (confirmed on chain, from the chain view), `closesAt`, `payerCloseRequestedAt`.
  */
 import type { Address, Hex } from "viem";
+import type { ChannelRef } from "../../protocol";
 
 /** A channel as the escrow reports it (`getChannel`) at block `block`. */
 export interface ChainChannel {
@@ -130,8 +131,8 @@ export interface ChannelStore {
   /** Records the signer's cooperative close request (stores the channel if new). Idempotent. */
   requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel>;
   getCursor(): Promise<EventCursor | null>;
-  /** Ids of stored channels that are not finalized (the chain view refreshes them at start). */
-  activeChannelIds(): Promise<Hex[]>;
+  /** Stored channels that are not finalized, with their signers (the chain view refreshes them at start). */
+  activeChannels(): Promise<ChannelRef[]>;
   /** Channels with `spent > settled` and not finalized, most urgent first (pending close, then largest unsettled). */
   listUnsettled(limit: number): Promise<StoredChannel[]>;
   totals(): Promise<StoreTotals>;

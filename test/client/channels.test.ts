@@ -42,7 +42,7 @@ describe("client: channels on chain", function () {
     if (snap) await revertTo(snap); // leave the chain's clock as other suites expect it
   });
 
-  const onchain = (id: Hex) => env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
+  const onchain = (id: Hex, signer: Address) => env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
   const base = (price = 1_000n) => terms({ escrow: env.escrow.address, token: env.usdc.address, payee, price });
 
   describe("opening", function () {
@@ -53,7 +53,7 @@ describe("client: channels on chain", function () {
       const ch = await agent.openChannel({ payee, amount: "2.5", escrow: env.escrow.address, token: env.usdc.address });
       expect(await env.publicClient.getTransactionCount({ address })).to.equal(nonceBefore + 1);
       expect(events.find((e) => e.type === "channel_opened")).to.include({ method: "permit" });
-      const c = await onchain(ch.id);
+      const c = await onchain(ch.id, ch.signer);
       expect(c.payer).to.equal(address);
       expect(c.payee).to.equal(payee);
       expect(c.signer).to.equal(agent.signerAddress);
@@ -67,7 +67,7 @@ describe("client: channels on chain", function () {
       const { agent } = testClient(4, { policy: { permit: "never" }, onEvent: (e) => events.push(e) });
       const ch = await agent.openChannel({ payee, amount: "1", escrow: env.escrow.address, token: env.usdc.address, closeDelay: 3600 });
       expect(events.find((e) => e.type === "channel_opened")).to.include({ method: "approve" });
-      expect((await onchain(ch.id)).closeDelay).to.equal(3600);
+      expect((await onchain(ch.id, ch.signer)).closeDelay).to.equal(3600);
     });
 
     it("refuses to open with more than the payer holds (insufficient_funds), without a transaction", async function () {
@@ -87,7 +87,7 @@ describe("client: channels on chain", function () {
         expect(rs.map((r) => r.status)).to.deep.equal(Array(8).fill(200));
         expect(agent.stats.channelsOpened).to.equal(1);
         const [ch] = agent.channels();
-        const c = await onchain(ch.id);
+        const c = await onchain(ch.id, ch.signer);
         // min(maxDeposit, 1000 × price) = 2, above minDeposit 1.5
         expect(c.deposit).to.equal(USDC(2));
         expect(c.closeDelay).to.equal(2 * 86_400);
@@ -152,7 +152,7 @@ describe("client: channels on chain", function () {
         expect(agent.stats.topUps).to.be.greaterThan(0);
         expect(agent.stats.channelsOpened).to.equal(1);
         const [ch] = agent.channels();
-        const c = await onchain(ch.id);
+        const c = await onchain(ch.id, ch.signer);
         expect(c.deposit >= USDC(1.5), `deposit ${c.deposit}`).to.equal(true);
         const top = responder.payments().reduce((m, p) => (p.payload.cumulativeAmount > m ? p.payload.cumulativeAmount : m), 0n);
         expect(top).to.equal(150n * price);
@@ -293,7 +293,7 @@ describe("client: channels on chain", function () {
       const ch = await agent.openChannel({ payee, amount: "1", escrow: env.escrow.address, token: env.usdc.address, closeDelay: 3600 });
       await expectCode(agent.withdraw(ch.id), "close_not_requested");
       const { closesAt } = await agent.closeChannel(ch.id); // no provider URL known: on chain
-      expect((await onchain(ch.id)).closeRequestedAt > 0n).to.equal(true);
+      expect((await onchain(ch.id, ch.signer)).closeRequestedAt > 0n).to.equal(true);
       await expectCode(agent.withdraw(ch.id), "close_pending");
       await hre.network.provider.send("evm_increaseTime", [3600]);
       await hre.network.provider.send("evm_mine", []);
@@ -313,7 +313,7 @@ describe("client: channels on chain", function () {
       const ch = await agent.openChannel({ payee, amount: "1", escrow: env.escrow.address, token: env.usdc.address });
       await agent.requestClose(ch.id);
       await agent.topUp(ch.id, "0.5");
-      const c = await onchain(ch.id);
+      const c = await onchain(ch.id, ch.signer);
       expect(c.deposit).to.equal(USDC(1.5));
       expect(c.closeRequestedAt).to.equal(0n);
       const [s] = (await agent.status()).filter((x) => x.channelId === ch.id);

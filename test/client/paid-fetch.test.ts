@@ -117,7 +117,7 @@ describe("client: paying the real server", function () {
     if (snap) await revertTo(snap); // leave the chain (and its clock) as other suites expect it
   });
 
-  const onchain = (id: Hex) => srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
+  const onchain = (id: Hex, signer: Address) => srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
   const balance = (a: Address) => srv.env.publicClient.readContract({ address: srv.token, abi: mockUsdcAbi, functionName: "balanceOf", args: [a] });
 
   describe("steady state", function () {
@@ -135,7 +135,7 @@ describe("client: paying the real server", function () {
       expect(p.cumulativeAmount).to.equal(PRICE);
       expect(p.receipt!.amount).to.equal(PRICE);
       expect(p.receipt!.extra.spent).to.equal(PRICE);
-      const c = await onchain(p.channelId);
+      const c = await onchain(p.channelId, agent.signerAddress);
       expect(c.signer).to.equal(agent.signerAddress);
       expect(c.payer).to.equal(chainClients(10).address);
       expect(c.payee).to.equal(getAddress(srv.payee));
@@ -281,7 +281,7 @@ describe("client: paying the real server", function () {
       expect(agent.stats.channelsOpened).to.equal(1);
       expect(agent.stats.topUps).to.be.greaterThan(0);
       expect(amounts.at(-1)).to.equal(USDC(2));
-      const c = await onchain(agent.channels()[0].id);
+      const c = await onchain(agent.channels()[0].id, agent.signerAddress);
       expect(c.deposit >= USDC(2)).to.equal(true);
     });
 
@@ -309,12 +309,12 @@ describe("client: paying the real server", function () {
       const r = await agent.closeChannel(p.channelId, { mode: "on-chain" });
       expect(r.mode).to.equal("on-chain");
       await expectCode(agent.withdraw(p.channelId), "close_pending");
-      const c = await onchain(p.channelId);
+      const c = await onchain(p.channelId, agent.signerAddress);
       await hre.network.provider.send("evm_increaseTime", [Number(c.closeDelay)]);
       await hre.network.provider.send("evm_mine", []);
       const before = await balance(address);
       const { refund } = await agent.withdraw(p.channelId);
-      const after = await onchain(p.channelId);
+      const after = await onchain(p.channelId, agent.signerAddress);
       expect(after.finalized).to.equal(true);
       expect(refund).to.equal(c.deposit - after.settled);
       expect((await balance(address)) - before).to.equal(refund);

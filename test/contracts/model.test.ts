@@ -2,9 +2,11 @@
  * Model-based test of ChannelEscrow: fast-check generates short random sequences of open / topUp / settle
  * (batches mixing good and bad items) / requestClose / time travel / withdraw / close / setOperator across three
  * payers, two payees, two tokens and several signers; each step runs on the chain and on the reference model
- * (test/helpers/escrow-model.ts), and after every step the test checks:
+ * (test/helpers/escrow-model.ts). Every call after open names its channel by (id, signer), mostly with the
+ * channel's own signer, sometimes with a wrong one (SignerMismatch). After every step the test checks:
  * - the outcome (custom error and arguments, or the exact escrow events and token transfers) equals the model's;
- * - every channel's on-chain state equals the model's; `settled <= deposit`; `settled` never decreases;
+ * - every channel's on-chain state equals the model's, and so does its read with a wrong signer (record fields,
+ *   signer 0, no money); `settled <= deposit`; `settled` never decreases;
  *   a finalized channel never changes again;
  * - per token, the escrow's balance == Σ deposits − Σ refunds − Σ payouts == Σ (deposit − settled) of open channels;
  * - every participant's token balance equals the model's.
@@ -57,20 +59,26 @@ type CumKind = "same" | "more" | "less" | "max";
 type SigMode = "good" | "wrongKey" | "otherChannel" | "wrongDomain" | "highS" | "zero";
 type CloseSigMode = SigMode | "badV" | "short" | "empty";
 type Role = "payer" | "signer" | "payee" | "operator" | "stranger" | "otherPayer";
+/** The signer a call names the channel with: its own, or a wrong one (the payer is right when it signs itself). */
+type SignerArg = "own" | "payer" | "stranger" | "zero";
 
 interface ItemSpec { ch: number; amount: AmountKind; cum: CumKind; sig: SigMode; r: number }
 type Cmd =
   | { t: "open"; payer: number; payee: number; token: number; signer: number; amount: AmountKind; r: number; delay: number; dup: number | null }
-  | { t: "topUp"; ch: number; caller: Role; amount: AmountKind; r: number }
+  | { t: "topUp"; ch: number; sg: SignerArg; caller: Role; amount: AmountKind; r: number }
   | { t: "settle"; routeOfFirst: boolean; payee: number; token: number; caller: Role; items: ItemSpec[] }
-  | { t: "requestClose"; ch: number; caller: Role }
+  | { t: "requestClose"; ch: number; sg: SignerArg; caller: Role }
   | { t: "warp"; ch: number; offset: number; secs: number }
-  | { t: "withdraw"; ch: number; caller: Role; at: number | null }
-  | { t: "close"; ch: number; caller: Role; amount: AmountKind; cum: CumKind; sig: CloseSigMode; r: number }
+  | { t: "withdraw"; ch: number; sg: SignerArg; caller: Role; at: number | null }
+  | { t: "close"; ch: number; sg: SignerArg; caller: Role; amount: AmountKind; cum: CumKind; sig: CloseSigMode; r: number }
   | { t: "setOperator"; payee: number; approved: boolean };
 
 /** Channel choice: < 6 an unknown id; < 40 any channel; else preferably a channel the command can act on. */
 const chPick = fc.nat(99);
+const signerArg = fc.oneof(
+  { weight: 12, arbitrary: fc.constant<SignerArg>("own") },
+  { weight: 1, arbitrary: fc.constantFrom<SignerArg>("payer", "stranger", "zero") },
+);
 const amountKind = fc.oneof(
   { weight: 6, arbitrary: fc.constant<AmountKind>("next") },
   { weight: 7, arbitrary: fc.constantFrom<AmountKind>("full", "settled", "below", "zero", "over", "huge", "one") },
@@ -103,7 +111,7 @@ const openCmd: fc.Arbitrary<Cmd> = fc.record({
 });
 const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   { weight: 3, arbitrary: openCmd },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("topUp" as const), ch: chPick, caller: fc.constantFrom<Role>("payer", "payer", "payer", "payee", "otherPayer", "signer"), amount: amountKind, r: rand }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant("topUp" as const), ch: chPick, sg: signerArg, caller: fc.constantFrom<Role>("payer", "payer", "payer", "payee", "otherPayer", "signer"), amount: amountKind, r: rand }) },
   {
     weight: 4,
     arbitrary: fc.record({
@@ -116,12 +124,12 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
       items: fc.array(fc.record({ ch: chPick, amount: amountKind, cum: cumKind, sig: sigMode, r: rand }), { minLength: 1, maxLength: 4 }),
     }),
   },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant("requestClose" as const), ch: chPick, caller: fc.constantFrom<Role>("payer", "payer", "payer", "signer", "signer", "payee", "stranger") }) },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant("requestClose" as const), ch: chPick, sg: signerArg, caller: fc.constantFrom<Role>("payer", "payer", "payer", "signer", "signer", "payee", "stranger") }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("warp" as const), ch: fc.nat(99), offset: fc.constantFrom(-1, 0, 0, 1), secs: fc.constantFrom(1, 60, MIN_CLOSE_DELAY, DAY) }) },
   {
     weight: 3,
     arbitrary: fc.record({
-      t: fc.constant("withdraw" as const), ch: chPick, caller: fc.constantFrom<Role>("payer", "stranger", "payee"),
+      t: fc.constant("withdraw" as const), ch: chPick, sg: signerArg, caller: fc.constantFrom<Role>("payer", "stranger", "payee"),
       // when set and the channel's close is pending, first travel to closesAt + at (a warp and a withdraw in one command)
       at: fc.oneof({ weight: 1, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: fc.constantFrom(-1, 0, 0, 1, 3600) }),
     }),
@@ -129,7 +137,7 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   {
     weight: 1,
     arbitrary: fc.record({
-      t: fc.constant("close" as const), ch: chPick, caller: fc.constantFrom<Role>("payee", "payee", "payee", "payee", "payee", "operator", "payer", "stranger"),
+      t: fc.constant("close" as const), ch: chPick, sg: signerArg, caller: fc.constantFrom<Role>("payee", "payee", "payee", "payee", "payee", "operator", "payer", "stranger"),
       amount: amountKind, cum: cumKind, sig: closeSigMode, r: rand,
     }),
   },
@@ -235,6 +243,14 @@ describe("ChannelEscrow: model-based random sequences", function () {
         case "payee": return ch?.payee ?? fallbackPayee;
         case "operator": return addr(OPERATOR);
         case "stranger": return addr(STRANGER);
+      }
+    };
+    const signerOf = (kind: SignerArg, ch: ModelChannel | undefined): Address => {
+      switch (kind) {
+        case "own": return ch?.signer ?? addr(SIGNERS[0]);
+        case "payer": return ch?.payer ?? addr(PAYERS[0]);
+        case "stranger": return addr(STRANGER);
+        case "zero": return zeroAddress;
       }
     };
     const amountOf = (kind: AmountKind, ch: ModelChannel | undefined, r: number): bigint => {
@@ -349,8 +365,9 @@ describe("ChannelEscrow: model-based random sequences", function () {
           const ch = model.channels.get(id);
           const caller = roleAddr(c.caller, ch, addr(PAYEES[0]));
           const amount = topUpAmount(c.amount, ch, c.r);
-          expected = model.topUp(caller, id, amount);
-          actual = await send(caller, call("topUp", [id, amount]));
+          const signer = signerOf(c.sg, ch);
+          expected = model.topUp(caller, id, signer, amount);
+          actual = await send(caller, call("topUp", [id, signer, amount]));
           break;
         }
         case "settle": {
@@ -378,8 +395,9 @@ describe("ChannelEscrow: model-based random sequences", function () {
           const id = pick(c.ch, (x) => live(x) && x.closeRequestedAt === 0n);
           const ch = model.channels.get(id);
           const caller = roleAddr(c.caller, ch, addr(PAYEES[0]));
-          expected = model.requestClose(caller, id, next);
-          actual = await send(caller, call("requestClose", [id]));
+          const signer = signerOf(c.sg, ch);
+          expected = model.requestClose(caller, id, signer, next);
+          actual = await send(caller, call("requestClose", [id, signer]));
           break;
         }
         case "warp": {
@@ -398,8 +416,9 @@ describe("ChannelEscrow: model-based random sequences", function () {
             if (target > next) next = target;
           }
           const caller = roleAddr(c.caller, ch, addr(PAYEES[0]));
-          expected = model.withdraw(id, next);
-          actual = await send(caller, call("withdraw", [id]));
+          const signer = signerOf(c.sg, ch);
+          expected = model.withdraw(id, signer, next);
+          actual = await send(caller, call("withdraw", [id, signer]));
           break;
         }
         case "close": {
@@ -409,8 +428,9 @@ describe("ChannelEscrow: model-based random sequences", function () {
           const amount = amountOf(c.amount, ch, c.r);
           const cum = cumOf(c.cum, amount, c.r);
           const { sig, valid } = signatureFor(c.sig, id, cum, ch);
-          expected = model.close(caller, id, cum, amount, valid);
-          actual = await send(caller, call("close", [id, cum, amount, sig]));
+          const signer = signerOf(c.sg, ch);
+          expected = model.close(caller, id, signer, cum, amount, valid);
+          actual = await send(caller, call("close", [id, signer, cum, amount, sig]));
           break;
         }
         case "setOperator": {
@@ -432,8 +452,14 @@ describe("ChannelEscrow: model-based random sequences", function () {
 
   async function checkInvariants(model: EscrowModel, order: Hex[], seenSettled: Map<Hex, bigint>, frozen: Map<Hex, string>, where: string) {
     if (order.length > 0) {
-      const data = encodeFunctionData({ abi: channelEscrowAbi, functionName: "getChannels", args: [order] });
-      const onChain = decodeFunctionResult({ abi: channelEscrowAbi, functionName: "getChannels", data: await rawCall(escrow, data) });
+      // Each channel twice: with its signer, then with a wrong one (the stranger never signs a channel).
+      const refs = order.flatMap((id) => [{ channelId: id, signer: model.channels.get(id)!.signer }, { channelId: id, signer: addr(STRANGER) }]);
+      const data = encodeFunctionData({ abi: channelEscrowAbi, functionName: "getChannels", args: [refs] });
+      const all = decodeFunctionResult({ abi: channelEscrowAbi, functionName: "getChannels", data: await rawCall(escrow, data) });
+      const onChain = all.filter((_, k) => k % 2 === 0);
+      all.forEach((got, k) => {
+        if (k % 2 === 1) expect(got, `${where}: channel ${(k - 1) / 2} read with a wrong signer`).to.deep.equal(model.getChannel(refs[k].channelId, refs[k].signer));
+      });
       onChain.forEach((got, i) => {
         const id = order[i];
         const m = model.channels.get(id)!;

@@ -56,7 +56,7 @@ describe("ChannelEscrow: opening channels", () => {
       ]);
       expect(await balanceOf(env, usdc, payer.account.address)).to.equal(before - USDC(10));
       expect(await balanceOf(env, usdc, escrowAddr)).to.equal(USDC(10));
-      expect(await channelOf(env, expected)).to.deep.equal({
+      expect(await channelOf(env, expected, signer)).to.deep.equal({
         payer: getAddress(payer.account.address), payee, token: usdc, signer,
         deposit: USDC(10), settled: 0n, closeRequestedAt: 0n, closeDelay: DAY, finalized: false,
       });
@@ -65,7 +65,7 @@ describe("ChannelEscrow: opening channels", () => {
     it("uses the payer as signer when the signer is the zero address (same id as naming the payer)", async () => {
       const salt = nextSalt();
       const c = await openWith(env, { payer, signer: zeroAddress, salt });
-      const ch = await channelOf(env, c.id);
+      const ch = await channelOf(env, c.id, c.signer);
       expect(ch.signer).to.equal(getAddress(payer.account.address));
       const explicit = await env.escrow.read.computeChannelId([payer.account.address, payee, usdc, payer.account.address, salt]);
       expect(explicit).to.equal(c.id);
@@ -76,8 +76,8 @@ describe("ChannelEscrow: opening channels", () => {
     it("accepts the boundary values: close delay 15 minutes and 30 days, deposit of MAX_DEPOSIT", async () => {
       const a = await openWith(env, { payer, closeDelay: MIN_CLOSE_DELAY, amount: 1n });
       const b = await openWith(env, { payer, closeDelay: MAX_CLOSE_DELAY, amount: MAX_DEPOSIT });
-      expect((await channelOf(env, a.id)).closeDelay).to.equal(MIN_CLOSE_DELAY);
-      const chB = await channelOf(env, b.id);
+      expect((await channelOf(env, a.id, a.signer)).closeDelay).to.equal(MIN_CLOSE_DELAY);
+      const chB = await channelOf(env, b.id, b.signer);
       expect(chB.closeDelay).to.equal(MAX_CLOSE_DELAY);
       expect(chB.deposit).to.equal(MAX_DEPOSIT);
     });
@@ -92,7 +92,7 @@ describe("ChannelEscrow: opening channels", () => {
       const c4 = await openWith(env, { payer, payee: payee2, token: usdc2.address });
       const c5 = await openWith(env, { payer });
       const got = await env.publicClient.readContract({
-        address: escrowAddr, abi: channelEscrowAbi, functionName: "getChannels", args: [[c1.id, c2.id, c3.id, c4.id, c5.id]],
+        address: escrowAddr, abi: channelEscrowAbi, functionName: "getChannels", args: [[c1, c2, c3, c4, c5].map((c) => ({ channelId: c.id, signer: c.signer }))],
       });
       expect(got.map((c) => [c.payee, c.token])).to.deep.equal([
         [payee, usdc],
@@ -147,7 +147,7 @@ describe("ChannelEscrow: opening channels", () => {
       const a = await openWith(env, { payer, signer, salt });
       const b = await openWith(env, { payer: other, signer, salt });
       expect(a.id).to.not.equal(b.id);
-      expect((await channelOf(env, b.id)).payer).to.equal(getAddress(other.account.address));
+      expect((await channelOf(env, b.id, b.signer)).payer).to.equal(getAddress(other.account.address));
     });
 
     it("bubbles the token's error when the allowance is missing and records nothing", async () => {
@@ -155,7 +155,7 @@ describe("ChannelEscrow: opening channels", () => {
       const a = args();
       await expectRevert(env.escrow.write.open(a, { account: payer.account }), "InsufficientAllowance", [escrowAddr, 0n, USDC(10)]);
       const id = (await env.escrow.read.computeChannelId([payer.account.address, payee, usdc, zeroAddress, a[5]])) as Hex;
-      expect((await channelOf(env, id)).payer).to.equal(zeroAddress);
+      expect((await channelOf(env, id, payer.account.address)).payer).to.equal(zeroAddress);
     });
 
     it("reverts TransferAmountMismatch for a fee-on-transfer token", async () => {
@@ -182,7 +182,7 @@ describe("ChannelEscrow: opening channels", () => {
       const r = await receipt(env, hash);
       expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["ChannelOpened"]);
       const id = eventsNamed(r, "ChannelOpened")[0].args.channelId;
-      expect((await channelOf(env, id)).deposit).to.equal(USDC(5));
+      expect((await channelOf(env, id, payer.account.address)).deposit).to.equal(USDC(5));
       expect(await env.usdc.read.allowance([payer.account.address, escrowAddr])).to.equal(0n);
       expect(await env.usdc.read.nonces([payer.account.address])).to.equal(1n);
     });
@@ -278,7 +278,7 @@ describe("ChannelEscrow: opening channels", () => {
       expect(opened.payer).to.equal(p.address);
       expect(transfers(r)).to.deep.equal([{ token: usdc, from: p.address, to: escrowAddr, value: USDC(7) }]);
       expect(await env.usdc.read.authorizationState([p.address, a.nonce])).to.equal(true);
-      const ch = await channelOf(env, a.channelId);
+      const ch = await channelOf(env, a.channelId, signer);
       expect([ch.payer, ch.signer, ch.deposit]).to.deep.equal([p.address, signer, USDC(7)]);
     });
 
@@ -301,7 +301,7 @@ describe("ChannelEscrow: opening channels", () => {
       }
       // The intended channel still opens with it.
       await env.escrow.write.openWithAuthorization(base, { account: other.account });
-      expect((await channelOf(env, a.channelId)).payee).to.equal(payee);
+      expect((await channelOf(env, a.channelId, p.address)).payee).to.equal(payee);
     });
 
     it("cannot be used twice: the second open reverts ChannelExists", async () => {

@@ -60,15 +60,15 @@ describe("ChannelEscrow: security checklist (contract)", () => {
     return { events: escrowEvents(r).map((e) => [e.eventName, e.args] as const), transfers: transfers(r), gasUsed: r.gasUsed };
   };
   const skipped = (id: Hex, reason: number) => [["SettleSkipped", { channelId: id, reason }]];
-  const closeWith = (id: Hex, cum: bigint, amount: bigint, sig: Hex) =>
-    env.escrow.write.close([id, cum, amount, sig], { account: payeeW.account });
+  const closeWith = (ch: { id: Hex; signer: Address }, cum: bigint, amount: bigint, sig: Hex) =>
+    env.escrow.write.close([ch.id, ch.signer, cum, amount, sig], { account: payeeW.account });
 
   describe("replay", () => {
     it("a voucher signed for another chain id is rejected (settle skips, close reverts)", async () => {
       const ch = await openKeyed();
       const foreign = new VoucherSigner(ch.key, escrowDomain(env.chainId + 1, escrow));
       expect((await outcome(await settle([claim(foreign, ch.c.id, 1n)]))).events).to.deep.equal(skipped(ch.c.id, SKIP.InvalidSignature));
-      await expectRevert(closeWith(ch.c.id, 1n, 1n, foreign.sign(ch.c.id, 1n).signature), "InvalidSignature", [ch.c.id]);
+      await expectRevert(closeWith(ch.c, 1n, 1n, foreign.sign(ch.c.id, 1n).signature), "InvalidSignature", [ch.c.id]);
       // the same key in the right domain works
       expect((await outcome(await settle([claim(ch.v, ch.c.id, 1n)]))).events).to.deep.equal([["Settled", { channelId: ch.c.id, amount: 1n }]]);
     });
@@ -78,7 +78,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const otherEscrow = await hre.viem.deployContract("ChannelEscrow");
       const foreign = new VoucherSigner(ch.key, escrowDomain(env.chainId, getAddress(otherEscrow.address)));
       expect((await outcome(await settle([claim(foreign, ch.c.id, 1n)]))).events).to.deep.equal(skipped(ch.c.id, SKIP.InvalidSignature));
-      await expectRevert(closeWith(ch.c.id, 1n, 1n, foreign.sign(ch.c.id, 1n).signature), "InvalidSignature", [ch.c.id]);
+      await expectRevert(closeWith(ch.c, 1n, 1n, foreign.sign(ch.c.id, 1n).signature), "InvalidSignature", [ch.c.id]);
       // and the channel does not exist on the other escrow
       const r = await outcome(
         await otherEscrow.write.settle([payee, usdc, encodeSettleItems([claim(ch.v, ch.c.id, 1n)])], { account: payeeW.account }),
@@ -93,14 +93,14 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const forA = a.v.sign(a.c.id, USDC(1)).signature;
       const item: SettleClaim = { channelId: b.c.id, cumulativeAmount: USDC(1), amount: USDC(1), signature: forA };
       expect((await outcome(await settle([item]))).events).to.deep.equal(skipped(b.c.id, SKIP.InvalidSignature));
-      await expectRevert(closeWith(b.c.id, USDC(1), USDC(1), forA), "InvalidSignature", [b.c.id]);
+      await expectRevert(closeWith(b.c, USDC(1), USDC(1), forA), "InvalidSignature", [b.c.id]);
     });
 
     it("a finalized channel's id is never reused, and its old vouchers pay nothing on a new channel", async () => {
       const key = generatePrivateKey();
       const old = await openKeyed({ key });
       const oldVoucher = claim(old.v, old.c.id, USDC(5));
-      await closeWith(old.c.id, 0n, 0n, "0x"); // finalized, nothing settled
+      await closeWith(old.c, 0n, 0n, "0x"); // finalized, nothing settled
       // reopening with the very same parameters is refused
       await fund(env, payer, USDC(10));
       await expectRevert(
@@ -114,26 +114,26 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       expect((await outcome(await settle([{ ...oldVoucher, channelId: fresh.c.id }]))).events).to.deep.equal(
         skipped(fresh.c.id, SKIP.InvalidSignature),
       );
-      expect((await channelOf(env, fresh.c.id)).settled).to.equal(0n);
+      expect((await channelOf(env, fresh.c.id, fresh.c.signer)).settled).to.equal(0n);
     });
 
     for (const how of ["withdraw", "close"] as const) {
       it(`finalized is sticky after ${how}: topUp, requestClose, withdraw, close revert ChannelFinalized; settle skips Finalized`, async () => {
         if (how === "withdraw") {
-          await env.escrow.write.requestClose([c.id], { account: payer.account });
+          await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
           await hre.network.provider.send("evm_increaseTime", [DAY]);
-          await env.escrow.write.withdraw([c.id]);
+          await env.escrow.write.withdraw([c.id, c.signer]);
         } else {
-          await closeWith(c.id, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature);
+          await closeWith(c, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature);
         }
-        const before = await channelOf(env, c.id);
+        const before = await channelOf(env, c.id, c.signer);
         await fund(env, payer, 1n);
-        await expectRevert(env.escrow.write.topUp([c.id, 1n], { account: payer.account }), "ChannelFinalized", [c.id]);
-        await expectRevert(env.escrow.write.requestClose([c.id], { account: payer.account }), "ChannelFinalized", [c.id]);
-        await expectRevert(env.escrow.write.withdraw([c.id]), "ChannelFinalized", [c.id]);
-        await expectRevert(closeWith(c.id, USDC(2), USDC(2), v.sign(c.id, USDC(2)).signature), "ChannelFinalized", [c.id]);
+        await expectRevert(env.escrow.write.topUp([c.id, c.signer, 1n], { account: payer.account }), "ChannelFinalized", [c.id]);
+        await expectRevert(env.escrow.write.requestClose([c.id, c.signer], { account: payer.account }), "ChannelFinalized", [c.id]);
+        await expectRevert(env.escrow.write.withdraw([c.id, c.signer]), "ChannelFinalized", [c.id]);
+        await expectRevert(closeWith(c, USDC(2), USDC(2), v.sign(c.id, USDC(2)).signature), "ChannelFinalized", [c.id]);
         expect((await outcome(await settle([claim(v, c.id, USDC(3))]))).events).to.deep.equal(skipped(c.id, SKIP.Finalized));
-        expect(await channelOf(env, c.id)).to.deep.equal(before);
+        expect(await channelOf(env, c.id, c.signer)).to.deep.equal(before);
         expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
       });
     }
@@ -144,8 +144,8 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const good = v.sign(c.id, USDC(1)).signature;
       const twin = flipS(good);
       expect(splitSignature(twin).s > SECP256K1_HALF_N).to.equal(true);
-      await expectRevert(closeWith(c.id, USDC(1), USDC(1), twin), "InvalidSignature", [c.id]);
-      await closeWith(c.id, USDC(1), USDC(1), good); // the canonical one works
+      await expectRevert(closeWith(c, USDC(1), USDC(1), twin), "InvalidSignature", [c.id]);
+      await closeWith(c, USDC(1), USDC(1), good); // the canonical one works
     });
 
     it("settle rejects a compact signature whose s is above n/2", async () => {
@@ -167,7 +167,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
         `${good}00`, // 66 bytes
         "0x",
       ];
-      for (const sig of bad) await expectRevert(closeWith(c.id, USDC(1), USDC(1), sig), "InvalidSignature", [c.id]);
+      for (const sig of bad) await expectRevert(closeWith(c, USDC(1), USDC(1), sig), "InvalidSignature", [c.id]);
     });
 
     it("a signature that recovers to no one (zero address) is rejected in settle and close", async () => {
@@ -175,18 +175,18 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       expect((await outcome(await settle([{ channelId: c.id, cumulativeAmount: 1n, amount: 1n, signature: zero }]))).events).to.deep.equal(
         skipped(c.id, SKIP.InvalidSignature),
       );
-      await expectRevert(closeWith(c.id, 1n, 1n, zero), "InvalidSignature", [c.id]);
+      await expectRevert(closeWith(c, 1n, 1n, zero), "InvalidSignature", [c.id]);
       const { s } = splitSignature(v.sign(c.id, 1n).signature);
-      await expectRevert(closeWith(c.id, 1n, 1n, joinSignature(0n, s, 27)), "InvalidSignature", [c.id]);
+      await expectRevert(closeWith(c, 1n, 1n, joinSignature(0n, s, 27)), "InvalidSignature", [c.id]);
     });
 
     it("a voucher signed by anyone but the channel's signer (payer, payee, stranger) is rejected", async () => {
       for (const idx of [1, 0, 2]) {
         const s = new VoucherSigner(accountKey(idx), env.domain);
         expect((await outcome(await settle([claim(s, c.id, 1n)]))).events).to.deep.equal(skipped(c.id, SKIP.InvalidSignature));
-        await expectRevert(closeWith(c.id, 1n, 1n, s.sign(c.id, 1n).signature), "InvalidSignature", [c.id]);
+        await expectRevert(closeWith(c, 1n, 1n, s.sign(c.id, 1n).signature), "InvalidSignature", [c.id]);
       }
-      expect((await channelOf(env, c.id)).settled).to.equal(0n);
+      expect((await channelOf(env, c.id, c.signer)).settled).to.equal(0n);
     });
   });
 
@@ -195,12 +195,12 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       await settle([claim(v, c.id, USDC(5))]);
       for (const a of [USDC(5), USDC(3), 1n]) {
         expect((await outcome(await settle([claim(v, c.id, a)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountNotAboveSettled));
-        expect((await channelOf(env, c.id)).settled).to.equal(USDC(5));
+        expect((await channelOf(env, c.id, c.signer)).settled).to.equal(USDC(5));
       }
       // a cooperative close with a lower voucher keeps what was settled and refunds only the rest
-      const out = await outcome(await closeWith(c.id, USDC(3), USDC(3), v.sign(c.id, USDC(3)).signature));
+      const out = await outcome(await closeWith(c, USDC(3), USDC(3), v.sign(c.id, USDC(3)).signature));
       expect(out.events).to.deep.equal([["Closed", { channelId: c.id, settled: USDC(5), refund: USDC(5) }]]);
-      expect((await channelOf(env, c.id)).settled).to.equal(USDC(5));
+      expect((await channelOf(env, c.id, c.signer)).settled).to.equal(USDC(5));
     });
 
     it("settling above the deposit is skipped, even with a valid voucher for more", async () => {
@@ -212,39 +212,39 @@ describe("ChannelEscrow: security checklist (contract)", () => {
 
     it("an amount above the voucher is skipped (settle) and reverts (close)", async () => {
       expect((await outcome(await settle([claim(v, c.id, 2n, 1n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountAboveVoucher));
-      await expectRevert(closeWith(c.id, 1n, 2n, v.sign(c.id, 1n).signature), "AmountAboveVoucher", [c.id, 2n, 1n]);
+      await expectRevert(closeWith(c, 1n, 2n, v.sign(c.id, 1n).signature), "AmountAboveVoucher", [c.id, 2n, 1n]);
     });
   });
 
   describe("close delay", () => {
     it("withdraw 1 s before the delay ends reverts CloseDelayNotElapsed; at the end it pays deposit - settled", async () => {
       await settle([claim(v, c.id, USDC(3))]);
-      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
       const closesAt = (await latestTimestamp()) + BigInt(DAY);
       await setNextTimestamp(closesAt - 1n);
-      await expectRevert(env.escrow.write.withdraw([c.id], { account: payer.account }), "CloseDelayNotElapsed", [c.id, closesAt, closesAt - 1n]);
-      expect((await channelOf(env, c.id)).finalized).to.equal(false);
+      await expectRevert(env.escrow.write.withdraw([c.id, c.signer], { account: payer.account }), "CloseDelayNotElapsed", [c.id, closesAt, closesAt - 1n]);
+      expect((await channelOf(env, c.id, c.signer)).finalized).to.equal(false);
       await setNextTimestamp(closesAt);
-      const w = await outcome(await env.escrow.write.withdraw([c.id], { account: payer.account }));
+      const w = await outcome(await env.escrow.write.withdraw([c.id, c.signer], { account: payer.account }));
       expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(7) }]]);
       expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: c.payer, value: USDC(7) }]);
     });
 
     it("the payee settles at closesAt - 1; withdraw at closesAt refunds exactly deposit - settled", async () => {
-      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
       const closesAt = (await latestTimestamp()) + BigInt(DAY);
       await setNextTimestamp(closesAt - 1n);
       const s = await outcome(await settle([claim(v, c.id, USDC(4))]));
       expect(s.events).to.deep.equal([["Settled", { channelId: c.id, amount: USDC(4) }]]);
       expect(await latestTimestamp()).to.equal(closesAt - 1n);
       await setNextTimestamp(closesAt);
-      const w = await outcome(await env.escrow.write.withdraw([c.id], { account: stranger.account }));
+      const w = await outcome(await env.escrow.write.withdraw([c.id, c.signer], { account: stranger.account }));
       expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(6) }]]);
       expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: c.payer, value: USDC(6) }]);
     });
 
     it("the payee can still settle after closesAt as long as nobody has withdrawn", async () => {
-      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
       await hre.network.provider.send("evm_increaseTime", [10 * DAY]);
       expect((await outcome(await settle([claim(v, c.id, USDC(2))]))).events).to.deep.equal([["Settled", { channelId: c.id, amount: USDC(2) }]]);
     });
@@ -257,7 +257,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const stale = await openKeyed();
       await settle([claim(stale.v, stale.c.id, USDC(3))]);
       const fin = await openKeyed();
-      await closeWith(fin.c.id, 0n, 0n, "0x");
+      await closeWith(fin.c, 0n, 0n, "0x");
       const otherPayee = await openKeyed({ payee: payee2 });
       const usdc2 = await hre.viem.deployContract("MockUSDC");
       const otherToken = await openKeyed({ token: usdc2.address });
@@ -285,7 +285,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
 
     it("an unauthorized caller is refused as a whole (NotPayeeOrOperator) and settles nothing", async () => {
       await expectRevert(settle([claim(v, c.id, 1n)], stranger), "NotPayeeOrOperator", [payee, stranger.account.address]);
-      expect((await channelOf(env, c.id)).settled).to.equal(0n);
+      expect((await channelOf(env, c.id, c.signer)).settled).to.equal(0n);
     });
   });
 
@@ -300,54 +300,54 @@ describe("ChannelEscrow: security checklist (contract)", () => {
         [payee2],
       );
       await expectRevert(
-        env.escrow.write.close([mine.c.id, USDC(2), USDC(2), mine.v.sign(mine.c.id, USDC(2)).signature], { account: payee2W.account }),
+        env.escrow.write.close([mine.c.id, mine.c.signer, USDC(2), USDC(2), mine.v.sign(mine.c.id, USDC(2)).signature], { account: payee2W.account }),
         "AccountBlacklisted",
         [payee2],
       );
       // another payee is unaffected
       expect((await outcome(await settle([claim(v, c.id, USDC(1))]))).transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(1) }]);
       // the payer gets deposit - settled back without any transfer to the payee
-      await env.escrow.write.requestClose([mine.c.id], { account: payer.account });
+      await env.escrow.write.requestClose([mine.c.id, mine.c.signer], { account: payer.account });
       await hre.network.provider.send("evm_increaseTime", [DAY]);
-      const w = await outcome(await env.escrow.write.withdraw([mine.c.id]));
+      const w = await outcome(await env.escrow.write.withdraw([mine.c.id, mine.c.signer]));
       expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: mine.c.payer, value: USDC(9) }]);
     });
 
     it("a blacklisted payer blocks only its refund: the payee still settles, and withdraw leaves the channel open", async () => {
       const payer3 = env.wallets[7];
       const theirs = await openKeyed({ payer: payer3 });
-      await env.escrow.write.requestClose([theirs.c.id], { account: payer3.account });
+      await env.escrow.write.requestClose([theirs.c.id, theirs.c.signer], { account: payer3.account });
       await hre.network.provider.send("evm_increaseTime", [DAY]);
       await env.usdc.write.blacklist([payer3.account.address, true]);
-      await expectRevert(env.escrow.write.withdraw([theirs.c.id]), "AccountBlacklisted", [payer3.account.address]);
+      await expectRevert(env.escrow.write.withdraw([theirs.c.id, theirs.c.signer]), "AccountBlacklisted", [payer3.account.address]);
       await expectRevert(
-        env.escrow.write.close([theirs.c.id, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature], { account: payeeW.account }),
+        env.escrow.write.close([theirs.c.id, theirs.c.signer, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature], { account: payeeW.account }),
         "AccountBlacklisted",
         [payer3.account.address],
       );
-      expect((await channelOf(env, theirs.c.id)).finalized).to.equal(false);
+      expect((await channelOf(env, theirs.c.id, theirs.c.signer)).finalized).to.equal(false);
       const s = await outcome(await settle([claim(theirs.v, theirs.c.id, USDC(2))]));
       expect(s.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(2) }]);
       await env.usdc.write.blacklist([payer3.account.address, false]);
-      const w = await outcome(await env.escrow.write.withdraw([theirs.c.id]));
+      const w = await outcome(await env.escrow.write.withdraw([theirs.c.id, theirs.c.signer]));
       expect(w.events).to.deep.equal([["Withdrawn", { channelId: theirs.c.id, refund: USDC(8) }]]);
     });
 
     it("while the token is paused nothing moves and no state changes; afterwards everything proceeds", async () => {
-      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
       await hre.network.provider.send("evm_increaseTime", [DAY]);
       await fund(env, payer, USDC(1));
       await env.usdc.write.setPaused([true]);
-      const before = await channelOf(env, c.id);
+      const before = await channelOf(env, c.id, c.signer);
       await expectRevert(env.escrow.write.open([payee, usdc, payer.account.address, USDC(1), DAY, `0x${"77".repeat(32)}`], { account: payer.account }), "Paused", []);
-      await expectRevert(env.escrow.write.topUp([c.id, USDC(1)], { account: payer.account }), "Paused", []);
+      await expectRevert(env.escrow.write.topUp([c.id, c.signer, USDC(1)], { account: payer.account }), "Paused", []);
       await expectRevert(settle([claim(v, c.id, USDC(1))]), "Paused", []);
-      await expectRevert(env.escrow.write.withdraw([c.id]), "Paused", []);
-      await expectRevert(closeWith(c.id, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature), "Paused", []);
-      expect(await channelOf(env, c.id)).to.deep.equal(before);
+      await expectRevert(env.escrow.write.withdraw([c.id, c.signer]), "Paused", []);
+      await expectRevert(closeWith(c, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature), "Paused", []);
+      expect(await channelOf(env, c.id, c.signer)).to.deep.equal(before);
       await env.usdc.write.setPaused([false]);
       await settle([claim(v, c.id, USDC(1))]);
-      const w = await outcome(await env.escrow.write.withdraw([c.id]));
+      const w = await outcome(await env.escrow.write.withdraw([c.id, c.signer]));
       expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(9) }]]);
     });
   });
@@ -366,7 +366,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const ch = await openWith(env, { payer, token: feeAddr, amount: 10_000n });
       await fee.write.setFeePercent([1n]);
       await fund(env, payer, 1_000n, feeAddr);
-      await expectRevert(env.escrow.write.topUp([ch.id, 1_000n], { account: payer.account }), "TransferAmountMismatch", [feeAddr, 1_000n, 990n]);
+      await expectRevert(env.escrow.write.topUp([ch.id, ch.signer, 1_000n], { account: payer.account }), "TransferAmountMismatch", [feeAddr, 1_000n, 990n]);
     });
 
     describe("a token whose transfer hook calls back into the escrow is stopped by the reentrancy guard", () => {
@@ -379,20 +379,20 @@ describe("ChannelEscrow: security checklist (contract)", () => {
         tok = await hre.viem.deployContract("ReentrantToken");
         tokAddr = getAddress(tok.address);
         victim = await openWith(env, { payer, token: tokAddr, amount: 1_000n });
-        await env.escrow.write.requestClose([victim.id], { account: payer.account });
+        await env.escrow.write.requestClose([victim.id, victim.signer], { account: payer.account });
         await hre.network.provider.send("evm_increaseTime", [DAY]);
         target = await openKeyed({ token: tokAddr, amount: 5_000n });
       });
 
       /** Arms the token to call withdraw(victim) on its next transfer, runs `action`, and checks the re-entry failed. */
       async function expectGuarded(action: () => Promise<unknown>) {
-        await tok.write.arm([escrow, encodeFunctionData({ abi: channelEscrowAbi, functionName: "withdraw", args: [victim.id] })]);
+        await tok.write.arm([escrow, encodeFunctionData({ abi: channelEscrowAbi, functionName: "withdraw", args: [victim.id, victim.signer] })]);
         await action();
         expect(await tok.read.attempted()).to.equal(true);
         expect(await tok.read.reentered()).to.equal(false);
         const err = decodeRevertData((await tok.read.lastRevert()) as Hex);
         expect([err.errorName, err.args]).to.deep.equal(["ReentrancyGuardReentrantCall", []]);
-        expect((await channelOf(env, victim.id)).finalized).to.equal(false);
+        expect((await channelOf(env, victim.id, victim.signer)).finalized).to.equal(false);
       }
 
       it("during open (transferFrom)", async () => {
@@ -401,18 +401,18 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       });
       it("during topUp", async () => {
         await fund(env, payer, 10n, tokAddr);
-        await expectGuarded(() => env.escrow.write.topUp([target.c.id, 10n], { account: payer.account }));
+        await expectGuarded(() => env.escrow.write.topUp([target.c.id, target.c.signer, 10n], { account: payer.account }));
       });
       it("during settle's payout", async () => {
         await expectGuarded(() => env.escrow.write.settle([payee, tokAddr, encodeSettleItems([claim(target.v, target.c.id, 10n)])], { account: payeeW.account }));
       });
       it("during close's payout and refund", async () => {
-        await expectGuarded(() => closeWith(target.c.id, 10n, 10n, target.v.sign(target.c.id, 10n).signature));
+        await expectGuarded(() => closeWith(target.c, 10n, 10n, target.v.sign(target.c.id, 10n).signature));
       });
       it("during withdraw's refund", async () => {
-        await env.escrow.write.requestClose([target.c.id], { account: payer.account });
+        await env.escrow.write.requestClose([target.c.id, target.c.signer], { account: payer.account });
         await hre.network.provider.send("evm_increaseTime", [DAY]);
-        await expectGuarded(() => env.escrow.write.withdraw([target.c.id]));
+        await expectGuarded(() => env.escrow.write.withdraw([target.c.id, target.c.signer]));
       });
       it("every state-changing function refuses re-entry (re-entered from settle's payout)", async () => {
         const salt = `0x${"99".repeat(32)}` as Hex;
@@ -420,12 +420,12 @@ describe("ChannelEscrow: security checklist (contract)", () => {
           ["open", encodeFunctionData({ abi: channelEscrowAbi, functionName: "open", args: [payee, tokAddr, payee, 1n, DAY, salt] })],
           ["openWithPermit", encodeFunctionData({ abi: channelEscrowAbi, functionName: "openWithPermit", args: [payee, tokAddr, payee, 1n, DAY, salt, 0n, 27, salt, salt] })],
           ["openWithAuthorization", encodeFunctionData({ abi: channelEscrowAbi, functionName: "openWithAuthorization", args: [c.payer, payee, tokAddr, payee, 1n, DAY, salt, 0n, 0n, "0x"] })],
-          ["topUp", encodeFunctionData({ abi: channelEscrowAbi, functionName: "topUp", args: [target.c.id, 1n] })],
-          ["requestClose", encodeFunctionData({ abi: channelEscrowAbi, functionName: "requestClose", args: [target.c.id] })],
-          ["withdraw", encodeFunctionData({ abi: channelEscrowAbi, functionName: "withdraw", args: [victim.id] })],
+          ["topUp", encodeFunctionData({ abi: channelEscrowAbi, functionName: "topUp", args: [target.c.id, target.c.signer, 1n] })],
+          ["requestClose", encodeFunctionData({ abi: channelEscrowAbi, functionName: "requestClose", args: [target.c.id, target.c.signer] })],
+          ["withdraw", encodeFunctionData({ abi: channelEscrowAbi, functionName: "withdraw", args: [victim.id, victim.signer] })],
           ["settle", encodeFunctionData({ abi: channelEscrowAbi, functionName: "settle", args: [payee, tokAddr, encodeSettleItems([claim(target.v, target.c.id, 20n)])] })],
           ["settleContractSigned", encodeFunctionData({ abi: channelEscrowAbi, functionName: "settleContractSigned", args: [payee, tokAddr, []] })],
-          ["close", encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [target.c.id, 0n, 0n, "0x"] })],
+          ["close", encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [target.c.id, target.c.signer, 0n, 0n, "0x"] })],
         ];
         let amount = 10n;
         for (const [name, data] of targets) {
@@ -435,7 +435,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
           const err = decodeRevertData((await tok.read.lastRevert()) as Hex);
           expect([err.errorName, err.args], name).to.deep.equal(["ReentrancyGuardReentrantCall", []]);
         }
-        const ch = await channelOf(env, target.c.id);
+        const ch = await channelOf(env, target.c.id, target.c.signer);
         expect([ch.settled, ch.deposit, ch.closeRequestedAt, ch.finalized]).to.deep.equal([amount - 1n, 5_000n, 0n, false]);
       });
       it("during settleContractSigned's payout", async () => {
@@ -456,18 +456,18 @@ describe("ChannelEscrow: security checklist (contract)", () => {
     it("zero amounts: open and topUp revert ZeroAmount; a zero claim is skipped; a zero close refunds everything", async () => {
       await fund(env, payer, 1n);
       await expectRevert(env.escrow.write.open([payee, usdc, payer.account.address, 0n, DAY, `0x${"88".repeat(32)}`], { account: payer.account }), "ZeroAmount", []);
-      await expectRevert(env.escrow.write.topUp([c.id, 0n], { account: payer.account }), "ZeroAmount", []);
+      await expectRevert(env.escrow.write.topUp([c.id, c.signer, 0n], { account: payer.account }), "ZeroAmount", []);
       expect((await outcome(await settle([claim(v, c.id, 0n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountNotAboveSettled));
       expect((await outcome(await settle([claim(v, c.id, 0n, 5n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountNotAboveSettled));
-      const out = await outcome(await closeWith(c.id, 0n, 0n, v.sign(c.id, 0n).signature));
+      const out = await outcome(await closeWith(c, 0n, 0n, v.sign(c.id, 0n).signature));
       expect(out.events).to.deep.equal([["Closed", { channelId: c.id, settled: 0n, refund: USDC(10) }]]);
     });
 
     it("a voucher equal to the deposit settles all of it; withdraw then refunds 0", async () => {
       await settle([claim(v, c.id, USDC(10))]);
-      await env.escrow.write.requestClose([c.id], { account: payer.account });
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
       await hre.network.provider.send("evm_increaseTime", [DAY]);
-      const w = await outcome(await env.escrow.write.withdraw([c.id]));
+      const w = await outcome(await env.escrow.write.withdraw([c.id, c.signer]));
       expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: 0n }]]);
       expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
     });
@@ -477,28 +477,28 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       expect((await outcome(await settle([claim(full.v, full.c.id, MAX_UINT128)]))).events).to.deep.equal(skipped(full.c.id, SKIP.AmountAboveDeposit));
       // 2^96 + 5 would read as 5 if the contract dropped the high bits
       expect((await outcome(await settle([claim(v, c.id, (1n << 96n) + 5n)]))).events).to.deep.equal(skipped(c.id, SKIP.AmountAboveDeposit));
-      await expectRevert(closeWith(c.id, (1n << 96n) + 5n, (1n << 96n) + 5n, v.sign(c.id, (1n << 96n) + 5n).signature), "AmountAboveDeposit", [
+      await expectRevert(closeWith(c, (1n << 96n) + 5n, (1n << 96n) + 5n, v.sign(c.id, (1n << 96n) + 5n).signature), "AmountAboveDeposit", [
         c.id, (1n << 96n) + 5n, USDC(10),
       ]);
-      await expectRevert(closeWith(full.c.id, MAX_UINT128, MAX_UINT128, full.v.sign(full.c.id, MAX_UINT128).signature), "AmountAboveDeposit", [
+      await expectRevert(closeWith(full.c, MAX_UINT128, MAX_UINT128, full.v.sign(full.c.id, MAX_UINT128).signature), "AmountAboveDeposit", [
         full.c.id, MAX_UINT128, MAX_DEPOSIT,
       ]);
       const out = await outcome(await settle([claim(full.v, full.c.id, MAX_DEPOSIT, MAX_UINT128)]));
       expect(out.events).to.deep.equal([["Settled", { channelId: full.c.id, amount: MAX_DEPOSIT }]]);
       expect(out.transfers[0].value).to.equal(MAX_DEPOSIT);
-      const ch = await channelOf(env, full.c.id);
+      const ch = await channelOf(env, full.c.id, full.c.signer);
       expect([ch.deposit, ch.settled, ch.finalized]).to.deep.equal([MAX_DEPOSIT, MAX_DEPOSIT, false]);
     });
 
     it("a top-up past MAX_DEPOSIT reverts DepositTooLarge and does not wrap", async () => {
       const full = await openKeyed({ amount: MAX_DEPOSIT });
       await fund(env, payer, MAX_UINT128);
-      await expectRevert(env.escrow.write.topUp([full.c.id, 1n], { account: payer.account }), "DepositTooLarge", [MAX_DEPOSIT + 1n, MAX_DEPOSIT]);
-      await expectRevert(env.escrow.write.topUp([full.c.id, MAX_UINT128], { account: payer.account }), "DepositTooLarge", [
+      await expectRevert(env.escrow.write.topUp([full.c.id, full.c.signer, 1n], { account: payer.account }), "DepositTooLarge", [MAX_DEPOSIT + 1n, MAX_DEPOSIT]);
+      await expectRevert(env.escrow.write.topUp([full.c.id, full.c.signer, MAX_UINT128], { account: payer.account }), "DepositTooLarge", [
         MAX_DEPOSIT + MAX_UINT128, MAX_DEPOSIT,
       ]);
       // a settled, finalized or close-requested state cannot be reached by overflowing into the neighbouring bits
-      const ch = await channelOf(env, full.c.id);
+      const ch = await channelOf(env, full.c.id, full.c.signer);
       expect([ch.deposit, ch.settled, ch.finalized]).to.deep.equal([MAX_DEPOSIT, 0n, false]);
     });
   });

@@ -54,7 +54,7 @@ describe("ChannelEscrow: settlement", () => {
       const out = await settleOutcome(await env.escrow.write.settle([payee, usdc, items], { account: payeeW.account }));
       expect(out.events).to.deep.equal([["Settled", { channelId: c.id, amount: USDC(2) }]]);
       expect(out.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(2) }]);
-      expect((await channelOf(env, c.id)).settled).to.equal(USDC(2));
+      expect((await channelOf(env, c.id, c.signer)).settled).to.equal(USDC(2));
       expect(await balanceOf(env, usdc, payee)).to.equal(USDC(2));
     });
 
@@ -76,7 +76,7 @@ describe("ChannelEscrow: settlement", () => {
     it("claims less than the voucher when asked (amount < cumulativeAmount), and the rest later with the same voucher", async () => {
       const [{ c, v }] = chans;
       await settle([claim(v, c.id, USDC(1), USDC(4))]);
-      expect((await channelOf(env, c.id)).settled).to.equal(USDC(1));
+      expect((await channelOf(env, c.id, c.signer)).settled).to.equal(USDC(1));
       const out = await settleOutcome(await settle([claim(v, c.id, USDC(4), USDC(4))]));
       expect(out.transfers[0].value).to.equal(USDC(3));
     });
@@ -98,7 +98,7 @@ describe("ChannelEscrow: settlement", () => {
       const usdc2 = await hre.viem.deployContract("MockUSDC");
       const otherTok = await openKeyed({ token: usdc2.address }); // another token
       const fin = await openKeyed(); // finalized below
-      await env.escrow.write.close([fin.c.id, 0n, 0n, "0x"], { account: payeeW.account });
+      await env.escrow.write.close([fin.c.id, fin.c.signer, 0n, 0n, "0x"], { account: payeeW.account });
       await settle([claim(d.v, d.c.id, USDC(5))]); // d.settled = 5
       const unknown = `0x${"cd".repeat(32)}` as Hex;
       const bad: [SettleClaim, number][] = [
@@ -121,8 +121,8 @@ describe("ChannelEscrow: settlement", () => {
           ["Settled", { channelId: b.c.id, amount: 9n }],
         ]);
         expect(out.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: 16n }]);
-        for (const x of [other, otherTok, fin]) expect((await channelOf(env, x.c.id)).settled).to.equal(0n);
-        expect((await channelOf(env, d.c.id)).settled).to.equal(USDC(5));
+        for (const x of [other, otherTok, fin]) expect((await channelOf(env, x.c.id, x.c.signer)).settled).to.equal(0n);
+        expect((await channelOf(env, d.c.id, d.c.signer)).settled).to.equal(USDC(5));
         await revertTo(snap); // the next bad item meets the same good items
       }
     });
@@ -276,7 +276,7 @@ describe("ChannelEscrow: settlement", () => {
         ["SettleSkipped", { channelId: unknown, reason: SKIP.UnknownChannel }],
         ["SettleSkipped", { channelId: toPayee2.id, reason: SKIP.PayeeMismatch }],
       ]);
-      await env.escrow.write.close([a.c.id, 0n, 0n, "0x"], { account: payeeW.account });
+      await env.escrow.write.close([a.c.id, a.c.signer, 0n, 0n, "0x"], { account: payeeW.account });
       const fin = await settleOutcome(
         await env.escrow.write.settleContractSigned([payee, usdc, [item(a.c.id, a.wallet.address, USDC(3))]], { account: payeeW.account }),
       );
@@ -295,19 +295,19 @@ describe("ChannelEscrow: settlement", () => {
       const a = await walletChannel(Mode.Valid);
       const s = ownerSigner.sign(a.c.id, USDC(2)).signature;
       await a.wallet.write.setMode([Mode.Invalid]);
-      await expectRevert(env.escrow.write.close([a.c.id, USDC(2), USDC(2), s], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
+      await expectRevert(env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
       await a.wallet.write.setMode([Mode.Reverting]);
-      await expectRevert(env.escrow.write.close([a.c.id, USDC(2), USDC(2), s], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
+      await expectRevert(env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
       await a.wallet.write.setMode([Mode.Valid]);
-      const out = await settleOutcome(await env.escrow.write.close([a.c.id, USDC(2), USDC(2), s], { account: payeeW.account }));
+      const out = await settleOutcome(await env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s], { account: payeeW.account }));
       expect(out.events.at(-1)).to.deep.equal(["Closed", { channelId: a.c.id, settled: USDC(2), refund: USDC(8) }]);
     });
 
     it("a contract wallet signer can request the close through its owner", async () => {
       const a = await walletChannel(Mode.Valid);
-      const data = encodeFunctionData({ abi: channelEscrowAbi, functionName: "requestClose", args: [a.c.id] });
+      const data = encodeFunctionData({ abi: channelEscrowAbi, functionName: "requestClose", args: [a.c.id, a.c.signer] });
       await a.wallet.write.execute([escrow, data], { account: owner.account });
-      expect((await channelOf(env, a.c.id)).closeRequestedAt).to.not.equal(0n);
+      expect((await channelOf(env, a.c.id, a.c.signer)).closeRequestedAt).to.not.equal(0n);
     });
   });
 

@@ -6,6 +6,8 @@ import {
   channelEscrowAbi,
   computeChannelId,
   escrowDomain,
+  isSignerMismatch,
+  isUnknownChannel,
   MAX_CLOSE_DELAY,
   MAX_DEPOSIT,
   MAX_UINT128,
@@ -33,33 +35,62 @@ describe("ChannelEscrow: views", () => {
   });
   isolateEachTest();
 
+  const getChannel = (id: Hex, signer: Address) =>
+    env.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
   const zeroChannel = {
     payer: zeroAddress, payee: zeroAddress, token: zeroAddress, signer: zeroAddress,
     deposit: 0n, settled: 0n, closeRequestedAt: 0n, closeDelay: 0, finalized: false,
   };
 
-  it("getChannel of an unknown id is all zeroes", async () => {
-    expect(await env.escrow.read.getChannel([`0x${"11".repeat(32)}`])).to.deep.equal(zeroChannel);
+  it("getChannel of an unknown id is all zeroes, whatever the signer", async () => {
+    for (const signer of [zeroAddress, getAddress(payer.account.address), sessionKey().address]) {
+      const got = await getChannel(`0x${"11".repeat(32)}`, signer);
+      expect(got).to.deep.equal(zeroChannel);
+      expect([isUnknownChannel(got), isSignerMismatch(got)]).to.deep.equal([true, false]);
+    }
+  });
+
+  it("getChannel of a known id with another signer gives the record fields, signer 0 and no money (also once finalized)", async () => {
+    const k = sessionKey();
+    const c = await openWith(env, { payer, signer: k.address, amount: USDC(4), closeDelay: 2 * DAY });
+    await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
+    const at = await latestTimestamp();
+    const record = { payer: c.payer, payee, token: usdc, closeRequestedAt: at, closeDelay: 2 * DAY };
+    for (const wrong of [zeroAddress, c.payer, sessionKey().address]) {
+      const got = await getChannel(c.id, wrong);
+      expect(got).to.deep.equal({ ...record, signer: zeroAddress, deposit: 0n, settled: 0n, finalized: false });
+      expect([isUnknownChannel(got), isSignerMismatch(got)]).to.deep.equal([false, true]);
+    }
+    await hre.network.provider.send("evm_increaseTime", [2 * DAY]);
+    await env.escrow.write.withdraw([c.id, c.signer]);
+    expect((await getChannel(c.id, c.signer)).finalized).to.equal(true);
+    expect(await getChannel(c.id, c.payer)).to.deep.equal({ ...record, signer: zeroAddress, deposit: 0n, settled: 0n, finalized: false });
   });
 
   it("getChannel reflects every field through the channel's life", async () => {
     const k = sessionKey();
     const c = await openWith(env, { payer, signer: k.address, amount: USDC(4), closeDelay: 2 * DAY });
-    await env.escrow.write.requestClose([c.id], { account: payer.account });
+    await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
     const at = await latestTimestamp();
-    expect(await env.escrow.read.getChannel([c.id])).to.deep.equal({
+    const got = await getChannel(c.id, c.signer);
+    expect([isUnknownChannel(got), isSignerMismatch(got)]).to.deep.equal([false, false]);
+    expect(got).to.deep.equal({
       payer: c.payer, payee, token: usdc, signer: k.address, deposit: USDC(4), settled: 0n, closeRequestedAt: at, closeDelay: 2 * DAY, finalized: false,
     });
   });
 
-  it("getChannels returns channels in the order asked, zeroes for unknown ids, and [] for []", async () => {
+  it("getChannels returns channels in the order asked, zeroes for unknown ids, signer mismatches as getChannel does, and [] for []", async () => {
     const a = await openWith(env, { payer, amount: 1n });
-    const b = await openWith(env, { payer, amount: 2n });
+    const b = await openWith(env, { payer, signer: sessionKey().address, amount: 2n });
     const unknown = `0x${"22".repeat(32)}` as Hex;
-    const read = (ids: Hex[]) => env.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [ids] });
-    const got = await read([b.id, unknown, a.id, b.id]);
-    expect(got.map((c) => c.deposit)).to.deep.equal([2n, 0n, 1n, 2n]);
+    const read = (refs: { channelId: Hex; signer: Address }[]) =>
+      env.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [refs] });
+    const ref = (c: { id: Hex; signer: Address }) => ({ channelId: c.id, signer: c.signer });
+    const got = await read([ref(b), { channelId: unknown, signer: a.signer }, ref(a), { channelId: b.id, signer: a.signer }, ref(b)]);
+    expect(got.map((c) => c.deposit)).to.deep.equal([2n, 0n, 1n, 0n, 2n]);
     expect(got[1]).to.deep.equal(zeroChannel);
+    expect(got[3]).to.deep.equal(await getChannel(b.id, a.signer));
+    expect([got[3].payer, got[3].signer]).to.deep.equal([b.payer, zeroAddress]);
     expect(await read([])).to.deep.equal([]);
   });
 

@@ -95,7 +95,7 @@ describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, dela
     const payer = env.wallets.find((w) => w.account.address.toLowerCase() === c.payer.toLowerCase())!;
     await payer.writeContract({ address: env.usdc.address, abi: mockUsdcAbi as Abi, functionName: "mint", args: [c.payer, amount] });
     await payer.writeContract({ address: env.usdc.address, abi: mockUsdcAbi as Abi, functionName: "approve", args: [env.escrow.address, amount] });
-    await payer.writeContract({ address: env.escrow.address, abi: channelEscrowAbi as Abi, functionName: "topUp", args: [c.id, amount] });
+    await payer.writeContract({ address: env.escrow.address, abi: channelEscrowAbi as Abi, functionName: "topUp", args: [c.id, c.signer, amount] });
   }
 
   const outages: Array<{ mode: FaultMode; delayMs?: number; label: string }> = [
@@ -180,7 +180,7 @@ describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, dela
   });
 
   async function readDeposit(c: OpenedChannel): Promise<bigint> {
-    const ch = (await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi as Abi, functionName: "getChannel", args: [c.id] })) as {
+    const ch = (await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi as Abi, functionName: "getChannel", args: [c.id, c.signer] })) as {
       deposit: bigint;
     };
     return ch.deposit;

@@ -35,6 +35,18 @@ export interface ModelSettleItem {
 
 const fail = (error: string, ...args: unknown[]): Outcome => ({ ok: false, error, args });
 
+/**
+ * The channel `id` named with `signer` (every function after `open` names a channel by id and signer), or the
+ * revert: UnknownChannel for an unknown id, SignerMismatch when `signer` is not the channel's signer.
+ */
+function named(channels: ReadonlyMap<Hex, ModelChannel>, id: Hex, signer: Address): ModelChannel | Outcome {
+  const ch = channels.get(id);
+  if (!ch) return fail("UnknownChannel", id);
+  if (getAddress(signer) !== ch.signer) return fail("SignerMismatch", id, getAddress(signer));
+  return ch;
+}
+const isOutcome = (x: ModelChannel | Outcome): x is Outcome => "ok" in x;
+
 export class EscrowModel {
   readonly channels = new Map<Hex, ModelChannel>();
   private readonly operators = new Set<string>();
@@ -97,10 +109,20 @@ export class EscrowModel {
     };
   }
 
-  topUp(caller: Address, id: Hex, amount: bigint): Outcome {
-    if (amount === 0n) return fail("ZeroAmount");
+  /** What `getChannel(id, signer)` returns: the channel, all zeroes when unknown, or the signer-mismatch answer. */
+  getChannel(id: Hex, signer: Address): EscrowChannel {
+    const zero = "0x0000000000000000000000000000000000000000" as Address;
     const ch = this.channels.get(id);
-    if (!ch) return fail("UnknownChannel", id);
+    if (!ch) return { payer: zero, payee: zero, token: zero, signer: zero, deposit: 0n, settled: 0n, closeRequestedAt: 0n, closeDelay: 0, finalized: false };
+    const { id: _id, ...c } = ch;
+    if (getAddress(signer) !== ch.signer) return { ...c, signer: zero, deposit: 0n, settled: 0n, finalized: false };
+    return c;
+  }
+
+  topUp(caller: Address, id: Hex, signer: Address, amount: bigint): Outcome {
+    if (amount === 0n) return fail("ZeroAmount");
+    const ch = named(this.channels, id, signer);
+    if (isOutcome(ch)) return ch;
     if (getAddress(caller) !== ch.payer) return fail("NotPayer", id, getAddress(caller));
     if (ch.finalized) return fail("ChannelFinalized", id);
     const deposit = ch.deposit + amount;
@@ -146,9 +168,9 @@ export class EscrowModel {
     return { ok: true, events, transfers };
   }
 
-  requestClose(caller: Address, id: Hex, timestamp: bigint): Outcome {
-    const ch = this.channels.get(id);
-    if (!ch) return fail("UnknownChannel", id);
+  requestClose(caller: Address, id: Hex, signer: Address, timestamp: bigint): Outcome {
+    const ch = named(this.channels, id, signer);
+    if (isOutcome(ch)) return ch;
     caller = getAddress(caller);
     if (caller !== ch.payer && caller !== ch.signer) return fail("NotPayerOrSigner", id, caller);
     if (ch.finalized) return fail("ChannelFinalized", id);
@@ -157,9 +179,9 @@ export class EscrowModel {
     return { ok: true, events: [["CloseRequested", { channelId: id, closesAt: timestamp + BigInt(ch.closeDelay) }]], transfers: [] };
   }
 
-  withdraw(id: Hex, timestamp: bigint): Outcome {
-    const ch = this.channels.get(id);
-    if (!ch) return fail("UnknownChannel", id);
+  withdraw(id: Hex, signer: Address, timestamp: bigint): Outcome {
+    const ch = named(this.channels, id, signer);
+    if (isOutcome(ch)) return ch;
     if (ch.finalized) return fail("ChannelFinalized", id);
     if (ch.closeRequestedAt === 0n) return fail("CloseNotRequested", id);
     const closesAt = ch.closeRequestedAt + BigInt(ch.closeDelay);
@@ -174,9 +196,9 @@ export class EscrowModel {
     return { ok: true, events: [["Withdrawn", { channelId: id, refund }]], transfers };
   }
 
-  close(caller: Address, id: Hex, cumulativeAmount: bigint, amount: bigint, signatureValid: boolean): Outcome {
-    const ch = this.channels.get(id);
-    if (!ch) return fail("UnknownChannel", id);
+  close(caller: Address, id: Hex, signer: Address, cumulativeAmount: bigint, amount: bigint, signatureValid: boolean): Outcome {
+    const ch = named(this.channels, id, signer);
+    if (isOutcome(ch)) return ch;
     caller = getAddress(caller);
     if (caller !== ch.payee && !this.isOperator(ch.payee, caller)) return fail("NotPayeeOrOperator", ch.payee, caller);
     if (ch.finalized) return fail("ChannelFinalized", id);

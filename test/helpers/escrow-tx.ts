@@ -99,9 +99,9 @@ export function claim(signer: VoucherSigner, channelId: Hex, amount: bigint, cum
   return { channelId, cumulativeAmount, amount, signature: signer.sign(channelId, cumulativeAmount).signature };
 }
 
-/** The channel as the escrow reports it. */
-export async function channelOf(env: Env, id: Hex) {
-  return env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
+/** The channel `id` whose signer is `signer`, as the escrow reports it. */
+export async function channelOf(env: Env, id: Hex, signer: Address) {
+  return env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
 }
 
 /** Gas used by a mined transaction. */

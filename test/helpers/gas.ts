@@ -97,7 +97,7 @@ export async function measureGas(): Promise<GasFigures> {
     const c = await openChannel(env);
     await payer.writeContract({ address: usdc, abi: mockUsdcAbi, functionName: "mint", args: [payer.account.address, USDC(1)] });
     await payer.writeContract({ address: usdc, abi: mockUsdcAbi, functionName: "approve", args: [escrow, USDC(1)] });
-    const hash = await payer.writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "topUp", args: [c.id, USDC(1)] });
+    const hash = await payer.writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "topUp", args: [c.id, c.signer, USDC(1)] });
     out.topUp = await gasOf(env, hash);
   }
   // The payee already holds tokens (a warm payee, as in the x402 `exact` figure): settle once to get there.
@@ -126,18 +126,18 @@ export async function measureGas(): Promise<GasFigures> {
     const c = await openChannel(env);
     const v = c.voucher.sign(c.id, USDC(2));
     const hash = await payee.writeContract({
-      address: escrow, abi: channelEscrowAbi, functionName: "close", args: [c.id, USDC(2), USDC(2), v.signature],
+      address: escrow, abi: channelEscrowAbi, functionName: "close", args: [c.id, c.signer, USDC(2), USDC(2), v.signature],
     });
     out.close = await gasOf(env, hash);
   }
   // requestClose then withdraw
   {
     const c = await openChannel(env);
-    let hash = await payer.writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id] });
+    let hash = await payer.writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id, c.signer] });
     out.requestClose = await gasOf(env, hash);
     await hre.network.provider.send("evm_increaseTime", [DAY]);
     await hre.network.provider.send("evm_mine", []);
-    hash = await payer.writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id] });
+    hash = await payer.writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id, c.signer] });
     out.withdraw = await gasOf(env, hash);
   }
   return out;

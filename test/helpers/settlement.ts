@@ -30,7 +30,8 @@ export interface SettlementHarness {
   /** Opens a channel and has the store accept a voucher for `spent` (signed by the channel's session key). */
   paidChannel(o?: { spent?: bigint; deposit?: bigint; payerIndex?: number; closeDelay?: number; badSignature?: boolean }): Promise<OpenedChannel & { spent: bigint }>;
   tokenBalance(a: Address): Promise<bigint>;
-  channelOnChain(id: Hex): Promise<{ deposit: bigint; settled: bigint; finalized: boolean; closeRequestedAt: bigint }>;
+  /** The channel as the escrow reports it (named by id and signer, as the escrow takes it). */
+  channelOnChain(ch: { id: Hex; signer: Address }): Promise<{ deposit: bigint; settled: bigint; finalized: boolean; closeRequestedAt: bigint }>;
   stored(id: Hex): Promise<StoredChannel>;
   close(): Promise<void>;
 }
@@ -82,7 +83,7 @@ export async function settlementHarness(o: { env?: Env } = {}): Promise<Settleme
     async paidChannel(p = {}) {
       const ch = await openChannel(env, { payerIndex: p.payerIndex ?? 1, deposit: p.deposit ?? USDC(10), closeDelay: p.closeDelay });
       const spent = p.spent ?? 1_000n;
-      const snap = await reader.readChannel(ch.id);
+      const snap = await reader.readChannel(ch.id, ch.signer);
       if (!snap) throw new Error("channel not found on chain");
       // A bad signature: a valid signature by a key that is not the channel's signer (the store trusts its caller).
       const signer = p.badSignature ? new VoucherSigner(sessionKey().key, env.domain) : ch.voucher;
@@ -94,8 +95,8 @@ export async function settlementHarness(o: { env?: Env } = {}): Promise<Settleme
     async tokenBalance(a) {
       return env.publicClient.readContract({ address: env.usdc.address, abi: mockUsdcAbi, functionName: "balanceOf", args: [a] }) as Promise<bigint>;
     },
-    async channelOnChain(id) {
-      const c = (await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] })) as {
+    async channelOnChain(ch) {
+      const c = (await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [ch.id, ch.signer] })) as {
         deposit: bigint;
         settled: bigint;
         finalized: boolean;

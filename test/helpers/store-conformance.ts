@@ -66,7 +66,7 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
     it("knows nothing before the first accepted voucher", async () => {
       expect(await s.getChannel(chainChannel().channelId)).to.equal(null);
       expect(await s.getCursor()).to.equal(null);
-      expect(await s.activeChannelIds()).to.deep.equal([]);
+      expect(await s.activeChannels()).to.deep.equal([]);
     });
 
     it("accepts a voucher: stores chain state, accepted with its signature, spent, floor, used amount", async () => {
@@ -166,7 +166,8 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
       await s.applyChainSnapshots([{ ...b, closeRequestedAt: 5, closesAt: 86_405, block: 11n }]);
       const list = await s.listUnsettled(10);
       expect(list.map((c) => c.channelId)).to.deep.equal([b.channelId, a.channelId]);
-      expect((await s.activeChannelIds()).sort()).to.deep.equal([a.channelId, b.channelId].sort());
+      const refs = (await s.activeChannels()).map((r) => `${r.channelId}|${r.signer.toLowerCase()}`);
+      expect(refs.sort()).to.deep.equal([a, b].map((c) => `${c.channelId}|${c.signer.toLowerCase()}`).sort());
       expect(await s.totals()).to.deep.equal({ channels: 2, accepted: 20_000n, spent: 7000n, settled: 0n, unsettled: 7000n });
     });
 

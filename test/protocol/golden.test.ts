@@ -181,7 +181,7 @@ describe("golden voucher vector", function () {
           args: [GOLDEN.payee, GOLDEN.token, zeroAddress, deposit, 86_400, GOLDEN.salt],
         }),
       );
-      const read = () => publicClient.readContract({ address: GOLDEN.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [GOLDEN.channelId] });
+      const read = () => publicClient.readContract({ address: GOLDEN.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [GOLDEN.channelId, GOLDEN.signer] });
       expect((await read()).signer).to.equal(GOLDEN.signer);
 
       // settle part of the voucher with the packed compact signature
@@ -199,7 +199,7 @@ describe("golden voucher vector", function () {
           address: GOLDEN.escrow,
           abi: channelEscrowAbi,
           functionName: "close",
-          args: [GOLDEN.channelId, GOLDEN.cumulativeAmount, GOLDEN.cumulativeAmount, GOLDEN.signature],
+          args: [GOLDEN.channelId, GOLDEN.signer, GOLDEN.cumulativeAmount, GOLDEN.cumulativeAmount, GOLDEN.signature],
         }),
       );
       const ch = await read();

@@ -181,7 +181,7 @@ describe("protocol ↔ ChannelEscrow parity", function () {
       });
       const id = computeChannelId({ chainId: env.chainId, escrow: env.escrow.address, payer, payee, token, signer: zeroAddress, salt });
       expect(result).to.equal(id);
-      const ch = await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
+      const ch = await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id, payer] });
       expect(ch.signer.toLowerCase()).to.equal(payer.toLowerCase());
       expect(ch.deposit).to.equal(deposit);
     });
@@ -209,11 +209,11 @@ describe("protocol ↔ ChannelEscrow parity", function () {
       const v = new VoucherSigner(key, env.domain).sign(id, 3_000_000n);
       const highS = flipS(v.signature);
       await expectRevert(
-        payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, 3_000_000n, 3_000_000n, highS] }),
+        payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, signer, 3_000_000n, 3_000_000n, highS] }),
         "InvalidSignature",
       );
-      await payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, 3_000_000n, 3_000_000n, v.signature] });
-      const ch = await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] });
+      await payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, signer, 3_000_000n, 3_000_000n, v.signature] });
+      const ch = await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
       expect(ch.settled).to.equal(3_000_000n);
       expect(ch.finalized).to.equal(true);
     });

@@ -144,8 +144,8 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
   }
 
   /** The channel's settled amount on chain. */
-  const settledOnChain = async (id: Hex) =>
-    ((await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id] })) as { settled: bigint }).settled;
+  const settledOnChain = async (id: Hex, signer: Address) =>
+    ((await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] })) as { settled: bigint }).settled;
   const payeeBalance = () => env.publicClient.readContract({ address: env.usdc.address, abi: mockUsdcAbi, functionName: "balanceOf", args: [payee] }) as Promise<bigint>;
 
   /** Waits until every stored channel is settled on chain up to its `spent` and no settlement is open; returns Σ spent. */
@@ -153,13 +153,13 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
     const end = Date.now() + timeoutMs;
     for (;;) {
       const open = (await store.pool.query("SELECT 1 FROM settlement_txs WHERE status IN ('built', 'sent', 'mined')")).rowCount ?? 0;
-      const ids = await store.activeChannelIds();
+      const refs = await store.activeChannels();
       let total = 0n;
       let behind = 0;
-      for (const id of ids) {
-        const ch = (await store.getChannel(id))!;
+      for (const { channelId, signer } of refs) {
+        const ch = (await store.getChannel(channelId))!;
         total += ch.spent;
-        if ((await settledOnChain(id)) !== ch.spent) behind++;
+        if ((await settledOnChain(channelId, signer)) !== ch.spent) behind++;
       }
       if (behind === 0 && open === 0) return total;
       if (Date.now() > end) throw new Error(`${behind} channel(s) not settled and ${open} settlement(s) open after ${timeoutMs} ms`);

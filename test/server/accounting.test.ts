@@ -161,7 +161,7 @@ describe("server: accounting over HTTP", () => {
     const payer = srv.env.wallets[1];
     await payer.writeContract({ address: srv.token, abi: mockUsdcAbi, functionName: "mint", args: [ch.payer, USDC(1)] });
     await payer.writeContract({ address: srv.token, abi: mockUsdcAbi, functionName: "approve", args: [srv.escrow, USDC(1)] });
-    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "topUp", args: [ch.id, USDC(1)] });
+    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "topUp", args: [ch.id, ch.signer, USDC(1)] });
     const a = await echo(srv.pay(terms, big));
     expect(a.status).to.equal(200);
     expect(decodePaymentResponse(a.headers.get("payment-response")).extra.deposit).to.equal(USDC(2));
@@ -173,7 +173,7 @@ describe("server: accounting over HTTP", () => {
     const payer = srv.env.wallets[1];
     await payer.writeContract({ address: srv.token, abi: mockUsdcAbi, functionName: "mint", args: [ch.payer, USDC(3)] });
     await payer.writeContract({ address: srv.token, abi: mockUsdcAbi, functionName: "approve", args: [srv.escrow, USDC(3)] });
-    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "topUp", args: [ch.id, USDC(3)] });
+    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "topUp", args: [ch.id, ch.signer, USDC(3)] });
     await srv.sync();
     expect((await srv.store.getChannel(ch.id))!.deposit).to.equal(USDC(4));
     expect(srv.server.view.cached(ch.id)!.deposit).to.equal(USDC(4));

@@ -19,11 +19,11 @@ async function withSnapshot<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-async function topUp(env: Env, channelId: `0x${string}`, payer: `0x${string}`, amount: bigint) {
+async function topUp(env: Env, ch: { id: `0x${string}`; signer: `0x${string}` }, payer: `0x${string}`, amount: bigint) {
   const w = env.wallets[1];
   await w.writeContract({ address: env.usdc.address, abi: mockUsdcAbi, functionName: "mint", args: [payer, amount] });
   await w.writeContract({ address: env.usdc.address, abi: mockUsdcAbi, functionName: "approve", args: [env.escrow.address, amount] });
-  await w.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "topUp", args: [channelId, amount] });
+  await w.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "topUp", args: [ch.id, ch.signer, amount] });
 }
 
 describe("server: chain view", () => {
@@ -46,7 +46,7 @@ describe("server: chain view", () => {
         const ch = await openChannel(env, { closeDelay: DAY });
         const pay = (v: bigint) => call(`${srv.url}/v1/echo`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, v)) });
         expect((await pay(PRICE)).status).to.equal(200);
-        await env.wallets[1].writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+        await env.wallets[1].writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id, ch.signer] });
         await srv.sync();
         const stored = (await srv.store.getChannel(ch.id))!;
         expect(stored.closesAt).to.be.greaterThan(0);
@@ -60,7 +60,7 @@ describe("server: chain view", () => {
         expect(refused.code).to.equal("channel_closing");
         expect(refused.required!.accepts[0].extra.channel!.status).to.equal("closing");
         // A top-up cancels the pending close.
-        await topUp(env, ch.id, ch.payer, USDC(1));
+        await topUp(env, ch, ch.payer, USDC(1));
         await srv.sync();
         expect((await pay(3n * PRICE)).status).to.equal(200);
       }));
@@ -71,7 +71,7 @@ describe("server: chain view", () => {
         const ch = await openChannel(env, { closeDelay: DAY });
         const pay = (v: bigint) => call(`${strict.url}/v1/echo`, { headers: strict.pay(terms, ch.voucher.sign(ch.id, v)) });
         expect((await pay(PRICE)).status).to.equal(200);
-        await env.wallets[1].writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+        await env.wallets[1].writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id, ch.signer] });
         await strict.sync();
         expect((await pay(2n * PRICE)).code).to.equal("channel_closing");
       } finally {
@@ -90,7 +90,7 @@ describe("server: chain view", () => {
           expect((await call(`${srv.url}/v1/echo`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, PRICE)) })).status).to.equal(200);
           await srv.sync();
           const snap = await hre.network.provider.send("evm_snapshot", []);
-          await topUp(env, ch.id, ch.payer, USDC(3));
+          await topUp(env, ch, ch.payer, USDC(3));
           for (let i = 0; i < 3; i++) await hre.network.provider.send("evm_mine", []);
           await srv.sync();
           expect((await srv.store.getChannel(ch.id))!.deposit).to.equal(USDC(5));
@@ -102,7 +102,7 @@ describe("server: chain view", () => {
           expect(srv.server.view.cached(ch.id)?.deposit ?? USDC(2)).to.equal(USDC(2));
           expect((await call(`${srv.url}/v1/echo`, { headers: srv.pay(terms, ch.voucher.sign(ch.id, USDC(4))) })).code).to.equal("exceeds_deposit");
           // and it keeps following afterwards
-          await topUp(env, ch.id, ch.payer, USDC(1));
+          await topUp(env, ch, ch.payer, USDC(1));
           await srv.sync();
           expect((await srv.store.getChannel(ch.id))!.deposit).to.equal(USDC(3));
         } finally {
@@ -197,7 +197,7 @@ describe("server: chain view", () => {
       await a.close();
 
       // While the server is down: a top-up, and some unrelated blocks.
-      await topUp(env, ch.id, ch.payer, USDC(3));
+      await topUp(env, ch, ch.payer, USDC(3));
       for (let i = 0; i < 7; i++) await hre.network.provider.send("evm_mine", []);
 
       // Restart with a smaller window: the persisted floor still protects old vouchers.

@@ -6,6 +6,7 @@ import { keccak256, toHex, type Hex } from "viem";
 import { CLOSE_PATH, signCloseRequest } from "../../protocol";
 import { openChannel, sessionKey } from "../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../helpers/server";
+import { accountKey } from "../helpers/chain";
 
 describe("server: cooperative close endpoint", () => {
   let srv: TestServer;
@@ -45,6 +46,16 @@ describe("server: cooperative close endpoint", () => {
     expect(a.status).to.equal(403);
     expect(a.body.error).to.equal("invalid_signature");
     expect(await srv.store.getChannel(ch.id)).to.equal(null);
+  });
+
+  it("for a channel it never saw, needs the channel's signer: the payer's own signature is refused (403) and writes nothing", async () => {
+    // The escrow names a channel by (id, signer); the server cannot read this channel with the payer's address.
+    const ch = await openChannel(srv.env, { payerIndex: 1 });
+    const a = await close({ channelId: ch.id, signature: signCloseRequest(srv.domain, ch.id, accountKey(1)) });
+    expect(a.status).to.equal(403);
+    expect(a.body.error).to.equal("invalid_signature");
+    expect(await srv.store.getChannel(ch.id)).to.equal(null);
+    expect((await close({ channelId: ch.id, signature: signCloseRequest(srv.domain, ch.id, ch.signerKey) })).status).to.equal(202);
   });
 
   it("answers malformed bodies with 400 invalid_payload and unknown channels with 404", async () => {

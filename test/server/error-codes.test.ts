@@ -84,6 +84,19 @@ describe("server: every payment error code is produced by a request that trigger
     await expectCode(await call(echo(), { headers: srv.pay(terms, other.sign(ch.id, 0n)) }), "invalid_signature");
   });
 
+  it("invalid_signature for a channel the server never saw: the escrow read with the voucher's signer finds no balance", async () => {
+    // The escrow names a channel by (id, signer): the server reads a new channel with the signer it recovers.
+    const fresh = await openChannel(srv.env, { deposit: USDC(1) });
+    const other = new VoucherSigner(sessionKey().key, srv.domain);
+    const a = await call(echo(), { headers: srv.pay(terms, other.sign(fresh.id, 1000n)) });
+    await expectCode(a, "invalid_signature");
+    expect(a.required!.accepts[0].extra.channel, "no hint from a wrong-signer read").to.equal(undefined);
+    expect(await srv.store.getChannel(fresh.id)).to.equal(null);
+    // The refusal is not remembered against the channel: its own signer is served at once.
+    const ok = await call(echo(), { headers: srv.pay(terms, fresh.voucher.sign(fresh.id, 1000n)) });
+    expect(ok.status, JSON.stringify(ok.body)).to.equal(200);
+  });
+
   it("channel_payee_mismatch: the channel pays someone else", async () => {
     const c = await openChannel(srv.env, { payee: srv.env.wallets[7].account.address });
     await expectCode(await call(echo(), { headers: srv.pay(terms, c.voucher.sign(c.id, 1000n)) }), "channel_payee_mismatch");
@@ -147,9 +160,9 @@ describe("server: every payment error code is produced by a request that trigger
     try {
       const c = await openChannel(srv.env);
       const payer = srv.env.wallets[1];
-      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id] });
+      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id, c.signer] });
       await hre.network.provider.send("evm_increaseTime", [DAY + 1]);
-      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id] });
+      await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id, c.signer] });
       await expectCode(await call(echo(), { headers: srv.pay(terms, c.voucher.sign(c.id, 1000n)) }), "channel_finalized");
     } finally {
       await hre.network.provider.send("evm_revert", [snap]);

@@ -45,9 +45,9 @@ describe("settlement: batches on the real chain", function () {
         const items = encodeSettleItems([{ channelId: settledMeanwhile.id, cumulativeAmount: settledMeanwhile.spent, amount: settledMeanwhile.spent, signature: v.signature }]);
         await payee.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "settle", args: [h.payee, h.env.usdc.address, items] });
         const payer = payers.find((w) => w.account.address.toLowerCase() === withdrawn.payer.toLowerCase())!;
-        await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [withdrawn.id] });
+        await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [withdrawn.id, withdrawn.signer] });
         await advanceTime(DAY);
-        await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "withdraw", args: [withdrawn.id] });
+        await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "withdraw", args: [withdrawn.id, withdrawn.signer] });
       },
     });
     await job.preflight();
@@ -71,7 +71,7 @@ describe("settlement: batches on the real chain", function () {
     // The payee received the batch plus its own direct settlement: the sum of spent over settled channels.
     expect((await h.tokenBalance(h.payee)) - payeeBefore).to.equal(expected + settledMeanwhile.spent);
     for (const c of good) {
-      expect((await h.channelOnChain(c.id)).settled).to.equal(c.spent);
+      expect((await h.channelOnChain(c)).settled).to.equal(c.spent);
       expect((await h.stored(c.id)).settled).to.equal(c.spent);
     }
     // The withdrawn channel's payer got everything back (nothing had been settled on it).
@@ -104,9 +104,9 @@ describe("settlement: batches on the real chain", function () {
     for (const c of chans) {
       const payer = h.env.wallets.find((w) => w.account.address.toLowerCase() === c.payer.toLowerCase())!;
       const before = await h.tokenBalance(c.payer);
-      await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id] });
+      await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "requestClose", args: [c.id, c.signer] });
       await advanceTime(DAY);
-      await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id] });
+      await payer.writeContract({ address: h.env.escrow.address, abi: channelEscrowAbi, functionName: "withdraw", args: [c.id, c.signer] });
       expect((await h.tokenBalance(c.payer)) - before).to.equal(c.deposit - c.spent);
     }
   });
@@ -134,9 +134,9 @@ describe("settlement: batches on the real chain", function () {
     expect(r.failures.some((f) => /would revert \(NotPayeeOrOperator\)/.test(f))).to.equal(true);
     expect(r.txs).to.deep.equal([]);
     expect(await settlement.openTxs()).to.deep.equal([]);
-    expect((await h.channelOnChain(c.id)).settled).to.equal(0n);
+    expect((await h.channelOnChain(c)).settled).to.equal(0n);
     await h.settlement().job.runOnce({ wait: true, all: true }); // the right key settles it
-    expect((await h.channelOnChain(c.id)).settled).to.equal(42_000n);
+    expect((await h.channelOnChain(c)).settled).to.equal(42_000n);
   });
 });
 

@@ -92,8 +92,8 @@ describe("settlement: npm run settle", function () {
     const r = await settle([], { SETTLE_THRESHOLD: "1" });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.contain("selected: 1 channel (threshold 1)");
-    expect((await h.channelOnChain(big.id)).settled).to.equal(2_000_000n);
-    expect((await h.channelOnChain(small.id)).settled).to.equal(0n);
+    expect((await h.channelOnChain(big)).settled).to.equal(2_000_000n);
+    expect((await h.channelOnChain(small)).settled).to.equal(0n);
   });
 
   it("exits 1 and names the reason when a voucher cannot be settled", async () => {

@@ -50,8 +50,8 @@ describe("settlement: close requests with the real server", function () {
   }
 
   const balance = (a: Hex) => srv.env.publicClient.readContract({ address: srv.token, abi: mockUsdcAbi, functionName: "balanceOf", args: [a] }) as Promise<bigint>;
-  const onChain = async (id: Hex) =>
-    (await srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id] })) as {
+  const onChain = async (ch: { id: Hex; signer: Hex }) =>
+    (await srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [ch.id, ch.signer] })) as {
       settled: bigint;
       finalized: boolean;
       closeRequestedAt: bigint;
@@ -96,10 +96,10 @@ describe("settlement: close requests with the real server", function () {
       });
       expect(res.status).to.equal(202);
       const t0 = Date.now();
-      await until(async () => (await onChain(ch.id)).finalized, interval + 5_000);
+      await until(async () => (await onChain(ch)).finalized, interval + 5_000);
       const elapsed = Date.now() - t0;
       expect(elapsed).to.be.below(interval + 1_000);
-      expect((await onChain(ch.id)).settled).to.equal(spent);
+      expect((await onChain(ch)).settled).to.equal(spent);
       expect((await balance(ch.payer)) - payerBefore).to.equal(ch.deposit - spent);
       expect((await balance(srv.payee)) - payeeBefore).to.equal(spent);
       await until(async () => (await srv.store.getChannel(ch.id))!.finalized, 2_000);
@@ -120,7 +120,7 @@ describe("settlement: close requests with the real server", function () {
     const payer = srv.env.wallets[4];
     const payerBefore = await balance(ch.payer);
     const payeeBefore = await balance(srv.payee);
-    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id, ch.signer] });
     await srv.sync(); // the server's follower sees CloseRequested
     const stored = (await srv.store.getChannel(ch.id))!;
     expect(stored.closesAt).to.be.greaterThan(0);
@@ -140,10 +140,10 @@ describe("settlement: close requests with the real server", function () {
 
     await advanceTime(DAY); // the deadline
     await expectRevert(
-      payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [ch.id] }),
+      payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [ch.id, ch.signer] }),
       "ChannelFinalized",
     );
-    expect((await onChain(ch.id)).settled).to.equal(spent);
+    expect((await onChain(ch)).settled).to.equal(spent);
     expect((await balance(srv.payee)) - payeeBefore).to.equal(spent);
     expect((await balance(ch.payer)) - payerBefore).to.equal(ch.deposit - spent);
   });
@@ -151,7 +151,7 @@ describe("settlement: close requests with the real server", function () {
   it("stops charges as soon as it sees an on-chain close, and closes when the grace period ends (waking early)", async () => {
     const ch = await paidCalls(5, 2);
     const payer = srv.env.wallets[5];
-    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+    await payer.writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id, ch.signer] });
     await srv.sync();
     const { job } = settlement({ closeGrace: 1 });
     const scheduler = new SettlementScheduler(job, { intervalMs: 60_000 });
@@ -165,8 +165,8 @@ describe("settlement: close requests with the real server", function () {
     expect(refused.code).to.equal("channel_closing");
     scheduler.start(); // runs now (still in grace), then wakes at nextDueAt instead of 60 s later
     try {
-      await until(async () => (await onChain(ch.id)).finalized, 5_000);
-      expect((await onChain(ch.id)).settled).to.equal(2n * PRICE);
+      await until(async () => (await onChain(ch)).finalized, 5_000);
+      expect((await onChain(ch)).settled).to.equal(2n * PRICE);
     } finally {
       await scheduler.stop();
     }
@@ -189,7 +189,7 @@ describe("settlement: close requests with the real server", function () {
     // Settled in full, then closing on chain: nothing to claim, nothing sent (the payer withdraws).
     const ch = await paidCalls(7, 2);
     expect((await settlement().job.runOnce({ wait: true, all: true })).channelsSettled).to.equal(1);
-    await srv.env.wallets[7].writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id] });
+    await srv.env.wallets[7].writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "requestClose", args: [ch.id, ch.signer] });
     await srv.sync();
     const r2 = await settlement().job.runOnce({ wait: true });
     expect(r2.txs).to.deep.equal([]);

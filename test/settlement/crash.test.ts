@@ -35,7 +35,7 @@ describe("settlement: crash safety", function () {
     const sum = chans.reduce((a, c) => a + c.spent, 0n);
     expect((await h.tokenBalance(h.payee)) - payeeBefore).to.equal(sum);
     for (const c of chans) {
-      expect((await h.channelOnChain(c.id)).settled).to.equal(c.spent);
+      expect((await h.channelOnChain(c)).settled).to.equal(c.spent);
       expect((await h.stored(c.id)).settled).to.equal(c.spent);
     }
     expect(await settlementStoreFor(h.store).openTxs()).to.deep.equal([]);
@@ -65,7 +65,7 @@ describe("settlement: crash safety", function () {
       // Recorded before sending; a stop after the broadcast leaves it recorded as "built" until the resume.
       expect(open.status).to.equal(step === "receipt" ? "sent" : "built");
       expect(open.items.map((i) => i.channelId).sort()).to.deep.equal(chans.map((c) => c.id).sort());
-      const onChain = (await h.channelOnChain(chans[0].id)).settled;
+      const onChain = (await h.channelOnChain(chans[0])).settled;
       expect(onChain).to.equal(step === "built" ? 0n : chans[0].spent); // automine: a broadcast is mined at once
 
       // Another settler cannot run while the crashed one's lease lasts; then it takes over ("restart").
@@ -127,7 +127,7 @@ describe("settlement: crash safety", function () {
       expect(r1.failures.length).to.be.greaterThan(0); // the broadcast failed: reported, the cycle ended
       const [open] = await s.settlement.openTxs();
       expect(open.status).to.equal("built");
-      expect((await h.channelOnChain(chans[0].id)).settled).to.equal(0n);
+      expect((await h.channelOnChain(chans[0])).settled).to.equal(0n);
       const r2 = await s.job.runOnce({ wait: true, waitTimeoutMs: 2_000 }); // still down: nothing moves, nothing lost
       expect(r2.failures.length).to.be.greaterThan(0);
       expect((await s.settlement.getTx(open.id))!.status).to.equal("built");

@@ -33,7 +33,7 @@ describe("settlement: gas per paid call (demo)", function () {
     for (let i = 0; i < channels; i++) chans.push(await openChannel(h.env, { payerIndex: 1 + (i % 19), deposit: USDC(2), closeDelay: DAY }));
     const t0 = Date.now();
     for (const ch of chans) {
-      const chain = (await h.reader.readChannel(ch.id))!;
+      const chain = (await h.reader.readChannel(ch.id, ch.signer))!;
       for (let k = 1n; k <= BigInt(calls); k++) {
         const v = ch.voucher.sign(ch.id, k * PRICE);
         const r = await h.store.acceptVoucher({ chain, amount: v.cumulativeAmount, signature: v.signature, charge: PRICE, window: 64n * PRICE });

@@ -40,15 +40,15 @@ describe("settlement: re-submission after reorgs and drops", function () {
     await s.job.runOnce(); // sees the receipt: mined, 1 of 3 confirmations
     let [tx] = await s.settlement.openTxs();
     expect(tx.status).to.equal("mined");
-    expect((await h.channelOnChain(chans[0].id)).settled).to.equal(chans[0].spent);
+    expect((await h.channelOnChain(chans[0])).settled).to.equal(chans[0].spent);
 
     await revertTo(snap); // the block holding the settlement is gone
-    expect((await h.channelOnChain(chans[0].id)).settled).to.equal(0n);
+    expect((await h.channelOnChain(chans[0])).settled).to.equal(0n);
     const second = await s.job.runOnce(); // the receipt disappeared: back to sent, re-broadcast (same bytes, same nonce)
     expect(second.failures).to.deep.equal([]);
     [tx] = await s.settlement.openTxs();
     expect(tx).to.include({ reorgs: 1, broadcasts: 2 });
-    expect((await h.channelOnChain(chans[0].id)).settled).to.equal(chans[0].spent);
+    expect((await h.channelOnChain(chans[0])).settled).to.equal(chans[0].spent);
 
     await mine(2);
     const third = await s.job.runOnce({ wait: true });

@@ -31,8 +31,8 @@ async function pay(srv: TestServer, payerIndex: number, calls: number) {
   return ch;
 }
 
-const settledOnChain = async (srv: TestServer, id: Hex) =>
-  ((await srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id] })) as { settled: bigint }).settled;
+const settledOnChain = async (srv: TestServer, ch: { id: Hex; signer: Hex }) =>
+  ((await srv.env.publicClient.readContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [ch.id, ch.signer] })) as { settled: bigint }).settled;
 const balance = (srv: TestServer, a: Hex) =>
   srv.env.publicClient.readContract({ address: srv.token, abi: mockUsdcAbi, functionName: "balanceOf", args: [a] }) as Promise<bigint>;
 
@@ -45,7 +45,7 @@ describe("settlement: inside the server", function () {
       expect(srv.server.settlement).to.not.equal(null);
       const before = await balance(srv, srv.payee);
       const ch = await pay(srv, 2, 12);
-      await until(async () => (await settledOnChain(srv, ch.id)) === 12n * PRICE, 5_000);
+      await until(async () => (await settledOnChain(srv, ch)) === 12n * PRICE, 5_000);
       await until(async () => (await srv.store.getChannel(ch.id))!.settled === 12n * PRICE, 2_000);
       expect((await balance(srv, srv.payee)) - before).to.equal(12n * PRICE);
       const text = await (await fetch(`${srv.url}/metrics`)).text();
@@ -124,7 +124,7 @@ describe("settlement: inside the server", function () {
       const tx = (await settlementStoreFor(restarted.store).getTx(open.id))!;
       expect(tx.status).to.equal("confirmed");
       expect((await settlementStoreFor(restarted.store).recentTxs(10)).map((t) => t.id)).to.deep.equal([open.id]);
-      expect(await settledOnChain(restarted, ch.id)).to.equal(5n * PRICE);
+      expect(await settledOnChain(restarted, ch)).to.equal(5n * PRICE);
       expect((await balance(restarted, restarted.payee)) - before).to.equal(5n * PRICE);
       expect((await restarted.store.getChannel(ch.id))!.settled).to.equal(5n * PRICE);
     } finally {

@@ -656,13 +656,13 @@ export function storeConformance(backend: StoreBackend): void {
     });
 
     describe("queries for the follower, settlement and metrics", () => {
-      it("lists active (not finalized) channel ids", async () => {
+      it("lists active (not finalized) channels with their signers", async () => {
         const a = snapshot();
         const b = snapshot();
         expectOk(await accept(store, a, 100n));
         expectOk(await accept(store, b, 100n));
         await store.applyChainSnapshots([{ ...b, finalized: true, block: 99n }]);
-        expect(await store.activeChannelIds()).to.deep.equal([a.channelId]);
+        expect((await store.activeChannels()).map((r) => [r.channelId, r.signer.toLowerCase()])).to.deep.equal([[a.channelId, a.signer.toLowerCase()]]);
       });
 
       it("lists unsettled channels, pending closes first (payer request, then earliest deadline), then the largest spent, up to a limit", async () => {

@@ -27,7 +27,8 @@
  *   deadlock each other; a deadlock or serialization failure anywhere is retried as a whole transaction.
  */
 import pg from "pg";
-import type { Hex } from "viem";
+import type { Address, Hex } from "viem";
+import type { ChannelRef } from "../../../protocol";
 import { decideVoucher } from "../../payments/accounting";
 import {
   StoreBindingError,
@@ -140,7 +141,7 @@ const SQL = {
     ON CONFLICT (name) DO UPDATE SET block = EXCLUDED.block, block_hash = EXCLUDED.block_hash, updated_at = EXCLUDED.updated_at`,
   getCursor: "SELECT block, block_hash FROM cursors WHERE name = $1",
   getChannel: "SELECT * FROM channels WHERE channel_id = $1",
-  active: "SELECT channel_id FROM channels WHERE NOT finalized ORDER BY channel_id",
+  active: "SELECT channel_id, signer FROM channels WHERE NOT finalized ORDER BY channel_id",
   unsettled: `
     SELECT * FROM channels WHERE NOT finalized AND spent > settled
     ORDER BY (closes_at = 0 AND payer_close_requested_at = 0), closes_at, spent DESC, channel_id LIMIT $1`,
@@ -459,9 +460,9 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     return r ? { block: BigInt(r.block), hash: (r.block_hash ?? undefined) as Hex | undefined } : null;
   }
 
-  async activeChannelIds(): Promise<Hex[]> {
+  async activeChannels(): Promise<ChannelRef[]> {
     this.check();
-    return (await this.pool.query<{ channel_id: string }>(q("active", []))).rows.map((r) => r.channel_id as Hex);
+    return (await this.pool.query<{ channel_id: string; signer: string }>(q("active", []))).rows.map((r) => ({ channelId: r.channel_id as Hex, signer: r.signer as Address }));
   }
 
   async listUnsettled(limit: number): Promise<StoredChannel[]> {

@@ -7,7 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import type { Hex } from "viem";
+import type { Address, Hex } from "viem";
+import type { ChannelRef } from "../../../protocol";
 import { decideVoucher } from "../../payments/accounting";
 import { decodeAmount, encodeAmount } from "../amounts";
 import {
@@ -200,7 +201,7 @@ export class SqliteStore implements ChannelStore {
         `INSERT INTO cursors (name, block, block_hash, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT(name) DO UPDATE SET block = excluded.block, block_hash = excluded.block_hash, updated_at = excluded.updated_at`,
       ),
-      active: db.prepare<[], { channel_id: string }>("SELECT channel_id FROM channels WHERE finalized = 0"),
+      active: db.prepare<[], { channel_id: string; signer: string }>("SELECT channel_id, signer FROM channels WHERE finalized = 0"),
       unsettled: db.prepare<[number], ChannelRow>(
         `SELECT * FROM channels WHERE finalized = 0 AND spent > settled
          ORDER BY (closes_at = 0 AND payer_close_requested_at = 0), closes_at, spent DESC LIMIT ?`,
@@ -409,9 +410,9 @@ export class SqliteStore implements ChannelStore {
     return r ? { block: BigInt(r.block), hash: (r.block_hash ?? undefined) as Hex | undefined } : null;
   }
 
-  async activeChannelIds(): Promise<Hex[]> {
+  async activeChannels(): Promise<ChannelRef[]> {
     this.check();
-    return this.st.active.all().map((r) => r.channel_id as Hex);
+    return this.st.active.all().map((r) => ({ channelId: r.channel_id as Hex, signer: r.signer as Address }));
   }
 
   async listUnsettled(limit: number): Promise<StoredChannel[]> {
