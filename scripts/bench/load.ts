@@ -73,6 +73,8 @@ export interface LoadResult {
   errors: number;
   /** Server CPU time (user + system) per 2xx response during the measured run, µs; null when /proc is unavailable. */
   serverCpuUs: number | null;
+  /** This load generator's own CPU time per 2xx response during the measured run, µs (≥ ~1,000,000 / rps: it was the bottleneck). */
+  loadCpuUs: number | null;
   /** Vouchers signed during the run because the pre-signed ones ran out (CPU taken from the load generator). */
   signedDuringRun: number;
 }
@@ -158,7 +160,9 @@ async function main(): Promise<void> {
     if (spec.warmup > 0) await run(spec.url, r.path, r.connections, spec.warmup, false, next);
     signedDuringRun = 0;
     const cpu0 = cpuOf(spec.serverPid);
+    const own0 = process.cpuUsage();
     const m = await run(spec.url, r.path, r.connections, spec.duration, true, next);
+    const own = process.cpuUsage(own0);
     const cpu1 = cpuOf(spec.serverPid);
     const sorted = Float64Array.from(m.lat).sort();
     const res: LoadResult = {
@@ -170,11 +174,12 @@ async function main(): Promise<void> {
       statuses: m.statuses,
       errors: m.errors,
       serverCpuUs: cpu0 !== null && cpu1 !== null && m.lat.length ? (cpu1 - cpu0) / m.lat.length : null,
+      loadCpuUs: m.lat.length ? (own.user + own.system) / m.lat.length : null,
       signedDuringRun,
     };
     if (!r.paid) unpaidRps.set(r.connections, res.rps);
     results.push(res);
-    process.stderr.write(`  ${r.label}: ${Math.round(res.rps)} req/s, p50 ${res.p50.toFixed(3)} ms, p99 ${res.p99.toFixed(3)} ms, server CPU ${res.serverCpuUs?.toFixed(0) ?? "?"} µs/request\n`);
+    process.stderr.write(`  ${r.label}: ${Math.round(res.rps)} req/s, p50 ${res.p50.toFixed(3)} ms, p99 ${res.p99.toFixed(3)} ms, server CPU ${res.serverCpuUs?.toFixed(0) ?? "?"} µs/request, load generator CPU ${res.loadCpuUs?.toFixed(0) ?? "?"} µs/request\n`);
   }
   process.stdout.write(`${JSON.stringify({ results, vouchersUsed: used })}\n`);
 }
