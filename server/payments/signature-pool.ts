@@ -12,8 +12,9 @@
  *
  * Transport: a ring of slots in shared memory per worker, not `postMessage`. A message costs the main thread about
  * as much as the recovery it would save (serialisation, wake-up, event dispatch: measured, no gain); here a check
- * costs the main thread a 97-byte copy, an `Atomics.notify` and a poll of the slot's state, done once per event-loop
- * turn (`setImmediate`) while checks are outstanding. The worker sleeps in `Atomics.wait` when its ring is empty.
+ * costs the main thread a 97-byte copy, an `Atomics.notify` when the worker sleeps, and a poll of the slot's state,
+ * done once per event-loop turn (`setImmediate`) while checks are outstanding. The worker sleeps in `Atomics.wait`
+ * when its ring is empty.
  * If a worker fails, every outstanding and later check runs inline (logged once).
  */
 import path from "node:path";
@@ -32,8 +33,9 @@ const OUT = 65;
 const SUBMITTED = 1;
 const RECOVERED = 2;
 const FAILED = 3;
-/** Index of the submission counter in the control array (the worker waits on it). */
+/** Control array: the submission counter (the worker waits on it), and whether the worker is (about to be) asleep. */
 const HEAD = 0;
+const SLEEPING = 1;
 
 // The worker: takes slots in order, recovers each key with the native binding (path passed in, so resolution does
 // not depend on the working directory), marks the slot, and sleeps when it has caught up with the main thread.
@@ -44,8 +46,15 @@ const { control, states, input, output, slots } = workerData;
 const ctl = new Int32Array(control), st = new Int32Array(states), inp = new Uint8Array(input), out = new Uint8Array(output);
 let next = 0;
 for (;;) {
-  const head = Atomics.load(ctl, ${HEAD});
-  if (next === head) { Atomics.wait(ctl, ${HEAD}, head); continue; }
+  if (next === Atomics.load(ctl, ${HEAD})) {
+    // Say so before sleeping, then look again: the main thread notifies only a worker that may be asleep, and
+    // wait() returns at once if the counter moved in between.
+    Atomics.store(ctl, ${SLEEPING}, 1);
+    const head = Atomics.load(ctl, ${HEAD});
+    if (next === head) Atomics.wait(ctl, ${HEAD}, head);
+    Atomics.store(ctl, ${SLEEPING}, 0);
+    continue;
+  }
   const slot = next % slots, o = slot * ${IN};
   let state = ${FAILED};
   try {
@@ -101,7 +110,7 @@ export class SignaturePool {
     this.logger = o.logger;
     const secp256k1 = path.dirname(require.resolve("secp256k1/package.json"));
     for (let i = 0; i < o.threads; i++) {
-      const control = new SharedArrayBuffer(4);
+      const control = new SharedArrayBuffer(8);
       const states = new SharedArrayBuffer(4 * SLOTS);
       const input = new SharedArrayBuffer(IN * SLOTS);
       const output = new SharedArrayBuffer(OUT * SLOTS);
@@ -145,7 +154,7 @@ export class SignaturePool {
       lane.outstanding.push({ slot, digest, split, resolve });
       lane.head = (lane.head + 1) | 0;
       Atomics.store(lane.control, HEAD, lane.head);
-      Atomics.notify(lane.control, HEAD, 1);
+      if (Atomics.load(lane.control, SLEEPING) === 1) Atomics.notify(lane.control, HEAD, 1); // a syscall: only when needed
       this.offloaded++;
       this.schedulePoll();
     });

@@ -86,6 +86,20 @@ describe("signature pool", () => {
     }
   });
 
+  it("checks that trickle in, with the worker asleep in between, are all answered", async () => {
+    const pool = new SignaturePool({ verifier: new VoucherVerifier(domain), threads: 1 });
+    try {
+      for (let round = 0; round < 25; round++) {
+        await new Promise((r) => setTimeout(r, 2)); // the worker catches up and goes to sleep
+        const some = cases(1 + (round % 4));
+        expect(await Promise.all(some.map((c) => pool.verify(c.voucher, c.signer, true)))).to.deep.equal(some.map(expected));
+      }
+      expect(pool.offloaded).to.be.greaterThan(25);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("with no threads every check is inline, even when offloading is asked", async () => {
     const pool = new SignaturePool({ verifier: new VoucherVerifier(domain), threads: 0 });
     const all = cases(28);
