@@ -120,6 +120,18 @@ export function migrateSqlite(db: Database.Database, migrations: readonly Sqlite
   return applied;
 }
 
+/** A channel row as a group commit holds it between its accepts (see `acceptInTx`). */
+interface HeldRow {
+  /** The row as the transaction would read it now. */
+  channel: StoredChannel;
+  /** The newest chain snapshot that changes the stored chain fields, to write at the end (null: none). */
+  chain: ChainChannel | null;
+  /** `floor` when the batch first read the row: used vouchers up to the final floor are pruned once. */
+  floorAtRead: bigint;
+  /** Whether the accounting columns must be written (false for a row this batch inserted and did not change). */
+  dirty: boolean;
+}
+
 /** {@link ChannelStore} on SQLite. */
 /** Whether `updateChain` with snapshot `c` would change the stored row (same rule as its SQL). */
 function chainSnapshotChanges(stored: StoredChannel, c: ChainChannel): boolean {
@@ -157,7 +169,7 @@ export class SqliteStore implements ChannelStore {
     migrateSqlite(this.db, [...SQLITE_MIGRATIONS, ...(opts.migrations ?? [])]);
     this.st = this.prepare();
     this.acceptTx = this.db.transaction((input: AcceptVoucherInput) => this.acceptInTx(input)).immediate as never;
-    const acceptBatch = this.db.transaction((inputs: readonly AcceptVoucherInput[]) => inputs.map((i) => this.acceptInTx(i))).immediate as never;
+    const acceptBatch = this.db.transaction((inputs: readonly AcceptVoucherInput[]) => this.acceptBatchInTx(inputs)).immediate as never;
     this.accepts = new GroupCommit(this.acceptTx, acceptBatch);
     this.snapshotsTx = this.db.transaction((s: readonly ChainChannel[], c?: EventCursor, f?: boolean) => this.snapshotsInTx(s, c, f)).immediate as never;
   }
@@ -252,10 +264,21 @@ export class SqliteStore implements ChannelStore {
     });
   }
 
-  private acceptInTx(input: AcceptVoucherInput): AcceptVoucherResult {
+  /**
+   * One accept inside a transaction. With `batch` (group commit), a channel's row is read once per batch and its
+   * accounting UPDATE and used-set prune are written once, by {@link writeHeld} at the end of the batch: later
+   * accepts of the same channel in the batch work on the row as held in memory, which is exactly what the
+   * transaction would read back (the used set is still written per accept, so the duplicate check sees it).
+   */
+  private acceptInTx(input: AcceptVoucherInput, batch?: Map<string, HeldRow>): AcceptVoucherResult {
     const id = lower(input.chain.channelId);
-    const row = this.st.getChannel.get(id);
-    const current = row ? toChannel(row) : null;
+    const held = batch?.get(id);
+    let current: StoredChannel | null;
+    if (held) current = held.channel;
+    else {
+      const row = this.st.getChannel.get(id);
+      current = row ? toChannel(row) : null;
+    }
     if (current) {
       if (current.finalized) return { ok: false, code: "channel_finalized", channel: current };
       if (current.payerCloseRequestedAt !== 0) return { ok: false, code: "channel_closing", channel: current };
@@ -277,6 +300,8 @@ export class SqliteStore implements ChannelStore {
     const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
     if (!current) {
       this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, floor: d.floor }, 0, now);
+    } else if (batch) {
+      // written once for the batch by writeHeld
     } else {
       // Hot path: most requests carry the snapshot already stored; skip the statement when it would change nothing.
       if (chainSnapshotChanges(current, input.chain)) this.st.updateChain.run(this.chainParams(input.chain, now));
@@ -290,7 +315,7 @@ export class SqliteStore implements ChannelStore {
       });
     }
     this.st.insertUsed.run(id, vText);
-    if (d.prune) this.st.pruneUsed.run(id, encodeAmount(d.floor));
+    if (d.prune && !batch) this.st.pruneUsed.run(id, encodeAmount(d.floor));
     // The committed row, built here rather than read back (hot path).
     const c = input.chain;
     const chainPart =
@@ -310,7 +335,39 @@ export class SqliteStore implements ChannelStore {
           createdAt: now,
           updatedAt: now,
         };
+    if (batch) {
+      const h: HeldRow = held ?? { channel, chain: null, floorAtRead: current ? current.floor : d.floor, dirty: false };
+      if (current) {
+        h.dirty = true;
+        if (chainSnapshotChanges(current, input.chain)) h.chain = input.chain;
+      }
+      h.channel = channel;
+      batch.set(id, h);
+    }
     return { ok: true, channel };
+  }
+
+  /** Accepts of one group commit, in order, in the caller's transaction; then each touched row written once. */
+  private acceptBatchInTx(inputs: readonly AcceptVoucherInput[]): AcceptVoucherResult[] {
+    const batch = new Map<string, HeldRow>();
+    const results = inputs.map((input) => this.acceptInTx(input, batch));
+    for (const [id, h] of batch) this.writeHeld(id, h);
+    return results;
+  }
+
+  private writeHeld(id: string, h: HeldRow): void {
+    if (!h.dirty) return;
+    const c = h.channel;
+    if (h.chain) this.st.updateChain.run(this.chainParams(h.chain, c.updatedAt));
+    this.st.updateAccounting.run({
+      channel_id: id,
+      accepted: encodeAmount(c.accepted),
+      accepted_signature: c.acceptedSignature,
+      spent: encodeAmount(c.spent),
+      floor: encodeAmount(c.floor),
+      updated_at: c.updatedAt,
+    });
+    if (c.floor > h.floorAtRead) this.st.pruneUsed.run(id, encodeAmount(c.floor));
   }
 
   private snapshotsInTx(snapshots: readonly ChainChannel[], cursor?: EventCursor, force = false) {
