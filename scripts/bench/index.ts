@@ -2,7 +2,7 @@
  * `npm run bench`: the benchmarks of issue 7, in one bounded run (a few minutes; aborted after 9.5), printed as
  * Markdown tables and written to `docs/benchmarks.md` with the machine's description and the targets' pass/fail.
  *
- *   npm run bench [-- --only verify,gas,http,e2e] [--duration 5] [--warmup 1] [--rounds 2] [--calls 10000] [--no-write]
+ *   npm run bench [-- --only verify,gas,http,e2e] [--duration 5] [--warmup 1] [--rounds 3] [--calls 10000] [--no-write]
  *
  * Sections (each can fail without stopping the others; a failed section is reported and the exit code is 1):
  *   verify  vouchers verified per second, VoucherVerifier vs viem's verifyTypedData (scripts/bench/verify.ts)
@@ -32,7 +32,7 @@ const { values: args } = parseArgs({
     only: { type: "string" },
     duration: { type: "string", default: "5" },
     warmup: { type: "string", default: "1" },
-    rounds: { type: "string", default: "2" },
+    rounds: { type: "string", default: "3" },
     calls: { type: "string", default: "10000" },
     "no-write": { type: "boolean", default: false },
     out: { type: "string", default: path.join("docs", "benchmarks.md") },
