@@ -185,6 +185,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
       maxInFlight: config.maxInFlight,
       window: config.paymentWindow !== undefined ? parseTokenAmount(config.paymentWindow, decimals) : undefined,
       verifyThreads: config.verifyThreads,
+      maxPendingPayments: config.maxPendingPayments,
       maxTimeoutSeconds: config.maxTimeoutSeconds,
       publicUrl: config.publicUrl,
       logger,

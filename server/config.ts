@@ -42,6 +42,8 @@ export interface ServerConfig {
   paymentWindow?: string;
   /** Worker threads for voucher signature checks under concurrent load (0: always on the main thread). */
   verifyThreads: number;
+  /** Paid requests whose payment may be being checked at once (waiting for the chain or the store); more get 503. */
+  maxPendingPayments: number;
   /**
    * Seconds that must remain before a pending close's deadline (`closesAt`) for a voucher to be accepted:
    * enough for the settlement job to notice, submit and confirm.
@@ -100,6 +102,7 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: "MIN_DEPOSIT", default: "1", description: "smallest channel deposit accepted, token units" },
   { name: "MAX_IN_FLIGHT", default: "64", description: "requests a client may have in flight on one channel (sizes the voucher window)" },
   { name: "PAYMENT_WINDOW", default: "MAX_IN_FLIGHT x highest route price", description: "used-voucher window, token units" },
+  { name: "MAX_PENDING_PAYMENTS", default: "1024", description: "paid requests whose payment may be being checked at once (waiting for the chain or the store); more get 503 overloaded" },
   { name: "VERIFY_THREADS", default: "1 (0 on one core)", description: "worker threads checking voucher signatures while several paid requests are in progress (0 = main thread only)" },
   { name: "CLOSE_SAFETY_MARGIN", default: "3600", description: "seconds that must remain before a pending close's deadline to accept vouchers" },
   { name: "MAX_TIMEOUT_SECONDS", default: "60", description: "maxTimeoutSeconds advertised in offers" },
@@ -221,6 +224,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     minDeposit: tokenAmount("MIN_DEPOSIT", "1") ?? "1",
     maxInFlight: int("MAX_IN_FLIGHT", 64, 1, 100_000),
     paymentWindow: tokenAmount("PAYMENT_WINDOW", undefined),
+    maxPendingPayments: int("MAX_PENDING_PAYMENTS", 1024, 1, 1_000_000),
     verifyThreads: int("VERIFY_THREADS", os.availableParallelism() > 1 ? 1 : 0, 0, 16),
     closeSafetyMargin,
     maxTimeoutSeconds: int("MAX_TIMEOUT_SECONDS", 60, 1, 86_400),

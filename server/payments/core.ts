@@ -79,6 +79,8 @@ export interface PaymentCoreOptions {
   window?: bigint;
   /** Worker threads for signature checks under concurrent load (default 0: inline); see signature-pool.ts. */
   verifyThreads?: number;
+  /** Payment checks that may be in progress at once; more are refused 503 `overloaded` (default 1024). */
+  maxPendingPayments?: number;
   maxTimeoutSeconds: number;
   /** Base URL for `resource.url`; default from the Host header. */
   publicUrl?: string;
@@ -327,6 +329,10 @@ export class PaymentCore {
    * 503 `upstream_unavailable` (never a free response).
    */
   async authorize(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+    // Load shedding: when the chain or the store is slow, checks pile up here; refuse early rather than queue
+    // without bound (nothing decoded, nothing written; the client retries after Retry-After).
+    const max = this.o.maxPendingPayments ?? 1024;
+    if (this.authorizing >= max) return this.reply("overloaded", `${max} payments are being checked already; try again shortly`);
     this.authorizing++;
     try {
       return await this.authorizeInner(req, pricing);

@@ -1,0 +1,81 @@
+/**
+ * Load shedding: when payment checks pile up (here: every chain read delayed by a fault proxy), the real server
+ * refuses paid requests beyond MAX_PENDING_PAYMENTS at once with 503 `overloaded` and Retry-After, writing nothing,
+ * and takes them again as soon as the pending checks end.
+ */
+import { randomBytes } from "node:crypto";
+import { expect } from "chai";
+import type { Hex } from "viem";
+import { decodePaymentRequired, HEADER_PAYMENT_RESPONSE, VoucherSigner, type ChannelRequirements } from "../../protocol";
+import { openSqliteProbe } from "../helpers/db-probe";
+import { deployEscrow, type Env } from "../helpers/escrow";
+import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy";
+import { startServerProcess, type ServerProcess } from "../helpers/process";
+import { paymentHeaders, rpcUrl, tempDatabaseUrl } from "../helpers/server";
+
+const DELAY_MS = 600;
+
+describe("faults: payment checks piling up are shed with 503 overloaded", function () {
+  this.timeout(60_000);
+  let env: Env;
+  let proxy: FaultProxy;
+  let server: ServerProcess;
+  let databaseUrl: string;
+  let terms: ChannelRequirements;
+
+  before(async function () {
+    env = await deployEscrow();
+    proxy = await startFaultProxy(await rpcUrl());
+    databaseUrl = tempDatabaseUrl();
+    server = await startServerProcess({
+      RPC_URL: proxy.url,
+      ESCROW_ADDRESS: env.escrow.address,
+      TOKEN_ADDRESS: env.usdc.address,
+      PAYEE_ADDRESS: env.wallets[0].account.address,
+      DATABASE_URL: databaseUrl,
+      RPC_TIMEOUT: "10000",
+      UNKNOWN_CHANNEL_TTL: "50",
+      MAX_PENDING_PAYMENTS: "2",
+    });
+    const challenge = await fetch(`${server.url}/v1/echo`);
+    await challenge.arrayBuffer();
+    terms = decodePaymentRequired(challenge.headers.get("payment-required")!).accepts[0];
+  });
+
+  after(async () => {
+    await server?.stop();
+    await proxy?.close();
+  });
+
+  /** A voucher on a channel id the server has never seen: checking it needs a chain read. */
+  const unseen = () => {
+    const signer = new VoucherSigner(`0x${randomBytes(32).toString("hex")}` as Hex, env.domain);
+    return signer.sign(`0x${randomBytes(32).toString("hex")}` as Hex, 1_000n);
+  };
+  const pay = async () => {
+    const t0 = performance.now();
+    const res = await fetch(`${server.url}/v1/echo?msg=overload`, { headers: paymentHeaders(terms, unseen()), signal: AbortSignal.timeout(20_000) });
+    const body = (await res.json()) as { error?: string };
+    return { status: res.status, code: body.error, retryAfter: res.headers.get("retry-after"), receipt: res.headers.has(HEADER_PAYMENT_RESPONSE), ms: performance.now() - t0 };
+  };
+
+  it("the third check while two wait on a slow chain gets 503 overloaded at once; the limit frees when they end", async () => {
+    const probe = openSqliteProbe(databaseUrl);
+    const before = probe.snapshot();
+    proxy.mode("delay", { delayMs: DELAY_MS });
+    try {
+      const slow = [pay(), pay()];
+      await new Promise((r) => setTimeout(r, 200)); // both are now waiting for the delayed chain read
+      const shed = await pay();
+      expect(shed).to.include({ status: 503, code: "overloaded", retryAfter: "2", receipt: false });
+      expect(shed.ms).to.be.below(DELAY_MS / 2);
+      for (const r of await Promise.all(slow)) expect(r).to.include({ status: 402, code: "unknown_channel" });
+      const again = await pay(); // the two checks ended: room again (still slow, still unknown)
+      expect(again).to.include({ status: 402, code: "unknown_channel" });
+    } finally {
+      proxy.mode("pass");
+    }
+    expect(probe.snapshot()).to.deep.equal(before); // nothing written for any of them
+    probe.close();
+  });
+});
