@@ -6,17 +6,19 @@
 import { randomBytes } from "node:crypto";
 import { expect } from "chai";
 import type { Hex } from "viem";
-import { decodePaymentRequired, HEADER_PAYMENT_RESPONSE, VoucherSigner, type ChannelRequirements } from "../../protocol";
+import { HEADER_PAYMENT_RESPONSE, VoucherSigner, type ChannelRequirements } from "../../protocol";
 import { openSqliteProbe } from "../helpers/db-probe";
-import { deployEscrow, type Env } from "../helpers/escrow";
-import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy";
-import { startServerProcess, type ServerProcess } from "../helpers/process";
-import { paymentHeaders, rpcUrl, tempDatabaseUrl } from "../helpers/server";
+import type { Env } from "../helpers/escrow";
+import type { FaultProxy } from "../helpers/fault-proxy";
+import type { ServerProcess } from "../helpers/process";
+import { startProxiedServer, type ProxiedServer } from "../helpers/proxied-server";
+import { paymentHeaders } from "../helpers/server";
 
 const DELAY_MS = 600;
 
 describe("faults: payment checks piling up are shed with 503 overloaded", function () {
   this.timeout(60_000);
+  let running: ProxiedServer;
   let env: Env;
   let proxy: FaultProxy;
   let server: ServerProcess;
@@ -24,27 +26,12 @@ describe("faults: payment checks piling up are shed with 503 overloaded", functi
   let terms: ChannelRequirements;
 
   before(async function () {
-    env = await deployEscrow();
-    proxy = await startFaultProxy(await rpcUrl());
-    databaseUrl = tempDatabaseUrl();
-    server = await startServerProcess({
-      RPC_URL: proxy.url,
-      ESCROW_ADDRESS: env.escrow.address,
-      TOKEN_ADDRESS: env.usdc.address,
-      PAYEE_ADDRESS: env.wallets[0].account.address,
-      DATABASE_URL: databaseUrl,
-      RPC_TIMEOUT: "10000",
-      UNKNOWN_CHANNEL_TTL: "50",
-      MAX_PENDING_PAYMENTS: "2",
-    });
-    const challenge = await fetch(`${server.url}/v1/echo`);
-    await challenge.arrayBuffer();
-    terms = decodePaymentRequired(challenge.headers.get("payment-required")!).accepts[0];
+    running = await startProxiedServer({ RPC_TIMEOUT: "10000", UNKNOWN_CHANNEL_TTL: "50", MAX_PENDING_PAYMENTS: "2" });
+    ({ env, proxy, server, databaseUrl, terms } = running);
   });
 
   after(async () => {
-    await server?.stop();
-    await proxy?.close();
+    await running?.stop();
   });
 
   /** A voucher on a channel id the server has never seen: checking it needs a chain read. */

@@ -9,15 +9,14 @@
  * service down. When the proxy heals, the very vouchers that got 503 are served.
  */
 import { expect } from "chai";
-import fs from "node:fs";
-import path from "node:path";
 import type { Abi } from "viem";
-import { channelEscrowAbi, decodePaymentRequired, HEADER_PAYMENT_RESPONSE, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
+import { channelEscrowAbi, HEADER_PAYMENT_RESPONSE, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
 import { openSqliteProbe } from "../helpers/db-probe";
-import { deployEscrow, openChannel, USDC, type Env, type OpenedChannel } from "../helpers/escrow";
-import { startFaultProxy, type FaultMode, type FaultProxy } from "../helpers/fault-proxy";
-import { startServerProcess, type ServerProcess } from "../helpers/process";
-import { paymentHeaders, rpcUrl, tempDatabaseUrl } from "../helpers/server";
+import { openChannel, USDC, type Env, type OpenedChannel } from "../helpers/escrow";
+import type { FaultMode, FaultProxy } from "../helpers/fault-proxy";
+import type { ServerProcess } from "../helpers/process";
+import { startProxiedServer, type ProxiedServer } from "../helpers/proxied-server";
+import { paymentHeaders } from "../helpers/server";
 
 const PRICE = 1_000n;
 const RPC_TIMEOUT = 600;
@@ -62,32 +61,17 @@ describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, dela
     return a;
   };
 
+  let running: ProxiedServer;
+
   before(async function () {
-    env = await deployEscrow();
-    proxy = await startFaultProxy(await rpcUrl());
-    databaseUrl = tempDatabaseUrl();
-    server = await startServerProcess({
-      RPC_URL: proxy.url,
-      ESCROW_ADDRESS: env.escrow.address,
-      TOKEN_ADDRESS: env.usdc.address,
-      PAYEE_ADDRESS: env.wallets[0].account.address,
-      DATABASE_URL: databaseUrl,
-      RPC_TIMEOUT: String(RPC_TIMEOUT),
-      CHAIN_POLL_INTERVAL: "200",
-      UNKNOWN_CHANNEL_TTL: "100",
-    });
-    const challenge = await fetch(`${server.url}/v1/echo`);
-    await challenge.arrayBuffer();
-    terms = decodePaymentRequired(challenge.headers.get("payment-required")).accepts[0];
+    running = await startProxiedServer({ RPC_TIMEOUT: String(RPC_TIMEOUT), CHAIN_POLL_INTERVAL: "200", UNKNOWN_CHANNEL_TTL: "100" });
+    ({ env, proxy, server, databaseUrl, terms } = running);
     known = await openChannel(env, { deposit: USDC(1) });
     expect((await pay(known, knownNext)).status).to.equal(200);
   });
 
   after(async function () {
-    proxy?.mode("pass");
-    await server?.stop();
-    await proxy?.close();
-    if (databaseUrl) fs.rmSync(path.dirname(databaseUrl), { recursive: true, force: true });
+    await running?.stop();
   });
 
   /** Tops `c` up on chain (not through the proxy): the server learns of it only by reading the chain. */
