@@ -39,7 +39,7 @@ import {
 } from "../../protocol";
 import type { ChannelView } from "../chain/view";
 import type { ChainChannel, ChannelStore, StoredChannel } from "../store/types";
-import { httpStatusOf, problem, PROBLEM_CONTENT_TYPE, type ErrorContext, type ProblemBody, type ServerErrorCode } from "./errors";
+import { problem, PROBLEM_CONTENT_TYPE, type ErrorContext, type ProblemBody, type ServerErrorCode } from "./errors";
 import { maxCharge, type RoutePricing } from "./pricing";
 import { SignaturePool } from "./signature-pool";
 
