@@ -8,7 +8,7 @@
  *   TOKEN_ADDRESS         use this token (e.g. USDC) instead of deploying MockUSDC
  *   DEPLOYMENTS_DIR       where <chainId>.json goes (default ./deployments; --out overrides)
  */
-import { DEFAULT_RPC_URL, deployContracts, DeployError } from "./deploy-lib";
+import { DEFAULT_RPC_URL, deployContracts, DeployError } from "@paychan/demo";
 import type { Address, Hex } from "viem";
 
 const USAGE = `usage: ts-node scripts/deploy.ts [--mock-token] [--out DIR]

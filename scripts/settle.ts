@@ -16,10 +16,10 @@ import path from "node:path";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { createPublicClient, erc20Abi, http, isAddress, getAddress, type Address } from "viem";
-import { formatTokenAmount } from "../protocol";
-import { ChainReader } from "../server/chain/reader";
-import { CONFIG_VARIABLES, ConfigError, loadConfig, type LogLevel } from "../server/config";
-import { createLogger } from "../server/log";
+import { formatTokenAmount } from "@paychan/protocol";
+import { ChainReader } from "@paychan/server";
+import { CONFIG_VARIABLES, ConfigError, loadConfig, type LogLevel } from "@paychan/server";
+import { createLogger } from "@paychan/server";
 import {
   checkCloseDelayRule,
   createSettlement,
@@ -28,10 +28,10 @@ import {
   resolveSettlerKey,
   SETTLEMENT_VARIABLES,
   type SettlementRunReport,
-} from "../server/settlement";
-import { hardhatAccount } from "../server/local/chain";
-import { isPostgresUrl, openStore, sqliteFilename, StoreBindingError } from "../server/store";
-import { DEFAULT_DEPLOYMENTS_DIR, DEFAULT_RPC_URL, LOCAL_CHAIN_IDS, readDeployment } from "./deploy-lib";
+} from "@paychan/server";
+import { hardhatAccount, localSettlerKey } from "@paychan/demo";
+import { isPostgresUrl, openStore, sqliteFilename, StoreBindingError } from "@paychan/server";
+import { DEFAULT_DEPLOYMENTS_DIR, DEFAULT_RPC_URL, LOCAL_CHAIN_IDS, readDeployment } from "@paychan/demo";
 
 const ENV_USED = ["RPC_URL", "CHAIN_ID", "ESCROW_ADDRESS", "TOKEN_ADDRESS", "PAYEE_ADDRESS", "DEPLOYMENTS_FILE", "DATABASE_URL", "MIN_CLOSE_DELAY", "CHAIN_POLL_INTERVAL", "CONFIRMATIONS", "RPC_TIMEOUT", "LOG_LEVEL"];
 
@@ -166,7 +166,7 @@ async function main(): Promise<void> {
   });
   if (!rule.ok) fail(2, `refusing to settle: ${rule.message}`);
 
-  const key = resolveSettlerKey({ privateKey: senv.privateKey(), chainId, payee });
+  const key = localSettlerKey({ privateKey: senv.privateKey(), chainId, payee });
   if (!key) fail(2, `SETTLER_PRIVATE_KEY is required on chain ${chainId} (the payee's key, or an operator it approved with setOperator)`);
 
   // The server's database: DATABASE_URL, else the default of npm start (local chain) or of the server (RPC_URL set).

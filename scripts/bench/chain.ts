@@ -18,9 +18,9 @@ import {
   type PublicClient,
 } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, computeChannelId, escrowDomain, mockUsdcAbi, VoucherSigner, type EscrowDomain } from "../../protocol";
-import { deployContracts } from "../deploy-lib";
-import { hardhatAccount, startLocalChain, type LocalChain } from "../../server/local/chain";
+import { channelEscrowAbi, computeChannelId, escrowDomain, VoucherSigner, type EscrowDomain } from "@paychan/protocol";
+import { deployContracts, mockUsdcAbi } from "@paychan/demo";
+import { hardhatAccount, startLocalChain, type LocalChain } from "@paychan/demo";
 
 export interface BenchChain {
   rpcUrl: string;

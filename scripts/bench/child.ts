@@ -1,6 +1,7 @@
 /** Starting benchmark child processes (a chain or a server) that print `ready <url>` when they listen. */
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { TS_NODE_ARGS } from "../../test/helpers/process";
 
 /** The latency server every HTTP benchmark runs (`latency-server.ts`). */
 export const LATENCY_SERVER = path.join(__dirname, "latency-server.ts");
@@ -11,7 +12,7 @@ export const LATENCY_SERVER = path.join(__dirname, "latency-server.ts");
  */
 export function startReadyChild(args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register", ...args], {
+    const child = spawn(process.execPath, [...TS_NODE_ARGS, ...args], {
       cwd: path.resolve(__dirname, "..", ".."),
       env: { ...process.env, ...env, TS_NODE_TRANSPILE_ONLY: "true" },
       stdio: ["ignore", "pipe", "inherit"],

@@ -19,10 +19,10 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { createPublicClient, createWalletClient, defineChain, http, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { mockUsdcAbi } from "../../protocol";
-import { createChannelClient } from "../../client";
-import { deployContracts } from "../deploy-lib";
-import { hardhatAccount } from "../../server/local/chain";
+
+import { createChannelClient } from "@paychan/client";
+import { deployContracts, mockUsdcAbi } from "@paychan/demo";
+import { hardhatAccount } from "@paychan/demo";
 
 const { values: args } = parseArgs({
   options: {

@@ -13,9 +13,9 @@ import os from "node:os";
 import path from "node:path";
 import { createPublicClient, createWalletClient, defineChain, http } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { createChannelClient } from "../../client";
-import { mockUsdcAbi } from "../../protocol";
-import { hardhatAccount } from "../../server/local/chain";
+import { createChannelClient } from "@paychan/client";
+
+import { hardhatAccount, mockUsdcAbi } from "@paychan/demo";
 import { runTs, spawnTs, type ChildHandle } from "../../test/helpers/process";
 import type { BenchChain } from "./chain";
 

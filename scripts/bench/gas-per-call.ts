@@ -9,8 +9,8 @@
  */
 import { hexToSignature, type Abi, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, encodeSettleItems, mockUsdcAbi, PERMIT_TYPES, TRANSFER_WITH_AUTHORIZATION_TYPES } from "../../protocol";
-import { hardhatAccount } from "../../server/local/chain";
+import { channelEscrowAbi, encodeSettleItems, PERMIT_TYPES, TRANSFER_WITH_AUTHORIZATION_TYPES } from "@paychan/protocol";
+import { hardhatAccount, mockUsdcAbi } from "@paychan/demo";
 import { fundPayer, openBenchChannel, type BenchChain, type BenchChannel } from "./chain";
 
 /** The x402 `exact` figure the issue's targets are stated against (gas per call). */

@@ -5,9 +5,9 @@
  * demo routes (the end-to-end run pays `/v1/echo`). Prints one `ready <url>` line; SIGTERM/SIGINT stop it.
  */
 import type { Request, Response } from "express";
-import { startProviderServer } from "../../server/app";
-import { loadConfig } from "../../server/config";
-import { demoRoutes } from "../../server/demo/routes";
+import { startProviderServer } from "@paychan/demo";
+import { loadConfig } from "@paychan/server";
+import { demoRoutes } from "@paychan/demo";
 
 /** Price of `/bench/paid`, token units. */
 export const BENCH_PRICE = "0.001";

@@ -62,7 +62,7 @@ interface StoreMode {
 
 async function postgresMode(log: (m: string) => void): Promise<StoreMode | { skip: string }> {
   // Loaded lazily: only this section needs pg and the PostgreSQL helper.
-  const pgh = await import("../../test/helpers/postgres");
+  const pgh = require("../../test/helpers/postgres") as typeof import("../../test/helpers/postgres");
   if (process.env.TEST_DATABASE_URL) {
     const url = await pgh.newTestDatabase("bench");
     return { name: "PostgreSQL (TEST_DATABASE_URL)", env: { DATABASE_URL: url }, cleanup: () => pgh.stopTestPostgres() };

@@ -3,9 +3,9 @@
  * environment, like `npm start` with RPC_URL set) with the demo routes plus an unpaid twin of `/v1/echo`
  * (`/free/echo`, same handler), so the paid path's added latency can be measured. Prints one `ready <url>` line.
  */
-import { startProviderServer } from "../../server/app";
-import { loadConfig } from "../../server/config";
-import { demoRoutes } from "../../server/demo/routes";
+import { startProviderServer } from "@paychan/demo";
+import { loadConfig } from "@paychan/server";
+import { demoRoutes } from "@paychan/demo";
 
 async function main() {
   const config = loadConfig(process.env);

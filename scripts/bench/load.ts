@@ -21,7 +21,7 @@ import {
   HEADER_PAYMENT_SIGNATURE,
   VoucherSigner,
   X402_VERSION,
-} from "../../protocol";
+} from "@paychan/protocol";
 
 /** The part of autocannon's API used here (the package ships no types). */
 interface AutocannonInstance {

@@ -24,13 +24,12 @@ import {
   decodePaymentRequired,
   encodePaymentSignature,
   escrowDomain,
-  mockUsdcAbi,
   VoucherSigner,
   X402_VERSION,
   type ChannelRequirements,
-} from "../../protocol";
-import { deployContracts } from "../deploy-lib";
-import { hardhatAccount, startLocalChain } from "../../server/local/chain";
+} from "@paychan/protocol";
+import { deployContracts, mockUsdcAbi } from "@paychan/demo";
+import { hardhatAccount, startLocalChain } from "@paychan/demo";
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(name);

@@ -30,14 +30,13 @@ import {
   decodePaymentRequired,
   encodePaymentSignature,
   escrowDomain,
-  mockUsdcAbi,
   VoucherSigner,
   X402_VERSION,
   type ChannelRequirements,
-} from "../../protocol";
-import { hardhatAccount, startLocalChain } from "../../server/local/chain";
+} from "@paychan/protocol";
+import { hardhatAccount, startLocalChain, mockUsdcAbi } from "@paychan/demo";
 import { startThrowawayPostgres, withSearchPath } from "../../test/helpers/postgres";
-import { deployContracts } from "../deploy-lib";
+import { deployContracts } from "@paychan/demo";
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(name);

@@ -9,7 +9,7 @@
  */
 import { verifyTypedData, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { escrowDomain, VOUCHER_TYPES, VoucherSigner, VoucherVerifier, type Voucher } from "../../protocol";
+import { escrowDomain, VOUCHER_TYPES, VoucherSigner, VoucherVerifier, type Voucher } from "@paychan/protocol";
 
 const domain = escrowDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
 const key = generatePrivateKey();

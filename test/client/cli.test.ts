@@ -1,5 +1,5 @@
 /**
- * The `channel` CLI (bin/channel.js, as `npx channel` runs it) against the real server on the in-process chain
+ * The `channel` CLI (client/bin/channel.js running the compiled package, as `npx channel` runs it) against the real server on the in-process chain
  * (exposed over JSON-RPC): help and usage errors, paid calls with a summary, status, close.
  */
 import { expect } from "chai";
@@ -10,13 +10,14 @@ import path from "node:path";
 import { startTestServer, type TestServer } from "../helpers/server";
 import { chainClients, mintUsdc } from "../helpers/client";
 import { snapshot, revertTo } from "../helpers/chain";
+import { compiledEnv } from "../helpers/process";
 
-const BIN = path.resolve(__dirname, "..", "..", "bin", "channel.js");
+const BIN = path.resolve(__dirname, "..", "..", "client", "bin", "channel.js");
 const PAYER = 17;
 
 function run(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -5,8 +5,8 @@
  */
 import { expect } from "chai";
 import { getAddress, type Address } from "viem";
-import { mockUsdcAbi } from "../../protocol";
-import { ClientError, type SpendingLimits } from "../../client";
+import { mockUsdcAbi } from "@paychan/demo";
+import { ClientError, type SpendingLimits } from "@paychan/client";
 import { deployEscrow, type Env } from "../helpers/escrow";
 import { chainClients, reply402, startResponder, terms, testClient } from "../helpers/client";
 

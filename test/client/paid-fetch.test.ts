@@ -20,11 +20,10 @@ import {
   channelEscrowAbi,
   decodePaymentRequired,
   encodePaymentRequired,
-  mockUsdcAbi,
-} from "../../protocol";
-import { ClientError, FileStore, MemoryStore, type ChannelClient } from "../../client";
-import { demoRoutes } from "../../server/demo/routes";
-import type { ExpressPaywall } from "../../server/express/paywall";
+} from "@paychan/protocol";
+import { ClientError, FileStore, MemoryStore, type ChannelClient } from "@paychan/client";
+import { demoRoutes, mockUsdcAbi } from "@paychan/demo";
+import type { ExpressPaywall } from "@paychan/express";
 import { startTestServer, type TestServer } from "../helpers/server";
 import { chainClients, mintUsdc, testClient } from "../helpers/client";
 import { snapshot, revertTo } from "../helpers/chain";

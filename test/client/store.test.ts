@@ -8,8 +8,8 @@ import os from "node:os";
 import path from "node:path";
 import type { Hex } from "viem";
 import { generatePrivateKey, privateKeyToAddress } from "viem/accounts";
-import { ClientError, FileStore, emptyState, writeFileAtomic, type ChannelRecord, type ClientState } from "../../client";
-import { Persister } from "../../client/persister";
+import { ClientError, FileStore, emptyState, writeFileAtomic, type ChannelRecord, type ClientState } from "@paychan/client";
+import { Persister } from "../../client/src/persister";
 
 function record(i: number): ChannelRecord {
   return {

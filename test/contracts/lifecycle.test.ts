@@ -2,7 +2,7 @@
 import hre from "hardhat";
 import { expect } from "chai";
 import { getAddress, zeroAddress, type Address, type Hex } from "viem";
-import { encodeSettleItems, MAX_DEPOSIT, MAX_UINT128, VoucherSigner } from "../../protocol";
+import { encodeSettleItems, MAX_DEPOSIT, MAX_UINT128, VoucherSigner } from "@paychan/protocol";
 import { deployEscrow, DAY, USDC, type Env } from "../helpers/escrow";
 import { balanceOf, channelOf, escrowEvents, fund, openWith, receipt, transfers, type Opened, type Wallet } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";

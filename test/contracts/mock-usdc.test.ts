@@ -3,7 +3,7 @@ import hre from "hardhat";
 import { expect } from "chai";
 import { getAddress, maxUint256, parseSignature, zeroAddress, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { mockUsdcAbi } from "../../protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { type Wallet } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";
 import { accountKey, isolateEachTest, latestTimestamp } from "../helpers/chain";

@@ -35,11 +35,11 @@ import {
   MAX_DEPOSIT,
   MAX_UINT128,
   MIN_CLOSE_DELAY,
-  mockUsdcAbi,
   SECP256K1_HALF_N,
   VoucherSigner,
   type SettleClaim,
-} from "../../protocol";
+} from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { deployEscrow, DAY, type Env } from "../helpers/escrow";
 import { decodeRevert } from "../helpers/revert";
 import { accountKey, latestTimestamp, revertTo, snapshot, underCoverage } from "../helpers/chain";

@@ -3,12 +3,13 @@ import hre from "hardhat";
 import { expect } from "chai";
 import { getAddress, zeroAddress, type Address, type Hex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, authorizationNonce, computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MAX_UINT128, MIN_CLOSE_DELAY, mockUsdcAbi } from "../../protocol";
+import { channelEscrowAbi, authorizationNonce, computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MAX_UINT128, MIN_CLOSE_DELAY } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { deployEscrow, DAY, nextSalt, USDC, type Env } from "../helpers/escrow";
 import { balanceOf, channelOf, escrowEvents, eventsNamed, fund, openWith, receipt, transfers } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";
 import { accountKey, isolateEachTest, latestTimestamp } from "../helpers/chain";
-import { signAuthorization, signPermit } from "../helpers/usdc";
+import { signAuthorization, signCancelAuthorization, signPermit } from "../helpers/usdc";
 
 describe("ChannelEscrow: opening channels", () => {
   let env: Env;
@@ -335,7 +336,6 @@ describe("ChannelEscrow: opening channels", () => {
       // The payer cancels the authorization (e.g. changed its mind) before the relayer submits it.
       const s3 = nextSalt();
       const a = await authorize(p.key, { salt: s3, amount: USDC(7) });
-      const { signCancelAuthorization } = await import("../helpers/usdc");
       const cancel = await signCancelAuthorization(p.key, env.chainId, usdc, a.nonce);
       await env.usdc.write.cancelAuthorization([p.address, a.nonce, cancel]);
       await expectRevert(

@@ -20,7 +20,7 @@ import {
   SECP256K1_HALF_N,
   VoucherSigner,
   type SettleClaim,
-} from "../../protocol";
+} from "@paychan/protocol";
 import { deployEscrow, DAY, USDC, type Env } from "../helpers/escrow";
 import { balanceOf, channelOf, claim, escrowEvents, fund, openWith, receipt, SKIP, transfers, type Opened, type Wallet } from "../helpers/escrow-tx";
 import { decodeRevertData, expectRevert } from "../helpers/revert";

@@ -2,7 +2,7 @@
 import hre from "hardhat";
 import { expect } from "chai";
 import { encodeFunctionData, getAddress, type Address, type Hex } from "viem";
-import { channelEscrowAbi, encodeSettleItems, VoucherSigner, type SettleClaim } from "../../protocol";
+import { channelEscrowAbi, encodeSettleItems, VoucherSigner, type SettleClaim } from "@paychan/protocol";
 import { deployEscrow, sessionKey, USDC, type Env } from "../helpers/escrow";
 import { balanceOf, channelOf, claim, escrowEvents, openWith, receipt, SKIP, transfers, type Opened, type Wallet } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";

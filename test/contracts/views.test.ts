@@ -16,7 +16,7 @@ import {
   VOUCHER_TYPEHASH,
   VOUCHER_TYPES,
   VoucherHasher,
-} from "../../protocol";
+} from "@paychan/protocol";
 import { deployEscrow, DAY, nextSalt, sessionKey, USDC, type Env } from "../helpers/escrow";
 import { openWith, type Wallet } from "../helpers/escrow-tx";
 import { isolateEachTest, latestTimestamp } from "../helpers/chain";

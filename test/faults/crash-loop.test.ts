@@ -14,7 +14,7 @@
 import { expect } from "chai";
 import fs from "node:fs";
 import path from "node:path";
-import { HEADER_PAYMENT_RESPONSE, decodePaymentRequired, type ChannelRequirements } from "../../protocol";
+import { HEADER_PAYMENT_RESPONSE, decodePaymentRequired, type ChannelRequirements } from "@paychan/protocol";
 import { openSqliteProbe } from "../helpers/db-probe";
 import { deployEscrow, openChannel, USDC, type OpenedChannel } from "../helpers/escrow";
 import { startServerProcess, type ServerProcess } from "../helpers/process";

@@ -19,7 +19,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { decodePaymentRequired, HEADER_PAYMENT_SIGNATURE, type ChannelRequirements } from "../../protocol";
+import { decodePaymentRequired, HEADER_PAYMENT_SIGNATURE, type ChannelRequirements } from "@paychan/protocol";
 import { openSqliteProbe, type SqliteProbe } from "../helpers/db-probe";
 import { deployEscrow, openChannel, USDC, type OpenedChannel } from "../helpers/escrow";
 import { startServerProcess, type ServerProcess } from "../helpers/process";

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { expect } from "chai";
 import type { Hex } from "viem";
-import { HEADER_PAYMENT_RESPONSE, VoucherSigner, type ChannelRequirements } from "../../protocol";
+import { HEADER_PAYMENT_RESPONSE, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
 import { openSqliteProbe } from "../helpers/db-probe";
 import type { Env } from "../helpers/escrow";
 import type { FaultProxy } from "../helpers/fault-proxy";

@@ -10,7 +10,8 @@
  */
 import { expect } from "chai";
 import type { Abi } from "viem";
-import { channelEscrowAbi, HEADER_PAYMENT_RESPONSE, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
+import { channelEscrowAbi, HEADER_PAYMENT_RESPONSE, type ChannelRequirements } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { openSqliteProbe } from "../helpers/db-probe";
 import { openChannel, USDC, type Env, type OpenedChannel } from "../helpers/escrow";
 import type { FaultMode, FaultProxy } from "../helpers/fault-proxy";

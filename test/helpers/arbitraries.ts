@@ -5,9 +5,9 @@
 import fc from "fast-check";
 import secp256k1 from "secp256k1";
 import { bytesToHex, getAddress, type Address, type Hex } from "viem";
-import { MAX_DEPOSIT, MAX_UINT128 } from "../../protocol";
-import type { ChannelHint, ChannelRequirements, PaymentPayload, PaymentRequired, PaymentResponse } from "../../protocol";
-import { PAYMENT_ERROR_CODES } from "../../protocol";
+import { MAX_DEPOSIT, MAX_UINT128 } from "@paychan/protocol";
+import type { ChannelHint, ChannelRequirements, PaymentPayload, PaymentRequired, PaymentResponse } from "@paychan/protocol";
+import { PAYMENT_ERROR_CODES } from "@paychan/protocol";
 
 /** `n` random bytes as lowercase 0x-hex. */
 export const hexBytes = (n: number): fc.Arbitrary<Hex> =>

@@ -14,14 +14,14 @@ import {
   HEADER_PAYMENT_SIGNATURE,
   decodePaymentSignature,
   encodePaymentRequired,
-  mockUsdcAbi,
   networkOf,
   type ChannelHint,
   type ChannelRequirements,
   type PaymentErrorCode,
   type PaymentPayload,
-} from "../../protocol";
-import { createChannelClient, MemoryStore, type ChannelClient, type ChannelClientOptions } from "../../client";
+} from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
+import { createChannelClient, MemoryStore, type ChannelClient, type ChannelClientOptions } from "@paychan/client";
 import { accountKey } from "./chain";
 
 /** Public and wallet clients for Hardhat account `index`, signing locally (as an agent's key would). */

@@ -5,7 +5,7 @@
  * model's channels, operators, token balances and ledger exactly as the chain should.
  */
 import { getAddress, type Address, type Hex } from "viem";
-import { computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MIN_CLOSE_DELAY, type EscrowChannel } from "../../protocol";
+import { computeChannelId, MAX_CLOSE_DELAY, MAX_DEPOSIT, MIN_CLOSE_DELAY, type EscrowChannel } from "@paychan/protocol";
 import { SKIP } from "./escrow-tx";
 
 /** The model's view of a channel: what `getChannel` returns, plus its id. */

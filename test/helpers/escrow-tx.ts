@@ -4,7 +4,8 @@
  */
 import hre from "hardhat";
 import { getAddress, parseEventLogs, zeroAddress, type Address, type ContractEventName, type Hex, type TransactionReceipt } from "viem";
-import { channelEscrowAbi, computeChannelId, mockUsdcAbi, VoucherSigner, type SettleClaim } from "../../protocol";
+import { channelEscrowAbi, computeChannelId, VoucherSigner, type SettleClaim } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { DAY, nextSalt, type Env } from "./escrow";
 
 /** A wallet client of the in-process chain (Hardhat test account). */

@@ -10,9 +10,9 @@ import {
   VoucherSigner,
   computeChannelId,
   channelEscrowAbi,
-  mockUsdcAbi,
   type EscrowDomain,
-} from "../../protocol";
+} from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 
 export const DAY = 86_400;
 export const USDC = (n: number | bigint) => BigInt(n) * 1_000_000n;

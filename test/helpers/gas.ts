@@ -1,7 +1,8 @@
 /** Measures the escrow's gas figures on the in-process chain (shared by `npm run gas` and the gas test). */
 import hre from "hardhat";
 import { getAddress, parseSignature, type Hex } from "viem";
-import { authorizationNonce, channelEscrowAbi, mockUsdcAbi, computeChannelId, encodeSettleItems, PERMIT_TYPES, RECEIVE_WITH_AUTHORIZATION_TYPES, type SettleClaim } from "../../protocol";
+import { authorizationNonce, channelEscrowAbi, computeChannelId, encodeSettleItems, PERMIT_TYPES, RECEIVE_WITH_AUTHORIZATION_TYPES, type SettleClaim } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { deployEscrow, openChannel, sessionKey, nextSalt, DAY, USDC, type Env, type OpenedChannel } from "./escrow";
 
 export type GasFigures = Record<string, number>;

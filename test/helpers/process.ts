@@ -14,6 +14,24 @@ import path from "node:path";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
 
+/**
+ * Node arguments that run a TypeScript entry point of this repository: the workspace packages resolve to their
+ * TypeScript sources (the `@paychan/source` export condition), compiled on the fly by ts-node (transpile only).
+ */
+export const TS_NODE_ARGS: readonly string[] = ["--conditions=@paychan/source", "-r", "ts-node/register"];
+
+/**
+ * `env` without the `@paychan/source` condition in NODE_OPTIONS: for children that run the compiled packages (the
+ * `channel` bin, installed tarballs), as an installation would.
+ */
+export function compiledEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const nodeOptions = (env.NODE_OPTIONS ?? "").replace(/--conditions[= ]@paychan\/source/g, "").trim();
+  return { ...env, NODE_OPTIONS: nodeOptions || undefined };
+}
+
+/** The demo server's entry point (what `npm start` runs, from source). */
+export const SERVER_MAIN = path.join(REPO_ROOT, "server", "demo", "src", "main.ts");
+
 export interface ChildHandle {
   child: ChildProcess;
   pid: number;
@@ -43,11 +61,11 @@ export interface SpawnTsOptions {
   nodeArgs?: string[];
 }
 
-/** Starts `node -r ts-node/register <script> ...args` in the repository root and waits for `ready`. */
+/** Starts `node <TS_NODE_ARGS> <script> ...args` in the repository root and waits for `ready`. */
 export function spawnTs(script: string, o: SpawnTsOptions = {}): Promise<ChildHandle> {
   const ready = o.ready ?? /ready/;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(o.nodeArgs ?? []), "-r", "ts-node/register", script, ...(o.args ?? [])], {
+    const child = spawn(process.execPath, [...(o.nodeArgs ?? []), ...TS_NODE_ARGS, script, ...(o.args ?? [])], {
       cwd: REPO_ROOT,
       env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "true", ...o.env },
       stdio: ["ignore", "pipe", o.inheritStderr ? "inherit" : "pipe"],
@@ -108,12 +126,12 @@ export interface ServerProcess extends ChildHandle {
 }
 
 /**
- * The real `server/main.ts` (what `npm start` runs) as a child process, configured by `env` (RPC_URL,
+ * The real `server/demo/src/main.ts` (what `npm start` runs) as a child process, configured by `env` (RPC_URL,
  * ESCROW_ADDRESS, TOKEN_ADDRESS, PAYEE_ADDRESS, DATABASE_URL, ...). Defaults: PORT=0, LOG_LEVEL=silent,
  * SETTLE_IN_SERVER=false. Resolves on its `ready in …: <url>` line.
  */
 export async function startServerProcess(env: Record<string, string>, o: { timeoutMs?: number } = {}): Promise<ServerProcess> {
-  const h = await spawnTs(path.join(REPO_ROOT, "server", "main.ts"), {
+  const h = await spawnTs(SERVER_MAIN, {
     env: { PORT: "0", LOG_LEVEL: "silent", SETTLE_IN_SERVER: "false", ...env },
     ready: /ready in [0-9.]+s: (http:\/\/\S+)/,
     timeoutMs: o.timeoutMs,
@@ -121,13 +139,13 @@ export async function startServerProcess(env: Record<string, string>, o: { timeo
   return Object.assign(h, { url: h.match[1] });
 }
 
-/** Runs `node -r ts-node/register <script> ...args` to completion; resolves with its exit and output (never rejects on a non-zero exit). */
+/** Runs `node <TS_NODE_ARGS> <script> ...args` to completion; resolves with its exit and output (never rejects on a non-zero exit). */
 export function runTs(
   script: string,
   o: { args?: string[]; env?: Record<string, string | undefined>; timeoutMs?: number } = {},
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register", script, ...(o.args ?? [])], {
+    const child = spawn(process.execPath, [...TS_NODE_ARGS, script, ...(o.args ?? [])], {
       cwd: REPO_ROOT,
       env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "true", ...o.env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { decodePaymentRequired, type ChannelRequirements } from "../../protocol";
+import { decodePaymentRequired, type ChannelRequirements } from "@paychan/protocol";
 import { deployEscrow, type Env } from "./escrow";
 import { startFaultProxy, type FaultProxy } from "./fault-proxy";
 import { startServerProcess, type ServerProcess } from "./process";

@@ -27,12 +27,12 @@ import {
   type ChannelRequirements,
   type EscrowDomain,
   type Voucher,
-} from "../../protocol";
-import { startProviderServer, type ProviderServer, type ProviderServerOptions } from "../../server/app";
-import { defaultConfig, type ServerConfig } from "../../server/config";
-import type { ExpressPaywall } from "../../server/express/paywall";
-import { createLogger } from "../../server/log";
-import type { ChannelStore } from "../../server/store/types";
+} from "@paychan/protocol";
+import { startProviderServer, type ProviderServer, type ProviderServerOptions } from "@paychan/demo";
+import { defaultConfig, type ServerConfig } from "@paychan/server";
+import type { ExpressPaywall } from "@paychan/express";
+import { createLogger } from "@paychan/server";
+import type { ChannelStore } from "@paychan/server";
 import { deployEscrow, type Env } from "./escrow";
 import { startFaultProxy, type FaultProxy } from "./fault-proxy";
 
@@ -86,7 +86,7 @@ let rpc: Promise<{ url: string; close(): Promise<void> }> | null = null;
 /** The in-process Hardhat chain over JSON-RPC on 127.0.0.1 (one per test process, started on first use). */
 export async function rpcUrl(): Promise<string> {
   rpc ??= (async () => {
-    const { JsonRpcServer } = await import("hardhat/internal/hardhat-network/jsonrpc/server");
+    const { JsonRpcServer } = require("hardhat/internal/hardhat-network/jsonrpc/server") as typeof import("hardhat/internal/hardhat-network/jsonrpc/server");
     const s = new JsonRpcServer({ hostname: "127.0.0.1", port: 0, provider: hre.network.provider });
     const { port } = await s.listen();
     // Never keep the test process alive for it.

@@ -4,8 +4,8 @@
  * Started by test/settlement/crash.test.ts with `node -r ts-node/register`; imports no Hardhat code.
  */
 import type { Address, Hex } from "viem";
-import { createSettlement, resolveSettlementConfig, type SettlementStep } from "../../server/settlement";
-import { SqliteStore } from "../../server/store/sqlite/store";
+import { createSettlement, resolveSettlementConfig, type SettlementStep } from "@paychan/server";
+import { SqliteStore } from "@paychan/server";
 
 async function main(): Promise<void> {
   const env = process.env;

@@ -5,8 +5,8 @@
  */
 import { expect } from "chai";
 import { keccak256, toHex, type Address, type Hex } from "viem";
-import type { SettlementStore } from "../../server/store/settlement-types";
-import type { ChainChannel, ChannelStore } from "../../server/store/types";
+import type { SettlementStore } from "@paychan/server";
+import type { ChainChannel, ChannelStore } from "@paychan/server";
 
 export interface ConformanceStores {
   store: ChannelStore;

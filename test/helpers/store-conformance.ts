@@ -10,7 +10,7 @@
  */
 import { expect } from "chai";
 import { keccak256, toHex, type Address, type Hex } from "viem";
-import { StoreBindingError, type ChainChannel, type ChannelStore } from "../../server/store/types";
+import { StoreBindingError, type ChainChannel, type ChannelStore } from "@paychan/server";
 
 export interface StoreUnderTest {
   store: ChannelStore;

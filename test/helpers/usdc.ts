@@ -4,7 +4,7 @@
  */
 import { parseSignature, type Address, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { AUTHORIZATION_FIELDS, PERMIT_TYPES } from "../../protocol";
+import { AUTHORIZATION_FIELDS, PERMIT_TYPES } from "@paychan/protocol";
 
 export const USDC_DOMAIN_NAME = "USD Coin";
 export const USDC_DOMAIN_VERSION = "2";

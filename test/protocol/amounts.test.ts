@@ -4,7 +4,7 @@
  */
 import { expect } from "chai";
 import fc from "fast-check";
-import { formatTokenAmount, formatWireAmount, MAX_WIRE_AMOUNT, parseTokenAmount, parseWireAmount, PaymentError } from "../../protocol";
+import { formatTokenAmount, formatWireAmount, MAX_WIRE_AMOUNT, parseTokenAmount, parseWireAmount, PaymentError } from "@paychan/protocol";
 
 describe("amounts", function () {
   describe("wire amounts", function () {

@@ -16,7 +16,7 @@ import {
   signCloseRequest,
   VoucherSigner,
   VoucherVerifier,
-} from "../../protocol";
+} from "@paychan/protocol";
 import { bytes32, privateKey } from "../helpers/arbitraries";
 import { flipS } from "../helpers/signatures";
 

@@ -17,14 +17,13 @@ import {
   computeChannelId,
   encodeSettleItems,
   escrowDomain,
-  mockUsdcAbi,
   VOUCHER_TYPES,
   VoucherHasher,
   VoucherSigner,
   VoucherVerifier,
   domainSeparator,
-} from "../../protocol";
-import { channelEscrowBytecode, mockUsdcBytecode } from "../../protocol/abi/bytecode";
+} from "@paychan/protocol";
+import { channelEscrowBytecode, mockUsdcBytecode, mockUsdcAbi } from "@paychan/demo";
 
 /** The vector. Derivations are re-checked below; the digest and signature are only ever compared to these literals. */
 const GOLDEN = {

@@ -19,7 +19,7 @@ import {
   VOUCHER_TYPES,
   VoucherHasher,
   VoucherSigner,
-} from "../../protocol";
+} from "@paychan/protocol";
 import { address, amount128, bytes32, EDGE_AMOUNTS, privateKey } from "../helpers/arbitraries";
 import { flipS } from "../helpers/signatures";
 import { deployEscrow, type Env } from "../helpers/escrow";

@@ -29,7 +29,7 @@ import {
   VoucherSigner,
   VoucherVerifier,
   type SettleClaim,
-} from "../../protocol";
+} from "@paychan/protocol";
 import { address, amount128, bytes32, privateKey } from "../helpers/arbitraries";
 import { flipS, joinSignature, SECP256K1_N, splitSignature, withV } from "../helpers/signatures";
 

@@ -14,7 +14,7 @@ import {
   encodePaymentSignature,
   PAYMENT_ERROR_CODES,
   PaymentError,
-} from "../../protocol";
+} from "@paychan/protocol";
 import { paymentPayload, paymentRequired, paymentResponse } from "../helpers/arbitraries";
 
 type Codec = { name: string; decode: (h: unknown) => unknown; encode: (v: any) => string; valid: () => fc.Arbitrary<any> };

@@ -22,7 +22,7 @@ import {
   type PaymentRequired,
   type PaymentResponse,
   type PaymentErrorCode,
-} from "../../protocol";
+} from "@paychan/protocol";
 
 const ESCROW = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 const TOKEN = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512";

@@ -6,8 +6,9 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
-import { CONFIG_VARIABLES } from "../../server/config";
-import { PG_POOL_VARIABLES } from "../../server/store/postgres";
+import { CONFIG_VARIABLES } from "@paychan/server";
+import { PG_POOL_VARIABLES } from "@paychan/server/postgres";
+import { SERVER_MAIN, TS_NODE_ARGS } from "../helpers/process";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -31,7 +32,7 @@ export function startReplica(name: string, env: Record<string, string>, timeoutM
   // The server's own variables come only from `env`: none leaks in from the environment the tests run in.
   const inherited: Record<string, string | undefined> = { ...process.env };
   for (const v of [...CONFIG_VARIABLES, ...PG_POOL_VARIABLES]) delete inherited[v.name];
-  const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(ROOT, "server/main.ts")], {
+  const child = spawn(process.execPath, [...TS_NODE_ARGS, SERVER_MAIN], {
     cwd: ROOT,
     env: { ...inherited, TS_NODE_TRANSPILE_ONLY: "true", HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -8,9 +8,10 @@
  */
 import { expect } from "chai";
 import type { Address, Hex } from "viem";
-import { channelEscrowAbi, decodePaymentRequired, HEADER_PAYMENT_REQUIRED, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
-import type { ChannelClient, PaymentInfo } from "../../client";
-import { PostgresStore } from "../../server/store/postgres";
+import { channelEscrowAbi, decodePaymentRequired, HEADER_PAYMENT_REQUIRED, type ChannelRequirements } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
+import type { ChannelClient, PaymentInfo } from "@paychan/client";
+import { PostgresStore } from "@paychan/server/postgres";
 import { testClient } from "../helpers/client";
 import { deployEscrow, openChannel, type Env } from "../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";

@@ -13,16 +13,18 @@ import hre from "hardhat";
 import { JsonRpcServer } from "hardhat/internal/hardhat-network/jsonrpc/server";
 import { createPublicClient, getAddress, http as httpTransport, type Address, type PublicClient } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, escrowDomain, mockUsdcAbi } from "../../protocol";
+import { channelEscrowAbi, escrowDomain } from "@paychan/protocol";
 import {
   deployContracts,
   DeployError,
   deploymentPath,
   ensureDeployment,
   HARDHAT_ACCOUNT_0_KEY,
+  mockUsdcAbi,
   readDeployment,
   type Deployment,
-} from "../../scripts/deploy-lib";
+} from "@paychan/demo";
+import { TS_NODE_ARGS } from "../helpers/process";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 
@@ -171,7 +173,7 @@ describe("deploy script", function () {
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
         execFile(
           process.execPath,
-          ["-r", "ts-node/register", path.join(ROOT, "scripts", "deploy.ts"), ...args],
+          [...TS_NODE_ARGS, path.join(ROOT, "scripts", "deploy.ts"), ...args],
           { cwd: ROOT, env: { ...process.env, ...env, TS_NODE_TRANSPILE_ONLY: "true" }, timeout: 50_000 },
           (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
         );

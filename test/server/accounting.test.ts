@@ -4,11 +4,11 @@
  */
 import { expect } from "chai";
 import type { Express } from "express";
-import { channelEscrowAbi, decodePaymentResponse, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
-import type { ExpressPaywall } from "../../server/express/paywall";
-import { paymentOf } from "../../server/express/paywall";
-import { demoRoutes, generate } from "../../server/demo/routes";
-import type { SqliteStore } from "../../server/store";
+import { channelEscrowAbi, decodePaymentResponse, type ChannelRequirements } from "@paychan/protocol";
+import type { ExpressPaywall } from "@paychan/express";
+import { paymentOf } from "@paychan/express";
+import { demoRoutes, generate, mockUsdcAbi } from "@paychan/demo";
+import type { SqliteStore } from "@paychan/server";
 import { openChannel, USDC, type OpenedChannel } from "../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../helpers/server";
 

@@ -4,7 +4,8 @@
  */
 import { expect } from "chai";
 import hre from "hardhat";
-import { channelEscrowAbi, mockUsdcAbi, type ChannelRequirements } from "../../protocol";
+import { channelEscrowAbi, type ChannelRequirements } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
 import { DAY, deployEscrow, openChannel, USDC, type Env } from "../helpers/escrow";
 import { call, rpcUrl, startRpcProxy, startTestServer, tempDatabaseUrl, type TestServer } from "../helpers/server";
 

@@ -3,7 +3,7 @@
  */
 import { expect } from "chai";
 import { keccak256, toHex, type Hex } from "viem";
-import { CLOSE_PATH, signCloseRequest } from "../../protocol";
+import { CLOSE_PATH, signCloseRequest } from "@paychan/protocol";
 import { openChannel, sessionKey } from "../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../helpers/server";
 import { accountKey } from "../helpers/chain";

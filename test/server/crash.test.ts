@@ -6,14 +6,15 @@
 import { expect } from "chai";
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
-import { SqliteStore } from "../../server/store";
+import { SqliteStore } from "@paychan/server";
 import { deployEscrow, openChannel, USDC } from "../helpers/escrow";
 import { call, paymentHeaders, rpcUrl, startTestServer, tempDatabaseUrl } from "../helpers/server";
-import { decodePaymentRequired } from "../../protocol";
+import { decodePaymentRequired } from "@paychan/protocol";
+import { SERVER_MAIN, TS_NODE_ARGS } from "../helpers/process";
 
 function startMain(env: Record<string, string>): Promise<{ url: string; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(__dirname, "../../server/main.ts")], {
+    const child = spawn(process.execPath, [...TS_NODE_ARGS, SERVER_MAIN], {
       env: { ...process.env, ...env, TS_NODE_TRANSPILE_ONLY: "true" },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import hre from "hardhat";
 import { keccak256, toHex } from "viem";
-import { channelEscrowAbi, PAYMENT_ERROR_CODES, VoucherSigner, type ChannelRequirements } from "../../protocol";
+import { channelEscrowAbi, PAYMENT_ERROR_CODES, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
 import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
 import { call, paymentJson, rawHeader, startTestServer, type Answer, type TestServer } from "../helpers/server";
 
@@ -145,7 +145,7 @@ describe("server: every payment error code is produced by a request that trigger
 
   it("channel_closing: the payer asked for a cooperative close", async () => {
     const c = await openChannel(srv.env);
-    const { signCloseRequest } = await import("../../protocol");
+    const { signCloseRequest } = await import("@paychan/protocol");
     const res = await fetch(`${srv.url}/channel/close`, {
       method: "POST",
       headers: { "content-type": "application/json" },

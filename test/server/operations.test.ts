@@ -3,13 +3,13 @@
  */
 import { expect } from "chai";
 import { Writable } from "node:stream";
-import { signCloseRequest } from "../../protocol";
-import { startProviderServer, type ProviderServer } from "../../server/app";
-import { ConfigError, defaultConfig, loadConfig } from "../../server/config";
-import { createLogger } from "../../server/log";
+import { signCloseRequest } from "@paychan/protocol";
+import { startProviderServer, type ProviderServer } from "@paychan/demo";
+import { ConfigError, defaultConfig, loadConfig } from "@paychan/server";
+import { createLogger } from "@paychan/server";
 import { deployEscrow, openChannel, sessionKey, type Env } from "../helpers/escrow";
 import { call, paymentHeaders, rpcUrl, startTestServer, tempDatabaseUrl, type TestServer } from "../helpers/server";
-import { VoucherSigner } from "../../protocol";
+import { VoucherSigner } from "@paychan/protocol";
 
 describe("server: operations", () => {
   let srv: TestServer;
@@ -122,7 +122,7 @@ describe("server: logs", () => {
   it("never contain voucher or close-request signatures, even at trace level", async () => {
     const ch = await openChannel(env);
     const res = await fetch(`${server.url}/boom`);
-    const terms = (await import("../../protocol")).decodePaymentRequired(res.headers.get("payment-required")).accepts[0];
+    const terms = (await import("@paychan/protocol")).decodePaymentRequired(res.headers.get("payment-required")).accepts[0];
     const voucher = ch.voucher.sign(ch.id, 1000n);
     const bad = new VoucherSigner(sessionKey().key, env.domain).sign(ch.id, 2000n);
     await call(`${server.url}/boom`, { headers: paymentHeaders(terms, voucher) });

@@ -6,8 +6,8 @@ import { randomBytes } from "node:crypto";
 import { expect } from "chai";
 import type { Address, Hex } from "viem";
 import { privateKeyToAddress } from "viem/accounts";
-import { escrowDomain, SECP256K1_HALF_N, VoucherSigner, VoucherVerifier, type Voucher } from "../../protocol";
-import { SignaturePool } from "../../server/payments/signature-pool";
+import { escrowDomain, SECP256K1_HALF_N, VoucherSigner, VoucherVerifier, type Voucher } from "@paychan/protocol";
+import { SignaturePool } from "../../server/core/src/payments/signature-pool";
 
 const domain = escrowDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
 const keyA = `0x${"a1".repeat(32)}` as Hex;

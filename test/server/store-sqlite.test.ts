@@ -5,8 +5,8 @@ import { expect } from "chai";
 import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { migrateSqlite, SqliteStore, sqliteFilename } from "../../server/store";
-import { SQLITE_MIGRATIONS } from "../../server/store/sqlite/migrations";
+import { migrateSqlite, SqliteStore, sqliteFilename } from "@paychan/server";
+import { SQLITE_MIGRATIONS } from "../../server/core/src/store/sqlite/migrations";
 import { tempDatabaseUrl } from "../helpers/server";
 import { chainChannel, describeStoreConformance } from "../helpers/store-conformance";
 

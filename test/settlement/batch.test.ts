@@ -5,7 +5,7 @@
  */
 import { expect } from "chai";
 import type { Hex } from "viem";
-import { channelEscrowAbi, encodeSettleItems } from "../../protocol";
+import { channelEscrowAbi, encodeSettleItems } from "@paychan/protocol";
 import hre from "hardhat";
 import { DAY, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
 import { advanceTime, settlementHarness, type SettlementHarness } from "../helpers/settlement";

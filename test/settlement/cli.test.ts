@@ -7,6 +7,7 @@ import path from "node:path";
 import { expect } from "chai";
 import { sessionKey } from "../helpers/escrow";
 import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
+import { TS_NODE_ARGS } from "../helpers/process";
 
 const REPO = path.resolve(__dirname, "..", "..");
 
@@ -26,7 +27,7 @@ describe("settlement: npm run settle", function () {
 
   function settle(args: string[], env: Record<string, string> = {}): Promise<Run> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(REPO, "scripts/settle.ts"), ...args], {
+      const child = spawn(process.execPath, [...TS_NODE_ARGS, path.join(REPO, "scripts/settle.ts"), ...args], {
         cwd: REPO,
         env: {
           PATH: process.env.PATH ?? "",

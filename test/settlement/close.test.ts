@@ -7,8 +7,9 @@
 import hre from "hardhat";
 import { expect } from "chai";
 import { parseEther, toHex, type Hex } from "viem";
-import { channelEscrowAbi, CLOSE_PATH, mockUsdcAbi, signCloseRequest } from "../../protocol";
-import { createSettlement, resolveSettlementConfig, SettlementScheduler, type SettlementConfig } from "../../server/settlement";
+import { channelEscrowAbi, CLOSE_PATH, signCloseRequest } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
+import { createSettlement, resolveSettlementConfig, SettlementScheduler, type SettlementConfig } from "@paychan/server";
 import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../helpers/server";
 import { advanceTime } from "../helpers/settlement";

@@ -6,13 +6,14 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { expect } from "chai";
-import { SimulatedStop, type SettlementStep } from "../../server/settlement";
-import { settlementStoreFor } from "../../server/settlement/store";
-import { SqliteStore } from "../../server/store/sqlite/store";
+import { SimulatedStop, type SettlementStep } from "@paychan/server";
+import { settlementStoreFor } from "@paychan/server";
+import { SqliteStore } from "@paychan/server";
 import type { OpenedChannel } from "../helpers/escrow";
 import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
 import { startRpcProxy } from "../helpers/server";
-import { ChainReader } from "../../server/chain/reader";
+import { ChainReader } from "@paychan/server";
+import { TS_NODE_ARGS } from "../helpers/process";
 
 const REPO = path.resolve(__dirname, "..", "..");
 
@@ -143,7 +144,7 @@ describe("settlement: crash safety", function () {
 
   function runChild(crashAt: SettlementStep): Promise<{ stdout: string; stderr: string; signal: NodeJS.Signals | null }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ["-r", "ts-node/register", path.join(REPO, "test/helpers/settlement-child.ts")], {
+      const child = spawn(process.execPath, [...TS_NODE_ARGS, path.join(REPO, "test/helpers/settlement-child.ts")], {
         cwd: REPO,
         env: {
           ...process.env,

@@ -12,7 +12,7 @@ import { expect } from "chai";
 import { DAY, USDC, openChannel, type OpenedChannel } from "../helpers/escrow";
 import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
 import gasSnapshot from "../gas-snapshot.json";
-import { TX_GAS_CAP } from "../../server/settlement";
+import { TX_GAS_CAP } from "@paychan/server";
 
 const X402_EXACT_GAS_PER_CALL = 85_704;
 const PRICE = 1_000n; // 0.001 USDC per call

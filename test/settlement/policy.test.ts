@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import fc from "fast-check";
 import { encodeAbiParameters, encodeEventTopics, erc20Abi, keccak256, toHex, type Address, type Hex } from "viem";
-import { channelEscrowAbi } from "../../protocol";
+import { channelEscrowAbi } from "@paychan/protocol";
 import {
   checkCloseDelayRule,
   claimable,
@@ -20,12 +20,12 @@ import {
   resolveSettlerKey,
   bumpFees,
   urgencyOrder,
-  HARDHAT_ACCOUNT_0_KEY,
   TX_GAS_CAP,
   type CloseDelayRuleInput,
   type PolicyConfig,
   type SettlementCandidate,
-} from "../../server/settlement";
+} from "@paychan/server";
+import { HARDHAT_ACCOUNT_0_KEY, localSettlerKey } from "@paychan/demo";
 
 const id = (n: number) => keccak256(toHex(`policy-${n}`));
 const SIG = `0x${"22".repeat(65)}` as Hex;
@@ -265,14 +265,16 @@ describe("settlement: configuration", () => {
     expect(e.inServer).to.equal(false);
   });
 
-  it("uses the payee's Hardhat key on local chains only", () => {
+  it("the demo app uses the payee's Hardhat key on local chains only; the package knows no key of its own", () => {
     const payee0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266" as Address;
-    expect(resolveSettlerKey({ chainId: 31337, payee: payee0 })).to.deep.include({ privateKey: HARDHAT_ACCOUNT_0_KEY, source: "local test account" });
-    expect(resolveSettlerKey({ chainId: 31337, payee: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8" })!.address).to.equal("0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
-    expect(resolveSettlerKey({ chainId: 8453, payee: payee0 })).to.equal(null);
-    expect(resolveSettlerKey({ chainId: 31337, payee: "0x00000000000000000000000000000000000000aa" })).to.equal(null);
+    expect(localSettlerKey({ chainId: 31337, payee: payee0 })).to.deep.include({ privateKey: HARDHAT_ACCOUNT_0_KEY, source: "local test account" });
+    expect(localSettlerKey({ chainId: 31337, payee: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8" })!.address).to.equal("0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+    expect(localSettlerKey({ chainId: 8453, payee: payee0 })).to.equal(null);
+    expect(localSettlerKey({ chainId: 31337, payee: "0x00000000000000000000000000000000000000aa" })).to.equal(null);
     const k = `0x${"33".repeat(32)}` as Hex;
-    expect(resolveSettlerKey({ privateKey: k, chainId: 8453, payee: payee0 })!.source).to.equal("SETTLER_PRIVATE_KEY");
+    expect(localSettlerKey({ privateKey: k, chainId: 8453, payee: payee0 })!.source).to.equal("SETTLER_PRIVATE_KEY");
+    expect(resolveSettlerKey({})).to.equal(null);
+    expect(resolveSettlerKey({ privateKey: k })).to.deep.include({ privateKey: k, source: "SETTLER_PRIVATE_KEY" });
   });
 });
 

@@ -4,9 +4,10 @@
  * unauthorised key, and a restarted server finishes what a crashed one left half-done.
  */
 import { expect } from "chai";
-import { channelEscrowAbi, mockUsdcAbi } from "../../protocol";
-import { parseSettlementEnv, SimulatedStop } from "../../server/settlement";
-import { settlementStoreFor } from "../../server/settlement/store";
+import { channelEscrowAbi } from "@paychan/protocol";
+import { mockUsdcAbi } from "@paychan/demo";
+import { parseSettlementEnv, SimulatedStop } from "@paychan/server";
+import { settlementStoreFor } from "@paychan/server";
 import { deployEscrow, openChannel, sessionKey, USDC } from "../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../helpers/server";
 import type { Hex } from "viem";

@@ -2,8 +2,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { expect } from "chai";
-import { SqliteStore } from "../../server/store/sqlite/store";
-import { settlementStoreFor } from "../../server/settlement/store";
+import { SqliteStore } from "@paychan/server";
+import { settlementStoreFor } from "@paychan/server";
 import { settlementStoreConformance } from "../helpers/settlement-store-conformance";
 import { tempDatabaseUrl } from "../helpers/server";
 

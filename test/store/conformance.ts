@@ -8,8 +8,8 @@ import { randomBytes } from "node:crypto";
 import { expect } from "chai";
 import fc from "fast-check";
 import type { Hex } from "viem";
-import { settlementStoreFor } from "../../server/settlement/store";
-import { SettlementConflictError } from "../../server/store/settlement-types";
+import { settlementStoreFor } from "@paychan/server";
+import { SettlementConflictError } from "@paychan/server";
 import {
   StoreBindingError,
   type AcceptVoucherResult,
@@ -17,7 +17,7 @@ import {
   type ChannelStore,
   type StoreBinding,
   type StoredChannel,
-} from "../../server/store/types";
+} from "@paychan/server";
 
 /** How the suite reaches one backend. */
 export interface StoreBackend {

@@ -5,9 +5,9 @@
  */
 import { expect } from "chai";
 import pg from "pg";
-import { decodePaymentResponse } from "../../protocol";
-import { settlementStoreFor } from "../../server/settlement/store";
-import { openStore } from "../../server/store";
+import { decodePaymentResponse } from "@paychan/protocol";
+import { settlementStoreFor } from "@paychan/server";
+import { openStore } from "@paychan/server";
 import {
   DEFAULT_PG_POOL,
   migratePostgres,
@@ -16,7 +16,7 @@ import {
   PostgresStore,
   POSTGRES_MIGRATIONS,
   type PgPoolSettings,
-} from "../../server/store/postgres";
+} from "@paychan/server/postgres";
 import { openChannel } from "../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { startTestServer } from "../helpers/server";

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { POSTGRES_SKIP_LINE } from "../helpers/postgres";
+import { TS_NODE_ARGS } from "../helpers/process";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -36,7 +37,7 @@ describe("plain", () => { it("runs", () => undefined); });
     const env: Record<string, string | undefined> = { ...process.env, PG_BIN_DIR: path.join(dir, "no-such-dir"), TS_NODE_PROJECT: path.join(ROOT, "tsconfig.json"), TS_NODE_TRANSPILE_ONLY: "true", ...extraEnv };
     delete env.TEST_DATABASE_URL;
     if (!("CI" in extraEnv)) delete env.CI;
-    const r = spawnSync(process.execPath, ["-r", "ts-node/register", require.resolve("mocha/bin/mocha.js"), "--reporter", "spec", fixture], {
+    const r = spawnSync(process.execPath, [...TS_NODE_ARGS, require.resolve("mocha/bin/mocha.js"), "--reporter", "spec", fixture], {
       cwd: ROOT,
       env,
       encoding: "utf8",

@@ -9,9 +9,9 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { expect } from "chai";
 import fc from "fast-check";
-import { SqliteStore } from "../../server/store";
-import { GroupCommit } from "../../server/store/sqlite/group-commit";
-import type { AcceptVoucherResult, ChainChannel } from "../../server/store/types";
+import { SqliteStore } from "@paychan/server";
+import { GroupCommit } from "../../server/core/src/store/sqlite/group-commit";
+import type { AcceptVoucherResult, ChainChannel } from "@paychan/server";
 import { accept, binding, sig, snapshot } from "./conformance";
 
 describe("SQLite group commit", () => {

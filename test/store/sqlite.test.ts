@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { SqliteStore } from "../../server/store";
+import { SqliteStore } from "@paychan/server";
 import { storeConformance } from "./conformance";
 
 const dirs: string[] = [];

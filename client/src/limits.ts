@@ -1,0 +1,119 @@
+/**
+ * The owner's spending limits and the checks a 402's terms must pass before the client signs or deposits anything.
+ */
+import { getAddress, isAddress, type Address } from "viem";
+import { MAX_CLOSE_DELAY, networkOf, parseTokenAmount, type ChannelRequirements } from "@paychan/protocol";
+import { ClientError } from "./errors";
+
+/** An amount: a string is in token units ("0.01"), a bigint in atomic units. */
+export type Amount = string | bigint;
+
+/** What the owner allows. Unset allow-lists allow anything (set `escrows` in production). */
+export interface SpendingLimits {
+  /** Highest price of one call (`amount` of the terms). */
+  maxPrice: Amount;
+  /**
+   * Most money one channel may hold unspent: the deposit of a new channel, and the unspent rest plus a top-up,
+   * are never above it.
+   */
+  maxDeposit: Amount;
+  /** Most this client signs in total per token, over all its channels (a lifetime budget). Unset: no budget. */
+  maxSpend?: Amount;
+  /** Longest close delay the client accepts to lock its funds for (seconds; default 30 days, the contract's max). */
+  maxCloseDelay?: number;
+  /** Allowed tokens. */
+  assets?: readonly string[];
+  /** Allowed CAIP-2 networks (the client's own chain is always required anyway). */
+  networks?: readonly string[];
+  /** Allowed escrow contracts. */
+  escrows?: readonly string[];
+  /** Allowed payees. */
+  payees?: readonly string[];
+}
+
+/** Limits in atomic units of one token. */
+export interface TokenLimits {
+  maxPrice: bigint;
+  maxDeposit: bigint;
+  maxSpend?: bigint;
+}
+
+/** Converts an {@link Amount} to atomic units of a token with `decimals` decimals. */
+export function toAtomic(value: Amount, decimals: number, field: string): bigint {
+  if (typeof value === "bigint") {
+    if (value < 0n) throw new ClientError("invalid_argument", `${field} must not be negative`);
+    return value;
+  }
+  try {
+    return parseTokenAmount(value, decimals);
+  } catch (cause) {
+    throw new ClientError("invalid_argument", `${field} is not an amount: ${JSON.stringify(value)}`, { cause });
+  }
+}
+
+/** The limits in atomic units for a token with `decimals` decimals. */
+export function tokenLimits(limits: SpendingLimits, decimals: number): TokenLimits {
+  return {
+    maxPrice: toAtomic(limits.maxPrice, decimals, "limits.maxPrice"),
+    maxDeposit: toAtomic(limits.maxDeposit, decimals, "limits.maxDeposit"),
+    maxSpend: limits.maxSpend === undefined ? undefined : toAtomic(limits.maxSpend, decimals, "limits.maxSpend"),
+  };
+}
+
+/** Checks an allow-list's entries are addresses (called once, at construction). */
+export function validateLimits(limits: SpendingLimits): void {
+  if (!limits || limits.maxPrice === undefined || limits.maxDeposit === undefined) {
+    throw new ClientError("invalid_argument", "limits.maxPrice and limits.maxDeposit are required");
+  }
+  for (const list of ["assets", "escrows", "payees"] as const) {
+    for (const a of limits[list] ?? []) {
+      if (!isAddress(a, { strict: false })) throw new ClientError("invalid_argument", `limits.${list} has a non-address: ${a}`);
+    }
+  }
+  // Amounts given as token units are checked per token later; reject obviously malformed ones now.
+  for (const f of ["maxPrice", "maxDeposit", "maxSpend"] as const) {
+    const v = limits[f];
+    if (typeof v === "string" && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v.trim())) {
+      throw new ClientError("invalid_argument", `limits.${f} is not an amount: ${JSON.stringify(v)}`);
+    }
+  }
+}
+
+function inList(list: readonly string[] | undefined, value: string): boolean {
+  if (!list || list.length === 0) return true;
+  const v = value.toLowerCase();
+  return list.some((x) => x.toLowerCase() === v);
+}
+
+/**
+ * Checks who and what the terms name: the client's chain, then the allow-lists. Throws `untrusted_terms`.
+ * Runs before anything is read from the token, signed or deposited.
+ */
+export function checkTrust(terms: ChannelRequirements, limits: SpendingLimits, chainId: number): void {
+  const untrusted = (what: string) =>
+    new ClientError("untrusted_terms", `the provider asks to pay ${what}`, { details: "Not allowed by the client's limits." });
+  if (terms.network !== networkOf(chainId)) throw untrusted(`on network ${terms.network}, not this client's ${networkOf(chainId)}`);
+  if (!inList(limits.networks, terms.network)) throw untrusted(`on network ${terms.network}`);
+  if (!inList(limits.escrows, terms.extra.escrow)) throw untrusted(`through the unknown escrow ${getAddress(terms.extra.escrow)}`);
+  if (!inList(limits.assets, terms.asset)) throw untrusted(`in the token ${getAddress(terms.asset)}`);
+  if (!inList(limits.payees, terms.payTo)) throw untrusted(`to the payee ${getAddress(terms.payTo)}`);
+}
+
+/** Checks the price and the channel terms against the limits in atomic units. Throws `spending_limit`. */
+export function checkPrice(terms: ChannelRequirements, limits: SpendingLimits, tl: TokenLimits): void {
+  if (terms.amount > tl.maxPrice) {
+    throw new ClientError("spending_limit", `the price ${terms.amount} is above maxPrice ${tl.maxPrice} (atomic units)`);
+  }
+  if (terms.extra.minDeposit > tl.maxDeposit) {
+    throw new ClientError("spending_limit", `the provider's minimum deposit ${terms.extra.minDeposit} is above maxDeposit ${tl.maxDeposit}`);
+  }
+  const maxDelay = limits.maxCloseDelay ?? MAX_CLOSE_DELAY;
+  if (terms.extra.minCloseDelay > maxDelay) {
+    throw new ClientError("spending_limit", `the provider's minimum close delay ${terms.extra.minCloseDelay}s is above maxCloseDelay ${maxDelay}s`);
+  }
+}
+
+/** Addresses of an allow-list, checksummed (for display). */
+export function allowList(list: readonly string[] | undefined): Address[] | undefined {
+  return list?.map((a) => getAddress(a));
+}

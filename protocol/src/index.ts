@@ -1,0 +1,14 @@
+/**
+ * The one definition of the `channel` scheme shared by client, server, settlement and tests:
+ * EIP-712 domain and voucher types, channel ids, voucher digest/sign/verify, wire codec, error codes, ABIs.
+ */
+export * from "./eip712";
+export * from "./channel";
+export * from "./voucher";
+export * from "./errors";
+export * from "./amounts";
+export * from "./wire";
+export * from "./close";
+export * from "./token";
+export * from "./onchain";
+export { channelEscrowAbi } from "./abi/channelEscrow";

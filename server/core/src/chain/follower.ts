@@ -1,0 +1,191 @@
+/**
+ * Follows the escrow's channel events from a persisted block cursor by polling `eth_getLogs` in bounded ranges.
+ * Rather than replaying event arguments, it re-reads every channel the server knows that an event touched
+ * (`getChannels` at the range's last block) and stores that snapshot together with the new cursor in one
+ * transaction: idempotent, order-independent, and resumable after a restart from the stored cursor.
+ *
+ * At start, and every `refreshEvery` passes, it also re-reads all active stored channels, which bounds any
+ * divergence (e.g. a reorg below the cursor) to that period.
+ */
+import type { Hex } from "viem";
+import type { Logger } from "pino";
+import type { ChannelRef } from "@paychan/protocol";
+import type { ChannelStore } from "../store/types";
+import type { BlockInfo, ChainReader } from "./reader";
+import type { ChannelView } from "./view";
+
+export interface EventFollowerOptions {
+  reader: ChainReader;
+  store: ChannelStore;
+  view: ChannelView;
+  /** Poll period, ms. */
+  interval: number;
+  /** Most blocks per getLogs. */
+  blockRange: number;
+  /** Blocks to stay behind the head. */
+  confirmations: number;
+  /** Full refresh of active channels every N passes (0 = only at start). */
+  refreshEvery?: number;
+  logger?: Logger;
+  /** Called after each pass (metrics). */
+  onPass?: (p: { head: bigint; cursor: bigint; ok: boolean }) => void;
+}
+
+export class EventFollower {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private passes = 0;
+  /** Last block processed. */
+  cursor: bigint | null = null;
+  /** Hash of the cursor block, when known (reorg detection). */
+  cursorHash: Hex | undefined;
+  /** Reorganisations handled. */
+  reorgs = 0;
+  /** Last head seen. */
+  head: bigint | null = null;
+  lastError: string | null = null;
+  lastPassAt = 0;
+
+  constructor(private readonly o: EventFollowerOptions) {}
+
+  /** Blocks between the head and the cursor (null before the first pass). */
+  lag(): bigint | null {
+    if (this.head === null || this.cursor === null) return null;
+    const l = this.head - this.cursor;
+    return l > 0n ? l : 0n;
+  }
+
+  /** Loads the cursor, refreshes active channels, then polls every `interval` ms. Throws if the chain is unreachable. */
+  async start(): Promise<void> {
+    const stored = await this.o.store.getCursor();
+    this.cursor = stored?.block ?? null;
+    this.cursorHash = stored?.hash;
+    await this.refreshActive();
+    await this.sync();
+    this.schedule();
+  }
+
+  private schedule() {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.sync()
+        .catch(() => undefined)
+        .finally(() => this.schedule());
+    }, this.o.interval);
+    this.timer.unref?.();
+  }
+
+  /** Re-reads every active stored channel at the head. */
+  async refreshActive(): Promise<void> {
+    const head = await this.o.reader.block();
+    this.o.view.observeHead(head);
+    const refs = await this.knownChannels();
+    if (refs.length === 0) return;
+    const snaps = await this.o.reader.readChannels(refs, head.number);
+    await this.o.store.applyChainSnapshots(snaps);
+    const now = this.o.view.chainNow();
+    for (const s of snaps) this.o.view.apply(s, now);
+  }
+
+  /** Active stored channels and those in memory, once each, with their signers (the escrow reads need both). */
+  private async knownChannels(): Promise<ChannelRef[]> {
+    const byId = new Map<string, ChannelRef>();
+    for (const r of [...(await this.o.store.activeChannels()), ...this.o.view.tracked()]) byId.set(r.channelId.toLowerCase(), r);
+    return [...byId.values()];
+  }
+
+  /**
+   * One pass: catch up from the cursor to `head - confirmations`. Concurrent calls share one pass.
+   * Resolves when caught up; rejects (and records `lastError`) when the chain fails.
+   */
+  sync(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.pass().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  /**
+   * After a reorg below the cursor (the head is behind it, or the cursor block's hash changed): forget the cache,
+   * re-read every known channel at the new head and force that state into the store with the new cursor. A full
+   * re-read supersedes replaying the reorganised range.
+   */
+  private async resync(head: BlockInfo, target: bigint): Promise<void> {
+    this.o.logger?.warn({ cursor: String(this.cursor), head: String(head.number) }, "chain reorganisation below the cursor: re-reading all channels");
+    const refs = await this.knownChannels();
+    const snaps = refs.length ? await this.o.reader.readChannels(refs, head.number) : [];
+    const hash = target === head.number ? head.hash : (await this.o.reader.block(target)).hash;
+    await this.o.store.applyChainSnapshots(snaps, { block: target, hash }, { force: true });
+    this.o.view.clear();
+    this.o.view.observeHead(head, true);
+    const now = this.o.view.chainNow();
+    for (const s of snaps) this.o.view.apply(s, now);
+    this.cursor = target;
+    this.cursorHash = hash;
+    this.reorgs++;
+  }
+
+  private async pass(): Promise<void> {
+    const started = this.o.view.chainNow();
+    try {
+      this.passes++;
+      if (this.o.refreshEvery && this.passes % this.o.refreshEvery === 0) await this.refreshActive();
+      const headBlock = await this.o.reader.block();
+      this.o.view.observeHead(headBlock);
+      this.head = headBlock.number;
+      let target = headBlock.number - BigInt(this.o.confirmations);
+      if (target < 0n) target = 0n;
+      if (this.cursor === null) {
+        // First start: earlier history is covered by reading each channel when first seen.
+        this.cursor = target;
+        this.cursorHash = target === headBlock.number ? headBlock.hash : (await this.o.reader.block(target)).hash;
+        await this.o.store.applyChainSnapshots([], { block: this.cursor, hash: this.cursorHash });
+      } else if (this.cursor > target) {
+        await this.resync(headBlock, target);
+      } else if (this.cursorHash) {
+        const at = this.cursor === headBlock.number ? headBlock : await this.o.reader.block(this.cursor);
+        if (at.hash !== this.cursorHash) await this.resync(headBlock, target);
+      }
+      let cursor: bigint = this.cursor;
+      while (cursor < target && !this.stopped) {
+        const from: bigint = cursor + 1n;
+        const last: bigint = from + BigInt(this.o.blockRange) - 1n;
+        const to: bigint = last < target ? last : target;
+        const logs = await this.o.reader.channelLogs(from, to);
+        const relevant = new Map<string, ChannelRef>();
+        for (const l of logs) {
+          if (relevant.has(l.channelId)) continue;
+          const known = this.o.view.cached(l.channelId) ?? (await this.o.store.getChannel(l.channelId));
+          if (known) relevant.set(l.channelId, { channelId: known.channelId, signer: known.signer });
+        }
+        const snaps = relevant.size ? await this.o.reader.readChannels([...relevant.values()], to) : [];
+        // The hash of the range's last block lets the next pass notice a reorg below the cursor.
+        const hash = to === headBlock.number ? headBlock.hash : to === target ? (await this.o.reader.block(to)).hash : undefined;
+        await this.o.store.applyChainSnapshots(snaps, { block: to, hash });
+        for (const s of snaps) this.o.view.apply(s);
+        if (snaps.length) this.o.logger?.debug({ from: String(from), to: String(to), channels: snaps.length }, "chain updates applied");
+        this.cursor = cursor = to;
+        this.cursorHash = hash;
+      }
+      this.o.view.lastSyncAt = started;
+      this.lastPassAt = Date.now();
+      this.lastError = null;
+      this.o.onPass?.({ head: this.head, cursor, ok: true });
+    } catch (e) {
+      this.lastError = e instanceof Error ? e.message.split("\n")[0] : String(e);
+      this.o.logger?.warn({ err: this.lastError }, "chain follower pass failed");
+      this.o.onPass?.({ head: this.head ?? 0n, cursor: this.cursor ?? 0n, ok: false });
+      throw e;
+    }
+  }
+
+  /** Stops polling and waits for a running pass. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => undefined);
+  }
+}

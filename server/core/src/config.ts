@@ -1,0 +1,253 @@
+/**
+ * The provider server's configuration: every environment variable it reads, validated once at start.
+ * `loadConfig(process.env)` either returns a complete {@link ServerConfig} or throws a {@link ConfigError}
+ * listing every problem at once (one line per variable), so a misconfigured server never starts half-way.
+ *
+ * Amounts (`MIN_DEPOSIT`, `PAYMENT_WINDOW`) are in token units ("1.5" = 1.5 USDC) and converted to atomic
+ * units once the token's decimals are known; addresses are checksummed here.
+ */
+import os from "node:os";
+import { getAddress, isAddress, type Address } from "viem";
+import { MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, MAX_CLOSE_DELAY } from "@paychan/protocol";
+import { parseSettlementEnv, SETTLEMENT_VARIABLES, type SettlementEnv } from "./settlement/config";
+
+export type SqliteSynchronous = "FULL" | "NORMAL";
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+/** Everything the server needs, after validation. Optional chain fields are resolved later (deployments file, local chain). */
+export interface ServerConfig {
+  /** JSON-RPC endpoint; absent means "start a local Hardhat chain" (npm start only). */
+  rpcUrl?: string;
+  /** Expected chain id; when set, the server refuses to start on another chain. */
+  chainId?: number;
+  escrow?: Address;
+  token?: Address;
+  payee?: Address;
+  /** A deployments JSON file (`deployments/<chainId>.json`) to take escrow/token from when they are not set. */
+  deploymentsFile?: string;
+  /** SQLite file path, `sqlite:` URL, `sqlite::memory:`, or (issue 6) a `postgres://` URL. */
+  databaseUrl?: string;
+  sqliteSynchronous: SqliteSynchronous;
+  host: string;
+  port: number;
+  /** Public base URL used in `resource.url` of challenges (default: from the request's Host header). */
+  publicUrl?: string;
+  /** Smallest channel close delay accepted, in seconds. */
+  minCloseDelay: number;
+  /** Smallest channel deposit accepted, in token units (decimal string). */
+  minDeposit: string;
+  /** How many requests a client may keep in flight on one channel: sizes the used-voucher window. */
+  maxInFlight: number;
+  /** Explicit used-voucher window in token units; default MAX_IN_FLIGHT × the highest route price. */
+  paymentWindow?: string;
+  /** Worker threads for voucher signature checks under concurrent load (0: always on the main thread). */
+  verifyThreads: number;
+  /** Paid requests whose payment may be being checked at once (waiting for the chain or the store); more get 503. */
+  maxPendingPayments: number;
+  /**
+   * Seconds that must remain before a pending close's deadline (`closesAt`) for a voucher to be accepted:
+   * enough for the settlement job to notice, submit and confirm.
+   */
+  closeSafetyMargin: number;
+  /** How long a 402 offer is valid (x402 `maxTimeoutSeconds`). */
+  maxTimeoutSeconds: number;
+  /** Chain polling period for events, ms. */
+  chainPollInterval: number;
+  /** Most blocks per `eth_getLogs` call. */
+  logBlockRange: number;
+  /** Blocks behind the head that the event follower stays (reorg safety). */
+  confirmations: number;
+  /** Timeout of one JSON-RPC call, ms. */
+  rpcTimeout: number;
+  /** How long an "unknown channel" answer is cached, ms (bounds RPC load from random ids). */
+  unknownChannelTtl: number;
+  /** Time to receive a whole request (headers + body), ms; then 408. */
+  requestTimeout: number;
+  /** Time a paid handler may take before the server answers 504 and releases the charge, ms. */
+  handlerTimeout: number;
+  /** Largest request header section, bytes. */
+  maxHeaderBytes: number;
+  /** Largest request body, bytes. */
+  maxBodyBytes: number;
+  logLevel: LogLevel;
+  /**
+   * Settlement variables (SETTLE_*, SETTLER_PRIVATE_KEY), validated; chain-dependent defaults are filled when the
+   * chain id is known (`resolveSettlementConfig`). The key is reachable only through `settlement.privateKey()`.
+   */
+  settlement?: SettlementEnv;
+}
+
+/** A configuration that cannot work; `problems` has one line per variable. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join("\n  - ")}`);
+  }
+}
+
+/** Documentation of every variable (README and `--help` print this). */
+export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; description: string }> = [
+  { name: "RPC_URL", default: "(none: npm start runs a local chain)", description: "JSON-RPC endpoint of the chain holding the escrow" },
+  { name: "CHAIN_ID", default: "(read from RPC)", description: "expected chain id; start fails on another chain" },
+  { name: "ESCROW_ADDRESS", default: "(deployments file)", description: "ChannelEscrow address" },
+  { name: "TOKEN_ADDRESS", default: "(deployments file)", description: "ERC-20 accepted (USDC)" },
+  { name: "PAYEE_ADDRESS", default: "(local: account #0)", description: "address that receives payments (channels must pay it)" },
+  { name: "DEPLOYMENTS_FILE", default: "deployments/<chainId>.json", description: "where to read escrow/token when not set" },
+  { name: "DATABASE_URL", default: ".data/server-<chainId>.sqlite", description: "SQLite file path or sqlite: URL (sqlite::memory: for tests)" },
+  { name: "SQLITE_SYNCHRONOUS", default: "FULL", description: "FULL (every commit fsynced) or NORMAL (WAL; last commits may be lost on power loss, not on process crash)" },
+  { name: "HOST", default: "127.0.0.1", description: "listen address" },
+  { name: "PORT", default: "4021", description: "listen port (0 = any free port)" },
+  { name: "PUBLIC_URL", default: "(from Host header)", description: "base URL advertised in challenges" },
+  { name: "MIN_CLOSE_DELAY", default: "86400", description: "smallest channel close delay accepted, seconds (>= 900)" },
+  { name: "MIN_DEPOSIT", default: "1", description: "smallest channel deposit accepted, token units" },
+  { name: "MAX_IN_FLIGHT", default: "64", description: "requests a client may have in flight on one channel (sizes the voucher window)" },
+  { name: "PAYMENT_WINDOW", default: "MAX_IN_FLIGHT x highest route price", description: "used-voucher window, token units" },
+  { name: "MAX_PENDING_PAYMENTS", default: "1024", description: "paid requests whose payment may be being checked at once (waiting for the chain or the store); more get 503 overloaded" },
+  { name: "VERIFY_THREADS", default: "1 (0 on one core)", description: "worker threads checking voucher signatures while several paid requests are in progress (0 = main thread only)" },
+  { name: "CLOSE_SAFETY_MARGIN", default: "3600", description: "seconds that must remain before a pending close's deadline to accept vouchers" },
+  { name: "MAX_TIMEOUT_SECONDS", default: "60", description: "maxTimeoutSeconds advertised in offers" },
+  { name: "CHAIN_POLL_INTERVAL", default: "2000", description: "event polling period, ms" },
+  { name: "LOG_BLOCK_RANGE", default: "2000", description: "most blocks per eth_getLogs call" },
+  { name: "CONFIRMATIONS", default: "0", description: "blocks the event follower stays behind the head" },
+  { name: "RPC_TIMEOUT", default: "5000", description: "timeout of one JSON-RPC call, ms" },
+  { name: "UNKNOWN_CHANNEL_TTL", default: "2000", description: "how long an unknown channel id is remembered, ms" },
+  { name: "REQUEST_TIMEOUT", default: "30000", description: "time to receive a request, ms (then 408)" },
+  { name: "HANDLER_TIMEOUT", default: "30000", description: "time a paid handler may take, ms (then 504, charge released)" },
+  { name: "MAX_HEADER_BYTES", default: "16384", description: "largest request header section, bytes" },
+  { name: "MAX_BODY_BYTES", default: "1048576", description: "largest request body, bytes" },
+  { name: "LOG_LEVEL", default: "info", description: "fatal, error, warn, info, debug, trace or silent" },
+  ...SETTLEMENT_VARIABLES,
+];
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Reads and validates the configuration from `env` (usually `process.env`).
+ * Empty strings count as unset. Throws {@link ConfigError} with every problem found.
+ */
+export function loadConfig(env: Env = process.env): ServerConfig {
+  const problems: string[] = [];
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  };
+  const int = (name: string, def: number, min: number, max: number): number => {
+    const raw = get(name);
+    if (raw === undefined) return def;
+    if (!/^[0-9]+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+      problems.push(`${name}=${JSON.stringify(raw)} must be an integer from ${min} to ${max}`);
+      return def;
+    }
+    return Number(raw);
+  };
+  const addr = (name: string): Address | undefined => {
+    const raw = get(name);
+    if (raw === undefined) return undefined;
+    if (!isAddress(raw, { strict: false })) {
+      problems.push(`${name}=${JSON.stringify(raw)} is not a 20-byte 0x-hex address`);
+      return undefined;
+    }
+    if (/^0x0{40}$/i.test(raw)) {
+      problems.push(`${name} must not be the zero address`);
+      return undefined;
+    }
+    return getAddress(raw);
+  };
+  const tokenAmount = (name: string, def: string | undefined): string | undefined => {
+    const raw = get(name) ?? def;
+    if (raw === undefined) return undefined;
+    if (!/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(raw)) {
+      problems.push(`${name}=${JSON.stringify(raw)} must be a decimal amount in token units, e.g. 1 or 0.5`);
+      return def;
+    }
+    return raw;
+  };
+  const oneOf = <T extends string>(name: string, values: readonly T[], def: T): T => {
+    const raw = get(name);
+    if (raw === undefined) return def;
+    const v = (name === "LOG_LEVEL" ? raw.toLowerCase() : raw.toUpperCase()) as T;
+    if (!values.includes(v)) {
+      problems.push(`${name}=${JSON.stringify(raw)} must be one of ${values.join(", ")}`);
+      return def;
+    }
+    return v;
+  };
+
+  const rpcUrl = get("RPC_URL");
+  if (rpcUrl !== undefined) {
+    let ok = false;
+    try {
+      const u = new URL(rpcUrl);
+      ok = u.protocol === "http:" || u.protocol === "https:";
+    } catch {
+      ok = false;
+    }
+    if (!ok) problems.push(`RPC_URL=${JSON.stringify(rpcUrl)} must be an http(s) URL`);
+  }
+  const chainIdRaw = get("CHAIN_ID");
+  let chainId: number | undefined;
+  if (chainIdRaw !== undefined) {
+    if (!/^[1-9][0-9]{0,15}$/.test(chainIdRaw) || !Number.isSafeInteger(Number(chainIdRaw))) {
+      problems.push(`CHAIN_ID=${JSON.stringify(chainIdRaw)} must be a positive integer`);
+    } else chainId = Number(chainIdRaw);
+  }
+  const publicUrl = get("PUBLIC_URL");
+  if (publicUrl !== undefined) {
+    try {
+      const u = new URL(publicUrl);
+      if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error();
+    } catch {
+      problems.push(`PUBLIC_URL=${JSON.stringify(publicUrl)} must be an http(s) URL`);
+    }
+  }
+  const databaseUrl = get("DATABASE_URL");
+  if (databaseUrl !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(databaseUrl) && !/^(sqlite|file|postgres|postgresql):/i.test(databaseUrl)) {
+    problems.push(`DATABASE_URL scheme must be sqlite:, file: or postgres: (got ${JSON.stringify(databaseUrl.split(":")[0])})`);
+  }
+
+  const minCloseDelay = int("MIN_CLOSE_DELAY", 86_400, CONTRACT_MIN_CLOSE_DELAY, MAX_CLOSE_DELAY);
+  const closeSafetyMargin = int("CLOSE_SAFETY_MARGIN", 3_600, 0, MAX_CLOSE_DELAY);
+
+  const config: ServerConfig = {
+    rpcUrl,
+    chainId,
+    escrow: addr("ESCROW_ADDRESS"),
+    token: addr("TOKEN_ADDRESS"),
+    payee: addr("PAYEE_ADDRESS"),
+    deploymentsFile: get("DEPLOYMENTS_FILE"),
+    databaseUrl,
+    sqliteSynchronous: oneOf("SQLITE_SYNCHRONOUS", ["FULL", "NORMAL"] as const, "FULL"),
+    host: get("HOST") ?? "127.0.0.1",
+    port: int("PORT", 4021, 0, 65_535),
+    publicUrl,
+    minCloseDelay,
+    minDeposit: tokenAmount("MIN_DEPOSIT", "1") ?? "1",
+    maxInFlight: int("MAX_IN_FLIGHT", 64, 1, 100_000),
+    paymentWindow: tokenAmount("PAYMENT_WINDOW", undefined),
+    maxPendingPayments: int("MAX_PENDING_PAYMENTS", 1024, 1, 1_000_000),
+    verifyThreads: int("VERIFY_THREADS", os.availableParallelism() > 1 ? 1 : 0, 0, 16),
+    closeSafetyMargin,
+    maxTimeoutSeconds: int("MAX_TIMEOUT_SECONDS", 60, 1, 86_400),
+    chainPollInterval: int("CHAIN_POLL_INTERVAL", 2_000, 50, 3_600_000),
+    logBlockRange: int("LOG_BLOCK_RANGE", 2_000, 1, 1_000_000),
+    confirmations: int("CONFIRMATIONS", 0, 0, 1_000),
+    rpcTimeout: int("RPC_TIMEOUT", 5_000, 100, 600_000),
+    unknownChannelTtl: int("UNKNOWN_CHANNEL_TTL", 2_000, 0, 3_600_000),
+    requestTimeout: int("REQUEST_TIMEOUT", 30_000, 1_000, 3_600_000),
+    handlerTimeout: int("HANDLER_TIMEOUT", 30_000, 100, 3_600_000),
+    maxHeaderBytes: int("MAX_HEADER_BYTES", 16_384, 4_096, 1_048_576),
+    maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1_024, 1_073_741_824),
+    logLevel: oneOf("LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
+    settlement: parseSettlementEnv(env, problems),
+  };
+  if (config.rpcUrl !== undefined && config.payee === undefined) {
+    problems.push("PAYEE_ADDRESS is required when RPC_URL is set (the address channels must pay)");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/** The default configuration (as with an empty environment), with overrides: for tests and embedding. */
+export function defaultConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  return { ...loadConfig({}), ...overrides };
+}

@@ -1,0 +1,520 @@
+/**
+ * The framework-free payment core. Given a plain request description and the route's pricing, it answers either
+ * "serve" (with a {@link Charge} to finish after the handler: receipt header, release on failure, metered amount)
+ * or "reply" (402 with `PAYMENT-REQUIRED`, or 4xx/503, with a problem body).
+ *
+ * Order of checks for a paid request (docs/protocol.md, "Server accounting per channel"):
+ *   header present → strict decode → terms echoed match ours → channel (memory → store → chain)
+ *   → SIGNATURE (always, before any shortcut, even for a voucher that looks stale)
+ *   → payee, token, finalized, close delay, deposit minimum, pending close vs. safety margin
+ *   → v <= deposit (one chain re-read before `exceeds_deposit`)
+ *   → one atomic store transaction (floor, used set, accepted, spent), durable before the handler runs.
+ */
+import type { Address, Hex } from "viem";
+import type { Logger } from "pino";
+import {
+  BaseError,
+  decodePaymentSignature,
+  encodePaymentRequired,
+  encodePaymentResponse,
+  escrowDomain,
+  ESCROW_DOMAIN_NAME,
+  ESCROW_DOMAIN_VERSION,
+  HEADER_PAYMENT_REQUIRED,
+  HEADER_PAYMENT_RESPONSE,
+  isSignerMismatch,
+  networkOf,
+  PaymentError,
+  recoverCloseRequestSigner,
+  SCHEME,
+  ServiceError,
+  VoucherVerifier,
+  X402_VERSION,
+  type ChannelHint,
+  type ChannelRequirements,
+  type ChannelStatus,
+  type EscrowDomain,
+  type Network,
+  type PaymentErrorCode,
+} from "@paychan/protocol";
+import type { ChannelView } from "../chain/view";
+import type { ChainChannel, ChannelStore, StoredChannel } from "../store/types";
+import { problem, PROBLEM_CONTENT_TYPE, type ErrorContext, type ProblemBody, type ServerErrorCode } from "./errors";
+import { maxCharge, type RoutePricing } from "./pricing";
+import { SignaturePool } from "./signature-pool";
+
+/** A request as the core needs it (header names lowercase, as Node gives them). */
+export interface PaymentRequest {
+  method: string;
+  /** Path and query as received. */
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** Hooks for metrics; all optional. */
+export interface PaymentObserver {
+  verified?(seconds: number): void;
+  refused?(code: ServerErrorCode, status: number): void;
+  served?(charge: bigint): void;
+  accountingCommitted?(seconds: number): void;
+  finished?(p: { charged: bigint; released: bigint; failed: boolean }): void;
+}
+
+export interface PaymentCoreOptions {
+  chainId: number;
+  escrow: Address;
+  token: Address;
+  payee: Address;
+  view: ChannelView;
+  store: ChannelStore;
+  /** Atomic units. */
+  minDeposit: bigint;
+  /** Seconds. */
+  minCloseDelay: number;
+  /** Seconds that must remain before a pending close's deadline. */
+  closeSafetyMargin: number;
+  /** Sizes the default window: `maxInFlight × highest route price`. */
+  maxInFlight: number;
+  /** Explicit window, atomic units (overrides the default). */
+  window?: bigint;
+  /** Worker threads for signature checks under concurrent load (default 0: inline); see signature-pool.ts. */
+  verifyThreads?: number;
+  /** Payment checks that may be in progress at once; more are refused 503 `overloaded` (default 1024). */
+  maxPendingPayments?: number;
+  maxTimeoutSeconds: number;
+  /** Base URL for `resource.url`; default from the Host header. */
+  publicUrl?: string;
+  logger?: Logger;
+  observer?: PaymentObserver;
+}
+
+/** A reply that is not "serve": status, headers and a problem body. */
+export interface PaymentReply {
+  kind: "reply";
+  status: number;
+  code: ServerErrorCode;
+  headers: Record<string, string>;
+  body: ProblemBody;
+}
+
+/** "Serve": the charge is committed; finish it after the handler. */
+export interface PaymentGrant {
+  kind: "serve";
+  charge: Charge;
+}
+
+export type PaymentDecision = PaymentReply | PaymentGrant;
+
+const HOST = /^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$/;
+
+function statusOf(c: { finalized: boolean; closesAt: number; payerCloseRequestedAt?: number }): ChannelStatus {
+  if (c.finalized) return "finalized";
+  if (c.closesAt !== 0 || (c.payerCloseRequestedAt ?? 0) !== 0) return "closing";
+  return "open";
+}
+
+/**
+ * A committed charge: what this request reserved on its channel. Call {@link Charge.report} on metered routes,
+ * read {@link Charge.receiptHeaders} when sending headers, then {@link Charge.finish} once with the final status.
+ */
+export class Charge {
+  private actual: bigint | null = null;
+  private finished = false;
+
+  constructor(
+    private readonly core: PaymentCore,
+    readonly channelId: Hex,
+    readonly payer: Address,
+    /** What was added to `spent` at accept: the price, or the metered maximum. */
+    readonly reserved: bigint,
+    readonly metered: boolean,
+    /** The channel as committed by this request's transaction. */
+    readonly committed: StoredChannel,
+  ) {}
+
+  /**
+   * Metered routes: the actual charge, at most the reserved maximum (RangeError otherwise). May be called again to
+   * change it until the response finishes; ignored afterwards.
+   */
+  report(amount: bigint): void {
+    if (this.finished) return; // the response is over (e.g. the client went away); nothing left to change
+    if (typeof amount !== "bigint" || amount < 0n) throw new RangeError("a charge is a non-negative bigint of atomic units");
+    if (amount > this.reserved) throw new RangeError(`charge ${amount} is above the reserved maximum ${this.reserved}`);
+    this.actual = amount;
+  }
+
+  /** What this request costs: the reported amount, else the reservation. */
+  get amount(): bigint {
+    return this.actual ?? this.reserved;
+  }
+
+  /** The `PAYMENT-RESPONSE` header as of now. */
+  receiptHeaders(): Record<string, string> {
+    const c = this.committed;
+    const spent = c.spent - (this.reserved - this.amount);
+    return {
+      [HEADER_PAYMENT_RESPONSE]: encodePaymentResponse({
+        success: true,
+        transaction: "",
+        network: this.core.network,
+        payer: this.payer,
+        amount: this.amount,
+        extra: { channelId: this.channelId, accepted: c.accepted, spent, deposit: c.deposit, remaining: c.deposit > spent ? c.deposit - spent : 0n },
+      }),
+    };
+  }
+
+  /**
+   * Completes the charge once the handler answered: status >= 500 (or `failed`) releases the whole reservation
+   * (the voucher stays used); otherwise a metered route gives back `reserved - amount`. Idempotent; never throws
+   * (a store failure is logged: the payee keeps the reservation, bounded by the signed voucher).
+   */
+  async finish(status: number, failed = false): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    const fail = failed || status >= 500;
+    const release = fail ? this.reserved : this.reserved - this.amount;
+    try {
+      if (release > 0n) await this.core.store.releaseCharge(this.channelId, release);
+      this.core.observer?.finished?.({ charged: this.reserved - release, released: release, failed: fail });
+    } catch (e) {
+      this.core.logger?.error({ channelId: this.channelId, release: String(release), err: (e as Error).message }, "could not release a charge");
+    }
+  }
+}
+
+/** The payment core of one server (one escrow, token and payee). */
+export class PaymentCore {
+  readonly network: Network;
+  readonly domain: EscrowDomain;
+  readonly verifier: VoucherVerifier;
+  /** Where signatures are checked: inline, or on a worker thread when several requests are in progress. */
+  readonly signatures: SignaturePool;
+  readonly store: ChannelStore;
+  readonly view: ChannelView;
+  readonly logger?: Logger;
+  readonly observer?: PaymentObserver;
+  private readonly o: PaymentCoreOptions;
+  private readonly escrowLc: string;
+  private readonly tokenLc: string;
+  private readonly payeeLc: string;
+  private highestPrice = 0n;
+  /** Paid requests being authorized right now (decides where signatures are checked). */
+  private authorizing = 0;
+  private frozenWindow: bigint | null = null;
+
+  constructor(o: PaymentCoreOptions) {
+    this.o = o;
+    this.network = networkOf(o.chainId);
+    this.domain = escrowDomain(o.chainId, o.escrow);
+    this.verifier = new VoucherVerifier(this.domain);
+    this.signatures = new SignaturePool({ verifier: this.verifier, threads: o.verifyThreads ?? 0, logger: o.logger });
+    this.store = o.store;
+    this.view = o.view;
+    this.logger = o.logger;
+    this.observer = o.observer;
+    this.escrowLc = o.escrow.toLowerCase();
+    this.tokenLc = o.token.toLowerCase();
+    this.payeeLc = o.payee.toLowerCase();
+    if (o.window !== undefined) {
+      if (o.window <= 0n) throw new RangeError("the payment window must be above zero");
+      this.frozenWindow = o.window;
+    }
+  }
+
+  /** Stops the signature workers (pending checks finish inline). */
+  async close(): Promise<void> {
+    await this.signatures.close();
+  }
+
+  get options(): Readonly<PaymentCoreOptions> {
+    return this.o;
+  }
+
+  /** Declares a route's highest possible charge (sizes the default window). Call while registering routes. */
+  registerPrice(max: bigint): void {
+    if (max > this.highestPrice) {
+      if (this.frozenWindow !== null && this.o.window === undefined) {
+        this.logger?.warn({ price: String(max) }, "a route was registered after the first paid request; the voucher window stays as it was");
+      }
+      this.highestPrice = max;
+    }
+  }
+
+  /** The fixed used-voucher window (frozen at the first paid request unless configured). */
+  window(atLeast = 0n): bigint {
+    if (this.frozenWindow === null) {
+      const highest = this.highestPrice > atLeast ? this.highestPrice : atLeast;
+      this.frozenWindow = BigInt(this.o.maxInFlight) * (highest > 0n ? highest : 1n);
+    }
+    return this.frozenWindow;
+  }
+
+  /** The channel-scheme offer for a route. */
+  requirements(pricing: RoutePricing, hint?: ChannelHint): ChannelRequirements {
+    const r: ChannelRequirements = {
+      scheme: SCHEME,
+      network: this.network,
+      asset: this.o.token,
+      amount: maxCharge(pricing),
+      payTo: this.o.payee,
+      maxTimeoutSeconds: this.o.maxTimeoutSeconds,
+      extra: {
+        escrow: this.o.escrow,
+        name: ESCROW_DOMAIN_NAME,
+        version: ESCROW_DOMAIN_VERSION,
+        minDeposit: this.o.minDeposit,
+        minCloseDelay: this.o.minCloseDelay,
+      },
+    };
+    if (hint) r.extra.channel = hint;
+    return r;
+  }
+
+  private resourceUrl(req: PaymentRequest): string {
+    const path = req.url.startsWith("/") ? req.url.split("?")[0] : "/";
+    if (this.o.publicUrl) return this.o.publicUrl.replace(/\/$/, "") + path;
+    const host = typeof req.headers.host === "string" && HOST.test(req.headers.host) ? req.headers.host : "localhost";
+    return `http://${host}${path}`;
+  }
+
+  /** A 402 (payment codes) or other error reply. */
+  reply(code: ServerErrorCode, detail: string, req?: PaymentRequest, pricing?: RoutePricing, hint?: ChannelHint, context: ErrorContext = "payment"): PaymentReply {
+    const body = problem(code, detail, context);
+    const headers: Record<string, string> = { "content-type": PROBLEM_CONTENT_TYPE, "cache-control": "no-store" };
+    if (body.status === 402 && req && pricing) {
+      headers[HEADER_PAYMENT_REQUIRED] = encodePaymentRequired({
+        x402Version: X402_VERSION,
+        error: code as PaymentErrorCode,
+        resource: { url: this.resourceUrl(req), ...(pricing.description ? { description: pricing.description } : {}), mimeType: pricing.mimeType ?? "application/json" },
+        accepts: [this.requirements(pricing, hint)],
+      });
+    }
+    if (code === "upstream_unavailable" || code === "overloaded") headers["retry-after"] = "2";
+    this.observer?.refused?.(code, body.status);
+    return { kind: "reply", status: body.status, code, headers, body };
+  }
+
+  /** The client's resynchronisation hint for a channel of ours (null for other payees' channels). */
+  async hint(chain: ChainChannel, stored?: StoredChannel | null): Promise<ChannelHint | undefined> {
+    if (chain.payee.toLowerCase() !== this.payeeLc) return undefined;
+    let s = stored;
+    if (s === undefined) {
+      try {
+        s = await this.store.getChannel(chain.channelId);
+      } catch {
+        s = null;
+      }
+    }
+    const h: ChannelHint = {
+      channelId: chain.channelId,
+      deposit: s && s.deposit > chain.deposit ? s.deposit : chain.deposit,
+      settled: s && s.settled > chain.settled ? s.settled : chain.settled,
+      accepted: s?.accepted ?? 0n,
+      spent: s?.spent ?? 0n,
+      status: statusOf({ finalized: chain.finalized || !!s?.finalized, closesAt: chain.closesAt, payerCloseRequestedAt: s?.payerCloseRequestedAt }),
+    };
+    if (s?.acceptedSignature) h.signature = s.acceptedSignature;
+    return h;
+  }
+
+  private upstreamReply(e: unknown, what: string): PaymentReply {
+    const detail = e instanceof ServiceError ? e.shortMessage : `${what} failed`;
+    if (!(e instanceof ServiceError)) this.logger?.error({ err: (e as Error)?.message }, `${what} failed`);
+    return this.reply("upstream_unavailable", detail);
+  }
+
+  /**
+   * Decides a paid request. Never throws: every failure is a reply (402/4xx/503); an unexpected error becomes
+   * 503 `upstream_unavailable` (never a free response).
+   */
+  async authorize(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+    // Load shedding: when the chain or the store is slow, checks pile up here; refuse early rather than queue
+    // without bound (nothing decoded, nothing written; the client retries after Retry-After).
+    const max = this.o.maxPendingPayments ?? 1024;
+    if (this.authorizing >= max) return this.reply("overloaded", `${max} payments are being checked already; try again shortly`);
+    this.authorizing++;
+    try {
+      return await this.authorizeInner(req, pricing);
+    } catch (e) {
+      if (e instanceof ServiceError) return this.reply(e.code, e.shortMessage);
+      if (e instanceof PaymentError) return this.reply(e.code, e.shortMessage, req, pricing);
+      this.logger?.error({ err: e instanceof Error ? e.message : String(e) }, "payment check failed unexpectedly");
+      return this.reply("upstream_unavailable", "the payment could not be checked; try again");
+    } finally {
+      this.authorizing--;
+    }
+  }
+
+  private async authorizeInner(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+    const price = maxCharge(pricing);
+    const raw = req.headers["payment-signature"];
+    if (raw === undefined) return this.reply("payment_required", "this resource needs a PAYMENT-SIGNATURE header (scheme: channel)", req, pricing);
+    if (Array.isArray(raw)) return this.reply("invalid_payload", "PAYMENT-SIGNATURE must appear once", req, pricing);
+
+    let payment;
+    try {
+      payment = decodePaymentSignature(raw);
+    } catch (e) {
+      if (e instanceof BaseError) return this.reply(e.code as ServerErrorCode, e.shortMessage, req, pricing);
+      return this.reply("invalid_payload", "PAYMENT-SIGNATURE could not be decoded", req, pricing);
+    }
+
+    // Terms: the offer the client echoes must be ours (a 402 here means "terms changed": the client re-reads them).
+    const a = payment.accepted;
+    if (a.network !== this.network) return this.reply("network_mismatch", `this server takes payments on ${this.network}, not ${a.network}`, req, pricing);
+    if (a.asset.toLowerCase() !== this.tokenLc || a.payTo.toLowerCase() !== this.payeeLc || a.extra.escrow.toLowerCase() !== this.escrowLc) {
+      return this.reply("requirements_mismatch", "asset, payTo or escrow differ from this server's terms", req, pricing);
+    }
+    if (a.amount < price) return this.reply("requirements_mismatch", `this request costs up to ${price}; the payment accepted ${a.amount}`, req, pricing);
+
+    const { channelId, cumulativeAmount: v, signature } = payment.payload;
+    let chain: ChainChannel | null;
+    try {
+      // The escrow names a channel by (id, signer): a channel we have not seen is read with the voucher's signer.
+      chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature));
+    } catch (e) {
+      return this.upstreamReply(e, "reading the channel");
+    }
+    if (!chain) return this.reply("unknown_channel", `the escrow has no channel ${channelId}`, req, pricing);
+
+    // The signature, before anything else about the channel or the voucher's amount.
+    const t0 = process.hrtime.bigint();
+    // Offload the recovery only when other paid requests are in progress (see signature-pool.ts).
+    const valid = await this.signatures.verify({ channelId, cumulativeAmount: v, signature }, chain.signer, this.authorizing > 1);
+    this.observer?.verified?.(Number(process.hrtime.bigint() - t0) / 1e9);
+    if (!valid) {
+      // A signer mismatch read (signer zero) carries no money: no hint then.
+      const hint = isSignerMismatch(chain) ? undefined : await this.hint(chain);
+      return this.reply("invalid_signature", "the voucher is not signed by the channel's signer", req, pricing, hint);
+    }
+
+    const checked = await this.checkChannel(chain);
+    if ("code" in checked) {
+      if (checked.code === "upstream_unavailable") return this.reply(checked.code, checked.detail);
+      return this.reply(checked.code, checked.detail, req, pricing, await this.hint(chain));
+    }
+    chain = checked.chain;
+
+    if (v > chain.deposit) {
+      // The payer may have topped up since we last looked: read the chain once before refusing.
+      let fresh: ChainChannel | null;
+      try {
+        fresh = await this.view.refresh(channelId, chain.signer);
+      } catch (e) {
+        return this.upstreamReply(e, "re-reading the channel");
+      }
+      if (fresh) chain = fresh;
+      if (!fresh || v > fresh.deposit) {
+        return this.reply("exceeds_deposit", `voucher ${v} is above the deposit ${chain.deposit}`, req, pricing, await this.hint(chain));
+      }
+      const again = await this.checkChannel(fresh, true);
+      if ("code" in again) {
+        if (again.code === "upstream_unavailable") return this.reply(again.code, again.detail);
+        return this.reply(again.code, again.detail, req, pricing, await this.hint(fresh));
+      }
+    }
+
+    // One atomic, durable transaction; nothing is written when it refuses.
+    const window = this.window(price);
+    let result;
+    const t1 = process.hrtime.bigint();
+    try {
+      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price, window });
+    } catch (e) {
+      this.logger?.error({ err: (e as Error).message, channelId }, "store failed while accepting a voucher");
+      return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
+    }
+    this.observer?.accountingCommitted?.(Number(process.hrtime.bigint() - t1) / 1e9);
+    if (!result.ok) {
+      const detail = REFUSAL_DETAIL[result.code](v, result.channel, price);
+      return this.reply(result.code, detail, req, pricing, await this.hint(chain, result.channel));
+    }
+    this.observer?.served?.(price);
+    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price, pricing.kind === "metered", result.channel) };
+  }
+
+  /**
+   * Checks a channel's state against this server's terms; returns the (possibly re-read) snapshot when acceptable.
+   * With `fresh`, the snapshot was just read from the chain (no staleness re-read).
+   */
+  private async checkChannel(chain: ChainChannel, fresh = false): Promise<{ chain: ChainChannel } | { code: ServerErrorCode; detail: string }> {
+    if (chain.payee.toLowerCase() !== this.payeeLc) return { code: "channel_payee_mismatch", detail: `the channel pays ${chain.payee}, not ${this.o.payee}` };
+    if (chain.token.toLowerCase() !== this.tokenLc) return { code: "channel_token_mismatch", detail: `the channel holds ${chain.token}, not ${this.o.token}` };
+    if (chain.finalized) return { code: "channel_finalized", detail: "the channel was closed or withdrawn" };
+    if (chain.closeDelay < this.o.minCloseDelay) {
+      return { code: "close_delay_too_short", detail: `the channel's close delay is ${chain.closeDelay} s; this server needs at least ${this.o.minCloseDelay} s` };
+    }
+    if (chain.deposit < this.o.minDeposit) return { code: "deposit_too_small", detail: `the deposit ${chain.deposit} is below the minimum ${this.o.minDeposit}` };
+
+    // Staleness: a close requested after our last look cannot end before confirmedAt + closeDelay. If that point is
+    // within the safety margin (the follower has been failing for long), look again; a failed read is a 503.
+    if (!fresh) {
+      const unseenCloseDeadline = this.view.confirmedAt(chain.channelId) + chain.closeDelay;
+      if (unseenCloseDeadline - this.view.chainNow() < this.o.closeSafetyMargin) {
+        let again: ChainChannel | null;
+        try {
+          again = await this.view.refresh(chain.channelId, chain.signer);
+        } catch (e) {
+          return { code: "upstream_unavailable", detail: e instanceof ServiceError ? e.shortMessage : "the chain could not be read" };
+        }
+        if (!again) return { code: "unknown_channel", detail: "the escrow no longer knows the channel" };
+        return this.checkChannel(again, true);
+      }
+    }
+    if (chain.closesAt !== 0) {
+      const left = chain.closesAt - this.view.chainNow();
+      if (left < this.o.closeSafetyMargin) {
+        return { code: "channel_closing", detail: `the channel closes in ${Math.max(left, 0)} s, too soon to settle (this server needs ${this.o.closeSafetyMargin} s)` };
+      }
+    }
+    return { chain };
+  }
+
+  /** The cooperative close endpoint (`POST /channel/close`): see protocol/close.ts. */
+  async cooperativeClose(body: unknown): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
+    const fail = (code: ServerErrorCode, detail: string) => {
+      const r = this.reply(code, detail, undefined, undefined, undefined, "endpoint");
+      return { status: r.status, body: r.body, headers: r.headers };
+    };
+    if (typeof body !== "object" || body === null || Array.isArray(body)) return fail("invalid_payload", "the body must be a JSON object { channelId, signature }");
+    const { channelId, signature } = body as Record<string, unknown>;
+    if (typeof channelId !== "string" || !/^0x[0-9a-fA-F]{64}$/.test(channelId)) return fail("invalid_payload", "channelId must be 32 bytes of 0x-hex");
+    if (typeof signature !== "string" || !/^0x[0-9a-fA-F]{130}$/.test(signature)) return fail("invalid_payload", "signature must be a 65-byte 0x-hex signature");
+    const id = channelId.toLowerCase() as Hex;
+    const recovered = recoverCloseRequestSigner(this.domain, id, signature.toLowerCase() as Hex);
+    let chain: ChainChannel | null;
+    try {
+      // A channel we have not seen is read with the request's signer (the escrow names it by id and signer).
+      chain = await this.view.get(id, () => recovered);
+    } catch (e) {
+      return fail("upstream_unavailable", e instanceof ServiceError ? e.shortMessage : "the chain could not be read");
+    }
+    if (!chain) return fail("unknown_channel", `the escrow has no channel ${id}`);
+    const signer = recovered?.toLowerCase();
+    // On a signer mismatch (signer zero) the payer's own signature is not enough: closing needs the channel's signer.
+    if (!signer || isSignerMismatch(chain) || (signer !== chain.signer.toLowerCase() && signer !== chain.payer.toLowerCase())) {
+      return fail("invalid_signature", "the close request is not signed by the channel's signer or payer");
+    }
+    if (chain.payee.toLowerCase() !== this.payeeLc) return fail("channel_payee_mismatch", "the channel pays another payee");
+    if (chain.token.toLowerCase() !== this.tokenLc) return fail("channel_token_mismatch", "the channel holds another token");
+    if (chain.finalized) return fail("channel_finalized", "the channel is already finalized");
+    try {
+      await this.store.requestCooperativeClose(chain, Math.floor(Date.now() / 1000));
+    } catch (e) {
+      this.logger?.error({ err: (e as Error).message }, "store failed while recording a close request");
+      return fail("upstream_unavailable", "the store is unavailable; try again");
+    }
+    this.logger?.info({ channelId: id }, "cooperative close requested");
+    return { status: 202, body: { channelId: id, status: "closing" }, headers: { "cache-control": "no-store" } };
+  }
+}
+
+const REFUSAL_DETAIL: Record<string, (v: bigint, c: StoredChannel | null, price: bigint) => string> = {
+  voucher_too_low: (v, c) => `voucher ${v} is at or below the channel's floor ${c?.floor ?? 0n}; sign above ${c?.accepted ?? 0n}`,
+  voucher_reused: (v) => `voucher ${v} was already used; sign a new amount`,
+  insufficient_voucher: (v, c, price) => `voucher ${v} does not cover spent ${c?.spent ?? 0n} + price ${price}`,
+  exceeds_deposit: (v, c) => `voucher ${v} is above the deposit ${c?.deposit ?? 0n}`,
+  channel_closing: () => "the payer asked to close this channel",
+  channel_finalized: () => "the channel was closed or withdrawn",
+};

@@ -1,0 +1,495 @@
+/**
+ * The {@link ChannelStore} on PostgreSQL (`pg`), for several server replicas sharing one database.
+ *
+ * Isolation reasoning (READ COMMITTED, PostgreSQL's default, on purpose):
+ *
+ * - Accepting a voucher is one transaction that first takes the channel's ROW LOCK (`SELECT ... FOR UPDATE`).
+ *   Every write to a channel's accounting (accept, release, close request, chain snapshots) locks that row first,
+ *   so all of them serialise per channel, across connections, processes and replicas. In READ COMMITTED a
+ *   `FOR UPDATE` that had to wait returns the row's NEWEST committed version (not the statement's snapshot), so the
+ *   pure rule `decideVoucher` (server/payments/accounting.ts, shared with SQLite) runs on exactly the state the
+ *   previous holder committed. Different channels never wait on each other. SERIALIZABLE would add aborts and
+ *   retries on the hot path without protecting anything more than this lock already does.
+ * - The used-voucher check must NOT be a subquery of the locking SELECT: such a subquery would read the
+ *   statement's snapshot taken BEFORE the lock wait and miss the used row the previous holder just committed
+ *   (two copies of one voucher would both pass). Instead the write statement inserts the used row with
+ *   `ON CONFLICT DO NOTHING` and only updates the channel if that insert happened: a unique-index check sees every
+ *   committed row regardless of snapshots, and the primary key (channel, amount) makes a double use impossible even
+ *   if the lock were bypassed. The only refusal that needs "used?" before writing (`insufficient_voucher` vs the
+ *   earlier-ranked `voucher_reused`) reads it in a separate statement, after the lock, with a fresh snapshot.
+ * - A channel's first voucher has no row to lock: the row is inserted with `ON CONFLICT DO NOTHING`; a concurrent
+ *   first voucher blocks on the uncommitted key, then finds the conflict and starts over, locking the row that
+ *   the winner committed.
+ * - Refusals roll back (nothing is written; a rolled-back transaction does not wait for a WAL flush).
+ * - Every session runs with `synchronous_commit = on` (see ./pool.ts): COMMIT returns once the WAL is on disk,
+ *   so the paid handler only runs for durable accounting.
+ * - Multi-row writes (chain snapshots) lock their rows in channel-id order, so two replicas' followers cannot
+ *   deadlock each other; a deadlock or serialization failure anywhere is retried as a whole transaction.
+ */
+import pg from "pg";
+import type { Address, Hex } from "viem";
+import type { ChannelRef } from "@paychan/protocol";
+import { decideVoucher } from "../../payments/accounting";
+import {
+  StoreBindingError,
+  type AcceptVoucherInput,
+  type AcceptVoucherResult,
+  type ChainChannel,
+  type ChannelStore,
+  type EventCursor,
+  type StoreBinding,
+  type StoredChannel,
+  type StoreTotals,
+} from "../types";
+import { migratePostgres } from "./migrate";
+import { pgRowToChannel, type PgChannelRow } from "./rows";
+import { PgSettlementStore } from "./settlement";
+import { POSTGRES_MIGRATIONS, type PgMigration } from "./migrations";
+import { createPgPool, DEFAULT_PG_POOL, pgClientConfig, pgPoolSettingsFromEnv, redactUrl, type PgPoolSettings } from "./pool";
+import type { SettlementStore, SettlementStoreProvider } from "../settlement-types";
+
+export interface PostgresStoreOptions {
+  /** `postgres://` or `postgresql://` URL (libpq-style parameters such as `sslmode` and `options` are honoured). */
+  url: string;
+  /** Pool settings; default: from the environment ({@link pgPoolSettingsFromEnv}). */
+  pool?: Partial<PgPoolSettings>;
+  /** Extra migrations (settlement, tests); merged with {@link POSTGRES_MIGRATIONS}. */
+  migrations?: readonly PgMigration[];
+}
+
+const lower = (s: string) => s.toLowerCase();
+const MAX_AMOUNT = (1n << 128n) - 1n;
+
+function amountParam(v: bigint): string {
+  if (v < 0n || v > MAX_AMOUNT) throw new RangeError(`amount out of range: ${v}`);
+  return v.toString(10);
+}
+
+/** SQLSTATEs after which the whole transaction can safely run again. */
+const RETRYABLE = new Set(["40P01" /* deadlock_detected */, "40001" /* serialization_failure */]);
+
+/**
+ * Chain fields of a snapshot: a newer (or equal) block wins over the stored ones, except that `settled` never goes
+ * down and `finalized` never goes back: the settlement job raises those from a confirmed receipt without a block
+ * number of the channel's whole state, so a snapshot of the same block read before the settlement (another
+ * replica's cached view) must not undo them. (A reorg replaces them with `force`.)
+ */
+const MERGE_CHAIN = (t: string, p: { deposit: string; settled: string; cra: string; ca: string; fin: string; block: string }) => `
+  deposit            = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.deposit} ELSE ${t}.deposit END,
+  settled            = CASE WHEN ${t}.chain_block <= ${p.block} THEN GREATEST(${t}.settled, ${p.settled}) ELSE ${t}.settled END,
+  close_requested_at = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.cra} ELSE ${t}.close_requested_at END,
+  closes_at          = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${p.ca} ELSE ${t}.closes_at END,
+  finalized          = CASE WHEN ${t}.chain_block <= ${p.block} THEN ${t}.finalized OR ${p.fin} ELSE ${t}.finalized END,
+  chain_block        = GREATEST(${t}.chain_block, ${p.block})`;
+
+const COLUMNS = `channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at, closes_at, finalized,
+  chain_block, accepted, accepted_signature, spent, floor, payer_close_requested_at, created_at, updated_at`;
+
+const SQL = {
+  lock: "SELECT * FROM channels WHERE channel_id = $1 FOR UPDATE",
+  isUsed: "SELECT 1 FROM used_vouchers WHERE channel_id = $1 AND amount = $2",
+  // Existing channel: record the voucher as used (only if new), then the accounting and the merged chain state.
+  acceptExisting: `
+    WITH used AS (
+      INSERT INTO used_vouchers (channel_id, amount) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING amount
+    ), upd AS (
+      UPDATE channels c SET accepted = $3, accepted_signature = $4, spent = $5, floor = $6, updated_at = $7,
+        ${MERGE_CHAIN("c", { deposit: "$8", settled: "$9", cra: "$10", ca: "$11", fin: "$12", block: "$13" })}
+      WHERE c.channel_id = $1 AND EXISTS (SELECT 1 FROM used)
+      RETURNING c.*
+    ), pruned AS (
+      DELETE FROM used_vouchers WHERE $14::boolean AND channel_id = $1 AND amount <= $6 AND EXISTS (SELECT 1 FROM used)
+    )
+    SELECT * FROM upd`,
+  // New channel: insert it (unless a concurrent first voucher just did) and its first used voucher.
+  acceptNew: `
+    WITH ins AS (
+      INSERT INTO channels (${COLUMNS})
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $17)
+      ON CONFLICT (channel_id) DO NOTHING
+      RETURNING *
+    ), used AS (
+      INSERT INTO used_vouchers (channel_id, amount) SELECT channel_id, $18 FROM ins
+    )
+    SELECT * FROM ins`,
+  release: "UPDATE channels SET spent = GREATEST(spent - $2, 0), updated_at = $3 WHERE channel_id = $1 RETURNING *",
+  coopClose: `
+    INSERT INTO channels (${COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, NULL, 0, 0, $13, $14, $14)
+    ON CONFLICT (channel_id) DO UPDATE SET
+      ${MERGE_CHAIN("channels", { deposit: "EXCLUDED.deposit", settled: "EXCLUDED.settled", cra: "EXCLUDED.close_requested_at", ca: "EXCLUDED.closes_at", fin: "EXCLUDED.finalized", block: "EXCLUDED.chain_block" })},
+      payer_close_requested_at = CASE WHEN channels.payer_close_requested_at = 0 THEN EXCLUDED.payer_close_requested_at
+                                      ELSE channels.payer_close_requested_at END,
+      updated_at = EXCLUDED.updated_at
+    RETURNING *`,
+  lockMany: "SELECT channel_id FROM channels WHERE channel_id = ANY($1::text[]) ORDER BY channel_id FOR UPDATE",
+  snapshots: `
+    UPDATE channels c SET updated_at = $8,
+      ${MERGE_CHAIN("c", { deposit: "s.deposit", settled: "s.settled", cra: "s.cra", ca: "s.ca", fin: "s.fin", block: "s.blk" })}
+    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[])
+      AS s(id, deposit, settled, cra, ca, fin, blk)
+    WHERE c.channel_id = s.id AND c.chain_block <= s.blk`,
+  // After a reorg (the follower's resync) the chain's state replaces the stored one whatever its block number.
+  snapshotsForce: `
+    UPDATE channels c SET updated_at = $8, deposit = s.deposit, settled = s.settled, close_requested_at = s.cra,
+      closes_at = s.ca, finalized = s.fin, chain_block = s.blk
+    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[])
+      AS s(id, deposit, settled, cra, ca, fin, blk)
+    WHERE c.channel_id = s.id`,
+  setCursor: `
+    INSERT INTO cursors (name, block, block_hash, updated_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (name) DO UPDATE SET block = EXCLUDED.block, block_hash = EXCLUDED.block_hash, updated_at = EXCLUDED.updated_at`,
+  getCursor: "SELECT block, block_hash FROM cursors WHERE name = $1",
+  getChannel: "SELECT * FROM channels WHERE channel_id = $1",
+  active: "SELECT channel_id, signer FROM channels WHERE NOT finalized ORDER BY channel_id",
+  unsettled: `
+    SELECT * FROM channels WHERE NOT finalized AND spent > settled
+    ORDER BY (closes_at = 0 AND payer_close_requested_at = 0), closes_at, spent DESC, channel_id LIMIT $1`,
+  totals: `
+    SELECT count(*)::bigint AS n,
+           COALESCE(sum(accepted), 0)::text AS accepted,
+           COALESCE(sum(spent), 0)::text AS spent,
+           COALESCE(sum(settled), 0)::text AS settled,
+           COALESCE(sum(spent - settled) FILTER (WHERE NOT finalized AND spent > settled), 0)::text AS unsettled
+    FROM channels`,
+  bindInsert: "INSERT INTO meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (key) DO NOTHING",
+  bindRead: "SELECT key, value FROM meta WHERE key = ANY($1::text[])",
+  ping: "INSERT INTO meta (key, value) VALUES ('health_probe', $1) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+} as const;
+
+/** Named (prepared once per connection) query. */
+function q(name: keyof typeof SQL, values: unknown[]): pg.QueryConfig {
+  return { name: `cs_${name}`, text: SQL[name], values };
+}
+
+/** Outcome of a transaction body: the value, and whether to COMMIT it (false: ROLLBACK, nothing written). */
+interface TxOutcome<T> {
+  value: T;
+  commit: boolean;
+}
+
+/** {@link ChannelStore} on PostgreSQL; see the file comment for the isolation reasoning. Create with {@link PostgresStore.open}. */
+/** The first 12 insert parameters of a channel row ($1–$12 of `acceptNew` and `coopClose`): id and chain state. */
+function chainColumns(id: string, chain: ChainChannel): unknown[] {
+  return [
+    id,
+    chain.payer,
+    chain.payee,
+    chain.token,
+    chain.signer,
+    amountParam(chain.deposit),
+    amountParam(chain.settled),
+    chain.closeDelay,
+    chain.closeRequestedAt,
+    chain.closesAt,
+    chain.finalized,
+    chain.block.toString(),
+  ];
+}
+
+export class PostgresStore implements ChannelStore, SettlementStoreProvider {
+  readonly kind = "postgres";
+  /** The pool, for store extensions (settlement) that add tables and queries on the same database. */
+  readonly pool: pg.Pool;
+  /** The URL without its password (messages). */
+  readonly displayUrl: string;
+  readonly settings: PgPoolSettings;
+  private readonly url: string;
+  private closed = false;
+  private settlement: PgSettlementStore | null = null;
+  private readonly closeHooks: Array<() => Promise<void>> = [];
+
+  private constructor(pool: pg.Pool, url: string, settings: PgPoolSettings) {
+    this.pool = pool;
+    this.url = url;
+    this.displayUrl = redactUrl(url);
+    this.settings = settings;
+  }
+
+  /**
+   * A new connection outside the pool, with the store's session settings (same database and schema), for work
+   * that must own a session (the settler's advisory lock). The caller ends it.
+   */
+  dedicatedClient(extraOptions: string[] = []): pg.Client {
+    return new pg.Client(pgClientConfig(this.url, this.settings, extraOptions));
+  }
+
+  /** Runs `hook` when the store closes (before the pool ends). */
+  onClose(hook: () => Promise<void>): void {
+    this.closeHooks.push(hook);
+  }
+
+  /** The settlement records and the settler lock, on this database (server/store/settlement-types.ts). */
+  settlementStore(): SettlementStore {
+    this.check();
+    return (this.settlement ??= new PgSettlementStore(this));
+  }
+
+  /** Connects, applies the migrations (safe when several replicas start at once) and returns the store. */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
+    const settings: PgPoolSettings = { ...(opts.pool ? DEFAULT_PG_POOL : pgPoolSettingsFromEnv()), ...opts.pool };
+    const displayUrl = redactUrl(opts.url);
+    const pool = createPgPool(opts.url, settings);
+    try {
+      const client = await pool.connect().catch((e: Error) => {
+        throw new Error(`cannot connect to PostgreSQL at ${displayUrl}: ${e.message}`);
+      });
+      try {
+        const sc = (await client.query<{ synchronous_commit: string }>("SHOW synchronous_commit")).rows[0].synchronous_commit;
+        if (sc !== "on") throw new Error(`synchronous_commit is ${sc} on ${displayUrl}; the store needs it on`);
+        await migratePostgres(client, [...POSTGRES_MIGRATIONS, ...(opts.migrations ?? [])]);
+      } finally {
+        client.release();
+      }
+    } catch (e) {
+      await pool.end().catch(() => undefined);
+      throw e;
+    }
+    return new PostgresStore(pool, opts.url, settings);
+  }
+
+  /** Throws when the store is closed. */
+  check(): void {
+    if (this.closed) throw new Error("store is closed");
+  }
+
+  /**
+   * Runs `fn` in one READ COMMITTED transaction on one pooled connection and commits it; rolls back when `fn`
+   * throws. Deadlocks and serialization failures re-run the whole transaction (up to 5 attempts), so `fn` must
+   * not have effects outside the database. For store extensions (settlement).
+   */
+  async transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.tx(async (c) => ({ value: await fn(c), commit: true }));
+  }
+
+  private async tx<T>(fn: (client: pg.PoolClient) => Promise<TxOutcome<T>>): Promise<T> {
+    this.check();
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      try {
+        await client.query("BEGIN");
+        let out: TxOutcome<T>;
+        try {
+          out = await fn(client);
+        } catch (e) {
+          // The connection is reusable only if the rollback worked.
+          await client.query("ROLLBACK").catch((re: Error) => (broken = re));
+          throw e;
+        }
+        // A COMMIT that fails for a lost connection has an unknown outcome: it is never retried here.
+        try {
+          await client.query(out.commit ? "COMMIT" : "ROLLBACK");
+        } catch (e) {
+          broken = e as Error;
+          throw e;
+        }
+        return out.value;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (code && RETRYABLE.has(code) && attempt < 5 && !broken) {
+          await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+          continue;
+        }
+        throw e;
+      } finally {
+        client.release(broken);
+      }
+    }
+  }
+
+  async bind(b: StoreBinding): Promise<void> {
+    const want: Record<string, string> = {
+      chain_id: String(b.chainId),
+      escrow: lower(b.escrow),
+      token: lower(b.token),
+      payee: lower(b.payee),
+      genesis_hash: lower(b.genesisHash),
+    };
+    const keys = Object.keys(want);
+    // Concurrent replicas: the first insert wins, everyone compares against what is committed.
+    const have = await this.tx(async (c) => {
+      await c.query(SQL.bindInsert, [keys, keys.map((k) => want[k])]);
+      const rows = (await c.query<{ key: string; value: string }>(SQL.bindRead, [keys])).rows;
+      return { value: new Map(rows.map((r) => [r.key, r.value])), commit: true };
+    });
+    const mismatches = keys.filter((k) => have.get(k) !== want[k]).map((k) => `${k}: store has ${have.get(k)}, server has ${want[k]}`);
+    if (mismatches.length) {
+      throw new StoreBindingError(`the database ${this.displayUrl} belongs to another deployment (${mismatches.join("; ")}); use another DATABASE_URL`);
+    }
+  }
+
+  async getChannel(channelId: Hex): Promise<StoredChannel | null> {
+    this.check();
+    const r = await this.pool.query<PgChannelRow>(q("getChannel", [lower(channelId)]));
+    return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
+  }
+
+  async acceptVoucher(input: AcceptVoucherInput): Promise<AcceptVoucherResult> {
+    const id = lower(input.chain.channelId);
+    const v = input.amount;
+    const vText = amountParam(v);
+    amountParam(input.charge);
+    const chain = input.chain;
+    return this.tx<AcceptVoucherResult>(async (c) => {
+      const refuse = (code: Exclude<AcceptVoucherResult, { ok: true }>["code"], channel: StoredChannel | null) => ({
+        value: { ok: false as const, code, channel },
+        commit: false,
+      });
+      // At most one restart: when a concurrent first voucher inserted the row between our lock attempt and insert.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const row = (await c.query<PgChannelRow>(q("lock", [id]))).rows[0];
+        const current = row ? pgRowToChannel(row) : null;
+        if (current?.finalized) return refuse("channel_finalized", current);
+        if (current && current.payerCloseRequestedAt !== 0) return refuse("channel_closing", current);
+        const deposit = current && current.deposit > chain.deposit ? current.deposit : chain.deposit;
+        const state = { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, floor: current?.floor ?? 0n, deposit };
+        // "used" is settled by the write itself (see the file comment); it changes the answer before writing only
+        // when the rule would otherwise say insufficient_voucher, which ranks after voucher_reused.
+        let d = decideVoucher(state, v, false, input.charge, input.window);
+        if (!d.ok && d.code === "insufficient_voucher" && current) {
+          const used = (await c.query(q("isUsed", [id, vText]))).rowCount! > 0;
+          d = decideVoucher(state, v, used, input.charge, input.window);
+        }
+        if (!d.ok) return refuse(d.code, current);
+        const now = Date.now();
+        // The stored signature is always the one of the voucher for `accepted`.
+        const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
+        if (current) {
+          const r = await c.query<PgChannelRow>(
+            q("acceptExisting", [
+              id,
+              vText,
+              amountParam(d.accepted),
+              signature,
+              amountParam(d.spent),
+              amountParam(d.floor),
+              now,
+              amountParam(chain.deposit),
+              amountParam(chain.settled),
+              chain.closeRequestedAt,
+              chain.closesAt,
+              chain.finalized,
+              chain.block.toString(),
+              d.prune,
+            ]),
+          );
+          if (!r.rows[0]) return refuse("voucher_reused", current);
+          return { value: { ok: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
+        }
+        const r = await c.query<PgChannelRow>(
+          q("acceptNew", [
+            ...chainColumns(id, chain),
+            amountParam(d.accepted),
+            signature,
+            amountParam(d.spent),
+            amountParam(d.floor),
+            now,
+            vText,
+          ]),
+        );
+        if (r.rows[0]) return { value: { ok: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
+        // Lost the race for the first voucher: the row exists now; decide again under its lock.
+      }
+      throw new Error(`channel ${id}: could not insert or lock the row`);
+    });
+  }
+
+  async releaseCharge(channelId: Hex, amount: bigint): Promise<StoredChannel | null> {
+    this.check();
+    if (amount < 0n) throw new RangeError("release amount must be >= 0");
+    // One statement: the UPDATE takes the row lock and computes from the newest committed row.
+    const r = await this.pool.query<PgChannelRow>(q("release", [lower(channelId), amountParam(amount > MAX_AMOUNT ? MAX_AMOUNT : amount), Date.now()]));
+    return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
+  }
+
+  async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void> {
+    this.check();
+    // One snapshot per channel (the newest; on equal blocks the later one, as if applied in order), in id order.
+    const byId = new Map<string, ChainChannel>();
+    for (const s of snapshots) {
+      const id = lower(s.channelId);
+      const prev = byId.get(id);
+      if (!prev || s.block >= prev.block) byId.set(id, s);
+    }
+    const list = [...byId.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const now = Date.now();
+    const cursorParams = cursor ? ["escrow", cursor.block.toString(), cursor.hash ?? null, now] : null;
+    if (list.length === 0) {
+      if (cursorParams) await this.pool.query(q("setCursor", cursorParams));
+      return;
+    }
+    await this.tx(async (c) => {
+      const ids = list.map(([id]) => id);
+      const present = (await c.query(q("lockMany", [ids]))).rowCount ?? 0;
+      if (present > 0) {
+        const s = list.map(([, x]) => x);
+        await c.query(
+          q(options?.force ? "snapshotsForce" : "snapshots", [
+            ids,
+            s.map((x) => amountParam(x.deposit)),
+            s.map((x) => amountParam(x.settled)),
+            s.map((x) => x.closeRequestedAt),
+            s.map((x) => x.closesAt),
+            s.map((x) => x.finalized),
+            s.map((x) => x.block.toString()),
+            now,
+          ]),
+        );
+      }
+      if (cursorParams) await c.query(q("setCursor", cursorParams));
+      return { value: undefined, commit: true };
+    });
+  }
+
+  async requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel> {
+    this.check();
+    const r = await this.pool.query<PgChannelRow>(
+      q("coopClose", [
+        ...chainColumns(lower(chain.channelId), chain),
+        at,
+        Date.now(),
+      ]),
+    );
+    return pgRowToChannel(r.rows[0]);
+  }
+
+  async getCursor(): Promise<EventCursor | null> {
+    this.check();
+    const r = (await this.pool.query<{ block: string; block_hash: string | null }>(q("getCursor", ["escrow"]))).rows[0];
+    return r ? { block: BigInt(r.block), hash: (r.block_hash ?? undefined) as Hex | undefined } : null;
+  }
+
+  async activeChannels(): Promise<ChannelRef[]> {
+    this.check();
+    return (await this.pool.query<{ channel_id: string; signer: string }>(q("active", []))).rows.map((r) => ({ channelId: r.channel_id as Hex, signer: r.signer as Address }));
+  }
+
+  async listUnsettled(limit: number): Promise<StoredChannel[]> {
+    this.check();
+    return (await this.pool.query<PgChannelRow>(q("unsettled", [limit]))).rows.map(pgRowToChannel);
+  }
+
+  async totals(): Promise<StoreTotals> {
+    this.check();
+    const t = (await this.pool.query<{ n: string; accepted: string; spent: string; settled: string; unsettled: string }>(q("totals", []))).rows[0];
+    return { channels: Number(t.n), accepted: BigInt(t.accepted), spent: BigInt(t.spent), settled: BigInt(t.settled), unsettled: BigInt(t.unsettled) };
+  }
+
+  async ping(): Promise<void> {
+    this.check();
+    await this.pool.query(q("ping", [String(Date.now())]));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const h of this.closeHooks.splice(0)) await h().catch(() => undefined);
+    await this.pool.end();
+  }
+}
+
+/** Opens (and migrates) a PostgreSQL store; pool settings from the environment unless given. */
+export function openPostgresStore(opts: PostgresStoreOptions): Promise<PostgresStore> {
+  return PostgresStore.open(opts);
+}

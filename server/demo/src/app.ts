@@ -1,0 +1,187 @@
+/**
+ * The standalone provider server of `npm start`, built on the public API only: {@link createProvider}
+ * (`@paychan/server`) and {@link createPaywall} (`@paychan/express`) in an Express app with the operational endpoints,
+ * behind an HTTP listener with request limits. The test harness (`test/helpers/server.ts`) starts servers through it
+ * too. A provider with an app of their own uses `createProvider` + `createPaywall` directly (README).
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import express, { type Express } from "express";
+import { createPublicClient, http as httpTransport, type Transport } from "viem";
+import {
+  createProvider,
+  httpStatusOf,
+  problem,
+  PROBLEM_CONTENT_TYPE,
+  type Logger,
+  type Provider,
+  type ProviderSettlementOptions,
+  type ServerConfig,
+  type ServerErrorCode,
+} from "@paychan/server";
+import { bodyLimit, createPaywall, errorHandler, notFound, type ExpressPaywall, type Paywall } from "@paychan/express";
+import { localSettlerKey } from "./accounts";
+import { demoRoutes } from "./routes";
+
+export type { ProviderSettlementOptions } from "@paychan/server";
+
+export interface ProviderServerOptions {
+  /** Validated configuration; `payee` and (`rpcUrl` or `transport`) must be set (escrow/token: or a deployments file). */
+  config: ServerConfig;
+  /** Registers the provider's routes (default: the demo routes). */
+  routes?: (app: Express, paywall: ExpressPaywall) => void;
+  logger?: Logger;
+  /** A viem transport instead of `config.rpcUrl` (in-process chains). */
+  transport?: Transport;
+  /** Default `.data/server-<chainId>.sqlite` when `config.databaseUrl` is unset. */
+  defaultDatabaseUrl?: (chainId: number) => string;
+  /** Add Node process metrics (off in tests: global collectors). */
+  processMetrics?: boolean;
+  /**
+   * Run the settlement job in this server every SETTLE_INTERVAL: `true` (npm start) or options (tests); off when
+   * absent. On a local chain without SETTLER_PRIVATE_KEY the payee's Hardhat test key settles.
+   */
+  settlement?: boolean | ProviderSettlementOptions;
+}
+
+/** A running server: the provider's parts, its Express app and its listener. */
+export interface ProviderServer extends Omit<Provider, "close" | "health" | "config"> {
+  /** `http://host:port` */
+  url: string;
+  port: number;
+  provider: Provider;
+  app: Express;
+  http: http.Server;
+  paywall: Paywall;
+  /** Stops listening (open connections are closed), then the provider. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Starts a provider server. Fails (with a clear message) when the chain, contracts or store are not usable. */
+export async function startProviderServer(opts: ProviderServerOptions): Promise<ProviderServer> {
+  const config = opts.config;
+  if (!config.payee) throw new Error("PAYEE_ADDRESS must be known to start the server");
+  const provider = await createProvider({
+    config,
+    transport: opts.transport,
+    logger: opts.logger,
+    processMetrics: opts.processMetrics,
+    defaultDatabaseUrl: opts.defaultDatabaseUrl,
+    settlement: await settlementWithLocalKey(opts, config),
+  });
+  try {
+    const { app, paywall } = buildApp(provider, opts.routes);
+    const server = await listen(app, config);
+    const port = (server.address() as AddressInfo).port;
+    const hostForUrl = config.host.includes(":") ? `[${config.host}]` : config.host === "0.0.0.0" ? "127.0.0.1" : config.host;
+    const url = `http://${hostForUrl}:${port}`;
+
+    let closing: Promise<void> | null = null;
+    const close = () =>
+      (closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+          setTimeout(() => server.closeAllConnections(), 2_000).unref();
+        });
+        await provider.close();
+      })());
+
+    const { chainId, escrow, token, payee, store } = provider;
+    provider.logger.info({ url, chainId, escrow, token, payee, store: store.kind }, "server listening");
+    return {
+      url,
+      port,
+      chainId,
+      escrow,
+      token,
+      payee,
+      decimals: provider.decimals,
+      core: provider.core,
+      store,
+      view: provider.view,
+      follower: provider.follower,
+      reader: provider.reader,
+      metrics: provider.metrics,
+      logger: provider.logger,
+      settlement: provider.settlement,
+      provider,
+      app,
+      http: server,
+      paywall,
+      close,
+    };
+  } catch (e) {
+    await provider.close();
+    throw e;
+  }
+}
+
+/** The settlement option with the local chain's default key filled in (the package itself has no default key). */
+async function settlementWithLocalKey(opts: ProviderServerOptions, config: ServerConfig): Promise<false | ProviderSettlementOptions> {
+  if (!opts.settlement) return false;
+  const o = typeof opts.settlement === "object" ? opts.settlement : {};
+  if (o.privateKey || config.settlement?.hasKey) return o;
+  const chainId = config.chainId ?? (await chainIdOf(opts, config));
+  const key = localSettlerKey({ chainId, payee: config.payee! });
+  return key ? { ...o, privateKey: key.privateKey, keySource: key.source } : o;
+}
+
+async function chainIdOf(opts: ProviderServerOptions, config: ServerConfig): Promise<number> {
+  const client = createPublicClient({ transport: opts.transport ?? httpTransport(config.rpcUrl, { retryCount: 0, timeout: config.rpcTimeout }) });
+  return client.getChainId();
+}
+
+/** The Express app: body limit, operational endpoints, the cooperative-close route, the routes, 404 and errors. */
+function buildApp(provider: Provider, routes: ProviderServerOptions["routes"]): { app: Express; paywall: Paywall } {
+  const { config, logger } = provider;
+  const paywall = createPaywall(provider);
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+  app.set("query parser", "simple");
+
+  // Access log at debug level: method, path (no query), status, time. Never headers.
+  if (logger.isLevelEnabled("debug")) {
+    app.use((req, res, next) => {
+      const t0 = process.hrtime.bigint();
+      res.once("finish", () => logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6 }, "request"));
+      next();
+    });
+  }
+  // Declared bodies over the limit are refused before any route reads them (parsers bound chunked bodies).
+  app.use(bodyLimit(config.maxBodyBytes));
+  app.get("/healthz", paywall.healthz());
+  app.get("/metrics", paywall.metrics());
+  app.use(paywall.closeRoute());
+  (routes ?? ((a, p) => demoRoutes(a, p, { bodyLimit: Math.min(config.maxBodyBytes, 64 * 1024) })))(app, paywall);
+  app.use(notFound());
+  app.use(errorHandler({ logger }));
+  return { app, paywall };
+}
+
+/** Listens with the configured header, request and keep-alive limits; malformed requests get a problem body. */
+async function listen(app: Express, config: ServerConfig): Promise<http.Server> {
+  const server = http.createServer(
+    { maxHeaderSize: config.maxHeaderBytes, requestTimeout: config.requestTimeout, headersTimeout: Math.min(config.requestTimeout, 60_000), keepAliveTimeout: 5_000 },
+    app,
+  );
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || (socket as unknown as { _httpMessage?: unknown })._httpMessage) {
+      socket.destroy();
+      return;
+    }
+    const code: ServerErrorCode = err.code === "HPE_HEADER_OVERFLOW" ? "request_too_large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "request_timeout" : "bad_request";
+    const status = code === "request_too_large" ? 431 : httpStatusOf(code, "endpoint");
+    const body = JSON.stringify(problem(code, code === "request_too_large" ? "the request headers are over the limit" : "malformed HTTP request", "endpoint"));
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return server;
+}
