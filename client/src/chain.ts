@@ -17,7 +17,7 @@ import {
   type TransactionReceipt,
   type WalletClient,
 } from "viem";
-import { channelEscrowAbi, type ChannelRef, type EscrowChannel } from "@paychan/protocol";
+import { channelEscrowAbi, toOnchainChannel, type ChannelRef, type EscrowChannel, type OnchainChannel } from "@paychan/protocol";
 import { ClientError, shortMessageOf } from "./errors";
 import { signPermit } from "./permit";
 
@@ -27,20 +27,6 @@ export interface ChainContext {
   walletClient: WalletClient;
   /** The funding account (the channels' payer). */
   account: Account | Address;
-}
-
-/** A channel as the escrow reports it. */
-export interface OnchainChannel {
-  exists: boolean;
-  payer: Address;
-  payee: Address;
-  token: Address;
-  signer: Address;
-  deposit: bigint;
-  settled: bigint;
-  closeRequestedAt: number;
-  closeDelay: number;
-  finalized: boolean;
 }
 
 /** The payer's address. */
@@ -66,37 +52,22 @@ export function revertName(e: unknown): string | undefined {
  * Reads the channel `id` whose signer is `signer` (the escrow names a channel by both). `exists` is false for an
  * unknown id; a known id read with another signer gives `signer` = the zero address and no money.
  */
-export async function readChannel(ctx: ChainContext, escrow: Address, id: Hex, signer: Address): Promise<OnchainChannel> {
+export async function readChannel(ctx: ChainContext, escrow: Address, id: Hex, signer: Address): Promise<OnchainChannel | null> {
   try {
     const c = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
-    return toOnchain(c);
+    return toOnchainChannel(id, c);
   } catch (e) {
     throw chainFailure(`reading channel ${id}`, e);
   }
 }
 
-function toOnchain(c: EscrowChannel): OnchainChannel {
-  return {
-    exists: c.payer !== zeroAddress,
-    payer: c.payer,
-    payee: c.payee,
-    token: c.token,
-    signer: c.signer,
-    deposit: c.deposit,
-    settled: c.settled,
-    closeRequestedAt: Number(c.closeRequestedAt),
-    closeDelay: Number(c.closeDelay),
-    finalized: c.finalized,
-  };
-}
-
 /** Reads many channels of one escrow in one call ({@link readChannel} for each). */
-export async function readChannels(ctx: ChainContext, escrow: Address, refs: readonly ChannelRef[]): Promise<OnchainChannel[]> {
+export async function readChannels(ctx: ChainContext, escrow: Address, refs: readonly ChannelRef[]): Promise<Array<OnchainChannel | null>> {
   if (refs.length === 0) return [];
   try {
     const args = refs.map((r) => ({ channelId: r.channelId, signer: r.signer }));
     const cs = await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "getChannels", args: [args] });
-    return cs.map((c) => toOnchain(c as EscrowChannel));
+    return cs.map((c, i) => toOnchainChannel(refs[i].channelId, c as EscrowChannel));
   } catch (e) {
     throw chainFailure("reading channels", e);
   }

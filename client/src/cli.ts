@@ -11,6 +11,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { createChannelClient, type ChannelClient, type ClientEvent, type PaymentInfo } from "./client";
 import { ClientError, shortMessageOf } from "./errors";
 import { amount, duration, ms, percentile, ProgressBar, shortHex, table, toJson, type TokenInfo } from "./cli-format";
+import { isBytes32Hex } from "@paychan/protocol";
 
 /** Hardhat's public test account #1: the default payer on a local chain (npm start gives it 1,000 MockUSDC). */
 export const HARDHAT_ACCOUNT_1_KEY: Hex = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
@@ -216,7 +217,7 @@ function resolveChannel(ctx: Context, idOrPrefix: string | undefined): Hex {
   const matches = ctx.agent.channels().filter((c) => c.id.toLowerCase().startsWith(p));
   if (matches.length === 1) return matches[0].id;
   if (matches.length > 1) throw new UsageError(`${idOrPrefix} matches ${matches.length} channels; give more digits`);
-  if (/^0x[0-9a-fA-F]{64}$/.test(idOrPrefix)) return idOrPrefix as Hex;
+  if (isBytes32Hex(idOrPrefix)) return idOrPrefix;
   throw new ClientError("unknown_channel", `no channel ${idOrPrefix} in this state directory`);
 }
 

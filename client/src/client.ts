@@ -30,10 +30,14 @@ import {
   encodePaymentSignature,
   escrowDomain,
   signCloseRequest,
+  isPaymentErrorCode,
+  PAYMENT_ERROR_RECOVERY,
+  encodeCloseRequest,
   type ChannelHint,
   type ChannelRequirements,
   type PaymentRequired,
   type PaymentResponse,
+  type OnchainChannel,
   type Voucher,
 } from "@paychan/protocol";
 import {
@@ -50,7 +54,6 @@ import {
   topUpTx,
   withdrawTx,
   type ChainContext,
-  type OnchainChannel,
 } from "./chain";
 import { ClientError, shortMessageOf } from "./errors";
 import { FileStore } from "./file-store";
@@ -173,32 +176,10 @@ interface Payment {
   header: string;
 }
 
-/** Codes after which a new voucher (or channel) may succeed: one retry. */
-const RETRYABLE = new Set([
-  "payment_required",
-  "requirements_mismatch",
-  "voucher_reused",
-  "voucher_too_low",
-  "insufficient_voucher",
-  "exceeds_deposit",
-  "unknown_channel",
-  "channel_closing",
-  "channel_finalized",
-  "close_delay_too_short",
-  "deposit_too_small",
-  "channel_payee_mismatch",
-  "channel_token_mismatch",
-]);
+/** Codes after which a new voucher (or channel) may succeed: one retry (the protocol's classification). */
+const retryable = (code: string) => isPaymentErrorCode(code) && PAYMENT_ERROR_RECOVERY[code].retry;
 /** Refusals that mean this channel cannot be used with this provider any more. */
-const CHANNEL_UNUSABLE = new Set([
-  "channel_closing",
-  "channel_finalized",
-  "close_delay_too_short",
-  "deposit_too_small",
-  "channel_payee_mismatch",
-  "channel_token_mismatch",
-  "invalid_signature",
-]);
+const channelUnusable = (code: string) => isPaymentErrorCode(code) && PAYMENT_ERROR_RECOVERY[code].channelUnusable;
 
 const max = (...xs: bigint[]) => xs.reduce((a, b) => (b > a ? b : a));
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
@@ -365,7 +346,7 @@ export class ChannelClient {
         if (probed) throw this.refused(code, res.status, "the provider asked for payment twice");
         probed = true;
       } else {
-        if (retried || !RETRYABLE.has(code)) throw this.refused(code, res.status);
+        if (retried || !retryable(code)) throw this.refused(code, res.status);
         retried = true;
         this.stats.retries++;
         this.onEvent({ type: "retry", url: req.url, serverCode: code });
@@ -548,9 +529,9 @@ export class ChannelClient {
     const ch = payment.channel;
     const hint = challenge.accepts.map((a) => a.extra.channel).find((c) => c && c.channelId.toLowerCase() === ch.id.toLowerCase());
     if (hint) await this.applyHint(ch, hint);
-    if (code === "exceeds_deposit" || code === "unknown_channel" || CHANNEL_UNUSABLE.has(code)) {
+    if (code === "exceeds_deposit" || code === "unknown_channel" || channelUnusable(code)) {
       await this.verify(ch, true);
-      if (CHANNEL_UNUSABLE.has(code) || ch.status !== "open") this.exclude(ch);
+      if (channelUnusable(code) || ch.status !== "open") this.exclude(ch);
     }
   }
 
@@ -642,7 +623,7 @@ export class ChannelClient {
   }
 
   /** Re-reads a channel from the chain (once per process unless forced) and updates its record. */
-  private async verify(ch: ChannelRecord, force = false): Promise<OnchainChannel | undefined> {
+  private async verify(ch: ChannelRecord, force = false): Promise<OnchainChannel | null | undefined> {
     const r = this.rt(ch);
     if (r.verified && !force) return undefined;
     const oc = await readChannel(this.ctx, ch.escrow, ch.id, ch.signer);
@@ -652,8 +633,9 @@ export class ChannelClient {
     return oc;
   }
 
-  private applyOnchain(ch: ChannelRecord, oc: OnchainChannel): void {
-    if (!oc.exists || oc.payer.toLowerCase() !== ch.payer.toLowerCase() || oc.signer.toLowerCase() !== ch.signer.toLowerCase()) {
+  /** Applies the escrow's answer (null: no such channel) to the record. */
+  private applyOnchain(ch: ChannelRecord, oc: OnchainChannel | null): void {
+    if (!oc || oc.payer.toLowerCase() !== ch.payer.toLowerCase() || oc.signer.toLowerCase() !== ch.signer.toLowerCase()) {
       ch.status = "missing";
       return;
     }
@@ -794,13 +776,13 @@ export class ChannelClient {
     } catch (e) {
       // The transaction may or may not have landed: ask the chain.
       const oc = await readChannel(this.ctx, p.escrow, id, ch.signer).catch(() => undefined);
-      if (oc?.exists) {
+      if (oc) {
         this.applyOnchain(ch, oc);
         this.rt(ch).verified = true;
         this.persister.schedule();
         return ch;
       }
-      if (oc) delete this.state.channels[id];
+      if (oc === null) delete this.state.channels[id];
       else ch.status = "missing";
       this.persister.schedule();
       throw e;
@@ -854,7 +836,7 @@ export class ChannelClient {
   private async topUpRaw(ch: ChannelRecord, amount: bigint): Promise<void> {
     const receipt = await topUpTx(this.ctx, ch.escrow, ch.token, { channelId: ch.id, signer: ch.signer }, amount);
     const oc = await readChannel(this.ctx, ch.escrow, ch.id, ch.signer).catch(() => undefined);
-    if (oc) this.applyOnchain(ch, oc);
+    if (oc !== undefined) this.applyOnchain(ch, oc);
     else {
       ch.deposit += amount;
       ch.status = "open";
@@ -971,7 +953,7 @@ export class ChannelClient {
       res = await this.baseFetch(url, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ channelId: ch.id, signature }),
+        body: encodeCloseRequest({ channelId: ch.id, signature }),
       });
     } catch (e) {
       throw new ClientError("provider_failure", `the provider at ${base} could not be reached`, { cause: e });

@@ -1,7 +1,7 @@
 import { PaymentError } from "./errors";
 
-/** Largest value of a wire amount (`uint128`, the voucher's amount type). */
-export const MAX_WIRE_AMOUNT = (1n << 128n) - 1n;
+/** Largest `uint128`: the voucher's amount type, and so the largest amount on the wire or in a store. */
+export const MAX_UINT128 = (1n << 128n) - 1n;
 const DECIMAL = /^(0|[1-9][0-9]{0,38})$/;
 
 /**
@@ -13,7 +13,7 @@ export function parseWireAmount(value: unknown, field: string): bigint {
     throw new PaymentError("invalid_payload", `${field} must be a decimal string of atomic units`);
   }
   const n = BigInt(value);
-  if (n > MAX_WIRE_AMOUNT) throw new PaymentError("invalid_payload", `${field} is above 2^128 - 1`);
+  if (n > MAX_UINT128) throw new PaymentError("invalid_payload", `${field} is above 2^128 - 1`);
   return n;
 }
 

@@ -39,8 +39,6 @@ export const MIN_CLOSE_DELAY = 15 * 60;
 export const MAX_CLOSE_DELAY = 30 * 24 * 60 * 60;
 /** Largest deposit a channel can hold (amounts are packed in 96 bits on chain). */
 export const MAX_DEPOSIT = (1n << 96n) - 1n;
-/** Largest voucher amount (`uint128`). */
-export const MAX_UINT128 = (1n << 128n) - 1n;
 
 /**
  * The EIP-3009 nonce `ChannelEscrow.openWithAuthorization` requires: `keccak256(abi.encode(channelId, closeDelay))`,

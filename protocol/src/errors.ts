@@ -25,6 +25,43 @@ export const PAYMENT_ERROR_CODES = [
 ] as const;
 export type PaymentErrorCode = (typeof PAYMENT_ERROR_CODES)[number];
 
+/** What a payer can do after a refusal (docs/protocol.md, "Error codes"). */
+export interface RefusalRecovery {
+  /** A new attempt may pass: a fresh voucher on the same channel, or, when `channelUnusable`, on another channel. */
+  retry: boolean;
+  /** This channel cannot be used with this provider any more (closing, finalized, or not acceptable to it). */
+  channelUnusable: boolean;
+}
+
+const VOUCHER: RefusalRecovery = { retry: true, channelUnusable: false };
+const CHANNEL: RefusalRecovery = { retry: true, channelUnusable: true };
+const REQUEST: RefusalRecovery = { retry: false, channelUnusable: false };
+
+/** The recovery of every payment error code: one entry per code, so a new code cannot go unclassified. */
+export const PAYMENT_ERROR_RECOVERY: Readonly<Record<PaymentErrorCode, RefusalRecovery>> = {
+  payment_required: VOUCHER,
+  invalid_payload: REQUEST,
+  unsupported_scheme: REQUEST,
+  network_mismatch: REQUEST,
+  requirements_mismatch: VOUCHER,
+  unknown_channel: VOUCHER, // the provider may not see a new channel yet
+  channel_payee_mismatch: CHANNEL,
+  channel_token_mismatch: CHANNEL,
+  channel_closing: CHANNEL,
+  channel_finalized: CHANNEL,
+  close_delay_too_short: CHANNEL,
+  deposit_too_small: CHANNEL,
+  invalid_signature: { retry: false, channelUnusable: true }, // the channel's signer is not ours: never sign for it again
+  voucher_reused: VOUCHER,
+  voucher_too_low: VOUCHER,
+  insufficient_voucher: VOUCHER,
+  exceeds_deposit: VOUCHER, // after a top-up
+};
+
+/** Codes the accounting transaction can refuse a voucher with (docs/protocol.md § 6), decided on the stored row. */
+export const ACCEPT_REFUSAL_CODES = ["voucher_too_low", "voucher_reused", "insufficient_voucher", "exceeds_deposit", "channel_closing", "channel_finalized"] as const satisfies readonly PaymentErrorCode[];
+export type AcceptRefusalCode = (typeof ACCEPT_REFUSAL_CODES)[number];
+
 /** Codes of failures that are not a payment problem (never 402). */
 export const SERVICE_ERROR_CODES = [
   "upstream_unavailable", // 503: the chain (or the store) could not be reached when needed

@@ -11,4 +11,5 @@ export * from "./wire";
 export * from "./close";
 export * from "./token";
 export * from "./onchain";
+export * from "./hex";
 export { channelEscrowAbi } from "./abi/channelEscrow";

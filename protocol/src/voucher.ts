@@ -2,6 +2,8 @@ import secp256k1 from "secp256k1";
 import { keccak256Bytes as keccak_256 } from "./keccak";
 import { bytesToHex, type Address, type Hex } from "viem";
 import { domainSeparator, VOUCHER_TYPEHASH, type EscrowDomain } from "./eip712";
+import { MAX_UINT128 } from "./amounts";
+import { BYTES32_PATTERN, SIGNATURE_PATTERN } from "./hex";
 
 /** Largest `s` of a low-s signature (secp256k1 n / 2), the bound the contract and OpenZeppelin's ECDSA use. */
 export const SECP256K1_HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0n;
@@ -14,12 +16,9 @@ export interface Voucher {
 }
 
 const HALF_N_BYTES = Buffer.from(SECP256K1_HALF_N.toString(16).padStart(64, "0"), "hex");
-const MAX_U128 = (1n << 128n) - 1n;
-const BYTES32_HEX = /^0x[0-9a-fA-F]{64}$/;
-const SIGNATURE_HEX = /^0x[0-9a-fA-F]{130}$/;
 
 function checkChannelId(channelId: string): void {
-  if (typeof channelId !== "string" || !BYTES32_HEX.test(channelId)) throw new RangeError("channelId must be 32 bytes of 0x-hex");
+  if (typeof channelId !== "string" || !BYTES32_PATTERN.test(channelId)) throw new RangeError("channelId must be 32 bytes of 0x-hex");
 }
 
 function hexToBuf(hex: string, bytes: number): Buffer {
@@ -50,7 +49,7 @@ export class VoucherHasher {
   /** The EIP-712 digest of the voucher, as raw bytes (a fresh copy). */
   digestBytes(channelId: Hex, cumulativeAmount: bigint): Uint8Array {
     checkChannelId(channelId);
-    if (typeof cumulativeAmount !== "bigint" || cumulativeAmount < 0n || cumulativeAmount > MAX_U128) {
+    if (typeof cumulativeAmount !== "bigint" || cumulativeAmount < 0n || cumulativeAmount > MAX_UINT128) {
       throw new RangeError("cumulativeAmount out of uint128 range");
     }
     const s = this.structBuf;
@@ -89,7 +88,7 @@ export interface SplitSignature {
  * for recovery; null when it breaks them. (r and s zero or out of range are caught by the recovery itself.)
  */
 export function splitSignature(signature: Hex): SplitSignature | null {
-  if (typeof signature !== "string" || !SIGNATURE_HEX.test(signature)) return null;
+  if (typeof signature !== "string" || !SIGNATURE_PATTERN.test(signature)) return null;
   const sig = Buffer.from(signature.slice(2), "hex");
   const v = sig[64];
   if (v !== 27 && v !== 28) return null;
@@ -186,7 +185,7 @@ export class VoucherVerifier {
  * takes: `vs` is `s` with the y-parity (v - 27) in its top bit.
  */
 export function toCompactSignature(signature: Hex): { r: Hex; vs: Hex } {
-  if (!SIGNATURE_HEX.test(signature)) throw new RangeError("expected a 65-byte signature");
+  if (!SIGNATURE_PATTERN.test(signature)) throw new RangeError("expected a 65-byte signature");
   const r = `0x${signature.slice(2, 66)}` as Hex;
   const s = BigInt(`0x${signature.slice(66, 130)}`);
   const v = parseInt(signature.slice(130, 132), 16);
@@ -217,7 +216,7 @@ export function encodeSettleItems(claims: readonly SettleClaim[]): Hex {
   const out = Buffer.alloc(claims.length * SETTLE_ITEM_SIZE);
   claims.forEach((c, i) => {
     const o = i * SETTLE_ITEM_SIZE;
-    if (c.cumulativeAmount > MAX_U128 || c.amount > MAX_U128 || c.amount < 0n || c.cumulativeAmount < 0n) {
+    if (c.cumulativeAmount > MAX_UINT128 || c.amount > MAX_UINT128 || c.amount < 0n || c.cumulativeAmount < 0n) {
       throw new RangeError("settle amounts must fit uint128");
     }
     checkChannelId(c.channelId);

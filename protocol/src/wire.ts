@@ -8,6 +8,7 @@ import type { Address, Hex } from "viem";
 import { formatWireAmount, parseWireAmount } from "./amounts";
 import { isPaymentErrorCode, PaymentError, type PaymentErrorCode } from "./errors";
 import { ESCROW_DOMAIN_NAME, ESCROW_DOMAIN_VERSION } from "./eip712";
+import { isAddressHex, isBytes32Hex, isSignatureHex } from "./hex";
 
 export const X402_VERSION = 2 as const;
 export const SCHEME = "channel" as const;
@@ -180,9 +181,6 @@ export function encodePaymentResponse(p: PaymentResponse): string {
 // ------------------------------------------------------------------ decoding
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
-const BYTES32 = /^0x[0-9a-fA-F]{64}$/;
-const SIGNATURE = /^0x[0-9a-fA-F]{130}$/;
 const NETWORK = /^eip155:[1-9][0-9]{0,15}$/;
 
 function bad(message: string): never {
@@ -200,15 +198,15 @@ function str(v: unknown, field: string, max = 2048): string {
   return v as string;
 }
 function address(v: unknown, field: string): Address {
-  if (typeof v !== "string" || !ADDRESS.test(v)) bad(`${field} must be a 20-byte 0x-hex address`);
+  if (!isAddressHex(v)) bad(`${field} must be a 20-byte 0x-hex address`);
   return v as Address;
 }
 function bytes32(v: unknown, field: string): Hex {
-  if (typeof v !== "string" || !BYTES32.test(v)) bad(`${field} must be 32 bytes of 0x-hex`);
+  if (!isBytes32Hex(v)) bad(`${field} must be 32 bytes of 0x-hex`);
   return (v as string).toLowerCase() as Hex;
 }
 function signature(v: unknown, field: string): Hex {
-  if (typeof v !== "string" || !SIGNATURE.test(v)) bad(`${field} must be a 65-byte 0x-hex signature`);
+  if (!isSignatureHex(v)) bad(`${field} must be a 65-byte 0x-hex signature`);
   return (v as string).toLowerCase() as Hex;
 }
 function uint(v: unknown, field: string, max: number): number {

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { expect } from "chai";
 import fc from "fast-check";
 import type { Hex } from "viem";
+import { MAX_UINT128 } from "@paychan/protocol";
 import { settlementStoreFor } from "@paychan/server";
 import { SettlementConflictError } from "@paychan/server";
 import {
@@ -31,7 +32,6 @@ export interface StoreBackend {
 }
 
 const hex = (bytes: number) => `0x${randomBytes(bytes).toString("hex")}` as Hex;
-const MAX_UINT128 = (1n << 128n) - 1n;
 
 /** A fake 65-byte signature: the store never verifies, it only keeps the one for `accepted`. */
 export const sig = (tag: bigint | number) => `0x${BigInt(tag).toString(16).padStart(64, "0")}${"ab".repeat(32)}1b` as Hex;

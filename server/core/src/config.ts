@@ -8,7 +8,7 @@
  */
 import os from "node:os";
 import { getAddress, isAddress, type Address } from "viem";
-import { MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, MAX_CLOSE_DELAY } from "@paychan/protocol";
+import { MAX_CLOSE_DELAY, MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, ZERO_ADDRESS_PATTERN } from "@paychan/protocol";
 import { parseSettlementEnv, SETTLEMENT_VARIABLES, type SettlementEnv } from "./settlement/config";
 
 export type SqliteSynchronous = "FULL" | "NORMAL";
@@ -147,7 +147,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       problems.push(`${name}=${JSON.stringify(raw)} is not a 20-byte 0x-hex address`);
       return undefined;
     }
-    if (/^0x0{40}$/i.test(raw)) {
+    if (ZERO_ADDRESS_PATTERN.test(raw)) {
       problems.push(`${name} must not be the zero address`);
       return undefined;
     }

@@ -17,7 +17,7 @@ import {
   type PublicClient,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { channelEscrowAbi, escrowDomain } from "@paychan/protocol";
+import { channelEscrowAbi, escrowDomain, isBytes32Hex } from "@paychan/protocol";
 import { deploymentPath as deploymentPathIn, DeploymentFileError, LOCAL_CHAIN_IDS, readDeploymentFile, type Deployment } from "@paychan/server";
 import { HARDHAT_ACCOUNT_0_KEY } from "./accounts";
 import { channelEscrowBytecode, mockUsdcBytecode } from "./contracts/bytecode";
@@ -84,7 +84,7 @@ export async function isDeploymentLive(client: PublicClient, deployment: Deploym
 }
 
 function parseKey(key: string): Hex {
-  if (!/^0x[0-9a-fA-F]{64}$/.test(key)) throw new DeployError("the deployer private key must be 32 bytes of 0x-hex");
+  if (!isBytes32Hex(key)) throw new DeployError("the deployer private key must be 32 bytes of 0x-hex");
   return key as Hex;
 }
 

@@ -14,7 +14,7 @@ import {
   type PublicClient,
   type Transport,
 } from "viem";
-import { channelEscrowAbi, isSignerMismatch, isUnknownChannel, ServiceError, type ChannelRef, type EscrowChannel } from "@paychan/protocol";
+import { channelEscrowAbi, isSignerMismatch, ServiceError, toOnchainChannel, type ChannelRef, type EscrowChannel } from "@paychan/protocol";
 import type { ChainChannel } from "../store/types";
 
 /** The escrow events that change a channel's state (topic 1 of each is the channel id). */
@@ -56,22 +56,8 @@ function upstream(what: string, cause: unknown): ServiceError {
  * (see {@link isSignerMismatch}); such a snapshot must never be cached or stored.
  */
 export function toChainChannel(channelId: Hex, r: EscrowChannel, block: bigint): ChainChannel | null {
-  if (isUnknownChannel(r)) return null;
-  const requested = Number(r.closeRequestedAt);
-  return {
-    channelId: channelId.toLowerCase() as Hex,
-    payer: r.payer,
-    payee: r.payee,
-    token: r.token,
-    signer: r.signer,
-    deposit: r.deposit,
-    settled: r.settled,
-    closeDelay: Number(r.closeDelay),
-    closeRequestedAt: requested,
-    closesAt: requested === 0 ? 0 : requested + Number(r.closeDelay),
-    finalized: r.finalized,
-    block,
-  };
+  const c = toOnchainChannel(channelId, r);
+  return c && { ...c, block };
 }
 
 /** Reads the escrow through JSON-RPC. */

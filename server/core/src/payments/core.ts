@@ -14,6 +14,7 @@ import type { Address, Hex } from "viem";
 import type { Logger } from "pino";
 import {
   BaseError,
+  decodeCloseRequest,
   decodePaymentSignature,
   encodePaymentRequired,
   encodePaymentResponse,
@@ -33,6 +34,7 @@ import {
   type ChannelHint,
   type ChannelRequirements,
   type ChannelStatus,
+  type CloseRequest,
   type EscrowDomain,
   type Network,
   type PaymentErrorCode,
@@ -477,12 +479,15 @@ export class PaymentCore {
       const r = this.reply(code, detail, undefined, undefined, undefined, "endpoint");
       return { status: r.status, body: r.body, headers: r.headers };
     };
-    if (typeof body !== "object" || body === null || Array.isArray(body)) return fail("invalid_payload", "the body must be a JSON object { channelId, signature }");
-    const { channelId, signature } = body as Record<string, unknown>;
-    if (typeof channelId !== "string" || !/^0x[0-9a-fA-F]{64}$/.test(channelId)) return fail("invalid_payload", "channelId must be 32 bytes of 0x-hex");
-    if (typeof signature !== "string" || !/^0x[0-9a-fA-F]{130}$/.test(signature)) return fail("invalid_payload", "signature must be a 65-byte 0x-hex signature");
-    const id = channelId.toLowerCase() as Hex;
-    const recovered = recoverCloseRequestSigner(this.domain, id, signature.toLowerCase() as Hex);
+    let request: CloseRequest;
+    try {
+      request = decodeCloseRequest(body);
+    } catch (e) {
+      if (e instanceof PaymentError) return fail(e.code, e.shortMessage);
+      throw e;
+    }
+    const id = request.channelId;
+    const recovered = recoverCloseRequestSigner(this.domain, id, request.signature);
     let chain: ChainChannel | null;
     try {
       // A channel we have not seen is read with the request's signer (the escrow names it by id and signer).

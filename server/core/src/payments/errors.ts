@@ -17,84 +17,47 @@ export type ServerErrorCode = ErrorCode | ServerOnlyErrorCode;
  */
 export type ErrorContext = "payment" | "endpoint";
 
+/**
+ * Every code's title and HTTP status, one entry each. Payment codes answer 402 on a paid route (`payment` context);
+ * the status here is theirs on a plain endpoint (`endpoint` context, e.g. `POST /channel/close`).
+ */
+const ERRORS: Readonly<Record<ServerErrorCode, { status: number; title: string }>> = {
+  // payment codes
+  payment_required: { status: 402, title: "Payment required" },
+  invalid_payload: { status: 400, title: "Invalid payment payload" },
+  unsupported_scheme: { status: 400, title: "Unsupported payment scheme" },
+  network_mismatch: { status: 400, title: "Wrong network" },
+  requirements_mismatch: { status: 400, title: "Payment terms changed" },
+  unknown_channel: { status: 404, title: "Unknown channel" },
+  channel_payee_mismatch: { status: 403, title: "Channel pays another payee" },
+  channel_token_mismatch: { status: 403, title: "Channel holds another token" },
+  channel_closing: { status: 409, title: "Channel is closing" },
+  channel_finalized: { status: 409, title: "Channel is finalized" },
+  close_delay_too_short: { status: 400, title: "Channel close delay too short" },
+  deposit_too_small: { status: 400, title: "Channel deposit too small" },
+  invalid_signature: { status: 403, title: "Invalid signature" },
+  voucher_reused: { status: 409, title: "Voucher already used" },
+  voucher_too_low: { status: 400, title: "Voucher too low" },
+  insufficient_voucher: { status: 400, title: "Voucher does not cover the price" },
+  exceeds_deposit: { status: 400, title: "Voucher exceeds the deposit" },
+  // service codes
+  upstream_unavailable: { status: 503, title: "Upstream unavailable" },
+  request_too_large: { status: 413, title: "Request too large" },
+  request_timeout: { status: 408, title: "Request timeout" },
+  not_found: { status: 404, title: "Not found" },
+  overloaded: { status: 503, title: "Overloaded" },
+  internal_error: { status: 500, title: "Internal error" },
+  // server-only codes
+  bad_request: { status: 400, title: "Bad request" },
+  method_not_allowed: { status: 405, title: "Method not allowed" },
+  handler_timeout: { status: 504, title: "Handler timeout" },
+};
+
 /** The HTTP status for `code`. The only place statuses are chosen. */
 export function httpStatusOf(code: ServerErrorCode, context: ErrorContext = "payment"): number {
   if (isPaymentErrorCode(code) && context === "payment") return 402;
-  switch (code) {
-    // payment codes outside a paid route (cooperative close endpoint)
-    case "payment_required":
-      return 402;
-    case "invalid_payload":
-    case "unsupported_scheme":
-    case "network_mismatch":
-    case "requirements_mismatch":
-    case "close_delay_too_short":
-    case "deposit_too_small":
-    case "voucher_too_low":
-    case "insufficient_voucher":
-    case "exceeds_deposit":
-      return 400;
-    case "invalid_signature":
-    case "channel_payee_mismatch":
-    case "channel_token_mismatch":
-      return 403;
-    case "unknown_channel":
-      return 404;
-    case "channel_closing":
-    case "channel_finalized":
-    case "voucher_reused":
-      return 409;
-    // service codes
-    case "upstream_unavailable":
-    case "overloaded":
-      return 503;
-    case "request_too_large":
-      return 413;
-    case "request_timeout":
-      return 408;
-    case "not_found":
-      return 404;
-    case "internal_error":
-      return 500;
-    // server-only codes
-    case "bad_request":
-      return 400;
-    case "method_not_allowed":
-      return 405;
-    case "handler_timeout":
-      return 504;
-  }
-  return 500;
+  return ERRORS[code]?.status ?? 500;
 }
-
-const TITLES: Record<ServerErrorCode, string> = {
-  payment_required: "Payment required",
-  invalid_payload: "Invalid payment payload",
-  unsupported_scheme: "Unsupported payment scheme",
-  network_mismatch: "Wrong network",
-  requirements_mismatch: "Payment terms changed",
-  unknown_channel: "Unknown channel",
-  channel_payee_mismatch: "Channel pays another payee",
-  channel_token_mismatch: "Channel holds another token",
-  channel_closing: "Channel is closing",
-  channel_finalized: "Channel is finalized",
-  close_delay_too_short: "Channel close delay too short",
-  deposit_too_small: "Channel deposit too small",
-  invalid_signature: "Invalid signature",
-  voucher_reused: "Voucher already used",
-  voucher_too_low: "Voucher too low",
-  insufficient_voucher: "Voucher does not cover the price",
-  exceeds_deposit: "Voucher exceeds the deposit",
-  upstream_unavailable: "Upstream unavailable",
-  request_too_large: "Request too large",
-  request_timeout: "Request timeout",
-  not_found: "Not found",
-  overloaded: "Overloaded",
-  internal_error: "Internal error",
-  bad_request: "Bad request",
-  method_not_allowed: "Method not allowed",
-  handler_timeout: "Handler timeout",
-};
 
 /** A problem body (RFC 9457 shape plus the stable `error` code). */
 export interface ProblemBody {
@@ -106,7 +69,7 @@ export interface ProblemBody {
 
 /** The problem body for `code`; `detail` is trimmed to one bounded line. */
 export function problem(code: ServerErrorCode, detail: string, context: ErrorContext = "payment"): ProblemBody {
-  return { title: TITLES[code] ?? "Error", status: httpStatusOf(code, context), error: code, detail: detail.split("\n")[0].slice(0, 500) };
+  return { title: ERRORS[code]?.title ?? "Error", status: httpStatusOf(code, context), error: code, detail: detail.split("\n")[0].slice(0, 500) };
 }
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";

@@ -7,6 +7,7 @@
  * through `privateKey()`.
  */
 import type { Hex } from "viem";
+import { isBytes32Hex } from "@paychan/protocol";
 
 /** Chain ids of local development networks (Hardhat, Ganache/Geth dev). */
 export const LOCAL_CHAIN_IDS: readonly number[] = [31337, 1337];
@@ -135,7 +136,7 @@ export function parseSettlementEnv(env: Env, problems: string[]): SettlementEnv 
   const rawKey = get("SETTLER_PRIVATE_KEY");
   if (rawKey !== undefined) {
     const k = rawKey.startsWith("0x") ? rawKey : `0x${rawKey}`;
-    if (!/^0x[0-9a-fA-F]{64}$/.test(k) || /^0x0{64}$/.test(k)) problems.push("SETTLER_PRIVATE_KEY must be 32 bytes of hex (the value is not shown)");
+    if (!isBytes32Hex(k) || /^0x0{64}$/.test(k)) problems.push("SETTLER_PRIVATE_KEY must be 32 bytes of hex (the value is not shown)");
     else key = k.toLowerCase() as Hex;
   }
   const out: SettlementEnv = {

@@ -3,12 +3,13 @@
  * (39 digits, zero-padded: 2^128 - 1 has 39 digits). Fixed width makes text order equal numeric order, so
  * `amount <= floor` and `spent > settled` work in SQL without casts.
  */
+import { MAX_UINT128 } from "@paychan/protocol";
+
 const WIDTH = 39;
-const MAX = (1n << 128n) - 1n;
 
 /** Encodes an amount (0 to 2^128 - 1) as 39 zero-padded digits. */
 export function encodeAmount(value: bigint): string {
-  if (value < 0n || value > MAX) throw new RangeError(`amount out of range: ${value}`);
+  if (value < 0n || value > MAX_UINT128) throw new RangeError(`amount out of range: ${value}`);
   return value.toString(10).padStart(WIDTH, "0");
 }
 

@@ -20,24 +20,10 @@
  * claim it with), `settled` (confirmed on chain, from the chain view), `closesAt`, `payerCloseRequestedAt`.
  */
 import type { Address, Hex } from "viem";
-import type { ChannelRef } from "@paychan/protocol";
+import type { AcceptRefusalCode, ChannelRef, OnchainChannel } from "@paychan/protocol";
 
-/** A channel as the escrow reports it (`getChannel`) at block `block`. */
-export interface ChainChannel {
-  channelId: Hex;
-  payer: Address;
-  payee: Address;
-  token: Address;
-  signer: Address;
-  deposit: bigint;
-  /** Cumulative amount settled on chain. */
-  settled: bigint;
-  closeDelay: number;
-  /** Chain time (s) of a pending close request; 0 when none. */
-  closeRequestedAt: number;
-  /** `closeRequestedAt + closeDelay` when a close is pending, else 0. */
-  closesAt: number;
-  finalized: boolean;
+/** A snapshot of a channel: the escrow's answer (`OnchainChannel`, the protocol's one shape) at block `block`. */
+export interface ChainChannel extends OnchainChannel {
   /** Block the state was read at (newer wins). */
   block: bigint;
 }
@@ -64,7 +50,7 @@ export interface StoredChannel extends ChainChannel, ChannelAccounting {
 }
 
 /** Codes `acceptVoucher` can refuse with (decided inside the transaction). */
-export type AcceptRefusal = "voucher_too_low" | "voucher_reused" | "insufficient_voucher" | "exceeds_deposit" | "channel_closing" | "channel_finalized";
+export type AcceptRefusal = AcceptRefusalCode;
 
 export interface AcceptVoucherInput {
   /** The chain view's snapshot: inserted when the channel is new, merged (newer block wins) otherwise. */

@@ -28,7 +28,7 @@
  */
 import pg from "pg";
 import type { Address, Hex } from "viem";
-import type { ChannelRef } from "@paychan/protocol";
+import { MAX_UINT128, type ChannelRef } from "@paychan/protocol";
 import { decideVoucher } from "../../payments/accounting";
 import {
   StoreBindingError,
@@ -58,10 +58,9 @@ export interface PostgresStoreOptions {
 }
 
 const lower = (s: string) => s.toLowerCase();
-const MAX_AMOUNT = (1n << 128n) - 1n;
 
 function amountParam(v: bigint): string {
-  if (v < 0n || v > MAX_AMOUNT) throw new RangeError(`amount out of range: ${v}`);
+  if (v < 0n || v > MAX_UINT128) throw new RangeError(`amount out of range: ${v}`);
   return v.toString(10);
 }
 
@@ -399,7 +398,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     this.check();
     if (amount < 0n) throw new RangeError("release amount must be >= 0");
     // One statement: the UPDATE takes the row lock and computes from the newest committed row.
-    const r = await this.pool.query<PgChannelRow>(q("release", [lower(channelId), amountParam(amount > MAX_AMOUNT ? MAX_AMOUNT : amount), Date.now()]));
+    const r = await this.pool.query<PgChannelRow>(q("release", [lower(channelId), amountParam(amount > MAX_UINT128 ? MAX_UINT128 : amount), Date.now()]));
     return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
   }
 
