@@ -175,26 +175,29 @@ describe("packages: installed from their tarballs, outside the repository", func
 
   it("an Express app of the provider's own serves a paid route to the SDK installed from its tarball alone", async function () {
     const tgz = (name: string) => tarballs.get(name)!;
-    // (a) The provider: its own app, the two server packages, express and the SQLite driver.
+    // (a) The provider: its own app, the two server packages and express. The SQLite driver is an optional peer:
+    // without it the packages load, and only opening the SQLite store asks for it, by name.
     const providerDir = path.join(work, "provider");
     writeProject(providerDir, "my-api", { "app.js": PROVIDER_APP });
-    mustSucceed(
-      await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/server"), tgz("@paychan/express"), "express@5", "better-sqlite3@12"], providerDir),
-      "provider install",
-    );
+    mustSucceed(await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/server"), tgz("@paychan/express"), "express@5"], providerDir), "provider install");
+    expect(installedPackages(providerDir).filter((p) => ["better-sqlite3", "pg", "hardhat", "ts-node", "@paychan/client", "@paychan/demo"].includes(p))).to.deep.equal([]);
     const payee = chainClients(PAYEE_INDEX).address;
+    const providerEnv = {
+      RPC_URL: chain,
+      ESCROW_ADDRESS: env.escrow.address,
+      TOKEN_ADDRESS: env.usdc.address,
+      PAYEE_ADDRESS: payee,
+      SETTLER_PRIVATE_KEY: accountKey(PAYEE_INDEX),
+      DATABASE_URL: path.join(providerDir, "paid.sqlite"),
+      LOG_LEVEL: "warn",
+    };
+    const withoutDriver = await run(process.execPath, ["app.js"], providerDir, providerEnv, 60_000);
+    expect(withoutDriver.code).to.equal(1);
+    expect(withoutDriver.stderr).to.include("provider failed: the sqlite store needs the better-sqlite3 package: npm install better-sqlite3");
+    mustSucceed(await npm(["install", "--omit=dev", "better-sqlite3@12"], providerDir), "better-sqlite3 install");
     provider = spawn(process.execPath, ["app.js"], {
       cwd: providerDir,
-      env: {
-        ...compiledEnv(),
-        RPC_URL: chain,
-        ESCROW_ADDRESS: env.escrow.address,
-        TOKEN_ADDRESS: env.usdc.address,
-        PAYEE_ADDRESS: payee,
-        SETTLER_PRIVATE_KEY: accountKey(PAYEE_INDEX),
-        DATABASE_URL: path.join(providerDir, "paid.sqlite"),
-        LOG_LEVEL: "warn",
-      },
+      env: { ...compiledEnv(), ...providerEnv },
       stdio: ["ignore", "pipe", "pipe"],
     });
     providerUrl = await new Promise<string>((resolve, reject) => {

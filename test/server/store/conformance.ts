@@ -1,8 +1,9 @@
 /**
  * The store conformance suite: the SAME tests for every {@link ChannelStore} implementation (SQLite, PostgreSQL).
- * Each backend file (`sqlite.test.ts`, `postgres.test.ts`) calls {@link storeConformance} with a way to make an
- * empty database and open a store on it. The tests check the guarantees written in `server/store/types.ts`
- * and the accounting rules of docs/protocol.md through the store alone (no chain, no HTTP).
+ * Each backend file of this folder (`sqlite.test.ts`, `postgres.test.ts`) calls {@link storeConformance} with a way
+ * to make an empty database and open a store on it. The tests check the guarantees written in
+ * `server/core/src/store/types.ts` and the accounting rules of docs/protocol.md through the store alone (no chain,
+ * no HTTP). The helpers below (`snapshot`, `sig`, `binding`, `accept`) are shared with the backend-specific tests.
  */
 import { randomBytes } from "node:crypto";
 import { expect } from "chai";
@@ -177,10 +178,12 @@ export function storeConformance(backend: StoreBackend): void {
         const c = snapshot();
         expectOk(await accept(store, c, 100n));
         await store.applyChainSnapshots([], { block: 42n, hash: `0x${"ee".repeat(32)}` });
+        const before = await store.getChannel(c.channelId);
         await store.close();
         const again = await openStore(url);
         const got = await again.getChannel(c.channelId);
         expect(got).to.include({ accepted: 100n, spent: 10n });
+        expect(got).to.deep.equal(before);
         expectRefused(await accept(again, c, 100n), "voucher_reused");
         expect(await again.getCursor()).to.deep.equal({ block: 42n, hash: `0x${"ee".repeat(32)}` });
       });
@@ -227,8 +230,12 @@ export function storeConformance(backend: StoreBackend): void {
 
       it("a refused first voucher stores nothing", async () => {
         const c = snapshot({ deposit: 100n });
-        expectRefused(await accept(store, c, 101n), "exceeds_deposit");
-        expectRefused(await accept(store, c, 5n, 10n), "insufficient_voucher");
+        const over = await accept(store, c, 101n);
+        expectRefused(over, "exceeds_deposit");
+        expect(over.channel).to.equal(null);
+        const short = await accept(store, c, 5n, 10n);
+        expectRefused(short, "insufficient_voucher");
+        expect(short.channel).to.equal(null);
         expect(await store.getChannel(c.channelId)).to.equal(null);
         expect((await store.totals()).channels).to.equal(0);
       });
@@ -290,7 +297,7 @@ export function storeConformance(backend: StoreBackend): void {
         expect(higher).to.include({ accepted: 400n, spent: 30n, acceptedSignature: sig(400) });
       });
 
-      it("raises the floor to accepted - window, refuses vouchers at or below it (voucher_too_low) and forgets used ones below it", async () => {
+      it("raises the floor to accepted - window, refuses vouchers at or below it (voucher_too_low, writing nothing) and forgets used ones below it", async () => {
         const c = snapshot();
         const window = 100n;
         expectOk(await accept(store, c, 50n, 10n, window));
@@ -299,11 +306,14 @@ export function storeConformance(backend: StoreBackend): void {
         expect(ch.floor).to.equal(150n);
         expectRefused(await accept(store, c, 150n, 10n, window), "voucher_too_low");
         expectRefused(await accept(store, c, 50n, 10n, window), "voucher_too_low"); // pruned: too low, not "reused"
+        expect(await store.getChannel(c.channelId)).to.deep.equal(ch);
         expectOk(await accept(store, c, 151n, 10n, window));
         expectRefused(await accept(store, c, 151n, 10n, window), "voucher_reused");
-        // a lower voucher never lowers the floor
+        // a lower voucher never lowers the floor, nor does a wider window
         const after = expectOk(await accept(store, c, 200n, 10n, window));
         expect(after.floor).to.equal(150n);
+        const wider = expectOk(await accept(store, c, 220n, 10n, 10n * window));
+        expect(wider.floor).to.equal(150n);
       });
 
       it("refuses vouchers on a finalized channel (channel_finalized) and after the payer's close request (channel_closing)", async () => {
@@ -390,9 +400,10 @@ export function storeConformance(backend: StoreBackend): void {
     });
 
     describe("concurrency", () => {
-      it("50 concurrent copies of one voucher on a new channel: exactly one accepted", async () => {
+      it("50 concurrent copies of one voucher on a new channel, over two stores on one database: exactly one accepted", async () => {
+        const other = await openStore(url);
         const c = snapshot();
-        const results = await Promise.all(Array.from({ length: 50 }, () => accept(store, c, 500n, 10n)));
+        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => accept(i % 2 ? store : other, c, 500n, 10n)));
         expect(results.filter((r) => r.ok)).to.have.length(1);
         for (const r of results.filter((x) => !x.ok)) expectRefused(r, "voucher_reused");
         expect(await store.getChannel(c.channelId)).to.include({ accepted: 500n, spent: 10n });
@@ -506,9 +517,9 @@ export function storeConformance(backend: StoreBackend): void {
       it("a voucher carrying an older snapshot does not move chain fields back", async () => {
         const c = snapshot({ block: 10n, deposit: 1_000n });
         expectOk(await accept(store, c, 100n));
-        await store.applyChainSnapshots([{ ...c, block: 30n, deposit: 3_000n, settled: 50n }]);
+        await store.applyChainSnapshots([{ ...c, block: 30n, deposit: 3_000n, settled: 50n, closeRequestedAt: 100, closesAt: 86_500 }]);
         const ch = expectOk(await accept(store, { ...c, block: 10n }, 200n));
-        expect(ch).to.include({ block: 30n, deposit: 3_000n, settled: 50n });
+        expect(ch).to.include({ block: 30n, deposit: 3_000n, settled: 50n, closeRequestedAt: 100, closesAt: 86_500 });
         const newer = expectOk(await accept(store, { ...c, block: 40n, deposit: 4_000n, settled: 60n }, 300n));
         expect(newer).to.include({ block: 40n, deposit: 4_000n, settled: 60n });
       });
@@ -657,6 +668,7 @@ export function storeConformance(backend: StoreBackend): void {
 
     describe("queries for the follower, settlement and metrics", () => {
       it("lists active (not finalized) channels with their signers", async () => {
+        expect(await store.activeChannels()).to.deep.equal([]);
         const a = snapshot();
         const b = snapshot();
         expectOk(await accept(store, a, 100n));
@@ -679,6 +691,8 @@ export function storeConformance(backend: StoreBackend): void {
         await store.requestCooperativeClose(payerAsked, 1_700_000_000);
         const settledAll = await mk(300n);
         await store.applyChainSnapshots([{ ...settledAll, settled: 300n, block: 11n }]);
+        const overSettled = await mk(200n); // settled above spent (another server's voucher)
+        await store.applyChainSnapshots([{ ...overSettled, settled: 250n, block: 11n }]);
         const finalized = await mk(400n);
         await store.applyChainSnapshots([{ ...finalized, finalized: true, block: 11n }]);
         const nothingSpent = snapshot();

@@ -1,23 +1,39 @@
 /**
- * The SQLite store: the conformance suite, plus SQLite specifics (migrations, URLs, synchronous mode).
+ * The SQLite store: the conformance suite (./conformance.ts) with the default `synchronous=FULL` and with `NORMAL`,
+ * plus SQLite specifics (migrations, URLs, journal and synchronous modes). Group commit: ./sqlite-group-commit.test.ts.
  */
 import { expect } from "chai";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { migrateSqlite, SqliteStore, sqliteFilename } from "@paychan/server";
-import { SQLITE_MIGRATIONS } from "../../server/core/src/store/sqlite/migrations";
-import { tempDatabaseUrl } from "../helpers/server";
-import { chainChannel, describeStoreConformance } from "../helpers/store-conformance";
+import { SQLITE_MIGRATIONS } from "../../../server/core/src/store/sqlite/migrations";
+import { tempDatabaseUrl } from "../../helpers/server";
+import { storeConformance } from "./conformance";
 
 function remove(file: string) {
   fs.rmSync(path.dirname(file), { recursive: true, force: true });
 }
 
-describeStoreConformance("sqlite (file, synchronous=FULL)", async () => {
-  const url = tempDatabaseUrl();
-  return { store: new SqliteStore({ url }), reopen: async () => new SqliteStore({ url }), destroy: async () => remove(url) };
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
+
+for (const synchronous of ["FULL", "NORMAL"] as const) {
+  storeConformance({
+    name: `SQLite (synchronous=${synchronous})`,
+    async newDatabase() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "store-conformance-"));
+      dirs.push(dir);
+      return path.join(dir, "store.sqlite");
+    },
+    async open(url) {
+      return new SqliteStore({ url, synchronous });
+    },
+  });
+}
 
 describe("store: SQLite specifics", () => {
   it("applies migrations once, in order, recorded in schema_migrations; re-running applies nothing", () => {
@@ -33,8 +49,8 @@ describe("store: SQLite specifics", () => {
     db.close();
   });
 
-  it("opens with WAL and the configured synchronous mode", async () => {
-    for (const [mode, level] of [["FULL", 2], ["NORMAL", 1]] as const) {
+  it("opens with WAL and the configured synchronous mode, FULL by default", async () => {
+    for (const [mode, level] of [[undefined, 2], ["FULL", 2], ["NORMAL", 1]] as const) {
       const url = tempDatabaseUrl();
       const s = new SqliteStore({ url, synchronous: mode });
       expect(s.db.pragma("journal_mode", { simple: true })).to.equal("wal");
@@ -52,18 +68,5 @@ describe("store: SQLite specifics", () => {
     expect(sqliteFilename("file:///abs/x.sqlite")).to.equal("/abs/x.sqlite");
     expect(sqliteFilename("sqlite::memory:")).to.equal(":memory:");
     expect(() => sqliteFilename("sqlite:")).to.throw();
-  });
-
-  it("two handles on one file see each other's commits: one voucher is accepted once", async () => {
-    const url = tempDatabaseUrl();
-    const a = new SqliteStore({ url });
-    const b = new SqliteStore({ url });
-    const c = chainChannel();
-    const input = { chain: c, amount: 1000n, signature: `0x${"ab".repeat(65)}` as `0x${string}`, charge: 1000n, window: 64_000n };
-    const results = await Promise.all([a.acceptVoucher(input), b.acceptVoucher(input), a.acceptVoucher(input), b.acceptVoucher(input)]);
-    expect(results.filter((r) => r.ok)).to.have.length(1);
-    await a.close();
-    await b.close();
-    remove(url);
   });
 });

@@ -8,10 +8,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { POSTGRES_SKIP_LINE } from "../helpers/postgres";
-import { TS_NODE_ARGS } from "../helpers/process";
+import { POSTGRES_SKIP_LINE } from "../../helpers/postgres";
+import { TS_NODE_ARGS } from "../../helpers/process";
 
-const ROOT = path.resolve(__dirname, "../..");
+const ROOT = path.resolve(__dirname, "../../..");
 
 describe("PostgreSQL tests on a machine without PostgreSQL", function () {
   this.timeout(60_000);

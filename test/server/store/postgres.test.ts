@@ -1,6 +1,6 @@
 /**
- * The PostgreSQL store against the conformance suites (this folder's, the server's test/helpers/store-conformance.ts
- * and settlement's test/helpers/settlement-store-conformance.ts), plus PostgreSQL specifics. Needs PostgreSQL: see
+ * The PostgreSQL store against the conformance suites (this folder's ./conformance.ts and settlement's
+ * test/helpers/settlement-store-conformance.ts), plus PostgreSQL specifics. Needs PostgreSQL: see
  * test/helpers/postgres.ts (a throwaway server, or TEST_DATABASE_URL).
  */
 import { expect } from "chai";
@@ -17,22 +17,16 @@ import {
   POSTGRES_MIGRATIONS,
   type PgPoolSettings,
 } from "@paychan/server/postgres";
-import { openChannel } from "../helpers/escrow";
-import { describePostgres, newTestDatabase } from "../helpers/postgres";
-import { startTestServer } from "../helpers/server";
-import { settlementStoreConformance } from "../helpers/settlement-store-conformance";
-import { describeStoreConformance } from "../helpers/store-conformance";
+import { openChannel } from "../../helpers/escrow";
+import { describePostgres, newTestDatabase } from "../../helpers/postgres";
+import { startTestServer } from "../../helpers/server";
+import { settlementStoreConformance } from "../../helpers/settlement-store-conformance";
 import { accept, binding, snapshot, storeConformance } from "./conformance";
 
 describePostgres("PostgreSQL store", function () {
   const open = (url: string) => PostgresStore.open({ url, pool: { max: 8 } });
 
   storeConformance({ name: "PostgreSQL", newDatabase: () => newTestDatabase("conf"), open, propertyRuns: 25 });
-
-  describeStoreConformance("postgres (server suite)", async () => {
-    const url = await newTestDatabase("srv");
-    return { store: await open(url), reopen: () => open(url), destroy: async () => undefined };
-  });
 
   settlementStoreConformance("postgres", async () => {
     const store = await open(await newTestDatabase("settle"));

@@ -10,7 +10,7 @@ import Database from "better-sqlite3";
 import { expect } from "chai";
 import fc from "fast-check";
 import { SqliteStore } from "@paychan/server";
-import { GroupCommit } from "../../server/core/src/store/sqlite/group-commit";
+import { GroupCommit } from "../../../server/core/src/store/sqlite/group-commit";
 import type { AcceptVoucherResult, ChainChannel } from "@paychan/server";
 import { accept, binding, sig, snapshot } from "./conformance";
 
