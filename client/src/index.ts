@@ -2,17 +2,9 @@
  * The agent side of the `channel` scheme: a fetch-compatible paying client, its stores and typed errors.
  * Imports protocol/ only (never server/).
  */
-export {
-  createChannelClient,
-  ChannelClient,
-  readReceipt,
-  type ChannelClientOptions,
-  type ChannelPolicy,
-  type ClientEvent,
-  type PaymentInfo,
-  type ClientStats,
-  type ChannelStatusInfo,
-} from "./client";
+export { createChannelClient, ChannelClient } from "./client";
+export type { ChannelClientOptions, ChannelPolicy, ClientEvent, PaymentInfo, ClientStats, ChannelStatusInfo } from "./options";
+export { readReceipt } from "./paying/receipts";
 export { routeKey, normalizeRequest, type FetchInput } from "./request";
 export { checkHintSignature, checkHintAmounts } from "./hint";
 export { ClientError, CLIENT_ERROR_CODES, isClientError, type ClientErrorCode } from "./errors";

@@ -6,8 +6,7 @@
  */
 import { encodeAbiParameters, keccak256, parseSignature, toHex, type Address, type Hex } from "viem";
 import { DOMAIN_TYPEHASH, PERMIT_TYPES } from "@paychan/protocol";
-import type { ChainContext } from "./chain";
-import { payerAddress, chainTime } from "./chain";
+import { chainTime, payerAddress, type ChainContext } from "./chain";
 
 const permitAbi = [
   { type: "function", name: "DOMAIN_SEPARATOR", stateMutability: "view", inputs: [], outputs: [{ type: "bytes32" }] },

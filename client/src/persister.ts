@@ -1,7 +1,7 @@
 /**
  * Coalesces state saves: at most one save in flight, the latest state written after it, and at most one save per
  * `minIntervalMs` unless flushed. Losing the last few updates in a crash is safe by design: the client resynchronises
- * from the provider's signed `extra.channel` hint and the chain (client.ts, applyHint / verify).
+ * from the provider's signed `extra.channel` hint and the chain (paying/resync.ts applyHint, channels/book.ts verify).
  */
 export class Persister {
   private running?: Promise<void>;

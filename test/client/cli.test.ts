@@ -1,6 +1,7 @@
 /**
  * The `channel` CLI (client/bin/channel.js running the compiled package, as `npx channel` runs it) against the real server on the in-process chain
- * (exposed over JSON-RPC): help and usage errors, paid calls with a summary, status, close.
+ * (exposed over JSON-RPC): help and usage errors (answered without loading viem), no key, paid calls with a summary,
+ * status, close. Build first (`npx tsc -b tsconfig.build.json`): the bin runs client/dist.
  */
 import { expect } from "chai";
 import { execFile } from "node:child_process";
@@ -9,18 +10,51 @@ import os from "node:os";
 import path from "node:path";
 import { startTestServer, type TestServer } from "../helpers/server";
 import { chainClients, mintUsdc } from "../helpers/client";
-import { snapshot, revertTo } from "../helpers/chain";
+import { accountKey, snapshot, revertTo } from "../helpers/chain";
 import { compiledEnv } from "../helpers/process";
 
-const BIN = path.resolve(__dirname, "..", "..", "client", "bin", "channel.js");
+const CLIENT_DIR = path.resolve(__dirname, "..", "..", "client");
+const BIN = path.join(CLIENT_DIR, "bin", "channel.js");
 const PAYER = 17;
 
-function run(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(args: string[], env: Record<string, string>, cwd: string, nodeArgs: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
+}
+
+/**
+ * Preloaded with `node --require`: records every module request (`Module._load`) and, at exit, every loaded file
+ * (`require.cache`), into the file named by CHANNEL_TEST_LOAD_LOG.
+ */
+const LOAD_RECORDER = `"use strict";
+const Module = require("node:module");
+const fs = require("node:fs");
+const requests = [];
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  requests.push(request);
+  return load.call(this, request, ...rest);
+};
+process.on("exit", () => {
+  fs.writeFileSync(process.env.CHANNEL_TEST_LOAD_LOG, JSON.stringify({ requests, files: Object.keys(require.cache) }));
+});
+`;
+
+/** Requests and files of viem, the protocol package, native addons or the client core among what a run loaded. */
+function heavyLoads(loaded: { requests: string[]; files: string[] }): string[] {
+  return [
+    ...loaded.requests.filter((r) => /^(viem|@paychan\/protocol)(\/|$)/.test(r)),
+    ...loaded.files.filter((f) => /[\\/]node_modules[\\/]viem[\\/]|[\\/]protocol[\\/](dist|src)[\\/]|\.node$|[\\/]client[\\/]dist[\\/]client\.js$/.test(f)),
+  ];
+}
+
+/** Every file under `dir`. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true });
+  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath ?? e.path, e.name));
 }
 
 describe("client: channel CLI", function () {
@@ -48,6 +82,74 @@ describe("client: channel CLI", function () {
     const help = await run(["--help"], env, cwd);
     expect(help.code).to.equal(0);
     expect(help.stdout).to.match(/call <url>/).and.match(/top-up <channelId> <amount>/);
+  });
+
+  it("answers --help, no command, unknown commands or options and argument errors without loading viem, the protocol or the client core", async function () {
+    const preload = path.join(cwd, "record-loads.js");
+    await fs.writeFile(preload, LOAD_RECORDER);
+    let runs = 0;
+    const loadsOf = async (args: string[], extraEnv: Record<string, string> = {}) => {
+      const log = path.join(cwd, `loads-${++runs}.json`);
+      const r = await run(args, { ...env, ...extraEnv, CHANNEL_TEST_LOAD_LOG: log }, cwd, ["--require", preload]);
+      const loaded = JSON.parse(await fs.readFile(log, "utf8")) as { requests: string[]; files: string[] };
+      return { ...r, heavy: heavyLoads(loaded), loaded };
+    };
+
+    // The recorder sees what a command that reaches the chain loads (otherwise the checks below would prove nothing).
+    const control = await loadsOf(["address", "--json"], { CHANNEL_STATE_DIR: path.join(cwd, "state-loads") });
+    expect(control.code, control.stderr).to.equal(0);
+    expect(control.loaded.requests).to.include("viem");
+    expect(control.heavy.some((f) => /[\\/]node_modules[\\/]viem[\\/]/.test(f))).to.equal(true);
+    expect(control.heavy.some((f) => /[\\/]client[\\/]dist[\\/]client\.js$/.test(f))).to.equal(true);
+
+    const cases: Array<{ args: string[]; code: number; out: RegExp }> = [
+      { args: ["--help"], code: 0, out: /^channel — pay HTTP APIs/ },
+      { args: [], code: 2, out: /^channel — pay HTTP APIs/ },
+      { args: ["frob"], code: 2, out: /unknown command "frob"/ },
+      { args: ["status", "--frob"], code: 2, out: /Unknown option '--frob'/ },
+      { args: ["call"], code: 2, out: /call needs a URL/ },
+      { args: ["call", `${srv.url}/v1/echo`, "-n", "0"], code: 2, out: /-n must be a positive integer/ },
+      { args: ["call", `${srv.url}/v1/echo`, "-H", "no-colon"], code: 2, out: /-H needs "name: value"/ },
+      { args: ["open", "0x1234", "1"], code: 2, out: /open needs a payee address/ },
+      { args: ["top-up", "0xabcd"], code: 2, out: /top-up needs an amount/ },
+      { args: ["close"], code: 2, out: /a channel id is required/ },
+      { args: ["status", "--escrow", "nope"], code: 2, out: /--escrow must be an address/ },
+    ];
+    for (const c of cases) {
+      const r = await loadsOf(c.args);
+      const what = `channel ${c.args.join(" ")}`;
+      expect(r.code, what).to.equal(c.code);
+      expect(r.stdout + r.stderr, what).to.match(c.out);
+      expect(r.heavy, what).to.deep.equal([]);
+    }
+  });
+
+  it("fails with exit 2 when no key is given, saying on a local chain that `npm start` prints the local payer's key", async function () {
+    const noKey = { ...env, CHANNEL_PRIVATE_KEY: "", PRIVATE_KEY: "" };
+    const id = `0x${"ab".repeat(32)}`;
+    const commands = [["status"], ["address"], ["call", `${srv.url}/v1/echo?msg=nokey`], ["open", srv.escrow, "1"], ["top-up", id, "1"], ["close", id], ["withdraw", id]];
+    for (const args of commands) {
+      const r = await run(args, noKey, cwd);
+      const what = `channel ${args.join(" ")}`;
+      expect(r.code, what).to.equal(2);
+      expect(r.stdout, what).to.equal("");
+      expect(r.stderr, what).to.match(/no key: set CHANNEL_PRIVATE_KEY \(or PRIVATE_KEY\) or pass --key-file/);
+      expect(r.stderr, what).to.match(/local chain \(31337\), `npm start` prints the local payer's key/).and.match(/export CHANNEL_PRIVATE_KEY=/);
+    }
+    // Where no local chain answers, the same error without the hint.
+    const far = await run(["status", "--rpc", "http://127.0.0.1:9"], noKey, cwd);
+    expect(far.code).to.equal(2);
+    expect(far.stderr).to.match(/no key: set CHANNEL_PRIVATE_KEY/).and.not.match(/npm start/);
+  });
+
+  it("carries no Hardhat test key in the installable CLI (bin and dist)", async function () {
+    const files = [...(await filesUnder(path.join(CLIENT_DIR, "bin"))), ...(await filesUnder(path.join(CLIENT_DIR, "dist")))];
+    expect(files.filter((f) => f.endsWith(".js"))).to.include(path.join(CLIENT_DIR, "dist", "cli", "setup.js"));
+    const keys = Array.from({ length: 20 }, (_, i) => accountKey(i).slice(2).toLowerCase());
+    for (const f of files) {
+      const text = (await fs.readFile(f, "utf8")).toLowerCase();
+      expect(keys.filter((k) => text.includes(k)), f).to.deep.equal([]);
+    }
   });
 
   it("call -n 40 -c 8 --json: every call paid, one HTTP request each after the first, then status and close", async function () {

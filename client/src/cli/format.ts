@@ -1,5 +1,6 @@
 /**
- * Output helpers of the `channel` CLI: amounts, durations, percentiles, a progress bar on stderr, tables.
+ * Output helpers of the `channel` CLI: amounts, durations, percentiles, a progress bar on stderr, tables, JSON.
+ * Loaded by the commands once they run (it imports @paychan/protocol, hence viem).
  */
 import { formatTokenAmount } from "@paychan/protocol";
 

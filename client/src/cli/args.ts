@@ -1,0 +1,69 @@
+/**
+ * The `channel` CLI's options and the checks of arguments that need no chain (shapes of numbers, addresses, ids).
+ * Light on purpose: only node:util. Checks that need viem (address checksums) run again once the command runs.
+ */
+import { parseArgs } from "node:util";
+import { UsageError } from "./usage";
+
+/** Parses the command line (strict: an unknown option throws). */
+export function parseArgv(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      n: { type: "string", short: "n" },
+      c: { type: "string", short: "c" },
+      X: { type: "string", short: "X" },
+      d: { type: "string", short: "d" },
+      H: { type: "string", short: "H", multiple: true },
+      v: { type: "boolean", short: "v" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+      "key-file": { type: "string" },
+      rpc: { type: "string" },
+      "state-dir": { type: "string" },
+      "max-price": { type: "string" },
+      "max-deposit": { type: "string" },
+      deposit: { type: "string" },
+      escrow: { type: "string" },
+      token: { type: "string" },
+      "close-delay": { type: "string" },
+      "on-chain": { type: "boolean" },
+    },
+  });
+}
+
+/** The parsed options. */
+export type Opts = ReturnType<typeof parseArgv>["values"];
+
+/** The JSON-RPC endpoint: --rpc, else RPC_URL, else the local chain of `npm start`. */
+export function rpcUrlOf(opts: Opts): string {
+  return opts.rpc ?? process.env.RPC_URL ?? "http://127.0.0.1:8545";
+}
+
+/** `v` as a positive integer (`dflt` when absent); `name` is the option in the error. */
+export function positiveInt(v: string | undefined, name: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`${name} must be a positive integer`);
+  return n;
+}
+
+/** 20 bytes of hex (the checksum of a mixed-case address is checked later, with viem). */
+export function looksLikeAddress(v: string | undefined): v is string {
+  return v !== undefined && /^0x[0-9a-fA-F]{40}$/.test(v);
+}
+
+/** The options every command shares, checked before anything is loaded: `--escrow`, `--token`, `--close-delay`. */
+export function checkCommonOptions(opts: Opts): void {
+  if (opts.escrow && !looksLikeAddress(opts.escrow)) throw new UsageError("--escrow must be an address");
+  if (opts.token && !looksLikeAddress(opts.token)) throw new UsageError("--token must be an address");
+  if (opts["close-delay"] !== undefined) positiveInt(opts["close-delay"], "--close-delay", 0);
+}
+
+/** A channel id (or a prefix of one) is present; which channel it names is resolved against the store later. */
+export function requireChannelId(id: string | undefined): string {
+  if (!id) throw new UsageError("a channel id is required");
+  return id;
+}

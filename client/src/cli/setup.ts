@@ -1,0 +1,142 @@
+/**
+ * What every `channel` command runs on: the chain at the RPC URL, the payer's account, the chain's deployment record
+ * (`deployments/<chainId>.json`), and a {@link ChannelClient} with the owner's limits. Loaded only once a command's
+ * arguments passed their checks: it imports viem and the client.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { createPublicClient, createWalletClient, defineChain, getAddress, http, isAddress, type Address, type Hex } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { isBytes32Hex } from "@paychan/protocol";
+import { createChannelClient, type ChannelClient } from "../client";
+import { ClientError, shortMessageOf } from "../errors";
+import type { ClientEvent } from "../options";
+import { positiveInt, rpcUrlOf, type Opts } from "./args";
+import { shortHex, type TokenInfo } from "./format";
+import { LOCAL_CHAIN_IDS } from "./key";
+import { UsageError } from "./usage";
+
+/** A chain's deployment record: the escrow and token `npm start` or `npm run deploy` deployed. */
+export interface Deployment {
+  escrow: Address;
+  token: Address;
+  /** Where the search for lost channels starts. */
+  blockNumber?: number;
+}
+
+/** Everything a command needs: the client, the deployment record, and how to print. */
+export interface Context {
+  agent: ChannelClient;
+  json: boolean;
+  deployment?: Deployment;
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** A token's decimals and symbol (read once per run). */
+  tokenInfo(token: Address): Promise<TokenInfo>;
+  /** The stored channel a full id or a unique prefix names (else `unknown_channel`; ambiguous: a usage error). */
+  resolveChannel(idOrPrefix: string): Hex;
+}
+
+/**
+ * One CLI command: `parse` checks its arguments without the chain (and without loading viem), `run` does the work.
+ * Command modules import only types and light modules at the top; what `run` needs it requires when it runs.
+ */
+export interface Command<A> {
+  parse(args: string[], opts: Opts): A;
+  run(ctx: Context, input: A, opts: Opts): Promise<number>;
+}
+
+/** The deployment record of `chainId` in CHANNEL_DEPLOYMENTS_DIR, else in ./deployments; undefined when none is usable. */
+export function loadDeployment(chainId: number): Deployment | undefined {
+  const dir = process.env.CHANNEL_DEPLOYMENTS_DIR ?? path.join(process.cwd(), "deployments");
+  const f = path.join(dir, `${chainId}.json`);
+  if (!existsSync(f)) return undefined;
+  try {
+    const j = JSON.parse(readFileSync(f, "utf8"));
+    if (isAddress(j.escrow) && isAddress(j.token)) return { escrow: getAddress(j.escrow), token: getAddress(j.token), blockNumber: j.blockNumber };
+  } catch {
+    /* ignore a malformed record */
+  }
+  return undefined;
+}
+
+/** Connects to the chain, builds the client with `key` as payer, and loads its state. */
+export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Promise<Context> {
+  const rpcUrl = rpcUrlOf(opts);
+  const transport = http(rpcUrl, { timeout: 15_000, retryCount: 1 });
+  let chainId: number;
+  try {
+    chainId = await createPublicClient({ transport }).getChainId();
+  } catch (e) {
+    throw new ClientError("chain_failure", `cannot reach the chain at ${rpcUrl}`, {
+      details: "Start one with `npm start` (local chain and demo server) or set RPC_URL.",
+      cause: e,
+    });
+  }
+  const local = LOCAL_CHAIN_IDS.includes(chainId);
+  const chain = defineChain({
+    id: chainId,
+    name: `chain ${chainId}`,
+    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+    rpcUrls: { default: { http: [rpcUrl] } },
+  });
+  const account = privateKeyToAccount(key);
+  const publicClient = createPublicClient({ chain, transport, pollingInterval: local ? 50 : 2_000 });
+  const walletClient = createWalletClient({ chain, transport, account });
+  const deployment = loadDeployment(chainId);
+  const escrows = opts.escrow ? [opts.escrow] : deployment ? [deployment.escrow] : undefined;
+  // args.ts checked the shapes; viem also checks the checksum of a mixed-case address.
+  if (opts.escrow && !isAddress(opts.escrow)) throw new UsageError("--escrow must be an address");
+  if (opts.token && !isAddress(opts.token)) throw new UsageError("--token must be an address");
+  const closeDelay = opts["close-delay"] === undefined ? undefined : positiveInt(opts["close-delay"], "--close-delay", 0);
+  const onEvent = (e: ClientEvent) => {
+    if (opts.json) return;
+    if (e.type === "channel_opened") err(`opened channel ${e.channelId} (${e.method}, tx ${shortHex(e.txHash)})`);
+    else if (e.type === "channel_recovered") err(`recovered channel ${e.channelId} from the chain`);
+    else if (e.type === "topped_up") err(`topped up channel ${shortHex(e.channelId)} (tx ${shortHex(e.txHash)})`);
+    else if (e.type === "top_up_failed") err(`top-up of ${shortHex(e.channelId)} failed: ${shortMessageOf(e.error)}`);
+    else if (e.type === "store_error") err(`state not saved: ${shortMessageOf(e.error)}`);
+  };
+  const agent = createChannelClient({
+    account,
+    publicClient,
+    walletClient,
+    stateDir: opts["state-dir"] ?? process.env.CHANNEL_STATE_DIR ?? ".channel",
+    limits: {
+      maxPrice: opts["max-price"] ?? process.env.CHANNEL_MAX_PRICE ?? "0.01",
+      maxDeposit: opts["max-deposit"] ?? process.env.CHANNEL_MAX_DEPOSIT ?? "5",
+      escrows,
+    },
+    policy: { deposit: opts.deposit, closeDelay },
+    discoverFromBlock: deployment?.blockNumber !== undefined ? BigInt(deployment.blockNumber) : 0n,
+    onEvent,
+  });
+  await agent.ready();
+
+  const tokens = new Map<string, TokenInfo>();
+  return {
+    agent,
+    json: Boolean(opts.json),
+    deployment,
+    out: (s) => process.stdout.write(s + "\n"),
+    err,
+    async tokenInfo(token) {
+      const k = token.toLowerCase();
+      let t = tokens.get(k);
+      if (!t) {
+        const [decimals, symbol] = await Promise.all([agent.decimalsOf(token), agent.symbolOf(token)]);
+        t = { decimals, symbol };
+        tokens.set(k, t);
+      }
+      return t;
+    },
+    resolveChannel(idOrPrefix) {
+      const p = idOrPrefix.toLowerCase();
+      const matches = agent.channels().filter((c) => c.id.toLowerCase().startsWith(p));
+      if (matches.length === 1) return matches[0].id;
+      if (matches.length > 1) throw new UsageError(`${idOrPrefix} matches ${matches.length} channels; give more digits`);
+      if (isBytes32Hex(idOrPrefix)) return idOrPrefix;
+      throw new ClientError("unknown_channel", `no channel ${idOrPrefix} in this state directory`);
+    },
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * The `channel` CLI's usage text and its usage errors (exit 2). Imports nothing: `channel --help` loads only this,
+ * args.ts and main.ts.
+ */
+
+/** The text of `channel --help`. */
+export const USAGE = `channel — pay HTTP APIs through prepaid payment channels
+
+Usage: channel <command> [options]
+
+Commands:
+  call <url>                   paid request; prints the body, and the receipt on stderr
+       -n <N>                  make N calls (progress bar, then a summary: latency, amount paid, calls/s)
+       -c <C>                  with C in flight at once (default 1)
+       -X <METHOD>             HTTP method (default GET, or POST with -d)
+       -d <body>               request body (sent as application/json when it parses as JSON)
+       -H "name: value"        extra request header (repeatable)
+       -v                      with -n, print every receipt
+  status                       channels: deposit, spent, settled, remaining, close state
+  open <payee> <amount>        open a channel to <payee> with <amount> tokens
+  top-up <channelId> <amount>  add <amount> tokens to a channel
+  close <channelId>            ask the provider to close cooperatively, else requestClose on chain
+       --on-chain              skip the provider: requestClose on chain
+  withdraw <channelId>         after the close delay: refund the unspent deposit
+  address                      the payer and session key addresses
+
+Options:
+  --key-file <path>            funding (payer) key file; else CHANNEL_PRIVATE_KEY or PRIVATE_KEY (every command
+                               needs one; on its local chain, \`npm start\` prints one: export CHANNEL_PRIVATE_KEY=...)
+  --rpc <url>                  JSON-RPC endpoint; else RPC_URL, default http://127.0.0.1:8545
+  --state-dir <dir>            channels and session key; else CHANNEL_STATE_DIR, default ./.channel
+  --max-price <amount>         refuse calls above this price (default 0.01; CHANNEL_MAX_PRICE)
+  --max-deposit <amount>       most held unspent in one channel (default 5; CHANNEL_MAX_DEPOSIT)
+  --deposit <amount>           deposit of a new channel (default: min(max-deposit, 1000 × price), ≥ the provider's minimum)
+  --escrow <address>           trusted escrow (default: the deployment record's, when there is one, else any)
+  --token <address>            token for open (default: the deployment record's)
+  --close-delay <seconds>      close delay of a new channel (default: the provider's minimum, or 1 day for open)
+  --json                       machine-readable output
+  -h, --help                   this help
+
+Deployment record: deployments/<chainId>.json ({"escrow": "0x…", "token": "0x…"}) in the working directory, or in
+the directory CHANNEL_DEPLOYMENTS_DIR names (\`npm start\` and \`npm run deploy\` write one).
+Amounts are in token units ("0.5" USDC); channel ids may be abbreviated to a unique prefix.
+Example: channel call "http://127.0.0.1:4021/v1/echo?msg=hi" -n 1000 -c 16`;
+
+/** A mistake in the command line: printed with a pointer to `--help`, exit 2. */
+export class UsageError extends Error {}
+
+/** The first line of an error's message (without loading the client's error module). */
+export function firstLine(e: unknown): string {
+  return e instanceof Error ? e.message.split("\n")[0] : String(e);
+}

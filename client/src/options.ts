@@ -1,0 +1,107 @@
+/**
+ * The options of `createChannelClient` and the shapes the client reports: events, what a paid call paid,
+ * counters, channel status.
+ */
+import type { Account, Address, Hex, PublicClient, WalletClient } from "viem";
+import type { PaymentResponse } from "@paychan/protocol";
+import type { Amount, SpendingLimits } from "./limits";
+import type { ChannelRecord, ChannelStore } from "./store";
+
+/** How the client sizes and funds channels. */
+export interface ChannelPolicy {
+  /** Deposit of a new channel. Default: `max(minDeposit, min(maxDeposit, 1000 × price))`. */
+  deposit?: Amount;
+  /** Close delay of a new channel in seconds; raised to the provider's `minCloseDelay`. Default: that minimum. */
+  closeDelay?: number;
+  /** Top up when `deposit − signed` falls below this. Default: `max(openingDeposit / 5, 32 × price)`. */
+  topUpThreshold?: Amount;
+  /** Amount of an automatic top-up (capped so the unspent rest stays ≤ maxDeposit). Default: the opening deposit. */
+  topUpAmount?: Amount;
+  /** Top up automatically. Default true. */
+  autoTopUp?: boolean;
+  /** "auto": fund with EIP-2612 `openWithPermit` when the token supports it; "never": approve + open. Default "auto". */
+  permit?: "auto" | "never";
+}
+
+/** Options of {@link createChannelClient}. */
+export interface ChannelClientOptions {
+  /** The funding account: the channels' payer (pays gas and deposits; never signs vouchers). */
+  account: Account | Address;
+  publicClient: PublicClient;
+  walletClient: WalletClient;
+  limits: SpendingLimits;
+  /** Where channels, amounts and the session key live. Default: `new FileStore(stateDir)`. */
+  store?: ChannelStore;
+  /** Directory of the default file store. Default `.channel` under the working directory. */
+  stateDir?: string;
+  /** Use this session key (0x-hex private key) instead of the stored or a generated one. */
+  sessionKey?: Hex;
+  policy?: ChannelPolicy;
+  /** The fetch to send requests with. Default `globalThis.fetch`. */
+  fetch?: typeof fetch;
+  /**
+   * Block to search `ChannelOpened` events from when no usable channel is stored for a provider (recovery after the
+   * state was lost, with the session key kept). `false` disables the search. Default 0.
+   */
+  discoverFromBlock?: bigint | false;
+  /** Observes what the client does (channels opened, top-ups, resyncs, retries, store errors). */
+  onEvent?: (event: ClientEvent) => void;
+}
+
+/** Something the client did, for logs and progress output. */
+export type ClientEvent =
+  | { type: "channel_opened"; channelId: Hex; deposit: bigint; method: string; txHash: Hex }
+  | { type: "channel_recovered"; channelId: Hex; deposit: bigint }
+  | { type: "topped_up"; channelId: Hex; amount: bigint; deposit: bigint; txHash: Hex }
+  | { type: "top_up_failed"; channelId: Hex; error: unknown }
+  | { type: "resynced"; channelId: Hex; accepted: bigint; spent: bigint }
+  | { type: "retry"; url: string; serverCode: string }
+  | { type: "store_error"; error: unknown };
+
+/** What a paid call paid. */
+export interface PaymentInfo {
+  channelId: Hex;
+  /** The voucher sent with the request that was served. */
+  cumulativeAmount: bigint;
+  /** The route's price (most the call may cost). */
+  price: bigint;
+  /** The provider's receipt (`PAYMENT-RESPONSE`), when it sent one. */
+  receipt?: PaymentResponse;
+  /** HTTP requests this call took (1 in steady state). */
+  requests: number;
+}
+
+/** Counters since the client was created. */
+export interface ClientStats {
+  httpRequests: number;
+  paidCalls: number;
+  vouchersSigned: number;
+  challenges: number;
+  retries: number;
+  channelsOpened: number;
+  topUps: number;
+  /** Sum of receipt amounts, per token (atomic units). */
+  amountPaid: Record<string, bigint>;
+}
+
+/** A channel as {@link ChannelClient.status} reports it. */
+export interface ChannelStatusInfo {
+  channelId: Hex;
+  escrow: Address;
+  payee: Address;
+  token: Address;
+  signer: Address;
+  deposit: bigint;
+  settled: bigint;
+  /** Highest amount signed. */
+  signed: bigint;
+  /** The provider's spent, from the last receipt. */
+  spent: bigint;
+  accepted: bigint;
+  /** What can still be signed: `deposit − signed`. */
+  remaining: bigint;
+  status: ChannelRecord["status"];
+  closesAt?: number;
+  closeDelay: number;
+  origin?: string;
+}

@@ -1,0 +1,99 @@
+/**
+ * The paying fetch (docs/protocol.md § 5): a route whose terms are remembered pays on its first attempt (one round
+ * trip); otherwise the provider's 402 names the terms and the call is sent again with a voucher. A call refused
+ * because its voucher went stale (or the provider's state moved) is retried once with a fresh voucher, after the
+ * resynchronisation of paying/resync.ts. A 402 of another scheme is returned to the caller untouched.
+ */
+import {
+  HEADER_PAYMENT_REQUIRED,
+  HEADER_PAYMENT_SIGNATURE,
+  PAYMENT_ERROR_RECOVERY,
+  PaymentError,
+  decodePaymentRequired,
+  isPaymentErrorCode,
+  type PaymentRequired,
+} from "@paychan/protocol";
+import type { ChannelBook } from "../channels/book";
+import { ClientError } from "../errors";
+import { normalizeRequest, routeKey, type FetchInput } from "../request";
+import type { ClientSession } from "../session";
+import { chooseOffer } from "../spending";
+import type { Receipts } from "./receipts";
+import { learnFromRefusal } from "./resync";
+import { rememberRoute } from "./routes";
+import type { VoucherIssuer } from "./vouchers";
+
+/** Codes after which a new voucher (or channel) may succeed: one retry (the protocol's classification). */
+const retryable = (code: string) => isPaymentErrorCode(code) && PAYMENT_ERROR_RECOVERY[code].retry;
+
+/** fetch with payment: sends, reads the 402 challenge, pays, and retries at most once. */
+export class PayingFetch {
+  constructor(
+    private readonly s: ClientSession,
+    private readonly book: ChannelBook,
+    private readonly vouchers: VoucherIssuer,
+    private readonly receipts: Receipts,
+  ) {}
+
+  /** fetch, paying the provider when it asks (scheme `channel`). Throws {@link ClientError} when it will not pay. */
+  async fetch(input: FetchInput, init?: RequestInit): Promise<Response> {
+    await this.s.ready();
+    const req = await normalizeRequest(input, init);
+    const key = routeKey(req.method, req.url);
+    const origin = new URL(req.url).origin;
+    let terms = this.s.routes.get(key);
+    let probed = false;
+    let retried = false;
+    let requests = 0;
+    for (;;) {
+      const payment = terms ? await this.vouchers.prepare(terms, origin) : undefined;
+      const headers = new Headers(req.init.headers);
+      if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
+      const res = await this.s.http(req.url, { ...req.init, headers });
+      requests++;
+      if (res.status !== 402) {
+        if (payment) this.receipts.onServed(payment, res, requests);
+        return res;
+      }
+      const challenge = this.readChallenge(res);
+      if (!challenge) return res; // not a 402 of the channel scheme: the caller's business
+      this.s.stats.challenges++;
+      await res.arrayBuffer().catch(() => undefined); // free the connection
+      const offer = await chooseOffer(this.s, challenge.accepts);
+      rememberRoute(this.s, key, offer);
+      const code = challenge.error;
+      if (payment) await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
+      if (!payment) {
+        // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.
+        if (probed) throw refused(code, res.status, "the provider asked for payment twice");
+        probed = true;
+      } else {
+        if (retried || !retryable(code)) throw refused(code, res.status);
+        retried = true;
+        this.s.stats.retries++;
+        this.s.emit({ type: "retry", url: req.url, serverCode: code });
+      }
+      terms = offer;
+    }
+  }
+
+  /** The 402's `PAYMENT-REQUIRED`, or undefined when absent or of another scheme; malformed: `untrusted_terms`. */
+  private readChallenge(res: Response): PaymentRequired | undefined {
+    const h = res.headers.get(HEADER_PAYMENT_REQUIRED);
+    if (!h) return undefined;
+    try {
+      return decodePaymentRequired(h);
+    } catch (e) {
+      if (e instanceof PaymentError && e.code === "unsupported_scheme") return undefined;
+      throw new ClientError("untrusted_terms", "the provider's PAYMENT-REQUIRED is malformed", { cause: e });
+    }
+  }
+}
+
+function refused(code: string, status: number, extra?: string): ClientError {
+  return new ClientError("payment_refused", `the provider refused the payment: ${code}`, {
+    serverCode: code,
+    status,
+    details: extra,
+  });
+}

@@ -1,0 +1,59 @@
+/**
+ * Receipts: the provider's `PAYMENT-RESPONSE` of a served call, what the client keeps of it (the provider's
+ * accepted / spent, only when consistent with what we signed), and what each paid response paid.
+ */
+import { HEADER_PAYMENT_RESPONSE, decodePaymentResponse, type PaymentResponse } from "@paychan/protocol";
+import type { PaymentInfo } from "../options";
+import type { ClientSession } from "../session";
+import type { Payment } from "./vouchers";
+
+/** Decodes a response's `PAYMENT-RESPONSE` receipt, or undefined (also for a malformed one). */
+export function readReceipt(res: Response): PaymentResponse | undefined {
+  const h = res.headers.get(HEADER_PAYMENT_RESPONSE);
+  if (!h) return undefined;
+  try {
+    return decodePaymentResponse(h);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What each paid response paid (held weakly: forgotten with the response). */
+export class Receipts {
+  private readonly payments = new WeakMap<Response, PaymentInfo>();
+
+  constructor(private readonly s: ClientSession) {}
+
+  /** Records that `res`, served after `requests` HTTP requests, was paid with `payment`; applies its receipt. */
+  onServed(payment: Payment, res: Response, requests: number): void {
+    const ch = payment.channel;
+    const info: PaymentInfo = { channelId: ch.id, cumulativeAmount: payment.voucher.cumulativeAmount, price: payment.terms.amount, requests };
+    const h = res.headers.get(HEADER_PAYMENT_RESPONSE);
+    if (h) {
+      try {
+        const r = decodePaymentResponse(h);
+        if (r.extra.channelId === ch.id.toLowerCase() || r.extra.channelId === ch.id) {
+          info.receipt = r;
+          // The provider's view, kept only when consistent with what we signed.
+          if (r.extra.accepted <= ch.signed && r.extra.spent <= r.extra.accepted) {
+            if (r.extra.accepted > ch.accepted) ch.accepted = r.extra.accepted;
+            if (r.extra.spent > ch.spent) ch.spent = r.extra.spent;
+          }
+          ch.lastReceipt = r;
+          const k = ch.token.toLowerCase();
+          this.s.stats.amountPaid[k] = (this.s.stats.amountPaid[k] ?? 0n) + r.amount;
+          this.s.persister.schedule();
+        }
+      } catch {
+        // A malformed receipt changes nothing we rely on.
+      }
+    }
+    this.s.stats.paidCalls++;
+    this.payments.set(res, info);
+  }
+
+  /** What the call that produced `res` paid (undefined for an unpaid response). */
+  paymentOf(res: Response): PaymentInfo | undefined {
+    return this.payments.get(res);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * What every part of one client shares: the chain context and ids, the session key and its voucher signers, the
+ * stored state and its persister, the counters, the event sink, and the HTTP fetch that counts requests.
+ * The store and the key are loaded once, lazily, by {@link ClientSession.ready}.
+ */
+import { getAddress, type Address, type Hex } from "viem";
+import { generatePrivateKey, privateKeyToAddress } from "viem/accounts";
+import { VoucherSigner, escrowDomain, type ChannelRequirements } from "@paychan/protocol";
+import { payerAddress, type ChainContext } from "./chain";
+import { ClientError, shortMessageOf } from "./errors";
+import { FileStore } from "./file-store";
+import { validateLimits, type SpendingLimits } from "./limits";
+import type { ChannelClientOptions, ChannelPolicy, ClientEvent, ClientStats } from "./options";
+import { Persister } from "./persister";
+import { emptyState, type ChannelStore, type ClientState } from "./store";
+import { TokenCache } from "./tokens";
+
+/** The state and services of one client, shared by its paying, channel and management parts. */
+export class ClientSession {
+  readonly limits: SpendingLimits;
+  readonly policy: ChannelPolicy;
+  readonly store: ChannelStore;
+  readonly ctx: ChainContext;
+  /** The funding account's address (the channels' payer). */
+  readonly payer: Address;
+  /** The caller's fetch, counting every HTTP request in {@link ClientStats.httpRequests}. */
+  readonly http: typeof fetch;
+  /** Reports what the client did to the owner's `onEvent`. */
+  readonly emit: (e: ClientEvent) => void;
+  /** Saves {@link state} soon after a change (coalesced), or now on `flush()`. */
+  readonly persister: Persister;
+  readonly tokens: TokenCache;
+  readonly stats: ClientStats = {
+    httpRequests: 0,
+    paidCalls: 0,
+    vouchersSigned: 0,
+    challenges: 0,
+    retries: 0,
+    channelsOpened: 0,
+    topUps: 0,
+    amountPaid: {},
+  };
+
+  /** Everything the store keeps (replaced once, by {@link ready}). */
+  state: ClientState = emptyState();
+  /** Terms of each route paid, by `METHOD origin/path` (loaded from {@link state}; paying/routes.ts keeps both). */
+  readonly routes = new Map<string, ChannelRequirements>();
+  /** The chain id (after {@link ready}; 0 before). */
+  chainId = 0;
+  /** The session key: signs vouchers and close requests, never holds money (after {@link ready}). */
+  sessionKey!: Hex;
+  /** The session key's address: the `signer` of this client's channels (after {@link ready}). */
+  signerAddress!: Address;
+
+  private readyPromise?: Promise<void>;
+  private readonly signers = new Map<string, VoucherSigner>();
+
+  /** Validates the options (throws `invalid_argument`); reads nothing yet. */
+  constructor(private readonly options: ChannelClientOptions) {
+    validateLimits(options.limits);
+    if (!options.publicClient || !options.walletClient || !options.account) {
+      throw new ClientError("invalid_argument", "account, publicClient and walletClient are required");
+    }
+    this.limits = options.limits;
+    this.policy = options.policy ?? {};
+    this.store = options.store ?? new FileStore(options.stateDir ?? ".channel");
+    this.ctx = { publicClient: options.publicClient, walletClient: options.walletClient, account: options.account };
+    this.payer = payerAddress(this.ctx);
+    const f = options.fetch ?? globalThis.fetch;
+    this.http = (input, init) => {
+      this.stats.httpRequests++;
+      return f(input, init);
+    };
+    this.emit = options.onEvent ?? (() => {});
+    this.persister = new Persister(
+      () => this.store.save(this.state),
+      50,
+      (error) => this.emit({ type: "store_error", error }),
+    );
+    this.tokens = new TokenCache(this.ctx, this.limits);
+  }
+
+  /** Loads the store and the session key (generated and saved on first use). A failed load is retried next call. */
+  ready(): Promise<void> {
+    this.readyPromise ??= this.init().catch((e) => {
+      this.readyPromise = undefined;
+      throw e;
+    });
+    return this.readyPromise;
+  }
+
+  private async init(): Promise<void> {
+    try {
+      this.chainId = this.options.publicClient.chain?.id ?? (await this.options.publicClient.getChainId());
+    } catch (e) {
+      throw new ClientError("chain_failure", `cannot reach the chain: ${shortMessageOf(e)}`, { cause: e });
+    }
+    this.state = (await this.store.load()) ?? emptyState();
+    for (const [k, r] of Object.entries(this.state.routes)) this.routes.set(k, r.requirements);
+    let key = this.options.sessionKey;
+    if (!key) {
+      const saved = await this.store.loadSessionKey();
+      if (saved) key = saved.privateKey;
+      else {
+        key = generatePrivateKey();
+        await this.store.saveSessionKey({ privateKey: key, address: privateKeyToAddress(key), createdAt: Date.now() });
+      }
+    }
+    this.sessionKey = key;
+    this.signerAddress = privateKeyToAddress(key);
+  }
+
+  /** Makes every state change so far durable (nothing to do before the first {@link ready}). */
+  async flush(): Promise<void> {
+    if (!this.readyPromise) return;
+    await this.ready();
+    await this.persister.flush();
+  }
+
+  /** The session key's voucher signer for channels of `escrow` (one per escrow: the domain is precomputed). */
+  signerFor(escrow: Address): VoucherSigner {
+    const k = escrow.toLowerCase();
+    let s = this.signers.get(k);
+    if (!s) {
+      s = new VoucherSigner(this.sessionKey, escrowDomain(this.chainId, getAddress(escrow)));
+      this.signers.set(k, s);
+    }
+    return s;
+  }
+}
