@@ -51,3 +51,10 @@ export { EventFollower, type EventFollowerOptions } from "./chain/follower";
 
 export * from "./store";
 export * from "./settlement";
+export {
+  runSettleCommand,
+  SETTLE_EXIT,
+  type SettleCommandDefaults,
+  type SettleCommandEnv,
+  type SettleCommandOptions,
+} from "./cli/settle";

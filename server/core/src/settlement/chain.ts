@@ -20,6 +20,7 @@ import {
 } from "viem";
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import { channelEscrowAbi, encodeSettleItems, type SettleClaim } from "@paychan/protocol";
+import type { CloseClaim } from "./claims";
 import { TX_GAS_CAP } from "./config";
 import type { ReceiptLike } from "./receipt";
 
@@ -52,16 +53,6 @@ export interface SettlementChainOptions {
   privateKey: Hex;
   /** Timeout of one RPC call, ms. */
   timeout?: number;
-}
-
-/** A claim for `close`: the voucher for `cumulativeAmount`, claiming `amount` (0 and no signature: refund only). */
-export interface CloseClaim {
-  channelId: Hex;
-  /** The channel's signer: the escrow names a channel by id and signer, and checks the voucher against it. */
-  signer: Address;
-  cumulativeAmount: bigint;
-  amount: bigint;
-  signature: Hex;
 }
 
 type RawReceipt = {

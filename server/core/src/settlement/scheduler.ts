@@ -4,7 +4,9 @@
  * Cycles never overlap; `stop()` waits for the running one.
  */
 import type { Logger } from "pino";
-import type { RunOptions, SettlementJob, SettlementRunReport } from "./job";
+import type { SettlementJob } from "./job";
+import type { RunOptions } from "./job-options";
+import type { SettlementRunReport } from "./report";
 
 export interface SettlementSchedulerOptions {
   /** Period between cycles, ms. */
