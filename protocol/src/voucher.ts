@@ -209,6 +209,20 @@ export interface SettleClaim {
 }
 
 /**
+ * The arguments of `ChannelEscrow.close(channelId, signer, cumulativeAmount, amount, signature)`: a settle claim plus
+ * the channel's signer (the escrow names a channel by id and signer). A refund-only close claims nothing:
+ * `cumulativeAmount = amount = 0`, signature `"0x"` ({@link refundOnlyCloseClaim}).
+ */
+export interface CloseClaim extends SettleClaim {
+  signer: Address;
+}
+
+/** The close of a channel that pays the payee nothing more: no voucher, the payer gets the rest of the deposit back. */
+export function refundOnlyCloseClaim(channelId: Hex, signer: Address): CloseClaim {
+  return { channelId, signer, cumulativeAmount: 0n, amount: 0n, signature: "0x" };
+}
+
+/**
  * Packs claims into `settle`'s compact calldata: per item
  * `channelId (32) ‖ cumulativeAmount (16) ‖ amount (16) ‖ r (32) ‖ vs (32)`.
  */

@@ -1,7 +1,7 @@
 /**
  * A settler process for crash tests: runs one settlement cycle against the database and chain named in its
  * environment and kills itself with SIGKILL at the step named by CRASH_AT (`built`, `broadcast`, `receipt`).
- * Started by test/settlement/crash.test.ts with `node -r ts-node/register`; imports no Hardhat code.
+ * Started by test/server/settlement/crash.test.ts (TS_NODE_ARGS); imports no Hardhat code.
  */
 import type { Address, Hex } from "viem";
 import { createSettlement, resolveSettlementConfig, type SettlementStep } from "@paychan/server";

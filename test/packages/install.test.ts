@@ -4,7 +4,8 @@
  * (a) a plain Express app written here puts its own route behind the paywall (`createProvider` + `createPaywall`);
  * (b) the agent SDK, installed from its tarball alone, pays that route on the local chain;
  * (c) the SDK's install holds none of the server-side packages;
- * (d) the installed `channel` CLI answers `--help` and makes one paid call.
+ * (d) the installed `channel` CLI answers `--help` and makes one paid call;
+ * (e) the installed `channel-settle` collects what was paid.
  * Every child runs the compiled packages (no ts-node, no `@paychan/source` condition).
  */
 import { expect } from "chai";
@@ -256,6 +257,23 @@ describe("packages: installed from their tarballs, outside the repository", func
     expect(cli.code, cli.stderr).to.equal(0);
     expect(JSON.parse(cli.stdout)).to.deep.equal({ city: "oslo", sunny: true });
     expect(cli.stderr).to.match(/paid 0\.001/);
+
+    // (e) The provider collects with the installed `channel-settle` (cron style, after stopping its server): the
+    // package knows no defaults, so an empty environment is refused by name; with the provider's settings it
+    // settles the six paid calls in one transaction.
+    provider.kill("SIGTERM");
+    await new Promise((r) => provider!.once("exit", r));
+    const settleBin = path.join(providerDir, "node_modules", ".bin", "channel-settle");
+    expect((await run(settleBin, ["--help"], providerDir)).code).to.equal(0);
+    const bare = await run(settleBin, [], providerDir);
+    expect(bare.code).to.equal(2);
+    expect(bare.stderr).to.include("RPC_URL").and.include("PAYEE_ADDRESS").and.include("SETTLER_PRIVATE_KEY");
+    const settled = await run(settleBin, ["--all", "--json"], providerDir, providerEnv);
+    expect(settled.code, settled.stderr).to.equal(0);
+    const report = JSON.parse(settled.stdout) as { channelsSettled: number; amountSettled: string; payeeBalanceBefore: string; payeeBalanceAfter: string };
+    expect(report.channelsSettled).to.equal(2);
+    expect(report.amountSettled).to.equal("6000");
+    expect(BigInt(report.payeeBalanceAfter) - BigInt(report.payeeBalanceBefore)).to.equal(6000n);
   });
 });
 

@@ -24,7 +24,7 @@ import { createPublicClient, erc20Abi, getAddress, http, isAddress, type Address
 import { formatTokenAmount } from "@paychan/protocol";
 import { ChainReader } from "../chain/reader";
 import { ConfigError, loadConfig, type LogLevel, type ServerConfig } from "../config";
-import { deploymentPath, readDeployment } from "../deployments";
+import { DeploymentFileError, deploymentPath, readDeployment } from "../deployments";
 import { createLogger } from "../log";
 import {
   checkCloseDelayRule,
@@ -194,7 +194,10 @@ async function settle(argv: readonly string[], env: SettleCommandEnv, options: S
   let token = server.token;
   if (!escrow || !token) {
     const file = server.deploymentsFile ?? deploymentPath(chainId, defaults.deploymentsDir);
-    const d = await readDeployment(chainId, file);
+    const d = await readDeployment(chainId, file).catch((e: unknown) => {
+      if (e instanceof DeploymentFileError) fail(SETTLE_EXIT.configuration, e.message);
+      throw e;
+    });
     if (!d) fail(SETTLE_EXIT.configuration, `ESCROW_ADDRESS/TOKEN_ADDRESS are not set and there is no ${file}`);
     escrow ??= getAddress(d.escrow);
     token ??= getAddress(d.token);

@@ -19,8 +19,7 @@ import {
   type Transport,
 } from "viem";
 import { privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
-import { channelEscrowAbi, encodeSettleItems, type SettleClaim } from "@paychan/protocol";
-import type { CloseClaim } from "./claims";
+import { channelEscrowAbi, encodeSettleItems, type CloseClaim, type SettleClaim } from "@paychan/protocol";
 import { TX_GAS_CAP } from "./config";
 import type { ReceiptLike } from "./receipt";
 

@@ -5,7 +5,8 @@
  */
 import type { ChainChannel, StoredChannel } from "../store/types";
 import { SettlementRevertError } from "./chain";
-import { recordedClaim, refundOnlyCloseClaim, type CloseClaim } from "./claims";
+import { refundOnlyCloseClaim, type CloseClaim } from "@paychan/protocol";
+import { recordedClaim } from "./claims";
 import { describe, type SettlementCycle } from "./cycle";
 import { SimulatedStop } from "./job-options";
 import { claimable } from "./policy";

@@ -62,7 +62,7 @@ export interface SettlementConfig {
   closeGrace: number;
   /** Tolerated RPC/settler outage in the close-delay rule (SETTLE_RPC_OUTAGE_MARGIN). */
   rpcOutageMargin: number;
-  /** How long `npm run settle` waits for confirmations before giving up (SETTLE_WAIT_TIMEOUT). */
+  /** How long the settle command (`channel-settle`, `npm run settle`) waits for confirmations before giving up (SETTLE_WAIT_TIMEOUT). */
   waitTimeout: number;
   /** Fee cap per gas, wei; nothing is sent above it (SETTLE_MAX_FEE_GWEI). */
   maxFeePerGas?: bigint;
@@ -83,7 +83,7 @@ export const SETTLEMENT_VARIABLES: ReadonlyArray<{ name: string; default: string
   { name: "SETTLE_RESUBMIT_AFTER", default: "120", description: "seconds before a pending settlement is re-broadcast or fee-bumped" },
   { name: "SETTLE_CLOSE_GRACE", default: "5", description: "seconds between refusing new charges on a closing channel and closing it" },
   { name: "SETTLE_RPC_OUTAGE_MARGIN", default: "21600", description: "seconds of RPC/settler outage the close-delay rule tolerates" },
-  { name: "SETTLE_WAIT_TIMEOUT", default: "300", description: "seconds npm run settle waits for confirmations" },
+  { name: "SETTLE_WAIT_TIMEOUT", default: "300", description: "seconds the settle command (channel-settle, npm run settle) waits for confirmations" },
   { name: "SETTLE_MAX_FEE_GWEI", default: "(none)", description: "never pay more than this fee per gas, gwei" },
 ];
 

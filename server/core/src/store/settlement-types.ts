@@ -125,13 +125,24 @@ export interface SettlementTx {
   items: SettlementItem[];
 }
 
+/** One channel of a new settlement transaction: its claim without the signature (the raw transaction carries it). */
+export interface NewSettlementItem {
+  channelId: Hex;
+  /** The voucher's amount. */
+  cumulativeAmount: bigint;
+  /** The cumulative settled amount claimed. */
+  amount: bigint;
+  /** The channel's `settled` on chain when the claim was built (informational). */
+  previousSettled: bigint;
+}
+
 /** What {@link SettlementStore.insertTx} records (status `built`, items `pending`). */
 export type NewSettlementTx = Pick<
   SettlementTx,
   "kind" | "sender" | "payee" | "token" | "nonce" | "hash" | "rawTx" | "gasLimit" | "maxFeePerGas" | "maxPriorityFeePerGas"
 > & {
   replaces?: number | null;
-  items: ReadonlyArray<{ channelId: Hex; cumulativeAmount: bigint; amount: bigint; previousSettled: bigint }>;
+  items: ReadonlyArray<NewSettlementItem>;
 };
 
 /**

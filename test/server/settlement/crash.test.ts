@@ -9,13 +9,13 @@ import { expect } from "chai";
 import { SimulatedStop, type SettlementStep } from "@paychan/server";
 import { settlementStoreFor } from "@paychan/server";
 import { SqliteStore } from "@paychan/server";
-import type { OpenedChannel } from "../helpers/escrow";
-import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
-import { startRpcProxy } from "../helpers/server";
+import type { OpenedChannel } from "../../helpers/escrow";
+import { settlementHarness, type SettlementHarness } from "../../helpers/settlement";
+import { startRpcProxy } from "../../helpers/server";
 import { ChainReader } from "@paychan/server";
-import { TS_NODE_ARGS } from "../helpers/process";
+import { TS_NODE_ARGS } from "../../helpers/process";
 
-const REPO = path.resolve(__dirname, "..", "..");
+const REPO = path.resolve(__dirname, "..", "..", "..");
 
 describe("settlement: crash safety", function () {
   this.timeout(120_000);

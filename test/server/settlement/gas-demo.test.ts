@@ -4,14 +4,14 @@
  *
  * Every call is the server's real accounting transaction (`acceptVoucher`, with a voucher signed by the channel's
  * session key for `k × price`), and settlement is the real job sending one `settle`. Scale with
- * `DEMO_CHANNELS=100 npx hardhat test test/settlement/gas-demo.test.ts` (default 10 channels × 1,000 calls). The
+ * `DEMO_CHANNELS=100 npx hardhat test test/server/settlement/gas-demo.test.ts` (default 10 channels × 1,000 calls). The
  * settle gas does not depend on how many calls a channel made (one claim per channel), so
  * `DEMO_CHANNELS=1000 DEMO_CALLS=10` measures the largest batch quickly.
  */
 import { expect } from "chai";
-import { DAY, USDC, openChannel, type OpenedChannel } from "../helpers/escrow";
-import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
-import gasSnapshot from "../gas-snapshot.json";
+import { DAY, USDC, openChannel, type OpenedChannel } from "../../helpers/escrow";
+import { settlementHarness, type SettlementHarness } from "../../helpers/settlement";
+import gasSnapshot from "../../gas-snapshot.json";
 import { TX_GAS_CAP } from "@paychan/server";
 
 const X402_EXACT_GAS_PER_CALL = 85_704;

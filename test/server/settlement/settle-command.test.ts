@@ -11,8 +11,8 @@ import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { runSettleCommand, SqliteStore } from "@paychan/server";
-import { compiledEnv, REPO_ROOT } from "../helpers/process";
-import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
+import { compiledEnv, REPO_ROOT } from "../../helpers/process";
+import { settlementHarness, type SettlementHarness } from "../../helpers/settlement";
 
 const BIN = path.join(REPO_ROOT, "server", "core", "bin", "channel-settle.js");
 const COMPILED = path.join(REPO_ROOT, "server", "core", "dist", "cli", "settle.js");

@@ -8,8 +8,8 @@ import { channelEscrowAbi } from "@paychan/protocol";
 import { mockUsdcAbi } from "@paychan/demo";
 import { parseSettlementEnv, SimulatedStop } from "@paychan/server";
 import { settlementStoreFor } from "@paychan/server";
-import { deployEscrow, openChannel, sessionKey, USDC } from "../helpers/escrow";
-import { call, startTestServer, type TestServer } from "../helpers/server";
+import { deployEscrow, openChannel, sessionKey, USDC } from "../../helpers/escrow";
+import { call, startTestServer, type TestServer } from "../../helpers/server";
 import type { Hex } from "viem";
 
 const PRICE = 1_000n;

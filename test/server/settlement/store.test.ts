@@ -4,8 +4,8 @@ import path from "node:path";
 import { expect } from "chai";
 import { SqliteStore } from "@paychan/server";
 import { settlementStoreFor } from "@paychan/server";
-import { settlementStoreConformance } from "../helpers/settlement-store-conformance";
-import { tempDatabaseUrl } from "../helpers/server";
+import { settlementStoreConformance } from "../../helpers/settlement-store-conformance";
+import { tempDatabaseUrl } from "../../helpers/server";
 
 settlementStoreConformance("sqlite", async () => {
   const url = tempDatabaseUrl();

@@ -7,8 +7,8 @@ import { expect } from "chai";
 import type { Hex } from "viem";
 import { channelEscrowAbi, encodeSettleItems } from "@paychan/protocol";
 import hre from "hardhat";
-import { DAY, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
-import { advanceTime, settlementHarness, type SettlementHarness } from "../helpers/settlement";
+import { DAY, sessionKey, USDC, type OpenedChannel } from "../../helpers/escrow";
+import { advanceTime, settlementHarness, type SettlementHarness } from "../../helpers/settlement";
 
 async function metricValue(registry: { getSingleMetricAsString(n: string): Promise<string> }, name: string, labels = ""): Promise<number> {
   const text = await registry.getSingleMetricAsString(name);

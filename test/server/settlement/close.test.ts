@@ -10,10 +10,10 @@ import { parseEther, toHex, type Hex } from "viem";
 import { channelEscrowAbi, CLOSE_PATH, signCloseRequest } from "@paychan/protocol";
 import { mockUsdcAbi } from "@paychan/demo";
 import { createSettlement, resolveSettlementConfig, SettlementScheduler, type SettlementConfig } from "@paychan/server";
-import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
-import { call, startTestServer, type TestServer } from "../helpers/server";
-import { advanceTime } from "../helpers/settlement";
-import { expectRevert } from "../helpers/revert";
+import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../../helpers/escrow";
+import { call, startTestServer, type TestServer } from "../../helpers/server";
+import { advanceTime } from "../../helpers/settlement";
+import { expectRevert } from "../../helpers/revert";
 
 const PRICE = 1_000n; // /v1/echo: 0.001 USDC
 

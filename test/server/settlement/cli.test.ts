@@ -5,11 +5,11 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { expect } from "chai";
-import { sessionKey } from "../helpers/escrow";
-import { settlementHarness, type SettlementHarness } from "../helpers/settlement";
-import { TS_NODE_ARGS } from "../helpers/process";
+import { sessionKey } from "../../helpers/escrow";
+import { settlementHarness, type SettlementHarness } from "../../helpers/settlement";
+import { TS_NODE_ARGS } from "../../helpers/process";
 
-const REPO = path.resolve(__dirname, "..", "..");
+const REPO = path.resolve(__dirname, "..", "..", "..");
 
 interface Run {
   code: number | null;

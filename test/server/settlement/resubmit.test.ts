@@ -6,9 +6,9 @@ import hre from "hardhat";
 import { expect } from "chai";
 import { parseEther, type Hex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import type { OpenedChannel } from "../helpers/escrow";
-import { mine, settlementHarness, type SettlementHarness } from "../helpers/settlement";
-import { revertTo, snapshot } from "../helpers/chain";
+import type { OpenedChannel } from "../../helpers/escrow";
+import { mine, settlementHarness, type SettlementHarness } from "../../helpers/settlement";
+import { revertTo, snapshot } from "../../helpers/chain";
 
 const send = (method: string, params: unknown[] = []) => hre.network.provider.send(method, params);
 
