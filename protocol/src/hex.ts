@@ -1,6 +1,7 @@
 /**
  * The hex shapes the scheme uses on the wire and on chain, defined once: 20-byte addresses, 32-byte ids and keys,
- * 65-byte signatures (`r ‖ s ‖ v`). All accept either case after `0x`.
+ * 65-byte signatures (`r ‖ s ‖ v`). All accept either case after `0x`. Also the subpath `@paychan/protocol/hex`, which
+ * loads nothing else (the CLI checks arguments with it before it loads viem).
  */
 import type { Address, Hex } from "viem";
 

@@ -43,11 +43,14 @@ process.on("exit", () => {
 });
 `;
 
-/** Requests and files of viem, the protocol package, native addons or the client core among what a run loaded. */
+/**
+ * Requests and files of viem, the protocol package (its light `@paychan/protocol/hex` patterns excepted), native
+ * addons or the client core among what a run loaded.
+ */
 function heavyLoads(loaded: { requests: string[]; files: string[] }): string[] {
   return [
-    ...loaded.requests.filter((r) => /^(viem|@paychan\/protocol)(\/|$)/.test(r)),
-    ...loaded.files.filter((f) => /[\\/]node_modules[\\/]viem[\\/]|[\\/]protocol[\\/](dist|src)[\\/]|\.node$|[\\/]client[\\/]dist[\\/]client\.js$/.test(f)),
+    ...loaded.requests.filter((r) => /^viem(\/|$)|^@paychan\/protocol(\/(?!hex$)|$)/.test(r)),
+    ...loaded.files.filter((f) => /[\\/]node_modules[\\/]viem[\\/]|[\\/]protocol[\\/](dist|src)[\\/](?!hex\.(js|ts)$)|\.node$|[\\/]client[\\/]dist[\\/]client\.js$/.test(f)),
   ];
 }
 

@@ -1,9 +1,10 @@
 /**
  * The `channel` CLI's options and the checks of arguments that need no chain (shapes of numbers, addresses, ids).
- * Light on purpose: only node:util. Checks that need viem (address checksums) run again once the command runs.
+ * Light on purpose: only node:util and the protocol's hex patterns (`@paychan/protocol/hex`). Checks that need viem (address checksums) run again once the command runs.
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "./usage";
+import { isAddressHex } from "@paychan/protocol/hex";
 
 /** Parses the command line (strict: an unknown option throws). */
 export function parseArgv(argv: string[]) {
@@ -52,7 +53,7 @@ export function positiveInt(v: string | undefined, name: string, dflt: number): 
 
 /** 20 bytes of hex (the checksum of a mixed-case address is checked later, with viem). */
 export function looksLikeAddress(v: string | undefined): v is string {
-  return v !== undefined && /^0x[0-9a-fA-F]{40}$/.test(v);
+  return isAddressHex(v);
 }
 
 /** The options every command shares, checked before anything is loaded: `--escrow`, `--token`, `--close-delay`. */

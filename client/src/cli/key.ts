@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { rpcUrlOf, type Opts } from "./args";
 import { UsageError, firstLine } from "./usage";
+import { isBytes32Hex } from "@paychan/protocol/hex";
 
 /** Chain ids of local development chains (Hardhat, Ganache / Anvil's legacy default). */
 export const LOCAL_CHAIN_IDS: readonly number[] = [31337, 1337];
@@ -22,7 +23,7 @@ export function readKey(opts: Pick<Opts, "key-file">): `0x${string}` | undefined
   } else raw = process.env.CHANNEL_PRIVATE_KEY ?? process.env.PRIVATE_KEY;
   if (raw === undefined || raw === "") return undefined;
   const key = raw.startsWith("0x") ? raw : `0x${raw}`;
-  if (!/^0x[0-9a-fA-F]{64}$/.test(key)) throw new UsageError("the private key must be 32 bytes of hex");
+  if (!isBytes32Hex(key)) throw new UsageError("the private key must be 32 bytes of hex");
   return key as `0x${string}`;
 }
 
