@@ -24,23 +24,13 @@ export interface EscrowChannel {
  * A channel as the escrow reports it: the one shape client and server work with (times in seconds as numbers, the
  * id lowercase, the close deadline derived). The server's snapshots add the block they were read at.
  */
-export interface OnchainChannel {
+export interface OnchainChannel extends Omit<EscrowChannel, "closeRequestedAt"> {
   /** Lowercase 0x-hex. */
   channelId: Hex;
-  payer: Address;
-  payee: Address;
-  token: Address;
-  /** The voucher signer (the zero address in a signer-mismatch answer, {@link isSignerMismatch}). */
-  signer: Address;
-  deposit: bigint;
-  /** Cumulative amount settled on chain. */
-  settled: bigint;
-  closeDelay: number;
   /** Chain time (s) of a pending close request; 0 when none. */
   closeRequestedAt: number;
   /** `closeRequestedAt + closeDelay` when a close is pending, else 0. */
   closesAt: number;
-  finalized: boolean;
 }
 
 /**

@@ -139,25 +139,36 @@ export async function startServerProcess(env: Record<string, string>, o: { timeo
   return Object.assign(h, { url: h.match[1] });
 }
 
-/** Runs `node <TS_NODE_ARGS> <script> ...args` to completion; resolves with its exit and output (never rejects on a non-zero exit). */
-export function runTs(
-  script: string,
-  o: { args?: string[]; env?: Record<string, string | undefined>; timeoutMs?: number } = {},
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...TS_NODE_ARGS, script, ...(o.args ?? [])], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "true", ...o.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+/** What a finished child printed, and how it ended. */
+export interface ChildRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  /** The last 64 KiB of standard error. */
+  stderr: string;
+}
+
+/**
+ * Runs `node ...args` to completion in `cwd` (default the repository) with exactly `env` as its environment; killed
+ * after `timeoutMs` (default 120 s). Resolves with its exit and output; never rejects on a non-zero exit.
+ */
+export function runNode(args: readonly string[], o: { cwd?: string; env: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ChildRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...args], { cwd: o.cwd ?? REPO_ROOT, env: o.env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-65_536)));
     const timer = setTimeout(() => child.kill("SIGKILL"), o.timeoutMs ?? 120_000);
+    child.once("error", reject);
     child.once("close", (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** Runs `node <TS_NODE_ARGS> <script> ...args` to completion; resolves with its exit and output (never rejects on a non-zero exit). */
+export function runTs(script: string, o: { args?: string[]; env?: Record<string, string | undefined>; timeoutMs?: number } = {}): Promise<ChildRun> {
+  return runNode([...TS_NODE_ARGS, script, ...(o.args ?? [])], { env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "true", ...o.env }, timeoutMs: o.timeoutMs });
 }

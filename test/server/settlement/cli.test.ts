@@ -2,20 +2,15 @@
  * `npm run settle` (scripts/settle.ts) as a real child process against the in-process chain over JSON-RPC and the
  * server's SQLite file: summary, exit codes, the close-delay rule, and no key in any output.
  */
-import { spawn } from "node:child_process";
 import path from "node:path";
 import { expect } from "chai";
 import { sessionKey } from "../../helpers/escrow";
 import { settlementHarness, type SettlementHarness } from "../../helpers/settlement";
-import { TS_NODE_ARGS } from "../../helpers/process";
+import { runNode, TS_NODE_ARGS, type ChildRun } from "../../helpers/process";
 
 const REPO = path.resolve(__dirname, "..", "..", "..");
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = Pick<ChildRun, "code" | "stdout" | "stderr">;
 
 describe("settlement: npm run settle", function () {
   this.timeout(120_000);
@@ -26,34 +21,22 @@ describe("settlement: npm run settle", function () {
   after(async () => h?.close());
 
   function settle(args: string[], env: Record<string, string> = {}): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [...TS_NODE_ARGS, path.join(REPO, "scripts/settle.ts"), ...args], {
-        cwd: REPO,
-        env: {
-          PATH: process.env.PATH ?? "",
-          HOME: process.env.HOME ?? "",
-          TS_NODE_TRANSPILE_ONLY: "true",
-          RPC_URL: h.rpcUrl,
-          DATABASE_URL: h.databaseUrl,
-          ESCROW_ADDRESS: h.env.escrow.address,
-          TOKEN_ADDRESS: h.env.usdc.address,
-          PAYEE_ADDRESS: h.payee,
-          SETTLER_PRIVATE_KEY: h.operator.key,
-          SETTLE_WAIT_TIMEOUT: "30",
-          ...env,
-        },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d) => (stdout += d));
-      child.stderr.on("data", (d) => (stderr += d));
-      const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-      child.on("error", reject);
-      child.on("exit", (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
+    return runNode([...TS_NODE_ARGS, path.join(REPO, "scripts/settle.ts"), ...args], {
+      cwd: REPO,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "",
+        TS_NODE_TRANSPILE_ONLY: "true",
+        RPC_URL: h.rpcUrl,
+        DATABASE_URL: h.databaseUrl,
+        ESCROW_ADDRESS: h.env.escrow.address,
+        TOKEN_ADDRESS: h.env.usdc.address,
+        PAYEE_ADDRESS: h.payee,
+        SETTLER_PRIVATE_KEY: h.operator.key,
+        SETTLE_WAIT_TIMEOUT: "30",
+        ...env,
+      },
+      timeoutMs: 90_000,
     });
   }
 

@@ -5,23 +5,18 @@
  * (`server/core/bin/channel-settle.js` → `dist/`, without the `@paychan/source` condition) against the in-process
  * chain over JSON-RPC, from a directory outside the repository.
  */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { runSettleCommand, SqliteStore } from "@paychan/server";
-import { compiledEnv, REPO_ROOT } from "../../helpers/process";
+import { compiledEnv, REPO_ROOT, runNode, type ChildRun } from "../../helpers/process";
 import { settlementHarness, type SettlementHarness } from "../../helpers/settlement";
 
 const BIN = path.join(REPO_ROOT, "server", "core", "bin", "channel-settle.js");
 const COMPILED = path.join(REPO_ROOT, "server", "core", "dist", "cli", "settle.js");
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = Pick<ChildRun, "code" | "stdout" | "stderr">;
 
 /** `runSettleCommand` in this process, its output captured. */
 async function settleInProcess(argv: string[], env: Record<string, string>): Promise<Run> {
@@ -33,22 +28,10 @@ async function settleInProcess(argv: string[], env: Record<string, string>): Pro
 
 /** The compiled bin in `cwd`, with only `env` (plus PATH and HOME) as its environment. */
 function settleBin(args: string[], cwd: string, env: Record<string, string>): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd,
-      env: compiledEnv({ PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", NODE_OPTIONS: process.env.NODE_OPTIONS, ...env }),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+  return runNode([BIN, ...args], {
+    cwd,
+    env: compiledEnv({ PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", NODE_OPTIONS: process.env.NODE_OPTIONS, ...env }),
+    timeoutMs: 90_000,
   });
 }
 
