@@ -4,7 +4,16 @@
  * {@link MemoryStore} is the in-process one and `FileStore` (file-store.ts) the default on disk.
  */
 import type { Address, Hex } from "viem";
-import { formatWireAmount, parseRequirements, parseWireAmount, type ChannelRequirements, type PaymentResponse } from "@paychan/protocol";
+import {
+  formatWireAmount,
+  parsePaymentResponse,
+  parseRequirements,
+  parseWireAmount,
+  paymentResponseToJson,
+  requirementsToJson as protocolRequirementsToJson,
+  type ChannelRequirements,
+  type PaymentResponse,
+} from "@paychan/protocol";
 import { ClientError } from "./errors";
 
 /** Where a channel is in its life, as this client knows it. */
@@ -96,58 +105,10 @@ export function emptyState(): ClientState {
 
 type Json = Record<string, unknown>;
 
-/** Requirements in their wire form (without any `extra.channel` hint: that belongs to one 402, not to a route). */
+/** Requirements in their wire form, without any `extra.channel` hint (that belongs to one 402, not to a route). */
 export function requirementsToJson(r: ChannelRequirements): Json {
-  return {
-    scheme: r.scheme,
-    network: r.network,
-    asset: r.asset,
-    amount: formatWireAmount(r.amount),
-    payTo: r.payTo,
-    maxTimeoutSeconds: r.maxTimeoutSeconds,
-    extra: {
-      escrow: r.extra.escrow,
-      name: r.extra.name,
-      version: r.extra.version,
-      minDeposit: formatWireAmount(r.extra.minDeposit),
-      minCloseDelay: r.extra.minCloseDelay,
-    },
-  };
-}
-
-function receiptToJson(r: PaymentResponse): Json {
-  return {
-    success: true,
-    transaction: "",
-    network: r.network,
-    payer: r.payer,
-    amount: formatWireAmount(r.amount),
-    extra: {
-      channelId: r.extra.channelId,
-      accepted: formatWireAmount(r.extra.accepted),
-      spent: formatWireAmount(r.extra.spent),
-      deposit: formatWireAmount(r.extra.deposit),
-      remaining: formatWireAmount(r.extra.remaining),
-    },
-  };
-}
-
-function receiptFromJson(j: Json): PaymentResponse {
-  const e = j.extra as Json;
-  return {
-    success: true,
-    transaction: "",
-    network: j.network as PaymentResponse["network"],
-    payer: j.payer as Address,
-    amount: parseWireAmount(j.amount, "amount"),
-    extra: {
-      channelId: e.channelId as Hex,
-      accepted: parseWireAmount(e.accepted, "accepted"),
-      spent: parseWireAmount(e.spent, "spent"),
-      deposit: parseWireAmount(e.deposit, "deposit"),
-      remaining: parseWireAmount(e.remaining, "remaining"),
-    },
-  };
+  const { channel: _hint, ...extra } = r.extra;
+  return protocolRequirementsToJson({ ...r, extra });
 }
 
 const AMOUNT_FIELDS = ["deposit", "settled", "openAmount", "signed", "accepted", "spent"] as const;
@@ -158,7 +119,7 @@ export function stateToJson(state: ClientState): Json {
   for (const [id, c] of Object.entries(state.channels)) {
     const out: Json = { ...c };
     for (const f of AMOUNT_FIELDS) out[f] = formatWireAmount(c[f]);
-    if (c.lastReceipt) out.lastReceipt = receiptToJson(c.lastReceipt);
+    if (c.lastReceipt) out.lastReceipt = paymentResponseToJson(c.lastReceipt);
     channels[id] = out;
   }
   const routes: Json = {};
@@ -175,7 +136,7 @@ export function stateFromJson(j: unknown): ClientState {
     for (const [id, raw] of Object.entries((o.channels ?? {}) as Record<string, Json>)) {
       const c = { ...raw } as unknown as ChannelRecord & Json;
       for (const f of AMOUNT_FIELDS) (c as Json)[f] = parseWireAmount(raw[f], `channels.${id}.${f}`);
-      if (raw.lastReceipt) c.lastReceipt = receiptFromJson(raw.lastReceipt as Json);
+      if (raw.lastReceipt) c.lastReceipt = parsePaymentResponse(raw.lastReceipt);
       if (typeof c.id !== "string" || typeof c.chainId !== "number") throw new Error(`channel ${id} is malformed`);
       channels[id] = c;
     }

@@ -106,7 +106,8 @@ function toBase64Json(value: unknown): string {
   return Buffer.from(JSON.stringify(value), "utf8").toString("base64");
 }
 
-function requirementsToWire(r: ChannelRequirements): Record<string, unknown> {
+/** Requirements in their wire (JSON) form, the inverse of {@link parseRequirements}. */
+export function requirementsToJson(r: ChannelRequirements): Record<string, unknown> {
   const extra: Record<string, unknown> = {
     escrow: r.extra.escrow,
     name: r.extra.name,
@@ -143,7 +144,7 @@ export function encodePaymentRequired(p: PaymentRequired): string {
     x402Version: p.x402Version,
     error: p.error,
     resource: p.resource,
-    accepts: p.accepts.map(requirementsToWire),
+    accepts: p.accepts.map(requirementsToJson),
   });
 }
 
@@ -151,7 +152,7 @@ export function encodePaymentRequired(p: PaymentRequired): string {
 export function encodePaymentSignature(p: PaymentPayload): string {
   return toBase64Json({
     x402Version: p.x402Version,
-    accepted: requirementsToWire(p.accepted),
+    accepted: requirementsToJson(p.accepted),
     payload: {
       channelId: p.payload.channelId,
       cumulativeAmount: formatWireAmount(p.payload.cumulativeAmount),
@@ -160,9 +161,9 @@ export function encodePaymentSignature(p: PaymentPayload): string {
   });
 }
 
-/** Encodes a `PAYMENT-RESPONSE` header value. */
-export function encodePaymentResponse(p: PaymentResponse): string {
-  return toBase64Json({
+/** A receipt in its wire (JSON) form, the inverse of {@link parsePaymentResponse}. */
+export function paymentResponseToJson(p: PaymentResponse): Record<string, unknown> {
+  return {
     success: true,
     transaction: "",
     network: p.network,
@@ -175,7 +176,12 @@ export function encodePaymentResponse(p: PaymentResponse): string {
       deposit: formatWireAmount(p.extra.deposit),
       remaining: formatWireAmount(p.extra.remaining),
     },
-  });
+  };
+}
+
+/** Encodes a `PAYMENT-RESPONSE` header value. */
+export function encodePaymentResponse(p: PaymentResponse): string {
+  return toBase64Json(paymentResponseToJson(p));
 }
 
 // ------------------------------------------------------------------ decoding
@@ -343,7 +349,12 @@ export function decodePaymentSignature(header: unknown): PaymentPayload {
 
 /** Decodes a `PAYMENT-RESPONSE` header. */
 export function decodePaymentResponse(header: unknown): PaymentResponse {
-  const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_RESPONSE), "PAYMENT-RESPONSE");
+  return parsePaymentResponse(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_RESPONSE));
+}
+
+/** Checks a receipt in its JSON form (strict, like every decoder here). */
+export function parsePaymentResponse(v: unknown): PaymentResponse {
+  const p = obj(v, "PAYMENT-RESPONSE");
   if (p.success !== true) bad("success must be true");
   // The scheme settles later, in batches: a receipt never names a transaction.
   if (p.transaction !== "") bad("transaction must be the empty string");
