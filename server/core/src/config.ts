@@ -16,7 +16,7 @@ export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" |
 
 /** Everything the server needs, after validation. Optional chain fields are resolved later (deployments file, local chain). */
 export interface ServerConfig {
-  /** JSON-RPC endpoint; absent means "start a local Hardhat chain" (npm start only). */
+  /** JSON-RPC endpoint (required by createProvider; the demo app starts a local chain when it is absent). */
   rpcUrl?: string;
   /** Expected chain id; when set, the server refuses to start on another chain. */
   chainId?: number;

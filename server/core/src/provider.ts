@@ -17,7 +17,7 @@ import { parseTokenAmount } from "@paychan/protocol";
 import { ChainReader } from "./chain/reader";
 import { ChannelView } from "./chain/view";
 import { EventFollower } from "./chain/follower";
-import { ConfigError, loadConfig, type ServerConfig } from "./config";
+import { loadConfig, type ServerConfig } from "./config";
 import { readDeployment } from "./deployments";
 import { createLogger, type Logger } from "./log";
 import { createMetrics, type ServerMetrics } from "./metrics";
@@ -110,7 +110,7 @@ export class ProviderStartError extends Error {
 
 const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split("\n")[0];
 
-/** The configuration from `env` and `config`: throws {@link ConfigError} listing every invalid variable. */
+/** The configuration from `env` and `config`: throws `ConfigError` listing every invalid variable. */
 export function providerConfig(o: Pick<ProviderOptions, "env" | "config">): ServerConfig {
   return { ...loadConfig(o.env ?? {}), ...stripUndefined(o.config ?? {}) };
 }
@@ -121,7 +121,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 
 /**
  * Builds a provider: checks the chain, the contracts and the store, starts the event follower and (by default) the
- * settlement scheduler. Fails with {@link ConfigError} or {@link ProviderStartError} and leaves nothing running.
+ * settlement scheduler. Fails with `ConfigError` or {@link ProviderStartError} and leaves nothing running.
  */
 export async function createProvider(opts: ProviderOptions = {}): Promise<Provider> {
   let config = providerConfig(opts);
@@ -313,6 +313,5 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
   }
 }
 
+/** The escrow of the first reader, which only asks for the chain id (the escrow may come from a deployment record). */
 const ZERO: Address = "0x0000000000000000000000000000000000000000";
-
-export { ConfigError };

@@ -70,7 +70,7 @@ export interface SettlementConfig {
 
 /** Documentation of every settlement variable (README, `--help`). */
 export const SETTLEMENT_VARIABLES: ReadonlyArray<{ name: string; default: string; description: string }> = [
-  { name: "SETTLER_PRIVATE_KEY", default: "(local chain: the payee's Hardhat key)", description: "key that sends settlements: the payee's, or an operator the payee approved with setOperator; never logged" },
+  { name: "SETTLER_PRIVATE_KEY", default: "(required to settle; npm start: the payee's Hardhat key)", description: "key that sends settlements: the payee's, or an operator the payee approved with setOperator; never logged" },
   { name: "SETTLE_IN_SERVER", default: "true", description: "run the settlement job inside the server (false: use npm run settle from cron)" },
   { name: "SETTLE_INTERVAL", default: "60 (local) / 300", description: "seconds between settlement cycles (also the cron period in the close-delay rule)" },
   { name: "SETTLE_THRESHOLD", default: "1", description: "settle a channel once spent - settled reaches this, token units" },
