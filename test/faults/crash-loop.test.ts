@@ -9,7 +9,8 @@
  * channel; `spent ≤ accepted ≤ deposit` for every channel. Over the whole history no (channel, voucher) is served
  * twice, and no 200 comes without a receipt. At the end a restarted server refuses every served voucher.
  *
- * The kill moments come from a seeded PRNG (CRASH_SEED to reproduce; printed on failure).
+ * Each kill comes once that life has served a random number of requests (6–40) plus a random 0–20 ms, from a seeded
+ * PRNG (CRASH_SEED to reproduce; printed on failure): the load it exercises does not depend on the machine's speed.
  */
 import { expect } from "chai";
 import fs from "node:fs";
@@ -74,6 +75,7 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
     const served = chans.map(() => new Map<bigint, number>()); // amount -> times served
     const unknown = chans.map(() => [] as bigint[]); // outcome never learned: re-sent later
     const counters = chans.map(() => 0n);
+    const servedIn: number[] = []; // served responses per server life
     let server: ServerProcess | null = null;
     let url = "";
     let life = 0;
@@ -90,6 +92,7 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
         entry.status = res.status;
         if (res.status === 200) {
           entry.outcome = res.headers.get(HEADER_PAYMENT_RESPONSE) ? "served" : "free";
+          servedIn[entry.life] = (servedIn[entry.life] ?? 0) + 1;
           served[ci].set(amount, (served[ci].get(amount) ?? 0) + 1);
         } else {
           entry.outcome = "refused";
@@ -154,7 +157,7 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
       }
     };
 
-    const kills: number[] = [];
+    const kills: string[] = [];
     let passed = false;
     try {
       for (life = 0; life <= KILLS; life++) {
@@ -168,14 +171,24 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
         if (life === KILLS) break; // the last life is the final check below
         loadOn = true;
         const workers = chans.flatMap((_, ci) => Array.from({ length: WORKERS_PER_CHANNEL }, () => worker(ci)));
-        const after = 50 + Math.floor(random() * 600);
+        // The kill comes at a random moment of real load: once this life has served a random number of requests, then
+        // after a random few more milliseconds, so requests are in flight at every stage. Waiting for served
+        // requests rather than for a fixed time keeps what the test exercises independent of the machine's speed.
+        const target = 6 + Math.floor(random() * 35);
+        const jitter = Math.floor(random() * 20);
+        const deadline = Date.now() + 60_000;
+        while ((servedIn[life] ?? 0) < target) {
+          if (Date.now() > deadline) expect.fail(`life ${life + 1} served ${servedIn[life] ?? 0} of ${target} requests in 60 s (${context})`);
+          await sleep(5);
+        }
+        await sleep(jitter);
+        const after = `${target} served + ${jitter} ms`;
         kills.push(after);
-        await sleep(after);
         server.kill("SIGKILL");
         await server.exited;
         loadOn = false;
         await Promise.all(workers);
-        checkDatabase(`after kill ${life + 1} (at ${after} ms)`);
+        checkDatabase(`after kill ${life + 1} (at ${after})`);
       }
 
       // History: no voucher served twice, nothing served without a receipt.
@@ -209,7 +222,7 @@ describe("faults: SIGKILL of the server under concurrent paid load, restarted on
       }
       expect([...codes.keys()].every((c) => c === "voucher_reused" || c === "voucher_too_low"), JSON.stringify([...codes])).to.equal(true);
       console.log(
-        `      ${KILLS} kills (${context}, after ${kills.join("/")} ms): ${history.length} requests, ${servedCount} served, ` +
+        `      ${KILLS} kills (${context}, after ${kills.join("; ")}): ${history.length} requests, ${servedCount} served, ` +
           `${interrupted} cut by a kill, re-sent ${retriedServed} served / ${retriedRefused} refused`,
       );
       passed = true;
