@@ -1,0 +1,128 @@
+/**
+ * The provider in one call: chain reader and view, event follower, store, payment core, metrics and (optionally) the
+ * settlement scheduler, built from a configuration, with one `close()`. Framework-free: an HTTP adapter
+ * (`@paychan/express`) turns `provider.core` into paid routes and `provider.health()` / `provider.metrics` into
+ * endpoints, inside an app the provider owns.
+ *
+ * ```ts
+ * const provider = await createProvider({ env: process.env });        // RPC_URL, ESCROW_ADDRESS, PAYEE_ADDRESS, ...
+ * const provider = await createProvider({ config: { rpcUrl, escrow, token, payee, databaseUrl: "paid.sqlite" },
+ *                                         settlement: { privateKey } });
+ * ...
+ * await provider.close();
+ * ```
+ */
+import { parseTokenAmount } from "@paychan/protocol";
+import { ChannelView } from "../chain/view";
+import { EventFollower } from "../chain/follower";
+import { loadConfig, type ServerConfig } from "../config";
+import { createLogger } from "../log";
+import { createMetrics } from "../metrics";
+import { PaymentCore } from "../payments/core";
+import { openStore } from "../store";
+import type { SettlementScheduler } from "../settlement/scheduler";
+import { connectChain } from "./chain-checks";
+import { checkHealth } from "./health";
+import { planSettlement, startSettlement } from "./settlement";
+import { ProviderStartError, type Provider, type ProviderOptions } from "./types";
+
+export * from "./types";
+
+/** The configuration from `env` and `config`: throws `ConfigError` listing every invalid variable. */
+export function providerConfig(o: Pick<ProviderOptions, "env" | "config">): ServerConfig {
+  const given = Object.fromEntries(Object.entries(o.config ?? {}).filter(([, v]) => v !== undefined)) as Partial<ServerConfig>;
+  return { ...loadConfig(o.env ?? {}), ...given };
+}
+
+/**
+ * Builds a provider: checks the chain, the contracts and the store, starts the event follower and (by default) the
+ * settlement scheduler. Fails with `ConfigError` or {@link ProviderStartError} and leaves nothing running.
+ */
+export async function createProvider(opts: ProviderOptions = {}): Promise<Provider> {
+  const config = providerConfig(opts);
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  if (!config.rpcUrl && !opts.transport) throw new ProviderStartError("RPC_URL is required (the JSON-RPC endpoint of the chain holding the escrow)");
+  const payee = config.payee;
+  if (!payee) throw new ProviderStartError("PAYEE_ADDRESS is required (the address channels must pay)");
+  const { reader, chainId, escrow, token, decimals, genesisHash } = await connectChain(config, opts.transport);
+  const settlement = planSettlement(config, chainId, opts.settlement);
+
+  const databaseUrl = config.databaseUrl ?? opts.defaultDatabaseUrl?.(chainId) ?? `.data/server-${chainId}.sqlite`;
+  const store = await openStore({ url: databaseUrl, sqliteSynchronous: config.sqliteSynchronous });
+  // Stopped in reverse order of start: scheduler, payment core, follower, store.
+  const cleanup: Array<() => Promise<void>> = [() => store.close()];
+  const stopAll = async () => {
+    for (const c of cleanup) await c().catch(() => undefined);
+  };
+  try {
+    await store.bind({ chainId, escrow, token, payee, genesisHash });
+
+    const metrics = createMetrics({ defaults: opts.processMetrics });
+    const view = new ChannelView({ reader, store, unknownTtl: config.unknownChannelTtl });
+    const follower = new EventFollower({
+      reader,
+      store,
+      view,
+      interval: config.chainPollInterval,
+      blockRange: config.logBlockRange,
+      confirmations: config.confirmations,
+      refreshEvery: Math.max(1, Math.round(300_000 / config.chainPollInterval)),
+      logger,
+    });
+    await follower.start();
+    cleanup.unshift(() => follower.stop());
+    metrics.attach(store, follower);
+
+    const core = new PaymentCore({
+      chainId,
+      escrow,
+      token,
+      payee,
+      view,
+      store,
+      minDeposit: parseTokenAmount(config.minDeposit, decimals),
+      minCloseDelay: config.minCloseDelay,
+      closeSafetyMargin: config.closeSafetyMargin,
+      maxInFlight: config.maxInFlight,
+      window: config.paymentWindow !== undefined ? parseTokenAmount(config.paymentWindow, decimals) : undefined,
+      verifyThreads: config.verifyThreads,
+      maxPendingPayments: config.maxPendingPayments,
+      maxTimeoutSeconds: config.maxTimeoutSeconds,
+      publicUrl: config.publicUrl,
+      logger,
+      observer: metrics.observer,
+    });
+    cleanup.unshift(() => core.close());
+
+    let scheduler: SettlementScheduler | null = null;
+    if (settlement) {
+      const parts = { config, transport: opts.transport, chainId, escrow, token, payee, decimals, store, reader, view, metrics, logger };
+      const s = await startSettlement(settlement, parts);
+      scheduler = s;
+      cleanup.unshift(() => s.stop());
+    }
+
+    let closing: Promise<void> | null = null;
+    return {
+      config: { ...config, escrow, token, payee },
+      chainId,
+      escrow,
+      token,
+      payee,
+      decimals,
+      core,
+      store,
+      view,
+      follower,
+      reader,
+      metrics,
+      logger,
+      settlement: scheduler,
+      health: () => checkHealth({ ids: { chainId, escrow, token, payee }, reader, follower, store }),
+      close: () => (closing ??= stopAll()),
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
