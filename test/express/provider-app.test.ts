@@ -60,7 +60,7 @@ describe("express: the paywall in an app the provider owns", function () {
   });
 
   after(async function () {
-    await new Promise<void>((r) => server?.close(() => r()));
+    if (server) await new Promise<void>((r) => server.close(() => r()));
     await provider?.close();
     fs.rmSync(path.dirname(databaseUrl), { recursive: true, force: true });
   });
@@ -86,6 +86,16 @@ describe("express: the paywall in an app the provider owns", function () {
     }
     const broken = await fetch(`${url}/broken`);
     expect(broken.status).to.equal(402); // unpaid: the paywall answers before the handler
+    // Paid: the handler throws, the app's own error handler answers, and the charge is released.
+    const terms = decodePaymentRequired(broken.headers.get(HEADER_PAYMENT_REQUIRED)).accepts[0];
+    const ch = await openChannel(env, { payerIndex: 5, deposit: USDC(1) });
+    const paid = await fetch(`${url}/broken`, { headers: paymentHeaders(terms, ch.voucher.sign(ch.id, 1_000n)) });
+    expect(paid.status).to.equal(500);
+    expect(await paid.json()).to.deep.equal({ appError: true });
+    expect((await provider.store.getChannel(ch.id))?.spent).to.equal(0n);
+    // Paths match the close route as Express routes do: any case, an optional trailing slash.
+    const trailing = await fetch(`${url}/Channel/Close/`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    expect((await trailing.json()).error).to.equal("invalid_payload");
   });
 
   it("answers the cooperative close route with typed errors: unreadable JSON, bad fields, a body over the limit", async function () {
@@ -107,7 +117,7 @@ describe("express: the paywall in an app the provider owns", function () {
     expect(await h.json()).to.deep.include({ status: "ok", chainId: provider.chainId, store: { kind: "sqlite", writable: true } });
     const m = await fetch(`${url}/ops/metrics`);
     expect(m.headers.get("content-type")).to.match(/^text\/plain/);
-    expect(await m.text()).to.match(/^channel_paid_requests_total 1$/m);
+    expect(await m.text()).to.match(/^channel_paid_requests_total 2$/m); // /weather, and /broken (charged, then released)
   });
 });
 
@@ -134,6 +144,15 @@ describe("server: createProvider refuses what cannot work, naming it", function 
     const e = await createProvider({ env: { ...base(), MIN_CLOSE_DELAY: "5", PORT: "x", ESCROW_ADDRESS: "0x12" } }).catch((x) => x);
     expect(e).to.be.instanceOf(ConfigError);
     expect((e as ConfigError).problems.join("\n")).to.match(/MIN_CLOSE_DELAY/).and.match(/PORT/).and.match(/ESCROW_ADDRESS/);
+  });
+
+  it("invalid fields of an object configuration: the same rules, one ConfigError naming each field", async function () {
+    const e = await createProvider({
+      config: { rpcUrl: "ftp://x", payee: "0x12" as `0x${string}`, minDeposit: "1.2.3", minCloseDelay: 5, logLevel: "loud" as never },
+    }).catch((x) => x);
+    expect(e).to.be.instanceOf(ConfigError);
+    const problems = (e as ConfigError).problems;
+    for (const field of ["rpcUrl", "payee", "minDeposit", "minCloseDelay", "logLevel"]) expect(problems.some((p) => p.startsWith(`config.${field}: `)), field).to.equal(true);
   });
 
   it("no RPC_URL, no PAYEE_ADDRESS, no contract at the escrow: ProviderStartError saying what to set", async function () {

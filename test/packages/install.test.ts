@@ -23,6 +23,9 @@ import { rpcUrl } from "../helpers/server";
 const PUBLISHED = ["protocol", "client", "server/core", "server/express"];
 /** What an agent's install must not contain. */
 const SERVER_SIDE = ["better-sqlite3", "pg", "express", "pino", "prom-client", "hardhat", "ts-node", "@paychan/server", "@paychan/express"];
+/** The versions the repository itself is tested with (its lockfile), so the installs here are reproducible. */
+const LOCKED = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, "package-lock.json"), "utf8")).packages as Record<string, { version: string }>;
+const locked = (name: string) => `${name}@${LOCKED[`node_modules/${name}`].version}`;
 const PAYEE_INDEX = 0;
 const AGENT_INDEX = 15;
 const CLI_INDEX = 16;
@@ -161,6 +164,12 @@ describe("packages: installed from their tarballs, outside the repository", func
       // What a tarball holds: built JavaScript and types, never sources, tests or build info.
       expect(info.files.map((f) => f.path).filter((p) => /^src\/|\.tsbuildinfo$|^test\//.test(p)), `${info.name} ships sources`).to.deep.equal([]);
       expect(info.files.map((f) => f.path)).to.include.members(["package.json", "dist/index.js", "dist/index.d.ts"]);
+      // Every compiled file comes from a source that exists (no output left behind by a moved or deleted source).
+      const orphans = info.files
+        .map((f) => f.path)
+        .filter((p) => /^dist\/.*\.(js|d\.ts)$/.test(p))
+        .filter((p) => !fs.existsSync(path.join(REPO_ROOT, dir, p.replace(/^dist\//, "src/").replace(/\.(js|d\.ts)$/, ".ts"))));
+      expect(orphans, `${info.name} ships compiled files without a source`).to.deep.equal([]);
     }
     chain = await rpcUrl();
     env = await deployEscrow();
@@ -180,7 +189,7 @@ describe("packages: installed from their tarballs, outside the repository", func
     // without it the packages load, and only opening the SQLite store asks for it, by name.
     const providerDir = path.join(work, "provider");
     writeProject(providerDir, "my-api", { "app.js": PROVIDER_APP });
-    mustSucceed(await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/server"), tgz("@paychan/express"), "express@5"], providerDir), "provider install");
+    mustSucceed(await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/server"), tgz("@paychan/express"), locked("express")], providerDir), "provider install");
     expect(installedPackages(providerDir).filter((p) => ["better-sqlite3", "pg", "hardhat", "ts-node", "@paychan/client", "@paychan/demo"].includes(p))).to.deep.equal([]);
     const payee = chainClients(PAYEE_INDEX).address;
     const providerEnv = {
@@ -195,7 +204,7 @@ describe("packages: installed from their tarballs, outside the repository", func
     const withoutDriver = await run(process.execPath, ["app.js"], providerDir, providerEnv, 60_000);
     expect(withoutDriver.code).to.equal(1);
     expect(withoutDriver.stderr).to.include("provider failed: the sqlite store needs the better-sqlite3 package: npm install better-sqlite3");
-    mustSucceed(await npm(["install", "--omit=dev", "better-sqlite3@12"], providerDir), "better-sqlite3 install");
+    mustSucceed(await npm(["install", "--omit=dev", locked("better-sqlite3")], providerDir), "better-sqlite3 install");
     provider = spawn(process.execPath, ["app.js"], {
       cwd: providerDir,
       env: { ...compiledEnv(), ...providerEnv },
@@ -211,6 +220,7 @@ describe("packages: installed from their tarballs, outside the repository", func
       provider!.stdout!.on("data", onData);
       provider!.stderr!.on("data", onData);
       provider!.once("exit", (code) => reject(new Error(`provider exited with ${code}: ${out.slice(-2000)}`)));
+      setTimeout(() => reject(new Error(`provider not ready after 60 s: ${out.slice(-2000)}`)), 60_000).unref();
     });
     const unpaid = await fetch(`${providerUrl}/weather?city=paris`);
     expect(unpaid.status).to.equal(402);
@@ -221,7 +231,7 @@ describe("packages: installed from their tarballs, outside the repository", func
     // (b) The agent: the SDK and the protocol package only (plus viem, whose clients it is given).
     const agentDir = path.join(work, "agent");
     writeProject(agentDir, "my-agent", { "agent.js": AGENT_SCRIPT });
-    const install = mustSucceed(await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/client"), "viem@2"], agentDir), "agent install");
+    const install = mustSucceed(await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/client"), locked("viem")], agentDir), "agent install");
     const agentKey = accountKey(AGENT_INDEX);
     await mintUsdc(env.usdc.address, chainClients(AGENT_INDEX).address, USDC(100));
     const paid = mustSucceed(

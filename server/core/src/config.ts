@@ -121,11 +121,71 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
 
 type Env = Record<string, string | undefined>;
 
+/** The variable behind each configuration field (an object configuration is checked by the variables' rules). */
+export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig, "settlement">, string>> = {
+  rpcUrl: "RPC_URL",
+  chainId: "CHAIN_ID",
+  escrow: "ESCROW_ADDRESS",
+  token: "TOKEN_ADDRESS",
+  payee: "PAYEE_ADDRESS",
+  deploymentsFile: "DEPLOYMENTS_FILE",
+  databaseUrl: "DATABASE_URL",
+  sqliteSynchronous: "SQLITE_SYNCHRONOUS",
+  host: "HOST",
+  port: "PORT",
+  publicUrl: "PUBLIC_URL",
+  minCloseDelay: "MIN_CLOSE_DELAY",
+  minDeposit: "MIN_DEPOSIT",
+  maxInFlight: "MAX_IN_FLIGHT",
+  paymentWindow: "PAYMENT_WINDOW",
+  verifyThreads: "VERIFY_THREADS",
+  maxPendingPayments: "MAX_PENDING_PAYMENTS",
+  closeSafetyMargin: "CLOSE_SAFETY_MARGIN",
+  maxTimeoutSeconds: "MAX_TIMEOUT_SECONDS",
+  chainPollInterval: "CHAIN_POLL_INTERVAL",
+  logBlockRange: "LOG_BLOCK_RANGE",
+  confirmations: "CONFIRMATIONS",
+  rpcTimeout: "RPC_TIMEOUT",
+  unknownChannelTtl: "UNKNOWN_CHANNEL_TTL",
+  requestTimeout: "REQUEST_TIMEOUT",
+  handlerTimeout: "HANDLER_TIMEOUT",
+  maxHeaderBytes: "MAX_HEADER_BYTES",
+  maxBodyBytes: "MAX_BODY_BYTES",
+  logLevel: "LOG_LEVEL",
+};
+
+/**
+ * Checks configuration fields given as an object by the same rules as their variables, and returns them normalised
+ * (addresses checksummed, levels in their canonical case). Throws {@link ConfigError} naming each bad field.
+ */
+export function checkConfigFields(fields: Partial<ServerConfig>): Partial<ServerConfig> {
+  const env: Env = {};
+  const keys: Array<keyof typeof CONFIG_FIELD_VARIABLES> = [];
+  for (const [k, v] of Object.entries(fields)) {
+    const name = CONFIG_FIELD_VARIABLES[k as keyof typeof CONFIG_FIELD_VARIABLES];
+    if (!name || v === undefined) continue;
+    env[name] = String(v);
+    keys.push(k as keyof typeof CONFIG_FIELD_VARIABLES);
+  }
+  let checked: ServerConfig;
+  try {
+    checked = loadConfig(env, { partial: true });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const byVariable = new Map(Object.entries(CONFIG_FIELD_VARIABLES).map(([k, name]) => [name, k]));
+    throw new ConfigError(e.problems.map((p) => `config.${byVariable.get(p.split(/[= ]/)[0]) ?? "?"}: ${p}`));
+  }
+  const out: Partial<ServerConfig> = { ...fields };
+  for (const k of keys) (out as Record<string, unknown>)[k] = checked[k];
+  return out;
+}
+
 /**
  * Reads and validates the configuration from `env` (usually `process.env`).
- * Empty strings count as unset. Throws {@link ConfigError} with every problem found.
+ * Empty strings count as unset. Throws {@link ConfigError} with every problem found. `partial`: skip the rules that
+ * join several variables (used to check some fields alone).
  */
-export function loadConfig(env: Env = process.env): ServerConfig {
+export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}): ServerConfig {
   const problems: string[] = [];
   const get = (name: string): string | undefined => {
     const v = env[name];
@@ -240,7 +300,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     logLevel: oneOf("LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     settlement: parseSettlementEnv(env, problems),
   };
-  if (config.rpcUrl !== undefined && config.payee === undefined) {
+  if (!o.partial && config.rpcUrl !== undefined && config.payee === undefined) {
     problems.push("PAYEE_ADDRESS is required when RPC_URL is set (the address channels must pay)");
   }
   if (problems.length > 0) throw new ConfigError(problems);

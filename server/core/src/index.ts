@@ -17,7 +17,7 @@ export {
   type ProviderOptions,
   type ProviderSettlementOptions,
 } from "./provider";
-export { CONFIG_VARIABLES, ConfigError, defaultConfig, loadConfig, type LogLevel, type ServerConfig, type SqliteSynchronous } from "./config";
+export { checkConfigFields, CONFIG_FIELD_VARIABLES, CONFIG_VARIABLES, ConfigError, defaultConfig, loadConfig, type LogLevel, type ServerConfig, type SqliteSynchronous } from "./config";
 export { deploymentPath, DeploymentFileError, readDeployment, readDeploymentFile, type Deployment } from "./deployments";
 export { createLogger, type Logger } from "./log";
 export { createMetrics, type ServerMetrics } from "./metrics";

@@ -7,7 +7,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import express, { type Express } from "express";
-import { createPublicClient, http as httpTransport, type Transport } from "viem";
+import type { Transport } from "viem";
 import {
   createProvider,
   httpStatusOf,
@@ -67,7 +67,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     logger: opts.logger,
     processMetrics: opts.processMetrics,
     defaultDatabaseUrl: opts.defaultDatabaseUrl,
-    settlement: await settlementWithLocalKey(opts, config),
+    settlement: demoSettlement(opts),
   });
   try {
     const { app, paywall } = buildApp(provider, opts.routes);
@@ -89,6 +89,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
 
     const { chainId, escrow, token, payee, store } = provider;
     provider.logger.info({ url, chainId, escrow, token, payee, store: store.kind }, "server listening");
+    provider.settlement?.start();
     return {
       url,
       port,
@@ -117,19 +118,14 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
   }
 }
 
-/** The settlement option with the local chain's default key filled in (the package itself has no default key). */
-async function settlementWithLocalKey(opts: ProviderServerOptions, config: ServerConfig): Promise<false | ProviderSettlementOptions> {
+/**
+ * The settlement option of the demo app: on a local chain without SETTLER_PRIVATE_KEY the payee's Hardhat key settles
+ * (the package itself knows no key), and the scheduler starts once the server listens.
+ */
+function demoSettlement(opts: ProviderServerOptions): false | ProviderSettlementOptions {
   if (!opts.settlement) return false;
   const o = typeof opts.settlement === "object" ? opts.settlement : {};
-  if (o.privateKey || config.settlement?.hasKey) return o;
-  const chainId = config.chainId ?? (await chainIdOf(opts, config));
-  const key = localSettlerKey({ chainId, payee: config.payee! });
-  return key ? { ...o, privateKey: key.privateKey, keySource: key.source } : o;
-}
-
-async function chainIdOf(opts: ProviderServerOptions, config: ServerConfig): Promise<number> {
-  const client = createPublicClient({ transport: opts.transport ?? httpTransport(config.rpcUrl, { retryCount: 0, timeout: config.rpcTimeout }) });
-  return client.getChainId();
+  return { fallbackKey: ({ chainId, payee }) => localSettlerKey({ chainId, payee }), ...o, start: false };
 }
 
 /** The Express app: body limit, operational endpoints, the cooperative-close route, the routes, 404 and errors. */

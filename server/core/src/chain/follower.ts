@@ -34,6 +34,8 @@ export interface EventFollowerOptions {
 export class EventFollower {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
+  /** The pass that starts after the running one (see {@link EventFollower.sync}). */
+  private queued: Promise<void> | null = null;
   private stopped = false;
   private passes = 0;
   /** Last block processed. */
@@ -96,15 +98,24 @@ export class EventFollower {
   }
 
   /**
-   * One pass: catch up from the cursor to `head - confirmations`. Concurrent calls share one pass.
-   * Resolves when caught up; rejects (and records `lastError`) when the chain fails.
+   * One pass: catch up from the cursor to `head - confirmations`, with a head read after this call. A pass already
+   * running may have read the head before the call, so the call then waits for it and for one more pass, which every
+   * call made meanwhile shares. Resolves when caught up; rejects (and records `lastError`) when the chain fails.
    */
   sync(): Promise<void> {
-    if (this.running) return this.running;
-    this.running = this.pass().finally(() => {
-      this.running = null;
-    });
-    return this.running;
+    if (!this.running) {
+      this.running = this.pass().finally(() => {
+        this.running = null;
+      });
+      return this.running;
+    }
+    this.queued ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        return this.stopped ? undefined : this.sync();
+      });
+    return this.queued;
   }
 
   /**
@@ -187,5 +198,6 @@ export class EventFollower {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.running?.catch(() => undefined);
+    await this.queued?.catch(() => undefined);
   }
 }

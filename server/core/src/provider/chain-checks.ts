@@ -45,9 +45,16 @@ export async function connectChain(config: ServerConfig, transport?: Transport):
     token ??= d.token;
   }
   const reader = new ChainReader({ rpcUrl: config.rpcUrl, transport, escrow, timeout: config.rpcTimeout });
-  if (!(await reader.hasCode(escrow))) throw new ProviderStartError(`no contract at ESCROW_ADDRESS ${escrow} on chain ${chainId}`);
-  if (!(await reader.hasCode(token))) throw new ProviderStartError(`no contract at TOKEN_ADDRESS ${token} on chain ${chainId}`);
-  const decimals = await reader.tokenDecimals(token);
-  const genesis = await reader.block(0n);
+  const read = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (e) {
+      throw new ProviderStartError(`cannot read ${what} on chain ${chainId}: ${firstLine(e)}`);
+    }
+  };
+  if (!(await read("the escrow's code", () => reader.hasCode(escrow)))) throw new ProviderStartError(`no contract at ESCROW_ADDRESS ${escrow} on chain ${chainId}`);
+  if (!(await read("the token's code", () => reader.hasCode(token)))) throw new ProviderStartError(`no contract at TOKEN_ADDRESS ${token} on chain ${chainId}`);
+  const decimals = await read(`the decimals of the token ${token}`, () => reader.tokenDecimals(token));
+  const genesis = await read("the genesis block", () => reader.block(0n));
   return { reader, chainId, escrow, token, decimals, genesisHash: genesis.hash };
 }

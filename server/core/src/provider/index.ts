@@ -15,7 +15,7 @@
 import { parseTokenAmount } from "@paychan/protocol";
 import { ChannelView } from "../chain/view";
 import { EventFollower } from "../chain/follower";
-import { loadConfig, type ServerConfig } from "../config";
+import { checkConfigFields, loadConfig, type ServerConfig } from "../config";
 import { createLogger } from "../log";
 import { createMetrics } from "../metrics";
 import { PaymentCore } from "../payments/core";
@@ -28,10 +28,14 @@ import { ProviderStartError, type Provider, type ProviderOptions } from "./types
 
 export * from "./types";
 
-/** The configuration from `env` and `config`: throws `ConfigError` listing every invalid variable. */
+/**
+ * The configuration from `env`, with the fields of `config` on top (checked by the same rules): throws `ConfigError`
+ * listing every invalid variable or field.
+ */
 export function providerConfig(o: Pick<ProviderOptions, "env" | "config">): ServerConfig {
   const given = Object.fromEntries(Object.entries(o.config ?? {}).filter(([, v]) => v !== undefined)) as Partial<ServerConfig>;
-  return { ...loadConfig(o.env ?? {}), ...given };
+  const fromEnv = loadConfig(o.env ?? {});
+  return { ...fromEnv, ...checkConfigFields(given) };
 }
 
 /**
@@ -45,7 +49,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
   const payee = config.payee;
   if (!payee) throw new ProviderStartError("PAYEE_ADDRESS is required (the address channels must pay)");
   const { reader, chainId, escrow, token, decimals, genesisHash } = await connectChain(config, opts.transport);
-  const settlement = planSettlement(config, chainId, opts.settlement);
+  const settlement = planSettlement(config, chainId, payee, opts.settlement);
 
   const databaseUrl = config.databaseUrl ?? opts.defaultDatabaseUrl?.(chainId) ?? `.data/server-${chainId}.sqlite`;
   const store = await openStore({ url: databaseUrl, sqliteSynchronous: config.sqliteSynchronous });

@@ -31,7 +31,7 @@ export interface SettlementPlan {
  * The plan of in-process settlement, or null when it runs elsewhere (`settlement: false`, SETTLE_IN_SERVER=false).
  * Refuses (ProviderStartError) a MIN_CLOSE_DELAY that fails the close-delay rule, or a missing settler key.
  */
-export function planSettlement(config: ServerConfig, chainId: number, option: ProviderOptions["settlement"]): SettlementPlan | null {
+export function planSettlement(config: ServerConfig, chainId: number, payee: Address, option: ProviderOptions["settlement"]): SettlementPlan | null {
   const wanted = option ?? true;
   if (!wanted) return null;
   const o = typeof wanted === "object" ? wanted : {};
@@ -49,9 +49,13 @@ export function planSettlement(config: ServerConfig, chainId: number, option: Pr
     rpcOutageMargin: sconfig.rpcOutageMargin,
   });
   if (!rule.ok) throw new ProviderStartError(`refusing to start: ${rule.message}`);
+  const fallback = () => {
+    const k = o.fallbackKey?.({ chainId, payee });
+    return k ? resolveSettlerKey(k) : null;
+  };
   const key = o.privateKey
     ? resolveSettlerKey({ privateKey: o.privateKey, source: o.keySource ?? "option" })
-    : resolveSettlerKey({ privateKey: config.settlement?.privateKey() });
+    : (resolveSettlerKey({ privateKey: config.settlement?.privateKey() }) ?? fallback());
   if (!key) {
     throw new ProviderStartError(
       `SETTLER_PRIVATE_KEY is required to settle on chain ${chainId} (the payee's key or an operator it approved with setOperator); ` +
@@ -77,7 +81,10 @@ export interface SettlementParts {
   logger: Logger;
 }
 
-/** Builds the job, checks that its key may settle for the payee, and starts the scheduler (a cycle now, then every interval). */
+/**
+ * Builds the job, checks that its key may settle for the payee, and returns its scheduler; started (a cycle now, then
+ * every interval) unless the plan's options say `start: false`.
+ */
 export async function startSettlement(plan: SettlementPlan, p: SettlementParts): Promise<SettlementScheduler> {
   const { job } = createSettlement({
     config: plan.config,
@@ -109,8 +116,11 @@ export async function startSettlement(plan: SettlementPlan, p: SettlementParts):
   } catch (e) {
     throw new ProviderStartError(`cannot settle with the settler key ${plan.address}: ${firstLine(e)}`);
   }
-  const scheduler = new SettlementScheduler(job, { intervalMs: plan.config.interval * 1000, logger: p.logger });
-  scheduler.start();
-  p.logger.info({ settler: plan.address, keySource: plan.source, interval: plan.config.interval }, "settlement job started");
+  const scheduler = new SettlementScheduler(job, {
+    intervalMs: plan.config.interval * 1000,
+    logger: p.logger,
+    onStart: () => p.logger.info({ settler: plan.address, keySource: plan.source, interval: plan.config.interval }, "settlement job started"),
+  });
+  if (plan.options.start !== false) scheduler.start();
   return scheduler;
 }

@@ -47,6 +47,16 @@ export interface ProviderSettlementOptions {
   privateKey?: Hex;
   /** Where `privateKey` came from, as logs show it (default "option"). */
   keySource?: string;
+  /**
+   * A key for when neither `privateKey` nor SETTLER_PRIVATE_KEY is given, chosen once the chain is known (the demo app
+   * uses the payee's Hardhat key on a local chain); null: none.
+   */
+  fallbackKey?: (o: { chainId: number; payee: Address }) => { privateKey: Hex; source: string } | null;
+  /**
+   * Start the scheduler inside `createProvider` (default true). `false`: `provider.settlement.start()` later, e.g.
+   * once the HTTP listener is up.
+   */
+  start?: boolean;
   /** Receipt polling while a cycle waits, ms. */
   pollInterval?: number;
   /** Settler lease lifetime, ms (how long a crashed settler blocks the next one). */

@@ -16,6 +16,8 @@ export interface SettlementSchedulerOptions {
   logger?: Logger;
   /** Called after every cycle. */
   onReport?: (r: SettlementRunReport) => void;
+  /** Called by {@link SettlementScheduler.start}. */
+  onStart?: () => void;
 }
 
 export class SettlementScheduler {
@@ -32,6 +34,7 @@ export class SettlementScheduler {
 
   /** Starts: a cycle now, then every interval. */
   start(): void {
+    this.o.onStart?.();
     this.stopped = false;
     this.schedule(0);
   }
