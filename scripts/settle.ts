@@ -17,7 +17,7 @@ const LOCAL_DEFAULTS: SettleCommandDefaults = {
   // npm start's payee, on a local chain only.
   payee: (chainId) => (LOCAL_CHAIN_IDS.includes(chainId) ? hardhatAccount(0).address : undefined),
   // The payee's own Hardhat test key, on a local chain only.
-  settlerKey: ({ chainId, payee }) => localSettlerKey({ chainId, payee }),
+  settlerKey: localSettlerKey,
   // npm start's database, else the server's (the server's first when RPC_URL is set: a server, not npm start).
   databaseCandidates: (chainId, env) => {
     const candidates = [`.data/local-${chainId}.sqlite`, `.data/server-${chainId}.sqlite`];

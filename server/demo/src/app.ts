@@ -90,28 +90,9 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     const { chainId, escrow, token, payee, store } = provider;
     provider.logger.info({ url, chainId, escrow, token, payee, store: store.kind }, "server listening");
     provider.settlement?.start();
-    return {
-      url,
-      port,
-      chainId,
-      escrow,
-      token,
-      payee,
-      decimals: provider.decimals,
-      core: provider.core,
-      store,
-      view: provider.view,
-      follower: provider.follower,
-      reader: provider.reader,
-      metrics: provider.metrics,
-      logger: provider.logger,
-      settlement: provider.settlement,
-      provider,
-      app,
-      http: server,
-      paywall,
-      close,
-    };
+    // The provider's parts at the top level (tests and scripts reach them as server.store, server.core, ...).
+    const { close: _close, health: _health, config: _config, ...parts } = provider;
+    return { ...parts, url, port, provider, app, http: server, paywall, close };
   } catch (e) {
     await provider.close();
     throw e;
@@ -125,7 +106,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
 function demoSettlement(opts: ProviderServerOptions): false | ProviderSettlementOptions {
   if (!opts.settlement) return false;
   const o = typeof opts.settlement === "object" ? opts.settlement : {};
-  return { fallbackKey: ({ chainId, payee }) => localSettlerKey({ chainId, payee }), ...o, start: false };
+  return { fallbackKey: localSettlerKey, ...o, start: false };
 }
 
 /** The Express app: body limit, operational endpoints, the cooperative-close route, the routes, 404 and errors. */

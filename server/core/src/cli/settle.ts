@@ -27,13 +27,13 @@ import { ConfigError, loadConfig, type LogLevel, type ServerConfig } from "../co
 import { DeploymentFileError, deploymentPath, readDeployment } from "../deployments";
 import { createLogger } from "../log";
 import {
-  checkCloseDelayRule,
+  checkCloseDelayRuleFor,
   createSettlement,
   parseSettlementEnv,
   resolveSettlementConfig,
   resolveSettlerKey,
   type SettlementRunReport,
-  type SettlerKey,
+  type SettlerKeyFallback,
 } from "../settlement";
 import { isPostgresUrl, openStore, sqliteFilename, StoreBindingError } from "../store";
 import { settleSummary, settleUsage } from "./settle-output";
@@ -53,7 +53,7 @@ export interface SettleCommandDefaults {
   /** PAYEE_ADDRESS when it is unset, for the chain served (undefined: PAYEE_ADDRESS is required). */
   payee?: (chainId: number) => Address | undefined;
   /** The settler key when SETTLER_PRIVATE_KEY is unset (null: SETTLER_PRIVATE_KEY is required). Never logged. */
-  settlerKey?: (o: { chainId: number; payee: Address }) => SettlerKey | null;
+  settlerKey?: SettlerKeyFallback;
   /**
    * SQLite files to use, the first that exists, when DATABASE_URL is unset (default: the server's
    * `.data/server-<chainId>.sqlite`).
@@ -207,17 +207,7 @@ async function settle(argv: readonly string[], env: SettleCommandEnv, options: S
   if (!isAddress(payee)) fail(SETTLE_EXIT.configuration, "PAYEE_ADDRESS is not an address");
 
   const config = resolveSettlementConfig(senv, chainId);
-  const rule = checkCloseDelayRule({
-    minCloseDelay: server.minCloseDelay,
-    settleInterval: config.interval,
-    chainPollInterval: server.chainPollInterval / 1000,
-    followerConfirmations: server.confirmations,
-    settleConfirmations: config.confirmations,
-    blockTime: config.blockTime,
-    resubmitAfter: config.resubmitAfter,
-    closeGrace: config.closeGrace,
-    rpcOutageMargin: config.rpcOutageMargin,
-  });
+  const rule = checkCloseDelayRuleFor(server, config);
   if (!rule.ok) fail(SETTLE_EXIT.configuration, `refusing to settle: ${rule.message}`);
 
   const privateKey = senv.privateKey();

@@ -12,7 +12,7 @@ import type { ChannelStore } from "../store/types";
 import { resolveSettlementConfig, type SettlementConfig } from "../settlement/config";
 import { createSettlement } from "../settlement/create";
 import { resolveSettlerKey } from "../settlement/key";
-import { checkCloseDelayRule } from "../settlement/safety";
+import { checkCloseDelayRuleFor } from "../settlement/safety";
 import { SettlementScheduler } from "../settlement/scheduler";
 import { firstLine } from "./errors";
 import { ProviderStartError, type ProviderOptions, type ProviderSettlementOptions } from "./types";
@@ -37,25 +37,11 @@ export function planSettlement(config: ServerConfig, chainId: number, payee: Add
   const o = typeof wanted === "object" ? wanted : {};
   const sconfig = { ...resolveSettlementConfig(config.settlement ?? {}, chainId), ...o.config };
   if (!sconfig.inServer) return null;
-  const rule = checkCloseDelayRule({
-    minCloseDelay: config.minCloseDelay,
-    settleInterval: sconfig.interval,
-    chainPollInterval: config.chainPollInterval / 1000,
-    followerConfirmations: config.confirmations,
-    settleConfirmations: sconfig.confirmations,
-    blockTime: sconfig.blockTime,
-    resubmitAfter: sconfig.resubmitAfter,
-    closeGrace: sconfig.closeGrace,
-    rpcOutageMargin: sconfig.rpcOutageMargin,
-  });
+  const rule = checkCloseDelayRuleFor(config, sconfig);
   if (!rule.ok) throw new ProviderStartError(`refusing to start: ${rule.message}`);
-  const fallback = () => {
-    const k = o.fallbackKey?.({ chainId, payee });
-    return k ? resolveSettlerKey(k) : null;
-  };
   const key = o.privateKey
     ? resolveSettlerKey({ privateKey: o.privateKey, source: o.keySource ?? "option" })
-    : (resolveSettlerKey({ privateKey: config.settlement?.privateKey() }) ?? fallback());
+    : (resolveSettlerKey({ privateKey: config.settlement?.privateKey() }) ?? o.fallbackKey?.({ chainId, payee }) ?? null);
   if (!key) {
     throw new ProviderStartError(
       `SETTLER_PRIVATE_KEY is required to settle on chain ${chainId} (the payee's key or an operator it approved with setOperator); ` +

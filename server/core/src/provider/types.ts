@@ -10,6 +10,7 @@ import type { PaymentCore } from "../payments/core";
 import type { ChannelStore } from "../store/types";
 import type { SettlementConfig } from "../settlement/config";
 import type { SettlementJobOptions } from "../settlement/job";
+import type { SettlerKeyFallback } from "../settlement/key";
 import type { SettlementScheduler } from "../settlement/scheduler";
 
 /** Environment variables (usually `process.env`). */
@@ -51,7 +52,7 @@ export interface ProviderSettlementOptions {
    * A key for when neither `privateKey` nor SETTLER_PRIVATE_KEY is given, chosen once the chain is known (the demo app
    * uses the payee's Hardhat key on a local chain); null: none.
    */
-  fallbackKey?: (o: { chainId: number; payee: Address }) => { privateKey: Hex; source: string } | null;
+  fallbackKey?: SettlerKeyFallback;
   /**
    * Start the scheduler inside `createProvider` (default true). `false`: `provider.settlement.start()` later, e.g.
    * once the HTTP listener is up.

@@ -18,3 +18,6 @@ export function resolveSettlerKey(o: { privateKey?: Hex; source?: string }): Set
   if (!o.privateKey) return null;
   return { privateKey: o.privateKey, address: privateKeyToAccount(o.privateKey).address, source: o.source ?? "SETTLER_PRIVATE_KEY" };
 }
+
+/** Where a key comes from when SETTLER_PRIVATE_KEY is unset, once the chain and payee are known (null: none). */
+export type SettlerKeyFallback = (o: { chainId: number; payee: Address }) => SettlerKey | null;

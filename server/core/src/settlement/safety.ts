@@ -16,6 +16,7 @@
  * The factor 2 is the "comfortably": one whole cycle may fail (a node error, a lost lease) and be retried.
  * The outage margin is how long the chain RPC (or the settler) may be unavailable without loss.
  */
+import type { SettlementConfig } from "./config";
 
 /** Inputs of the rule, all in seconds (or counts of blocks). */
 export interface CloseDelayRuleInput {
@@ -68,6 +69,29 @@ export function checkCloseDelayRule(i: CloseDelayRuleInput): CloseDelayRuleResul
     : `MIN_CLOSE_DELAY is ${fmt(i.minCloseDelay)}, but settlement needs at least ${formula}. ` +
       `Raise MIN_CLOSE_DELAY, or lower SETTLE_INTERVAL / SETTLE_RESUBMIT_AFTER / SETTLE_RPC_OUTAGE_MARGIN.`;
   return { ok, required, reaction, landing, message };
+}
+
+/** The server settings the rule reads (a `ServerConfig` has them, in its units). */
+export interface CloseDelayServerSettings {
+  minCloseDelay: number;
+  /** Milliseconds (CHAIN_POLL_INTERVAL). */
+  chainPollInterval: number;
+  confirmations: number;
+}
+
+/** Evaluates the rule for a server configuration and a resolved settlement configuration (both start paths use it). */
+export function checkCloseDelayRuleFor(server: CloseDelayServerSettings, s: SettlementConfig): CloseDelayRuleResult {
+  return checkCloseDelayRule({
+    minCloseDelay: server.minCloseDelay,
+    settleInterval: s.interval,
+    chainPollInterval: server.chainPollInterval / 1000,
+    followerConfirmations: server.confirmations,
+    settleConfirmations: s.confirmations,
+    blockTime: s.blockTime,
+    resubmitAfter: s.resubmitAfter,
+    closeGrace: s.closeGrace,
+    rpcOutageMargin: s.rpcOutageMargin,
+  });
 }
 
 function fmt(s: number): string {
