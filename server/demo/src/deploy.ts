@@ -3,7 +3,7 @@
  * the result in `deployments/<chainId>.json`. No Hardhat runtime: usable from `scripts/deploy.ts`, from the server's
  * `npm start`, and from tests.
  */
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
   createPublicClient,

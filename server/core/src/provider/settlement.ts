@@ -2,15 +2,14 @@
  * The settlement job inside the provider's process: planned (close-delay rule, settler key) before anything is
  * opened so that a bad setup fails fast and clearly, started once the store, view and metrics exist.
  */
-import type { Address, Hex, Transport } from "viem";
+import type { Address, Hex } from "viem";
 import type { ChainReader } from "../chain/reader";
 import type { ChannelView } from "../chain/view";
 import type { ServerConfig } from "../config";
 import type { Logger } from "../log";
 import type { ServerMetrics } from "../metrics";
-import type { ChannelStore } from "../store/types";
 import { resolveSettlementConfig, type SettlementConfig } from "../settlement/config";
-import { createSettlement } from "../settlement/create";
+import { createSettlement, type CreateSettlementOptions } from "../settlement/create";
 import { resolveSettlerKey } from "../settlement/key";
 import { checkCloseDelayRuleFor } from "../settlement/safety";
 import { SettlementScheduler } from "../settlement/scheduler";
@@ -52,15 +51,8 @@ export function planSettlement(config: ServerConfig, chainId: number, payee: Add
 }
 
 /** What the settlement job shares with the request path. */
-export interface SettlementParts {
+export interface SettlementParts extends Pick<CreateSettlementOptions, "transport" | "chainId" | "escrow" | "token" | "payee" | "decimals" | "store"> {
   config: ServerConfig;
-  transport?: Transport;
-  chainId: number;
-  escrow: Address;
-  token: Address;
-  payee: Address;
-  decimals: number;
-  store: ChannelStore;
   reader: ChainReader;
   view: ChannelView;
   metrics: ServerMetrics;

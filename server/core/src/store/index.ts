@@ -4,7 +4,6 @@
  */
 import type { ChannelStore } from "./types";
 import { StoreDriverMissingError } from "./types";
-import { sqliteFilename } from "./sqlite/filename";
 
 export * from "./types";
 export { sqliteFilename } from "./sqlite/filename";
