@@ -184,21 +184,31 @@ describe("client: paying the real server", function () {
 
   describe("recovery", function () {
     let dir: string;
+    let made: ChannelClient[];
+    /** A client for account `index` keeping its state in this test's folder; flushed before the folder goes. */
+    const fileClient = (index: number): ChannelClient => {
+      const { agent } = testClient(index, { store: new FileStore(dir) as unknown as MemoryStore });
+      made.push(agent);
+      return agent;
+    };
     beforeEach(async function () {
       dir = await fs.mkdtemp(path.join(os.tmpdir(), "channel-client-"));
+      made = [];
     });
     afterEach(async function () {
+      // A client saves its state in the background; removing the folder under a write in flight fails (ENOTEMPTY).
+      await Promise.allSettled(made.map((c) => c.flush()));
       await fs.rm(dir, { recursive: true, force: true });
     });
 
     it("state file deleted (session key kept): finds its channel on chain, resyncs from the signed hint, pays without overpaying", async function () {
-      const a = testClient(11, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+      const a = fileClient(11);
       for (let i = 0; i < 10; i++) await echo(a, srv);
       await a.flush();
       const [ch] = a.channels();
       await fs.rm(path.join(dir, "state.json"));
 
-      const b = testClient(11, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+      const b = fileClient(11);
       const p = await echo(b, srv);
       expect(b.stats.channelsOpened).to.equal(0);
       expect(p.channelId).to.equal(ch.id);
@@ -212,7 +222,7 @@ describe("client: paying the real server", function () {
     });
 
     it("stale state (a crash lost the last amounts): the refused voucher is retried once from the provider's signed view", async function () {
-      const a = testClient(12, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+      const a = fileClient(12);
       for (let i = 0; i < 5; i++) await echo(a, srv);
       await a.flush();
       const stale = await fs.readFile(path.join(dir, "state.json"));
@@ -220,7 +230,7 @@ describe("client: paying the real server", function () {
       await a.flush();
       await fs.writeFile(path.join(dir, "state.json"), stale);
 
-      const b = testClient(12, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+      const b = fileClient(12);
       const p = await echo(b, srv);
       expect(p.requests).to.equal(2); // stale voucher (route terms were remembered), then the fresh one
       expect(b.stats.retries).to.equal(1);
@@ -230,7 +240,7 @@ describe("client: paying the real server", function () {
 
     it("a forged hint (signature not its own) from a lying provider is rejected; nothing is signed on its account", async function () {
       const stranger = new VoucherSigner(generatePrivateKey(), srv.domain);
-      const a = testClient(13, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+      const a = fileClient(13);
       for (let i = 0; i < 3; i++) await echo(a, srv);
       await a.flush();
       await fs.rm(path.join(dir, "state.json"));
@@ -240,7 +250,7 @@ describe("client: paying the real server", function () {
         hint.signature = stranger.sign(hint.channelId, hint.accepted).signature;
       });
       try {
-        const b = testClient(13, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+        const b = fileClient(13);
         const e = await expectCode(b.fetch(`${proxy.url}/v1/echo?msg=x`), "untrusted_hint");
         expect(e.details).to.match(/Nothing was signed/);
         expect(b.stats.vouchersSigned).to.equal(1); // the stale first attempt only
@@ -251,7 +261,7 @@ describe("client: paying the real server", function () {
     });
 
     it("a hint with its own genuine signature but spent beyond the deposit is rejected", async function () {
-      const a = testClient(13, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+      const a = fileClient(13);
       for (let i = 0; i < 2; i++) await echo(a, srv);
       await a.flush();
       await fs.rm(path.join(dir, "state.json"));
@@ -259,7 +269,7 @@ describe("client: paying the real server", function () {
         hint.spent = hint.deposit + 1n;
       });
       try {
-        const b = testClient(13, { store: new FileStore(dir) as unknown as MemoryStore }).agent;
+        const b = fileClient(13);
         await expectCode(b.fetch(`${proxy.url}/v1/echo?msg=x`), "untrusted_hint");
         expect(b.stats.vouchersSigned).to.equal(1);
       } finally {
