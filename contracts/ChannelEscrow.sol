@@ -32,6 +32,8 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
 
     /// @notice `keccak256("Voucher(bytes32 channelId,uint128 cumulativeAmount)")`.
     bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(bytes32 channelId,uint128 cumulativeAmount)");
+    /// @notice `keccak256("CloseRequest(bytes32 channelId)")`: the payer's consent to an operator's {close}.
+    bytes32 public constant CLOSE_REQUEST_TYPEHASH = keccak256("CloseRequest(bytes32 channelId)");
     /// @notice Shortest allowed close delay.
     uint32 public constant MIN_CLOSE_DELAY = 15 minutes;
     /// @notice Longest allowed close delay.
@@ -81,6 +83,8 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
     mapping(uint32 index => Route) private _routes;
     uint32 private _routeCount;
     mapping(address payee => mapping(address operator => bool)) private _operators;
+    /// @dev Money that could not be delivered when it was paid out or refunded, until its owner {collect}s it.
+    mapping(address token => mapping(address account => uint256)) private _owed;
 
     constructor() EIP712("ChannelEscrow", "1") {
         assert(_SETTLED_TOPIC == Settled.selector && _VOUCHER_TYPEHASH_LITERAL == VOUCHER_TYPEHASH);
@@ -183,7 +187,7 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         _storeBalance(c.key, c.state | _FINALIZED_BIT);
         emit Withdrawn(channelId, refund);
 
-        if (refund != 0) IERC20(c.token).safeTransfer(c.payer, refund);
+        if (refund != 0) _send(c.token, c.payer, refund);
     }
 
     // ================================================================ payee
@@ -206,7 +210,7 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
             if (i == n) break;
             _skip(offset + i * SETTLE_ITEM_SIZE, signer, payee, token);
         }
-        if (total != 0) IERC20(token).safeTransfer(payee, total);
+        if (total != 0) _send(token, payee, total);
     }
 
     /// @inheritdoc IChannelEscrow
@@ -225,7 +229,7 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
             bytes32 key = _balanceKey(item.channelId, payee, token, signer);
             total += _apply(item.channelId, key, signer, payee, token, item.cumulativeAmount, item.amount);
         }
-        if (total != 0) IERC20(token).safeTransfer(payee, total);
+        if (total != 0) _send(token, payee, total);
     }
 
     /// @dev A channel's money: `deposit | settled << 96 | finalized << 192` in the storage slot whose number is
@@ -371,7 +375,8 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         address signer,
         uint128 cumulativeAmount,
         uint128 amount,
-        bytes calldata signature
+        bytes calldata signature,
+        bytes calldata closeRequestSignature
     ) external nonReentrant {
         Loaded memory c = _load(channelId, signer);
         _checkPayeeOrOperator(c.payee);
@@ -386,13 +391,26 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
             settled = amount;
         }
         uint256 refund = deposit - settled;
+        // An operator collects for the payee; giving money back before the deadline is the payee's call, or the
+        // payer's request. Without this, a leaked operator key could refund a channel whose best voucher it ignores.
+        if (refund != 0 && msg.sender != c.payee) _checkCloseConsent(channelId, c, closeRequestSignature);
         _storeBalance(c.key, deposit | (settled << _SETTLED_SHIFT) | _FINALIZED_BIT);
         if (payout != 0) emit Settled(channelId, uint128(settled));
         emit Closed(channelId, settled, refund);
 
         // Separate transfers: each party's money depends only on that party being able to receive.
-        if (payout != 0) IERC20(c.token).safeTransfer(c.payee, payout);
-        if (refund != 0) IERC20(c.token).safeTransfer(c.payer, refund);
+        if (payout != 0) _send(c.token, c.payee, payout);
+        if (refund != 0) _send(c.token, c.payer, refund);
+    }
+
+    /// @inheritdoc IChannelEscrow
+    function collect(address token, address to) external nonReentrant returns (uint256 amount) {
+        if (to == address(0) || to == address(this)) revert InvalidRecipient(to);
+        amount = _owed[token][msg.sender];
+        if (amount == 0) revert NothingOwed(token, msg.sender);
+        _owed[token][msg.sender] = 0;
+        emit Collected(token, msg.sender, to, amount);
+        IERC20(token).safeTransfer(to, amount);
     }
 
     /// @inheritdoc IChannelEscrow
@@ -457,6 +475,16 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         return _operators[payee][operator];
     }
 
+    /// @inheritdoc IChannelEscrow
+    function owed(address token, address account) external view returns (uint256) {
+        return _owed[token][account];
+    }
+
+    /// @inheritdoc IChannelEscrow
+    function closeRequestDigest(bytes32 channelId) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(CLOSE_REQUEST_TYPEHASH, channelId)));
+    }
+
     // ================================================================ internals
 
     /// @dev Checks the arguments and records a new channel (effects only; the caller pulls the tokens).
@@ -497,6 +525,21 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
             _routeIndex[pair] = index;
             _routes[index] = Route(payee, token);
         }
+    }
+
+    /**
+     * @dev Pays `amount` of `token` to `to`, or, when the transfer fails (a paused token, a blacklisted or otherwise
+     * refusing recipient), keeps it owed to `to` for {collect}: what a party is owed never depends on whether it can
+     * receive at that moment. A transfer that failed for lack of gas reverts the whole call instead (the caller's gas
+     * limit, not the recipient, may be the cause), so nobody can push a payment into the owed book by starving it.
+     */
+    function _send(address token, address to, uint256 amount) private {
+        uint256 gasBefore = gasleft();
+        if (IERC20(token).trySafeTransfer(to, amount)) return;
+        // After a call that used all the gas it was given, at most 1/64 of `gasBefore` is left (EIP-150).
+        if (gasleft() <= gasBefore / 63) revert TransferOutOfGas(token, to);
+        _owed[token][to] += amount;
+        emit PaymentDeferred(token, to, amount);
     }
 
     /// @dev Pulls exactly `amount` from `from`; rejects tokens that deliver less (fee-on-transfer).
@@ -607,8 +650,22 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
         assembly ("memory-safe") {
             mstore(0x00, 0)
             let ok := staticcall(ERC1271_GAS, signer, add(data, 0x20), mload(data), 0x00, 0x20)
-            valid := and(and(ok, iszero(lt(returndatasize(), 0x20))), eq(shr(224, mload(0x00)), 0x1626ba7e))
+            // The whole 32-byte word must be the magic value (as OpenZeppelin's SignatureChecker): a wallet whose
+            // fallback echoes its calldata returns the selector followed by other bytes, and must not pass.
+            valid := and(and(ok, iszero(lt(returndatasize(), 0x20))), eq(mload(0x00), shl(224, 0x1626ba7e)))
         }
+    }
+
+    /// @dev Reverts {CloseNotConsented} unless the payer consented to an operator's {close}: a close is pending on
+    /// chain, or `closeRequestSignature` is a `CloseRequest(channelId)` signed by the channel's signer or its payer.
+    function _checkCloseConsent(bytes32 channelId, Loaded memory c, bytes calldata closeRequestSignature) private view {
+        if (_records[channelId].closeRequestedAt != 0) return;
+        if (closeRequestSignature.length != 0) {
+            bytes32 digest = closeRequestDigest(channelId);
+            if (_isValidSignature(c.signer, digest, closeRequestSignature)) return;
+            if (_isValidSignature(c.payer, digest, closeRequestSignature)) return;
+        }
+        revert CloseNotConsented(channelId, msg.sender);
     }
 
     function _checkPayeeOrOperator(address payee) private view {

@@ -10,6 +10,8 @@ pragma solidity 0.8.28;
  * with increasing cumulative amounts. The payee (or an operator it approved) collects up to the
  * highest signed amount with {settle} (many channels per transaction) or {close}. The payer gets
  * the unspent rest back with {requestClose} followed, after the channel's close delay, by {withdraw}.
+ * A payment or refund whose transfer fails (paused token, blacklisted recipient) is recorded anyway and stays
+ * owed to its party, who takes it with {collect}, to an address of its choosing.
  *
  * See docs/protocol.md for the normative description.
  */
@@ -85,6 +87,10 @@ interface IChannelEscrow {
     event Closed(bytes32 indexed channelId, uint256 settled, uint256 refund);
     /// @notice `payee` approved or revoked `operator` as a settlement key.
     event OperatorSet(address indexed payee, address indexed operator, bool approved);
+    /// @notice A payout or refund of `amount` to `account` could not be transferred; it is owed until {collect}.
+    event PaymentDeferred(address indexed token, address indexed account, uint256 amount);
+    /// @notice `account` collected `amount` it was owed, sent to `to`.
+    event Collected(address indexed token, address indexed account, address to, uint256 amount);
 
     // ---------------------------------------------------------------- errors
 
@@ -132,6 +138,15 @@ interface IChannelEscrow {
     error EmptyBatch();
     /// @notice {settle} items whose length is zero or not a multiple of 128 bytes.
     error MalformedSettleItems(uint256 length);
+    /// @notice An operator's {close} that refunds the payer needs the payer's consent: a pending close request on
+    /// chain, or a `CloseRequest(channelId)` signed by the channel's signer or payer.
+    error CloseNotConsented(bytes32 channelId, address caller);
+    /// @notice A payout or refund transfer ran out of gas (the call is reverted rather than the payment deferred).
+    error TransferOutOfGas(address token, address to);
+    /// @notice {collect} with nothing owed.
+    error NothingOwed(address token, address account);
+    /// @notice {collect} to the zero address or the escrow itself.
+    error InvalidRecipient(address to);
 
     // ---------------------------------------------------------------- payer
 
@@ -203,7 +218,8 @@ interface IChannelEscrow {
      * `amount` is the new cumulative settled amount to claim (`settled < amount <= min(cumulativeAmount, deposit)`)
      * and `(r, vs)` is the voucher signature in EIP-2098 compact form (s low, y-parity in the top bit of vs).
      * Items that fail a check are skipped with {SettleSkipped}; the batch never reverts because of one item.
-     * The payee receives one aggregated transfer.
+     * The payee receives one aggregated transfer; if it fails, the claims stay settled and the total is owed to the
+     * payee ({PaymentDeferred}, then {collect}).
      * @return total the amount transferred to the payee
      */
     function settle(address payee, address token, bytes calldata items) external returns (uint256 total);
@@ -220,11 +236,28 @@ interface IChannelEscrow {
      * @notice Cooperative close (payee or operator): settles up to `amount` with the voucher when it is above
      * `settled`, refunds the rest to the payer at once, and finalizes. `signature` is checked against `signer`
      * (ECDSA, else ERC-1271), which must be the channel's signer ({SignerMismatch}).
+     * @dev The payee may always close (it may waive its own money). An operator's close that refunds anything needs
+     * the payer's consent ({CloseNotConsented}): a close pending on chain, or `closeRequestSignature`, a
+     * `CloseRequest(channelId)` ({closeRequestDigest}) signed by the channel's signer or payer (ECDSA, else
+     * ERC-1271); it is ignored otherwise and may be empty. A failed transfer leaves that party's money owed.
      */
-    function close(bytes32 channelId, address signer, uint128 cumulativeAmount, uint128 amount, bytes calldata signature)
-        external;
+    function close(
+        bytes32 channelId,
+        address signer,
+        uint128 cumulativeAmount,
+        uint128 amount,
+        bytes calldata signature,
+        bytes calldata closeRequestSignature
+    ) external;
 
-    /// @notice Lets `operator` settle and close for the caller (a payee); funds always go to the payee.
+    /**
+     * @notice Sends `to` everything the escrow owes the caller in `token` (payouts and refunds whose transfer failed).
+     * @return amount what was sent
+     */
+    function collect(address token, address to) external returns (uint256 amount);
+
+    /// @notice Lets `operator` settle and close for the caller (a payee); funds always go to the payee. An operator
+    /// cannot waive: its {close} refunds only with the payer's consent.
     function setOperator(address operator, bool approved) external;
 
     // ---------------------------------------------------------------- views
@@ -252,4 +285,10 @@ interface IChannelEscrow {
 
     /// @notice Whether `operator` may settle and close for `payee`.
     function isOperator(address payee, address operator) external view returns (bool);
+
+    /// @notice What the escrow owes `account` in `token` (failed payouts and refunds), to be taken with {collect}.
+    function owed(address token, address account) external view returns (uint256);
+
+    /// @notice The EIP-712 digest of `CloseRequest(channelId)` under this escrow's domain.
+    function closeRequestDigest(bytes32 channelId) external view returns (bytes32);
 }

@@ -209,17 +209,21 @@ export interface SettleClaim {
 }
 
 /**
- * The arguments of `ChannelEscrow.close(channelId, signer, cumulativeAmount, amount, signature)`: a settle claim plus
- * the channel's signer (the escrow names a channel by id and signer). A refund-only close claims nothing:
+ * The arguments of `ChannelEscrow.close(channelId, signer, cumulativeAmount, amount, signature, closeRequestSignature)`:
+ * a settle claim plus the channel's signer (the escrow names a channel by id and signer) and, for a close sent by an
+ * operator that refunds the payer, the payer's consent: its `CloseRequest(channelId)` signature (`"0x"` when the
+ * payee itself closes, or a close is pending on chain). A refund-only close claims nothing:
  * `cumulativeAmount = amount = 0`, signature `"0x"` ({@link refundOnlyCloseClaim}).
  */
 export interface CloseClaim extends SettleClaim {
   signer: Address;
+  /** The payer's `CloseRequest(channelId)` signature (by the channel's signer or payer), or `"0x"`. */
+  closeRequestSignature: Hex;
 }
 
 /** The close of a channel that pays the payee nothing more: no voucher, the payer gets the rest of the deposit back. */
-export function refundOnlyCloseClaim(channelId: Hex, signer: Address): CloseClaim {
-  return { channelId, signer, cumulativeAmount: 0n, amount: 0n, signature: "0x" };
+export function refundOnlyCloseClaim(channelId: Hex, signer: Address, closeRequestSignature: Hex = "0x"): CloseClaim {
+  return { channelId, signer, cumulativeAmount: 0n, amount: 0n, signature: "0x", closeRequestSignature };
 }
 
 /**

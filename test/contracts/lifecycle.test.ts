@@ -180,7 +180,7 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
   describe("close (cooperative)", () => {
     it("settles the voucher, refunds the rest to the payer at once, emits Settled then Closed, finalizes", async () => {
       const payerBefore = await balanceOf(env, usdc, c.payer);
-      const hash = await env.escrow.write.close([c.id, c.signer, USDC(4), USDC(3), sig(c.id, USDC(4))], { account: payeeW.account });
+      const hash = await env.escrow.write.close([c.id, c.signer, USDC(4), USDC(3), sig(c.id, USDC(4)), "0x"], { account: payeeW.account });
       const r = await receipt(env, hash);
       expect(escrowEvents(r).map((e) => [e.eventName, e.args])).to.deep.equal([
         ["Settled", { channelId: c.id, amount: USDC(3) }],
@@ -199,70 +199,70 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
     it("accepts an ECDSA voucher from a signer key that has code (an EIP-7702 delegated account), as settle does", async () => {
       // Give the signer's address code, as an EIP-7702 delegation would; its key still signs ECDSA vouchers.
       await hre.network.provider.send("hardhat_setCode", [c.signer, "0x60006000fd"]); // a contract that always reverts
-      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(4), USDC(4), sig(c.id, USDC(4))], { account: payeeW.account }));
+      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(4), USDC(4), sig(c.id, USDC(4)), "0x"], { account: payeeW.account }));
       expect(escrowEvents(r).map((e) => e.eventName)).to.deep.equal(["Settled", "Closed"]);
       await hre.network.provider.send("hardhat_setCode", [c.signer, "0x"]);
     });
 
     it("by an approved operator pays the payee, not the operator", async () => {
-      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(2), USDC(2), sig(c.id, USDC(2))], { account: operator.account }));
+      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(2), USDC(2), sig(c.id, USDC(2)), "0x"], { account: operator.account }));
       expect(transfers(r)[0]).to.deep.equal({ token: usdc, from: escrow, to: payee, value: USDC(2) });
       expect(await balanceOf(env, usdc, operator.account.address)).to.equal(0n);
     });
 
     it("with an amount at or below settled needs no valid signature and refunds deposit - settled", async () => {
       await env.escrow.write.settle([payee, usdc, encodeSettleItems([{ channelId: c.id, cumulativeAmount: USDC(5), amount: USDC(5), signature: sig(c.id, USDC(5)) }])], { account: payeeW.account });
-      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, 0n, USDC(5), "0x"], { account: payeeW.account }));
+      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, 0n, USDC(5), "0x", "0x"], { account: payeeW.account }));
       expect(escrowEvents(r).map((e) => [e.eventName, e.args])).to.deep.equal([["Closed", { channelId: c.id, settled: USDC(5), refund: USDC(5) }]]);
       expect(transfers(r)).to.deep.equal([{ token: usdc, from: escrow, to: c.payer, value: USDC(5) }]);
     });
 
     it("for the whole deposit pays the payee and makes no refund transfer", async () => {
-      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(10), USDC(10), sig(c.id, USDC(10))], { account: payeeW.account }));
+      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(10), USDC(10), sig(c.id, USDC(10)), "0x"], { account: payeeW.account }));
       expect(transfers(r)).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(10) }]);
       expect(escrowEvents(r).at(-1)?.args).to.deep.equal({ channelId: c.id, settled: USDC(10), refund: 0n });
     });
 
     it("works while a close is pending (the payee closes instead of waiting)", async () => {
       await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
-      await env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1))], { account: payeeW.account });
+      await env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1)), "0x"], { account: payeeW.account });
       expect((await channelOf(env, c.id, c.signer)).finalized).to.equal(true);
     });
 
     it("reverts NotPayeeOrOperator for the payer, the signer, a stranger and a revoked operator", async () => {
       for (const w of [payer, signerW, stranger]) {
-        await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1))], { account: w.account }), "NotPayeeOrOperator", [
+        await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1)), "0x"], { account: w.account }), "NotPayeeOrOperator", [
           payee, w.account.address,
         ]);
       }
       await env.escrow.write.setOperator([operator.account.address, false], { account: payeeW.account });
-      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1))], { account: operator.account }), "NotPayeeOrOperator", [
+      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1)), "0x"], { account: operator.account }), "NotPayeeOrOperator", [
         payee, operator.account.address,
       ]);
     });
 
     it("reverts AmountAboveVoucher, AmountAboveDeposit and InvalidSignature with their arguments", async () => {
-      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(2), USDC(3), sig(c.id, USDC(2))], { account: payeeW.account }), "AmountAboveVoucher", [
+      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(2), USDC(3), sig(c.id, USDC(2)), "0x"], { account: payeeW.account }), "AmountAboveVoucher", [
         c.id, USDC(3), USDC(2),
       ]);
-      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(11), USDC(11), sig(c.id, USDC(11))], { account: payeeW.account }), "AmountAboveDeposit", [
+      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(11), USDC(11), sig(c.id, USDC(11)), "0x"], { account: payeeW.account }), "AmountAboveDeposit", [
         c.id, USDC(11), USDC(10),
       ]);
       // a voucher for another amount, and a voucher signed by the payer instead of the channel's signer
-      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(3), USDC(3), sig(c.id, USDC(4))], { account: payeeW.account }), "InvalidSignature", [c.id]);
+      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(3), USDC(3), sig(c.id, USDC(4)), "0x"], { account: payeeW.account }), "InvalidSignature", [c.id]);
       const byPayer = new VoucherSigner(accountKey(1), env.domain).sign(c.id, USDC(3)).signature;
-      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(3), USDC(3), byPayer], { account: payeeW.account }), "InvalidSignature", [c.id]);
+      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(3), USDC(3), byPayer, "0x"], { account: payeeW.account }), "InvalidSignature", [c.id]);
     });
 
     it("reverts UnknownChannel and, once finalized, ChannelFinalized", async () => {
-      await expectRevert(env.escrow.write.close([unknownId, c.signer, 1n, 1n, "0x"], { account: payeeW.account }), "UnknownChannel", [unknownId]);
-      await env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x"], { account: payeeW.account });
-      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1))], { account: payeeW.account }), "ChannelFinalized", [c.id]);
+      await expectRevert(env.escrow.write.close([unknownId, c.signer, 1n, 1n, "0x", "0x"], { account: payeeW.account }), "UnknownChannel", [unknownId]);
+      await env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x", "0x"], { account: payeeW.account });
+      await expectRevert(env.escrow.write.close([c.id, c.signer, USDC(1), USDC(1), sig(c.id, USDC(1)), "0x"], { account: payeeW.account }), "ChannelFinalized", [c.id]);
     });
 
     it("checks the caller before the finalized flag (a stranger learns nothing)", async () => {
-      await env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x"], { account: payeeW.account });
-      await expectRevert(env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x"], { account: stranger.account }), "NotPayeeOrOperator", [payee, stranger.account.address]);
+      await env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x", "0x"], { account: payeeW.account });
+      await expectRevert(env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x", "0x"], { account: stranger.account }), "NotPayeeOrOperator", [payee, stranger.account.address]);
     });
   });
 
@@ -278,7 +278,7 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
         await expectRevert(env.escrow.write.topUp([c.id, wrong, 1n], { account: payer.account }), "SignerMismatch", [c.id, wrong]);
         await expectRevert(env.escrow.write.requestClose([c.id, wrong], { account: payer.account }), "SignerMismatch", [c.id, wrong]);
         await expectRevert(env.escrow.write.withdraw([c.id, wrong], { account: payer.account }), "SignerMismatch", [c.id, wrong]);
-        await expectRevert(env.escrow.write.close([c.id, wrong, 0n, 0n, "0x"], { account: payeeW.account }), "SignerMismatch", [c.id, wrong]);
+        await expectRevert(env.escrow.write.close([c.id, wrong, 0n, 0n, "0x", "0x"], { account: payeeW.account }), "SignerMismatch", [c.id, wrong]);
       }
       // A stranger naming itself as the signer cannot start the close delay (the signer is checked before the caller).
       await expectRevert(env.escrow.write.requestClose([c.id, stranger.account.address], { account: stranger.account }), "SignerMismatch", [
@@ -291,7 +291,7 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
     it("close with a voucher signed by the wrong signer's own key still reverts SignerMismatch (no empty slot is written)", async () => {
       const strangerVoucher = new VoucherSigner(accountKey(2), env.domain).sign(c.id, USDC(1)).signature;
       await expectRevert(
-        env.escrow.write.close([c.id, getAddress(stranger.account.address), USDC(1), USDC(1), strangerVoucher], { account: payeeW.account }),
+        env.escrow.write.close([c.id, getAddress(stranger.account.address), USDC(1), USDC(1), strangerVoucher, "0x"], { account: payeeW.account }),
         "SignerMismatch",
         [c.id, getAddress(stranger.account.address)],
       );
@@ -310,7 +310,7 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
   it("a channel signed by the payer (signer 0 at open) closes with the payer's vouchers", async () => {
     const own = await openWith(env, { payer, signer: zeroAddress, amount: USDC(2) });
     const s = new VoucherSigner(accountKey(1), env.domain).sign(own.id, USDC(1)).signature;
-    const r = await receipt(env, await env.escrow.write.close([own.id, own.signer, USDC(1), USDC(1), s], { account: payeeW.account }));
+    const r = await receipt(env, await env.escrow.write.close([own.id, own.signer, USDC(1), USDC(1), s, "0x"], { account: payeeW.account }));
     expect(escrowEvents(r).at(-1)?.args).to.deep.equal({ channelId: own.id, settled: USDC(1), refund: USDC(1) });
   });
 });

@@ -61,7 +61,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
   };
   const skipped = (id: Hex, reason: number) => [["SettleSkipped", { channelId: id, reason }]];
   const closeWith = (ch: { id: Hex; signer: Address }, cum: bigint, amount: bigint, sig: Hex) =>
-    env.escrow.write.close([ch.id, ch.signer, cum, amount, sig], { account: payeeW.account });
+    env.escrow.write.close([ch.id, ch.signer, cum, amount, sig, "0x"], { account: payeeW.account });
 
   describe("replay", () => {
     it("a voucher signed for another chain id is rejected (settle skips, close reverts)", async () => {
@@ -300,7 +300,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
         [payee2],
       );
       await expectRevert(
-        env.escrow.write.close([mine.c.id, mine.c.signer, USDC(2), USDC(2), mine.v.sign(mine.c.id, USDC(2)).signature], { account: payee2W.account }),
+        env.escrow.write.close([mine.c.id, mine.c.signer, USDC(2), USDC(2), mine.v.sign(mine.c.id, USDC(2)).signature, "0x"], { account: payee2W.account }),
         "AccountBlacklisted",
         [payee2],
       );
@@ -321,7 +321,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       await env.usdc.write.blacklist([payer3.account.address, true]);
       await expectRevert(env.escrow.write.withdraw([theirs.c.id, theirs.c.signer]), "AccountBlacklisted", [payer3.account.address]);
       await expectRevert(
-        env.escrow.write.close([theirs.c.id, theirs.c.signer, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature], { account: payeeW.account }),
+        env.escrow.write.close([theirs.c.id, theirs.c.signer, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature, "0x"], { account: payeeW.account }),
         "AccountBlacklisted",
         [payer3.account.address],
       );
@@ -425,7 +425,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
           ["withdraw", encodeFunctionData({ abi: channelEscrowAbi, functionName: "withdraw", args: [victim.id, victim.signer] })],
           ["settle", encodeFunctionData({ abi: channelEscrowAbi, functionName: "settle", args: [payee, tokAddr, encodeSettleItems([claim(target.v, target.c.id, 20n)])] })],
           ["settleContractSigned", encodeFunctionData({ abi: channelEscrowAbi, functionName: "settleContractSigned", args: [payee, tokAddr, []] })],
-          ["close", encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [target.c.id, target.c.signer, 0n, 0n, "0x"] })],
+          ["close", encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [target.c.id, target.c.signer, 0n, 0n, "0x", "0x"] })],
         ];
         let amount = 10n;
         for (const [name, data] of targets) {

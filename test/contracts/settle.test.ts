@@ -98,7 +98,7 @@ describe("ChannelEscrow: settlement", () => {
       const usdc2 = await hre.viem.deployContract("MockUSDC");
       const otherTok = await openKeyed({ token: usdc2.address }); // another token
       const fin = await openKeyed(); // finalized below
-      await env.escrow.write.close([fin.c.id, fin.c.signer, 0n, 0n, "0x"], { account: payeeW.account });
+      await env.escrow.write.close([fin.c.id, fin.c.signer, 0n, 0n, "0x", "0x"], { account: payeeW.account });
       await settle([claim(d.v, d.c.id, USDC(5))]); // d.settled = 5
       const unknown = `0x${"cd".repeat(32)}` as Hex;
       const bad: [SettleClaim, number][] = [
@@ -276,7 +276,7 @@ describe("ChannelEscrow: settlement", () => {
         ["SettleSkipped", { channelId: unknown, reason: SKIP.UnknownChannel }],
         ["SettleSkipped", { channelId: toPayee2.id, reason: SKIP.PayeeMismatch }],
       ]);
-      await env.escrow.write.close([a.c.id, a.c.signer, 0n, 0n, "0x"], { account: payeeW.account });
+      await env.escrow.write.close([a.c.id, a.c.signer, 0n, 0n, "0x", "0x"], { account: payeeW.account });
       const fin = await settleOutcome(
         await env.escrow.write.settleContractSigned([payee, usdc, [item(a.c.id, a.wallet.address, USDC(3))]], { account: payeeW.account }),
       );
@@ -295,11 +295,11 @@ describe("ChannelEscrow: settlement", () => {
       const a = await walletChannel(Mode.Valid);
       const s = ownerSigner.sign(a.c.id, USDC(2)).signature;
       await a.wallet.write.setMode([Mode.Invalid]);
-      await expectRevert(env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
+      await expectRevert(env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s, "0x"], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
       await a.wallet.write.setMode([Mode.Reverting]);
-      await expectRevert(env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
+      await expectRevert(env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s, "0x"], { account: payeeW.account }), "InvalidSignature", [a.c.id]);
       await a.wallet.write.setMode([Mode.Valid]);
-      const out = await settleOutcome(await env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s], { account: payeeW.account }));
+      const out = await settleOutcome(await env.escrow.write.close([a.c.id, a.c.signer, USDC(2), USDC(2), s, "0x"], { account: payeeW.account }));
       expect(out.events.at(-1)).to.deep.equal(["Closed", { channelId: a.c.id, settled: USDC(2), refund: USDC(8) }]);
     });
 

@@ -127,7 +127,7 @@ export async function measureGas(): Promise<GasFigures> {
     const c = await openChannel(env);
     const v = c.voucher.sign(c.id, USDC(2));
     const hash = await payee.writeContract({
-      address: escrow, abi: channelEscrowAbi, functionName: "close", args: [c.id, c.signer, USDC(2), USDC(2), v.signature],
+      address: escrow, abi: channelEscrowAbi, functionName: "close", args: [c.id, c.signer, USDC(2), USDC(2), v.signature, "0x"],
     });
     out.close = await gasOf(env, hash);
   }

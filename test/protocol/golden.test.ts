@@ -198,7 +198,7 @@ describe("golden voucher vector", function () {
           address: GOLDEN.escrow,
           abi: channelEscrowAbi,
           functionName: "close",
-          args: [GOLDEN.channelId, GOLDEN.signer, GOLDEN.cumulativeAmount, GOLDEN.cumulativeAmount, GOLDEN.signature],
+          args: [GOLDEN.channelId, GOLDEN.signer, GOLDEN.cumulativeAmount, GOLDEN.cumulativeAmount, GOLDEN.signature, "0x"],
         }),
       );
       const ch = await read();

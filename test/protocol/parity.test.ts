@@ -209,10 +209,10 @@ describe("protocol ↔ ChannelEscrow parity", function () {
       const v = new VoucherSigner(key, env.domain).sign(id, 3_000_000n);
       const highS = flipS(v.signature);
       await expectRevert(
-        payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, signer, 3_000_000n, 3_000_000n, highS] }),
+        payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, signer, 3_000_000n, 3_000_000n, highS, "0x"] }),
         "InvalidSignature",
       );
-      await payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, signer, 3_000_000n, 3_000_000n, v.signature] });
+      await payeeWallet.writeContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "close", args: [id, signer, 3_000_000n, 3_000_000n, v.signature, "0x"] });
       const ch = await env.publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [id, signer] });
       expect(ch.settled).to.equal(3_000_000n);
       expect(ch.finalized).to.equal(true);

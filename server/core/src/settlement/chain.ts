@@ -133,9 +133,9 @@ export class SettlementChain {
     return encodeFunctionData({ abi: channelEscrowAbi, functionName: "settle", args: [this.payee, this.token, encodeSettleItems(claims)] });
   }
 
-  /** Calldata of `close(channelId, signer, cumulativeAmount, amount, signature)`. */
+  /** Calldata of `close(channelId, signer, cumulativeAmount, amount, signature, closeRequestSignature)`. */
   closeData(c: CloseClaim): Hex {
-    return encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [c.channelId, c.signer, c.cumulativeAmount, c.amount, c.signature] });
+    return encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [c.channelId, c.signer, c.cumulativeAmount, c.amount, c.signature, c.closeRequestSignature] });
   }
 
   /**
