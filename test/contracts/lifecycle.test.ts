@@ -1,8 +1,8 @@
 /** ChannelEscrow.topUp, requestClose, withdraw and close: effects, events and every revert. */
 import hre from "hardhat";
 import { expect } from "chai";
-import { getAddress, zeroAddress, type Address, type Hex } from "viem";
-import { encodeSettleItems, MAX_DEPOSIT, MAX_UINT128, VoucherSigner } from "@paychan/protocol";
+import { getAddress, toHex, zeroAddress, type Address, type Hex } from "viem";
+import { closeRequestDigest, encodeSettleItems, escrowDomain, MAX_DEPOSIT, MAX_UINT128, signCloseRequest, VoucherSigner } from "@paychan/protocol";
 import { deployEscrow, DAY, USDC, type Env } from "../helpers/escrow";
 import { balanceOf, channelOf, escrowEvents, fund, openWith, receipt, transfers, type Opened, type Wallet } from "../helpers/escrow-tx";
 import { expectRevert } from "../helpers/revert";
@@ -205,9 +205,71 @@ describe("ChannelEscrow: top-up, close request, withdraw and cooperative close",
     });
 
     it("by an approved operator pays the payee, not the operator", async () => {
-      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(2), USDC(2), sig(c.id, USDC(2)), "0x"], { account: operator.account }));
+      const consent = signCloseRequest(env.domain, c.id, accountKey(5));
+      const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, USDC(2), USDC(2), sig(c.id, USDC(2)), consent], { account: operator.account }));
       expect(transfers(r)[0]).to.deep.equal({ token: usdc, from: escrow, to: payee, value: USDC(2) });
       expect(await balanceOf(env, usdc, operator.account.address)).to.equal(0n);
+    });
+
+    describe("an operator cannot waive the payee's money", () => {
+      // The review's scenario: 10 deposited, the payee holds a 6 voucher, its hot operator key is compromised.
+      const byOperator = (cum: bigint, amount: bigint, signature: Hex, consent: Hex = "0x") =>
+        env.escrow.write.close([c.id, c.signer, cum, amount, signature, consent], { account: operator.account });
+
+      it("without the payer's consent an operator's refunding close reverts CloseNotConsented, and the payee's voucher still settles", async () => {
+        const op = getAddress(operator.account.address);
+        await expectRevert(byOperator(0n, 0n, "0x"), "CloseNotConsented", [c.id, op]);
+        await expectRevert(byOperator(USDC(1), USDC(1), sig(c.id, USDC(1))), "CloseNotConsented", [c.id, op]); // an older voucher
+        const ch = await channelOf(env, c.id, c.signer);
+        expect([ch.settled, ch.finalized]).to.deep.equal([0n, false]);
+        await env.escrow.write.settle([payee, usdc, encodeSettleItems([{ channelId: c.id, cumulativeAmount: USDC(6), amount: USDC(6), signature: sig(c.id, USDC(6)) }])], { account: operator.account });
+        expect(await balanceOf(env, usdc, payee)).to.equal(USDC(6));
+      });
+
+      it("refuses a consent signed by a stranger, for another channel, or a voucher signature in its place", async () => {
+        const op = getAddress(operator.account.address);
+        const other = await openWith(env, { payer, signer: signerW.account.address, amount: USDC(1) });
+        for (const consent of [
+          signCloseRequest(env.domain, c.id, accountKey(9)), // a stranger's key
+          signCloseRequest(env.domain, other.id, accountKey(5)), // the right key, another channel
+          sig(c.id, 0n), // a voucher, not a close request
+          signCloseRequest(escrowDomain(env.chainId, payee), c.id, accountKey(5)), // another escrow's domain
+        ]) {
+          await expectRevert(byOperator(0n, 0n, "0x", consent), "CloseNotConsented", [c.id, op]);
+        }
+      });
+
+      it("with a close request signed by the channel's signer or by its payer, an operator closes: the payee is paid and the rest refunded", async () => {
+        for (const key of [accountKey(5), accountKey(1)]) {
+          const ch = await openWith(env, { payer, signer: signerW.account.address, amount: USDC(10) });
+          const r = await receipt(
+            env,
+            await env.escrow.write.close([ch.id, ch.signer, USDC(6), USDC(6), sig(ch.id, USDC(6)), signCloseRequest(env.domain, ch.id, key)], { account: operator.account }),
+          );
+          expect(escrowEvents(r).at(-1)?.args).to.deep.equal({ channelId: ch.id, settled: USDC(6), refund: USDC(4) });
+        }
+      });
+
+      it("with a close pending on chain (the payer asked), an operator closes without a signature", async () => {
+        await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
+        await byOperator(USDC(6), USDC(6), sig(c.id, USDC(6)));
+        expect((await channelOf(env, c.id, c.signer)).finalized).to.equal(true);
+      });
+
+      it("an operator's close that refunds nothing (the whole deposit claimed) needs no consent", async () => {
+        await byOperator(USDC(10), USDC(10), sig(c.id, USDC(10)));
+        expect(await balanceOf(env, usdc, payee)).to.equal(USDC(10));
+      });
+
+      it("the payee itself may still waive: its close without any voucher refunds everything", async () => {
+        const r = await receipt(env, await env.escrow.write.close([c.id, c.signer, 0n, 0n, "0x", "0x"], { account: payeeW.account }));
+        expect(escrowEvents(r).at(-1)?.args).to.deep.equal({ channelId: c.id, settled: 0n, refund: USDC(10) });
+      });
+
+      it("closeRequestDigest equals the protocol's close request digest", async () => {
+        const onChain = await env.escrow.read.closeRequestDigest([c.id]);
+        expect(onChain).to.equal(toHex(closeRequestDigest(env.domain, c.id)));
+      });
     });
 
     it("with an amount at or below settled needs no valid signature and refunds deposit - settled", async () => {

@@ -290,65 +290,110 @@ describe("ChannelEscrow: security checklist (contract)", () => {
   });
 
   describe("USDC blacklist and pause", () => {
-    it("a blacklisted payee blocks only its own payouts: other payees settle, and the payer withdraws its refund", async () => {
+    it("a blacklisted payee's payouts are recorded and owed: settle and close succeed, the payee collects to an address of its choosing; others are unaffected", async () => {
       const mine = await openKeyed({ payee: payee2 });
       await env.escrow.write.settle([payee2, usdc, encodeSettleItems([claim(mine.v, mine.c.id, USDC(1))])], { account: payee2W.account });
       await env.usdc.write.blacklist([payee2, true]);
-      await expectRevert(
-        env.escrow.write.settle([payee2, usdc, encodeSettleItems([claim(mine.v, mine.c.id, USDC(2))])], { account: payee2W.account }),
-        "AccountBlacklisted",
-        [payee2],
-      );
-      await expectRevert(
-        env.escrow.write.close([mine.c.id, mine.c.signer, USDC(2), USDC(2), mine.v.sign(mine.c.id, USDC(2)).signature, "0x"], { account: payee2W.account }),
-        "AccountBlacklisted",
-        [payee2],
-      );
+      const s = await outcome(await env.escrow.write.settle([payee2, usdc, encodeSettleItems([claim(mine.v, mine.c.id, USDC(2))])], { account: payee2W.account }));
+      expect(s.events).to.deep.equal([
+        ["Settled", { channelId: mine.c.id, amount: USDC(2) }],
+        ["PaymentDeferred", { token: usdc, account: payee2, amount: USDC(1) }],
+      ]);
+      expect(s.transfers).to.deep.equal([]);
+      expect(await env.escrow.read.owed([usdc, payee2])).to.equal(USDC(1));
       // another payee is unaffected
       expect((await outcome(await settle([claim(v, c.id, USDC(1))]))).transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(1) }]);
-      // the payer gets deposit - settled back without any transfer to the payee
-      await env.escrow.write.requestClose([mine.c.id, mine.c.signer], { account: payer.account });
-      await hre.network.provider.send("evm_increaseTime", [DAY]);
-      const w = await outcome(await env.escrow.write.withdraw([mine.c.id, mine.c.signer]));
-      expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: mine.c.payer, value: USDC(9) }]);
-    });
-
-    it("a blacklisted payer blocks only its refund: the payee still settles, and withdraw leaves the channel open", async () => {
-      const payer3 = env.wallets[7];
-      const theirs = await openKeyed({ payer: payer3 });
-      await env.escrow.write.requestClose([theirs.c.id, theirs.c.signer], { account: payer3.account });
-      await hre.network.provider.send("evm_increaseTime", [DAY]);
-      await env.usdc.write.blacklist([payer3.account.address, true]);
-      await expectRevert(env.escrow.write.withdraw([theirs.c.id, theirs.c.signer]), "AccountBlacklisted", [payer3.account.address]);
-      await expectRevert(
-        env.escrow.write.close([theirs.c.id, theirs.c.signer, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature, "0x"], { account: payeeW.account }),
-        "AccountBlacklisted",
-        [payer3.account.address],
+      // the payee's cooperative close records its claim too, and the payer's refund goes out at once
+      const cl = await outcome(
+        await env.escrow.write.close([mine.c.id, mine.c.signer, USDC(3), USDC(3), mine.v.sign(mine.c.id, USDC(3)).signature, "0x"], { account: payee2W.account }),
       );
-      expect((await channelOf(env, theirs.c.id, theirs.c.signer)).finalized).to.equal(false);
-      const s = await outcome(await settle([claim(theirs.v, theirs.c.id, USDC(2))]));
-      expect(s.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(2) }]);
-      await env.usdc.write.blacklist([payer3.account.address, false]);
-      const w = await outcome(await env.escrow.write.withdraw([theirs.c.id, theirs.c.signer]));
-      expect(w.events).to.deep.equal([["Withdrawn", { channelId: theirs.c.id, refund: USDC(8) }]]);
+      expect(cl.events.map((e) => e[0])).to.deep.equal(["Settled", "Closed", "PaymentDeferred"]);
+      expect(cl.transfers).to.deep.equal([{ token: usdc, from: escrow, to: mine.c.payer, value: USDC(7) }]);
+      expect(await env.escrow.read.owed([usdc, payee2])).to.equal(USDC(2));
+      // collecting to itself still fails (and changes nothing); to another address it works, once
+      await expectRevert(env.escrow.write.collect([usdc, payee2], { account: payee2W.account }), "AccountBlacklisted", [payee2]);
+      expect(await env.escrow.read.owed([usdc, payee2])).to.equal(USDC(2));
+      const elsewhere = getAddress(stranger.account.address);
+      const before = await balanceOf(env, usdc, elsewhere);
+      const col = await outcome(await env.escrow.write.collect([usdc, elsewhere], { account: payee2W.account }));
+      expect(col.events).to.deep.equal([["Collected", { token: usdc, account: payee2, to: elsewhere, amount: USDC(2) }]]);
+      expect((await balanceOf(env, usdc, elsewhere)) - before).to.equal(USDC(2));
+      expect(await env.escrow.read.owed([usdc, payee2])).to.equal(0n);
+      await expectRevert(env.escrow.write.collect([usdc, elsewhere], { account: payee2W.account }), "NothingOwed", [usdc, payee2]);
+      expect(await balanceOf(env, usdc, escrow)).to.equal(USDC(10) - USDC(1)); // only the first channel's rest is left
     });
 
-    it("while the token is paused nothing moves and no state changes; afterwards everything proceeds", async () => {
-      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
+    it("a blacklisted payer's refund is owed and never blocks the payee: withdraw and close finalize, the payer collects later", async () => {
+      const payer3 = env.wallets[7];
+      const p3 = getAddress(payer3.account.address);
+      const theirs = await openKeyed({ payer: payer3 });
+      await env.usdc.write.blacklist([p3, true]);
+      // the payee's close pays the payee and keeps the refund owed to the payer
+      const cl = await outcome(
+        await env.escrow.write.close([theirs.c.id, theirs.c.signer, USDC(2), USDC(2), theirs.v.sign(theirs.c.id, USDC(2)).signature, "0x"], { account: payeeW.account }),
+      );
+      expect(cl.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(2) }]);
+      expect(cl.events.at(-1)).to.deep.equal(["PaymentDeferred", { token: usdc, account: p3, amount: USDC(8) }]);
+      // a withdraw (anyone may send it) finalizes another channel of the same payer and owes its refund too
+      await env.usdc.write.blacklist([p3, false]);
+      const second = await openKeyed({ payer: payer3 });
+      await env.escrow.write.requestClose([second.c.id, second.c.signer], { account: payer3.account });
       await hre.network.provider.send("evm_increaseTime", [DAY]);
+      await env.usdc.write.blacklist([p3, true]);
+      const w = await outcome(await env.escrow.write.withdraw([second.c.id, second.c.signer], { account: stranger.account }));
+      expect(w.events).to.deep.equal([
+        ["Withdrawn", { channelId: second.c.id, refund: USDC(10) }],
+        ["PaymentDeferred", { token: usdc, account: p3, amount: USDC(10) }],
+      ]);
+      expect((await channelOf(env, second.c.id, second.c.signer)).finalized).to.equal(true);
+      expect(await env.escrow.read.owed([usdc, p3])).to.equal(USDC(18));
+      await env.usdc.write.blacklist([p3, false]);
+      const col = await outcome(await env.escrow.write.collect([usdc, p3], { account: payer3.account }));
+      expect(col.transfers).to.deep.equal([{ token: usdc, from: escrow, to: p3, value: USDC(18) }]);
+    });
+
+    it("a pause longer than the close delay cannot make the payee lose its claim: settle during the pause is recorded, the payer's withdraw after it refunds only the rest", async () => {
+      // The review's scenario: 10 deposited, a 9 voucher held by the payee, 1-day delay, a 2-day pause.
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
       await fund(env, payer, USDC(1));
       await env.usdc.write.setPaused([true]);
-      const before = await channelOf(env, c.id, c.signer);
       await expectRevert(env.escrow.write.open([payee, usdc, payer.account.address, USDC(1), DAY, `0x${"77".repeat(32)}`], { account: payer.account }), "Paused", []);
       await expectRevert(env.escrow.write.topUp([c.id, c.signer, USDC(1)], { account: payer.account }), "Paused", []);
-      await expectRevert(settle([claim(v, c.id, USDC(1))]), "Paused", []);
-      await expectRevert(env.escrow.write.withdraw([c.id, c.signer]), "Paused", []);
-      await expectRevert(closeWith(c, USDC(1), USDC(1), v.sign(c.id, USDC(1)).signature), "Paused", []);
-      expect(await channelOf(env, c.id, c.signer)).to.deep.equal(before);
+      const s = await outcome(await settle([claim(v, c.id, USDC(9))]));
+      expect(s.events).to.deep.equal([
+        ["Settled", { channelId: c.id, amount: USDC(9) }],
+        ["PaymentDeferred", { token: usdc, account: payee, amount: USDC(9) }],
+      ]);
+      await hre.network.provider.send("evm_increaseTime", [2 * DAY]);
+      await expectRevert(env.escrow.write.collect([usdc, payee], { account: payeeW.account }), "Paused", []);
       await env.usdc.write.setPaused([false]);
-      await settle([claim(v, c.id, USDC(1))]);
+      // the payer's withdraw lands first after the unpause: it gets the rest, not the payee's 9
+      const w = await outcome(await env.escrow.write.withdraw([c.id, c.signer], { account: payer.account }));
+      expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(1) }]]);
+      expect(w.transfers).to.deep.equal([{ token: usdc, from: escrow, to: c.payer, value: USDC(1) }]);
+      const col = await outcome(await env.escrow.write.collect([usdc, payee], { account: payeeW.account }));
+      expect(col.transfers).to.deep.equal([{ token: usdc, from: escrow, to: payee, value: USDC(9) }]);
+      expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
+    });
+
+    it("a refund while the token is paused is owed too: withdraw finalizes, the payer collects after the pause", async () => {
+      await env.escrow.write.requestClose([c.id, c.signer], { account: payer.account });
+      await hre.network.provider.send("evm_increaseTime", [DAY]);
+      await env.usdc.write.setPaused([true]);
       const w = await outcome(await env.escrow.write.withdraw([c.id, c.signer]));
-      expect(w.events).to.deep.equal([["Withdrawn", { channelId: c.id, refund: USDC(9) }]]);
+      expect(w.events).to.deep.equal([
+        ["Withdrawn", { channelId: c.id, refund: USDC(10) }],
+        ["PaymentDeferred", { token: usdc, account: c.payer, amount: USDC(10) }],
+      ]);
+      await env.usdc.write.setPaused([false]);
+      await env.escrow.write.collect([usdc, c.payer], { account: payer.account });
+      expect(await balanceOf(env, usdc, escrow)).to.equal(0n);
+    });
+
+    it("collect refuses the zero address and the escrow as recipient", async () => {
+      for (const to of ["0x0000000000000000000000000000000000000000", escrow] as const) {
+        await expectRevert(env.escrow.write.collect([usdc, to], { account: payeeW.account }), "InvalidRecipient", [getAddress(to)]);
+      }
     });
   });
 
@@ -527,6 +572,58 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const extra = withBurner.gasUsed - ref.gasUsed;
       expect(Number(extra), `gas added by the burner: ${extra}`).to.be.below(50_000 + 12_000); // ERC1271_GAS + one item's overhead
       expect(Number(extra)).to.be.above(50_000); // it did burn its allowance (the bound is real, not a shortcut)
+    });
+
+    it("a wallet that echoes its calldata (a 32-byte answer starting with the magic value) validates nothing: settleContractSigned skips it and close reverts", async () => {
+      const echo = await hre.viem.deployContract("EchoWallet");
+      const ch = await openWith(env, { payer, signer: echo.address, amount: USDC(10) });
+      const signer = getAddress(echo.address);
+      // what a 4-byte comparison would have taken as valid: the answer starts with 0x1626ba7e
+      const digest = await env.escrow.read.voucherDigest([ch.id, USDC(10)]);
+      const answer = await env.publicClient.call({
+        to: signer,
+        data: encodeFunctionData({ abi: [{ type: "function", name: "isValidSignature", inputs: [{ type: "bytes32" }, { type: "bytes" }], outputs: [{ type: "bytes4" }], stateMutability: "view" }], functionName: "isValidSignature", args: [digest, "0x"] }),
+      });
+      expect(answer.data?.slice(0, 10)).to.equal("0x1626ba7e");
+      const item = { channelId: ch.id, cumulativeAmount: USDC(10), amount: USDC(10), signer, signature: "0x" as Hex };
+      const out = await outcome(await env.escrow.write.settleContractSigned([payee, usdc, [item]], { account: payeeW.account }));
+      expect(out.events).to.deep.equal(skipped(ch.id, SKIP.InvalidSignature));
+      expect(out.transfers).to.deep.equal([]);
+      await expectRevert(closeWith({ id: ch.id, signer }, USDC(10), USDC(10), "0x"), "InvalidSignature", [ch.id]);
+      // nor does it consent to an operator's close on the payer's behalf
+      await env.escrow.write.setOperator([stranger.account.address, true], { account: payeeW.account });
+      await expectRevert(
+        env.escrow.write.close([ch.id, signer, 0n, 0n, "0x", "0x"], { account: stranger.account }),
+        "CloseNotConsented",
+        [ch.id, getAddress(stranger.account.address)],
+      );
+      const after = await channelOf(env, ch.id, signer);
+      expect([after.settled, after.finalized]).to.deep.equal([0n, false]);
+    });
+  });
+
+  describe("a recipient whose token transfer burns all the gas (a hostile receive hook)", () => {
+    let hook: Awaited<ReturnType<typeof hre.viem.deployContract<"HookToken">>>;
+    let hookAddr: Address;
+    beforeEach(async () => {
+      hook = await hre.viem.deployContract("HookToken");
+      hookAddr = getAddress(hook.address);
+    });
+
+    it("a refund that runs out of gas reverts the close (TransferOutOfGas) instead of being deferred; the payee's settle still collects", async () => {
+      const ch = await openKeyed({ token: hookAddr, amount: 10_000n });
+      await hook.write.trap([ch.c.payer, true]);
+      await expectRevert(
+        env.escrow.write.close([ch.c.id, ch.c.signer, 4_000n, 4_000n, ch.v.sign(ch.c.id, 4_000n).signature, "0x"], { account: payeeW.account, gas: 3_000_000n }),
+        "TransferOutOfGas",
+        [hookAddr, ch.c.payer],
+      );
+      await env.escrow.write.requestClose([ch.c.id, ch.c.signer], { account: payer.account });
+      await hre.network.provider.send("evm_increaseTime", [DAY]);
+      await expectRevert(env.escrow.write.withdraw([ch.c.id, ch.c.signer], { account: stranger.account, gas: 3_000_000n }), "TransferOutOfGas", [hookAddr, ch.c.payer]);
+      expect(await env.escrow.read.owed([hookAddr, ch.c.payer])).to.equal(0n);
+      const s = await outcome(await settle([claim(ch.v, ch.c.id, 4_000n)], payeeW, payee, hookAddr));
+      expect(s.transfers).to.deep.equal([{ token: hookAddr, from: escrow, to: payee, value: 4_000n }]);
     });
   });
 });

@@ -19,7 +19,7 @@ export interface DecodedRevert {
   data?: Hex;
 }
 
-const CONTRACTS = ["ChannelEscrow", "MockUSDC", "ERC1271Wallet", "FeeOnTransferToken", "ReentrantToken"];
+const CONTRACTS = ["ChannelEscrow", "MockUSDC", "ERC1271Wallet", "FeeOnTransferToken", "ReentrantToken", "HookToken"];
 let errorAbi: Abi | undefined;
 
 /** Every custom error declared by (or inherited into) the project's contracts, deduplicated by signature. */
