@@ -36,6 +36,7 @@ import {
   MAX_UINT128,
   MIN_CLOSE_DELAY,
   SECP256K1_HALF_N,
+  signCloseRequest,
   VoucherSigner,
   type SettleClaim,
 } from "@paychan/protocol";
@@ -61,6 +62,8 @@ type CloseSigMode = SigMode | "badV" | "short" | "empty";
 type Role = "payer" | "signer" | "payee" | "operator" | "stranger" | "otherPayer";
 /** The signer a call names the channel with: its own, or a wrong one (the payer is right when it signs itself). */
 type SignerArg = "own" | "payer" | "stranger" | "zero";
+/** The close request signature an operator's close carries: none, the channel signer's, the payer's, a stranger's, or the signer's for another channel. */
+type Consent = "none" | "signer" | "payer" | "stranger" | "otherChannel";
 
 interface ItemSpec { ch: number; amount: AmountKind; cum: CumKind; sig: SigMode; r: number }
 type Cmd =
@@ -70,7 +73,7 @@ type Cmd =
   | { t: "requestClose"; ch: number; sg: SignerArg; caller: Role }
   | { t: "warp"; ch: number; offset: number; secs: number }
   | { t: "withdraw"; ch: number; sg: SignerArg; caller: Role; at: number | null }
-  | { t: "close"; ch: number; sg: SignerArg; caller: Role; amount: AmountKind; cum: CumKind; sig: CloseSigMode; r: number }
+  | { t: "close"; ch: number; sg: SignerArg; caller: Role; amount: AmountKind; cum: CumKind; sig: CloseSigMode; r: number; consent: Consent }
   | { t: "setOperator"; payee: number; approved: boolean };
 
 /** Channel choice: < 6 an unknown id; < 40 any channel; else preferably a channel the command can act on. */
@@ -137,8 +140,9 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   {
     weight: 1,
     arbitrary: fc.record({
-      t: fc.constant("close" as const), ch: chPick, sg: signerArg, caller: fc.constantFrom<Role>("payee", "payee", "payee", "payee", "payee", "operator", "payer", "stranger"),
+      t: fc.constant("close" as const), ch: chPick, sg: signerArg, caller: fc.constantFrom<Role>("payee", "payee", "payee", "payee", "operator", "operator", "operator", "payer", "stranger"),
       amount: amountKind, cum: cumKind, sig: closeSigMode, r: rand,
+      consent: fc.constantFrom<Consent>("none", "signer", "signer", "payer", "stranger", "otherChannel"),
     }),
   },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("setOperator" as const), payee: fc.nat(PAYEES.length - 1), approved: fc.boolean() }) },
@@ -161,6 +165,8 @@ describe("ChannelEscrow: model-based random sequences", function () {
   let initialBalances: Map<string, bigint>;
   const voucherSigners = new Map<Address, VoucherSigner>();
   const foreignSigners = new Map<Address, VoucherSigner>();
+  /** Private keys of the accounts that sign (payers, signers, the stranger), by address. */
+  const keys = new Map<Address, Hex>();
   const provider = hre.network.provider;
   /** MODEL_STATS=1 prints how often each outcome occurred (to check the generators reach every branch). */
   const stats = process.env.MODEL_STATS === "1" ? new Map<string, number>() : undefined;
@@ -172,6 +178,7 @@ describe("ChannelEscrow: model-based random sequences", function () {
     tokens = [getAddress(env.usdc.address), getAddress(usdc2.address)];
     const wallets = env.wallets;
     addr = (i) => getAddress(wallets[i].account.address);
+    for (const i of [...PAYERS, ...SIGNERS, STRANGER]) keys.set(addr(i), accountKey(i));
     for (const i of [...PAYERS, ...SIGNERS]) {
       voucherSigners.set(addr(i), new VoucherSigner(accountKey(i), env.domain));
       foreignSigners.set(addr(i), new VoucherSigner(accountKey(i), escrowDomain(env.chainId + 1, escrow)));
@@ -182,6 +189,8 @@ describe("ChannelEscrow: model-based random sequences", function () {
         await wallets[p].writeContract({ address: t, abi: mockUsdcAbi, functionName: "approve", args: [escrow, (1n << 256n) - 1n] });
       }
     }
+    // The first payee starts with the operator approved, so operators' closes (and their consent rule) are exercised.
+    await wallets[PAYEES[0]].writeContract({ address: escrow, abi: channelEscrowAbi, functionName: "setOperator", args: [addr(OPERATOR), true] });
     initialBalances = new Map();
     for (const t of tokens) for (const h of [escrow, ...[...PAYERS, ...PAYEES, OPERATOR, STRANGER].map(addr)]) {
       initialBalances.set(EscrowModel.balanceKey(t, h), await rawBalance(t, h));
@@ -219,6 +228,7 @@ describe("ChannelEscrow: model-based random sequences", function () {
 
   async function runProgram(cmds: Cmd[]): Promise<void> {
     const model = new EscrowModel(env.chainId, escrow, tokens, initialBalances);
+    model.setOperator(addr(PAYEES[0]), addr(OPERATOR), true); // as approved on chain before the snapshot
     const order: Hex[] = []; // channel ids in creation order (the model's map keeps them too)
     const openArgs = new Map<Hex, { payer: Address; payee: Address; token: Address; signerArg: Address; salt: Hex }>();
     const seenSettled = new Map<Hex, bigint>();
@@ -285,6 +295,17 @@ describe("ChannelEscrow: model-based random sequences", function () {
         case "more": return amount + 1n + BigInt(r) > MAX_UINT128 ? MAX_UINT128 : amount + 1n + BigInt(r);
         case "less": return amount > 0n ? amount - 1n : 0n;
         case "max": return MAX_UINT128;
+      }
+    };
+    /** The close request signature for a consent mode, and whether it is a valid consent for channel `id`. */
+    const consentFor = (mode: Consent, id: Hex, ch: ModelChannel | undefined): { sig: Hex; valid: boolean } => {
+      const by = (who: Address, channelId: Hex = id) => signCloseRequest(env.domain, channelId, keys.get(who)!);
+      switch (mode) {
+        case "none": return { sig: "0x", valid: false };
+        case "signer": return { sig: by(ch?.signer ?? addr(SIGNERS[0])), valid: ch !== undefined };
+        case "payer": return { sig: by(ch?.payer ?? addr(PAYERS[0])), valid: ch !== undefined };
+        case "stranger": return { sig: by(addr(STRANGER)), valid: false };
+        case "otherChannel": return { sig: by(ch?.signer ?? addr(SIGNERS[0]), unknownId(7)), valid: false };
       }
     };
     /** The 65-byte signature for a mode, and whether it is the channel signer's valid voucher. */
@@ -429,8 +450,9 @@ describe("ChannelEscrow: model-based random sequences", function () {
           const cum = cumOf(c.cum, amount, c.r);
           const { sig, valid } = signatureFor(c.sig, id, cum, ch);
           const signer = signerOf(c.sg, ch);
-          expected = model.close(caller, id, signer, cum, amount, valid);
-          actual = await send(caller, call("close", [id, signer, cum, amount, sig]));
+          const consent = consentFor(c.consent, id, ch);
+          expected = model.close(caller, id, signer, cum, amount, valid, consent.valid);
+          actual = await send(caller, call("close", [id, signer, cum, amount, sig, consent.sig]));
           break;
         }
         case "setOperator": {
@@ -441,7 +463,7 @@ describe("ChannelEscrow: model-based random sequences", function () {
         }
       }
       if (stats && actual) {
-        const key = actual.ok ? `${c.t}: ok ${actual.events.map((e) => (e[0] === "SettleSkipped" ? `skip${(e[1] as { reason: number }).reason}` : e[0])).join(",")}` : `${c.t}: ${actual.error}`;
+        const key = actual.ok ? `${c.t}${c.t === "close" ? `(${c.caller},${c.consent})` : ""}: ok ${actual.events.map((e) => (e[0] === "SettleSkipped" ? `skip${(e[1] as { reason: number }).reason}` : e[0])).join(",")}` : `${c.t}${c.t === "close" ? `(${c.caller},${c.consent})` : ""}: ${actual.error}`;
         stats.set(key, (stats.get(key) ?? 0) + 1);
       }
       const where = `step ${step} ${JSON.stringify(c)}`;

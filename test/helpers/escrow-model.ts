@@ -196,21 +196,28 @@ export class EscrowModel {
     return { ok: true, events: [["Withdrawn", { channelId: id, refund }]], transfers };
   }
 
-  close(caller: Address, id: Hex, signer: Address, cumulativeAmount: bigint, amount: bigint, signatureValid: boolean): Outcome {
+  /**
+   * `consentValid`: the close request signature is a `CloseRequest(id)` by the channel's signer or payer. An operator's
+   * close that refunds anything needs it, or a close pending on chain; the payee's own close never does.
+   */
+  close(caller: Address, id: Hex, signer: Address, cumulativeAmount: bigint, amount: bigint, signatureValid: boolean, consentValid = false): Outcome {
     const ch = named(this.channels, id, signer);
     if (isOutcome(ch)) return ch;
     caller = getAddress(caller);
     if (caller !== ch.payee && !this.isOperator(ch.payee, caller)) return fail("NotPayeeOrOperator", ch.payee, caller);
     if (ch.finalized) return fail("ChannelFinalized", id);
     let payout = 0n;
+    let settled = ch.settled;
     if (amount > ch.settled) {
       if (amount > cumulativeAmount) return fail("AmountAboveVoucher", id, amount, cumulativeAmount);
       if (amount > ch.deposit) return fail("AmountAboveDeposit", id, amount, ch.deposit);
       if (!signatureValid) return fail("InvalidSignature", id);
       payout = amount - ch.settled;
-      ch.settled = amount;
+      settled = amount;
     }
-    const refund = ch.deposit - ch.settled;
+    const refund = ch.deposit - settled;
+    if (refund !== 0n && caller !== ch.payee && ch.closeRequestedAt === 0n && !consentValid) return fail("CloseNotConsented", id, caller);
+    ch.settled = settled;
     ch.finalized = true;
     const events: ModelEvent[] = [];
     if (payout !== 0n) events.push(["Settled", { channelId: id, amount: ch.settled }]);
