@@ -18,6 +18,7 @@ const PAYEE = "0x00000000000000000000000000000000000000aa" as Address;
 const TOKEN = "0x00000000000000000000000000000000000000bb" as Address;
 const SENDER = "0x00000000000000000000000000000000000000cc" as Address;
 const SIG = `0x${"11".repeat(65)}` as Hex;
+const CLOSE_SIG = `0x${"2c".repeat(65)}` as Hex;
 let n = 0;
 
 function chain(over: Partial<ChainChannel> = {}): ChainChannel {
@@ -94,7 +95,7 @@ export function settlementStoreConformance(kind: string, open: () => Promise<Con
       const even = await paid(h.store, 500n, { settled: 500n });
       const done = await paid(h.store, 500n, { finalized: true });
       const asked = chain();
-      await h.store.requestCooperativeClose(asked, 1_700_000_000);
+      await h.store.requestCooperativeClose(asked, 1_700_000_000, CLOSE_SIG);
       const got = await ids(h.settlement);
       expect(got).to.include(owes.channelId);
       expect(got).to.include(asked.channelId);
@@ -107,8 +108,11 @@ export function settlementStoreConformance(kind: string, open: () => Promise<Con
       const rest = await h.settlement.listCandidates({ limit: 100, after: first[0].channelId });
       expect(rest.map((c) => c.channelId)).to.deep.equal(got.slice(1));
       const c = (await h.settlement.listCandidates({ limit: 100 })).find((x) => x.channelId === owes.channelId)!;
-      expect(c).to.include({ spent: 500n, accepted: 500n, settled: 0n, lastSettledAt: 0 });
+      expect(c).to.include({ spent: 500n, accepted: 500n, settled: 0n, lastSettledAt: 0, closeRequestSignature: null });
       expect(c.acceptedSignature).to.equal(SIG);
+      // The payer's close request signature comes with the candidate (the close shows it to the escrow as consent).
+      const a = (await h.settlement.listCandidates({ limit: 100 })).find((x) => x.channelId === asked.channelId)!;
+      expect(a).to.include({ payerCloseRequestedAt: 1_700_000_000, closeRequestSignature: CLOSE_SIG });
     });
 
     it("records a built transaction with pending items, hides its channels, and refuses a second claim or nonce", async () => {

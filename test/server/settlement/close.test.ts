@@ -9,7 +9,8 @@ import { expect } from "chai";
 import { parseEther, toHex, type Hex } from "viem";
 import { channelEscrowAbi, CLOSE_PATH, signCloseRequest } from "@paychan/protocol";
 import { mockUsdcAbi } from "@paychan/demo";
-import { createSettlement, resolveSettlementConfig, SettlementScheduler, type SettlementConfig } from "@paychan/server";
+import { createSettlement, resolveSettlementConfig, SettlementRevertError, SettlementScheduler, type SettlementConfig } from "@paychan/server";
+import { accountKey } from "../../helpers/chain";
 import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../../helpers/server";
 import { advanceTime } from "../../helpers/settlement";
@@ -171,6 +172,55 @@ describe("settlement: close requests with the real server", function () {
     } finally {
       await scheduler.stop();
     }
+  });
+
+  it("an operator settler closes on the payer's request with the stored close request signature (the signer's or the payer's); without it the escrow refuses (CloseNotConsented)", async () => {
+    const bySigner = await paidCalls(8, 2);
+    const byPayer = await paidCalls(9, 3);
+    const signatures = new Map<Hex, Hex>([
+      [bySigner.id, signCloseRequest(srv.domain, bySigner.id, bySigner.signerKey)],
+      [byPayer.id, signCloseRequest(srv.domain, byPayer.id, accountKey(9))], // the payer's own key
+    ]);
+    for (const [channelId, signature] of signatures) {
+      const res = await call(`${srv.url}${CLOSE_PATH}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ channelId, signature }),
+      });
+      expect(res.status, JSON.stringify(res.body)).to.equal(202);
+      expect((await srv.store.getChannel(channelId))!.closeRequestSignature).to.equal(signature.toLowerCase());
+    }
+    const { job, chain } = settlement();
+    expect(chain.sender).to.equal(operator.address); // an operator, not the payee
+    // The same close without the payer's consent: the escrow refuses an operator's refunding close.
+    for (const ch of [bySigner, byPayer]) {
+      const stored = (await srv.store.getChannel(ch.id))!;
+      const claim = { channelId: ch.id, signer: ch.signer, cumulativeAmount: stored.accepted, amount: stored.spent, signature: stored.acceptedSignature!, closeRequestSignature: "0x" as Hex };
+      const refused = await chain.estimate(chain.closeData(claim)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(refused).to.be.instanceOf(SettlementRevertError);
+      expect((refused as SettlementRevertError).errorName).to.equal("CloseNotConsented");
+    }
+    const before = await Promise.all([balance(srv.payee), balance(bySigner.payer), balance(byPayer.payer)]);
+    const r = await job.runOnce({ wait: true });
+    expect(r.selected).to.deep.equal({ close_requested_by_payer: 2 });
+    expect(r.closeFallbacks).to.deep.equal([]);
+    expect(r.failures).to.deep.equal([]);
+    expect(r.txs.map((t) => [t.kind, t.status])).to.deep.equal([
+      ["close", "confirmed"],
+      ["close", "confirmed"],
+    ]);
+    expect(r.channelsClosed).to.equal(2);
+    expect(r.amountSettled).to.equal(5n * PRICE);
+    for (const [ch, spent] of [[bySigner, 2n * PRICE], [byPayer, 3n * PRICE]] as const) {
+      expect(await onChain(ch)).to.include({ finalized: true, settled: spent });
+    }
+    const after = await Promise.all([balance(srv.payee), balance(bySigner.payer), balance(byPayer.payer)]);
+    expect(after[0] - before[0]).to.equal(5n * PRICE);
+    expect(after[1] - before[1]).to.equal(bySigner.deposit - 2n * PRICE);
+    expect(after[2] - before[2]).to.equal(byPayer.deposit - 3n * PRICE);
   });
 
   it("refunds the whole deposit of an unused channel on a cooperative request, and leaves an on-chain close with nothing owed to the payer", async () => {

@@ -49,6 +49,7 @@ function cand(over: Partial<SettlementCandidate> = {}): SettlementCandidate {
     spent: 400_000n,
     floor: 0n,
     payerCloseRequestedAt: 0,
+    closeRequestSignature: null,
     createdAt: 1_000_000,
     updatedAt: 1_000_000,
     lastSettledAt: 0,
@@ -327,5 +328,57 @@ describe("settlement: receipt decoding", () => {
       { kind: "close", escrow, token, payee, channelIds: [id(1)] },
     );
     expect(refundOnly.amountSettled).to.equal(0n);
+  });
+
+  it("reads a payout the escrow kept owed to the payee (PaymentDeferred) as deferred, not paid; deferrals to others are not the payee's", () => {
+    const other = "0x00000000000000000000000000000000000000cc" as Address;
+    const settle = decodeSettlementReceipt(
+      {
+        status: "success",
+        blockNumber: 9n,
+        blockHash: id(9),
+        gasUsed: 100n,
+        logs: [
+          ev(escrow, channelEscrowAbi, "Settled", { channelId: id(1) }, u(["uint128"], [700n])),
+          ev(escrow, channelEscrowAbi, "PaymentDeferred", { token, account: payee }, u(["uint256"], [700n])),
+          ev(escrow, channelEscrowAbi, "PaymentDeferred", { token: other, account: payee }, u(["uint256"], [5n])),
+        ],
+      },
+      { kind: "settle", escrow, token, payee, channelIds: [id(1)] },
+    );
+    expect(settle.items).to.deep.equal([{ channelId: id(1), status: "settled", settledAmount: 700n }]);
+    expect(settle).to.include({ amountSettled: 0n, amountDeferred: 700n });
+    // A close whose payout is deferred and whose refund reaches the payer (here the payee itself): the refund is not the payout.
+    const close = decodeSettlementReceipt(
+      {
+        status: "success",
+        blockNumber: 9n,
+        blockHash: id(9),
+        gasUsed: 100n,
+        logs: [
+          ev(escrow, channelEscrowAbi, "Settled", { channelId: id(1) }, u(["uint128"], [900n])),
+          ev(escrow, channelEscrowAbi, "Closed", { channelId: id(1) }, u(["uint256", "uint256"], [900n, 100n])),
+          ev(escrow, channelEscrowAbi, "PaymentDeferred", { token, account: payee }, u(["uint256"], [400n])),
+          ev(token, erc20Abi, "Transfer", { from: escrow, to: payee }, u(["uint256"], [100n])),
+        ],
+      },
+      { kind: "close", escrow, token, payee, channelIds: [id(1)] },
+    );
+    expect(close).to.include({ amountSettled: 0n, amountDeferred: 400n });
+    // The payer's refund deferred: nothing owed to the payee.
+    const refund = decodeSettlementReceipt(
+      {
+        status: "success",
+        blockNumber: 9n,
+        blockHash: id(9),
+        gasUsed: 100n,
+        logs: [
+          ev(escrow, channelEscrowAbi, "Closed", { channelId: id(1) }, u(["uint256", "uint256"], [900n, 100n])),
+          ev(escrow, channelEscrowAbi, "PaymentDeferred", { token, account: payer }, u(["uint256"], [100n])),
+        ],
+      },
+      { kind: "close", escrow, token, payee, channelIds: [id(1)] },
+    );
+    expect(refund).to.include({ amountSettled: 0n, amountDeferred: 0n });
   });
 });

@@ -213,6 +213,7 @@ export function storeConformance(backend: StoreBackend): void {
           spent: 25n,
           floor: 0n,
           payerCloseRequestedAt: 0,
+          closeRequestSignature: null,
         });
         expect(ch.createdAt).to.be.within(before - 1, Date.now() + 1);
         expect(ch.updatedAt).to.be.at.least(ch.createdAt);
@@ -585,6 +586,36 @@ export function storeConformance(backend: StoreBackend): void {
         expectOk(await accept(store, c, 300n, 50n));
         const ch = await store.requestCooperativeClose({ ...c, block: 5n, deposit: 1n }, 1_700_000_000);
         expect(ch).to.include({ accepted: 300n, spent: 50n, acceptedSignature: sig(300), block: 10n, deposit: c.deposit, payerCloseRequestedAt: 1_700_000_000 });
+      });
+
+      it("keeps the payer's close request signature (the first one stays; a later one fills an empty one), across a reopen", async () => {
+        const first = sig(0xa1);
+        const later = sig(0xb2);
+        // A new channel, asked with a signature: stored (lowercase), and a later request does not replace it.
+        const a = snapshot();
+        expect(await store.requestCooperativeClose(a, 1_700_000_000, first)).to.include({ closeRequestSignature: first, payerCloseRequestedAt: 1_700_000_000 });
+        expect(await store.requestCooperativeClose(a, 1_800_000_000, later)).to.include({ closeRequestSignature: first, payerCloseRequestedAt: 1_700_000_000 });
+        expect(await store.requestCooperativeClose(a, 1_800_000_000)).to.include({ closeRequestSignature: first });
+        // A paid channel marked closing without a signature (the settlement job's mark for an on-chain close): none
+        // stored; the payer's later request fills it, uppercase hex stored lowercase, and the first time stays.
+        const b = snapshot();
+        expectOk(await accept(store, b, 300n, 50n));
+        expect(await store.requestCooperativeClose(b, 1_700_000_000)).to.include({ closeRequestSignature: null, payerCloseRequestedAt: 1_700_000_000 });
+        const upper = `0x${later.slice(2).toUpperCase()}` as Hex;
+        expect(await store.requestCooperativeClose(b, 1_800_000_000, upper)).to.include({
+          closeRequestSignature: later,
+          payerCloseRequestedAt: 1_700_000_000,
+          accepted: 300n,
+          spent: 50n,
+        });
+        expect(await store.requestCooperativeClose(b, 1_900_000_000, first)).to.include({ closeRequestSignature: later });
+        // A channel with only vouchers has none.
+        const c = snapshot();
+        expect(expectOk(await accept(store, c, 10n, 1n)).closeRequestSignature).to.equal(null);
+        const reopened = await openStore(url);
+        expect((await reopened.getChannel(a.channelId))?.closeRequestSignature).to.equal(first);
+        expect((await reopened.getChannel(b.channelId))?.closeRequestSignature).to.equal(later);
+        expect((await reopened.getChannel(c.channelId))?.closeRequestSignature).to.equal(null);
       });
 
       it("concurrent close requests and vouchers: once the request is stored no voucher is accepted", async () => {

@@ -21,7 +21,7 @@ import { openChannel } from "../../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../../helpers/postgres";
 import { startTestServer } from "../../helpers/server";
 import { settlementStoreConformance } from "../../helpers/settlement-store-conformance";
-import { accept, binding, snapshot, storeConformance } from "./conformance";
+import { accept, binding, sig, snapshot, storeConformance } from "./conformance";
 
 describePostgres("PostgreSQL store", function () {
   const open = (url: string) => PostgresStore.open({ url, pool: { max: 8 } });
@@ -121,6 +121,21 @@ describePostgres("PostgreSQL store: specifics", function () {
       err = e;
     }
     expect((err as Error)?.message).to.match(/duplicate/);
+  });
+
+  it("upgrades a database of the first schema: its channels have no close request signature until the payer's request stores one", async () => {
+    const url = await newTestDatabase("upgrade");
+    const c = await raw(url);
+    await migratePostgres(c, POSTGRES_MIGRATIONS.filter((m) => m.version === 1));
+    const ch = snapshot();
+    await c.query(
+      `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, accepted, accepted_signature,
+         spent, floor, payer_close_requested_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 300, $8, 50, 0, 1700000000, 1, 1)`,
+      [ch.channelId, ch.payer, ch.payee, ch.token, ch.signer, ch.deposit.toString(), ch.closeDelay, sig(300)],
+    );
+    const store = await open(url);
+    expect(await store.getChannel(ch.channelId)).to.include({ accepted: 300n, spent: 50n, payerCloseRequestedAt: 1_700_000_000, closeRequestSignature: null });
+    expect(await store.requestCooperativeClose(ch, 1_800_000_000, sig(0xc1))).to.include({ payerCloseRequestedAt: 1_700_000_000, closeRequestSignature: sig(0xc1) });
   });
 
   it("a failing migration leaves nothing half-applied", async () => {

@@ -10,7 +10,7 @@ import Database from "better-sqlite3";
 import { migrateSqlite, SqliteStore, sqliteFilename } from "@paychan/server";
 import { SQLITE_MIGRATIONS } from "../../../server/core/src/store/sqlite/migrations";
 import { tempDatabaseUrl } from "../../helpers/server";
-import { storeConformance } from "./conformance";
+import { sig, snapshot, storeConformance } from "./conformance";
 
 function remove(file: string) {
   fs.rmSync(path.dirname(file), { recursive: true, force: true });
@@ -47,6 +47,28 @@ describe("store: SQLite specifics", () => {
     expect(rows.map((r) => r.version)).to.deep.equal([...SQLITE_MIGRATIONS.map((m) => m.version), 150]);
     expect(() => migrateSqlite(db, [extra, extra])).to.throw(/duplicate/);
     db.close();
+  });
+
+  it("upgrades a database of the first schema: its channels have no close request signature until the payer's request stores one", async () => {
+    const url = tempDatabaseUrl();
+    const db = new Database(url);
+    migrateSqlite(db, SQLITE_MIGRATIONS.filter((m) => m.version === 1));
+    const c = snapshot();
+    const amount = (v: bigint) => v.toString(10).padStart(39, "0");
+    db.prepare(
+      `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, accepted, accepted_signature,
+         spent, floor, payer_close_requested_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(c.channelId, c.payer, c.payee, c.token, c.signer, amount(c.deposit), amount(0n), c.closeDelay, amount(300n), sig(300), amount(50n), amount(0n), 1_700_000_000, 1, 1);
+    db.close();
+    const store = new SqliteStore({ url });
+    try {
+      expect(await store.getChannel(c.channelId)).to.include({ accepted: 300n, spent: 50n, payerCloseRequestedAt: 1_700_000_000, closeRequestSignature: null });
+      const ch = await store.requestCooperativeClose(c, 1_800_000_000, sig(0xc1));
+      expect(ch).to.include({ payerCloseRequestedAt: 1_700_000_000, closeRequestSignature: sig(0xc1) });
+    } finally {
+      await store.close();
+      remove(url);
+    }
   });
 
   it("opens with WAL and the configured synchronous mode, FULL by default", async () => {

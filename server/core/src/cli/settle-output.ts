@@ -80,6 +80,12 @@ export function settleSummary(r: SettlementRunReport, o: SettleSummaryContext): 
   lines.push(
     `settled ${r.channelsSettled} channel${r.channelsSettled === 1 ? "" : "s"}, closed ${r.channelsClosed}, amount ${formatTokenAmount(r.amountSettled, o.decimals)}, gas used ${n(r.gasUsed)}${perChannel}`,
   );
+  for (const f of r.closeFallbacks) {
+    lines.push(`close of ${f.channelId} would revert (${f.error}): settled what it owes instead (${formatTokenAmount(f.amount, o.decimals)})`);
+  }
+  if (r.amountDeferred > 0n) {
+    lines.push(`deferred: ${formatTokenAmount(r.amountDeferred, o.decimals)} could not be transferred to the payee and is owed to it by the escrow (the payee takes it with collect(token, to))`);
+  }
   if (r.pending) lines.push(`pending: ${r.pending} transaction${r.pending === 1 ? "" : "s"} not yet confirmed${r.timedOut ? " (timed out waiting; run again)" : ""}`);
   lines.push(r.failures.length ? `failures:\n${r.failures.map((f) => `  - ${f}`).join("\n")}` : "failures: none");
   return lines.join("\n");

@@ -505,7 +505,8 @@ export class PaymentCore {
     if (chain.token.toLowerCase() !== this.tokenLc) return fail("channel_token_mismatch", "the channel holds another token");
     if (chain.finalized) return fail("channel_finalized", "the channel is already finalized");
     try {
-      await this.store.requestCooperativeClose(chain, Math.floor(Date.now() / 1000));
+      // The signature is kept: it is the payer's consent the escrow asks of an operator's refunding close.
+      await this.store.requestCooperativeClose(chain, Math.floor(Date.now() / 1000), request.signature);
     } catch (e) {
       this.logger?.error({ err: (e as Error).message }, "store failed while recording a close request");
       return fail("upstream_unavailable", "the store is unavailable; try again");

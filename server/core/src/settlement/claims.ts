@@ -3,7 +3,8 @@
  * `cumulativeAmount`, `amount`, `signature`: one `settle` item, one voucher).
  *
  * - {@link PlannedClaim}: a `settle` item as the job plans it, with the channel's `settled` as the chain showed it.
- * - `CloseClaim` (protocol): the arguments of `ChannelEscrow.close(channelId, signer, cumulativeAmount, amount, signature)`.
+ * - `CloseClaim` (protocol): the arguments of `ChannelEscrow.close(channelId, signer, cumulativeAmount, amount, signature,
+ *   closeRequestSignature)`.
  * - {@link RecordedClaim}: what the settlement store keeps of a claim (no signature: the raw transaction carries it).
  */
 import type { SettleClaim } from "@paychan/protocol";

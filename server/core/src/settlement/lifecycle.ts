@@ -86,6 +86,7 @@ async function reconcileTx(cy: SettlementCycle, tx: SettlementTx, open: readonly
       const done = await s.confirmTx(cur.id, conf);
       if (done) {
         finished(cy, done);
+        if (conf.amountDeferred > 0n) deferred(cy, done, conf.amountDeferred);
         // The confirmation already applied the logs; a fresh read also catches what happened since.
         await refsOf(cy, done.items.map((i) => i.channelId))
           .then((refs) => refreshChannels(cy, refs))
@@ -184,6 +185,20 @@ export async function waitFinal(cy: SettlementCycle, deadline: number, ttl: numb
     }
     await reconcile(cy);
   }
+}
+
+/**
+ * A confirmed transaction whose payout the escrow kept owed to the payee (`PaymentDeferred`: the token refused the
+ * transfer): report, metric and a warning, once (after the store's compare-and-set). The channels' `settled` rose all
+ * the same; the payee (not the operator) takes the money with `collect(token, to)`.
+ */
+function deferred(cy: SettlementCycle, tx: SettlementTx, amount: bigint): void {
+  cy.report.amountDeferred += amount;
+  cy.o.metrics?.deferred(amount);
+  cy.log?.warn(
+    { txId: tx.id, kind: tx.kind, hash: tx.hash, amount: String(amount), payee: cy.o.chain.payee, token: cy.o.chain.token },
+    "the escrow could not transfer the payout and keeps it owed to the payee: the payee takes it with collect(token, to)",
+  );
 }
 
 /** Records a final status in metrics and logs (called once: only after the store's compare-and-set succeeded). */

@@ -12,6 +12,8 @@ export interface SettlementMetrics {
   txFinished(tx: SettlementTx): void;
   /** A mined transaction disappeared (reorg). */
   reorg(): void;
+  /** A confirmed transaction's payout of `amount` was kept owed to the payee by the escrow (`PaymentDeferred`). */
+  deferred(amount: bigint): void;
   /** A cycle ended. */
   cycle(result: "ok" | "failed" | "lease_busy", seconds: number): void;
   /** Wires the scrape-time gauges. `chainNow` gives chain time (s) for the close-deadline gauge. */
@@ -52,6 +54,11 @@ function build(registry: Registry): SettlementMetrics {
     name: "channel_settlement_gas_per_channel",
     help: "Gas per settled channel of each confirmed settle transaction",
     buckets: [12_000, 13_000, 15_000, 20_000, 30_000, 60_000, 100_000],
+    registers: [registry],
+  });
+  const deferredAmount = new Counter({
+    name: "channel_settlement_deferred_atomic_total",
+    help: "Payouts to the payee the escrow could not transfer (token paused, payee blacklisted) and keeps owed until the payee calls collect, atomic units",
     registers: [registry],
   });
   const reorgs = new Counter({ name: "channel_settlement_reorgs_total", help: "Mined settlement transactions that a reorg removed (then re-sent)", registers: [registry] });
@@ -146,6 +153,9 @@ function build(registry: Registry): SettlementMetrics {
     },
     reorg() {
       reorgs.inc();
+    },
+    deferred(value) {
+      deferredAmount.inc(Number(value));
     },
     cycle(result, seconds) {
       cycles.inc({ result });

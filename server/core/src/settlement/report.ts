@@ -1,7 +1,8 @@
 /**
  * The report of one settlement cycle ({@link SettlementRunReport}): what the policy selected, the transactions the
  * cycle created or moved, totals of what was confirmed, failures. The steps of a cycle fill `selected`, `plan`,
- * `failures`, `timedOut` and `nextDueAt` as they go; {@link summariseRun} adds the transactions and totals at the end.
+ * `closeFallbacks`, `amountDeferred`, `failures`, `timedOut` and `nextDueAt` as they go; {@link summariseRun} adds the
+ * transactions and totals at the end.
  */
 import type { Hex } from "viem";
 import { PERMANENT_SKIP_REASONS, type SettlementTx, type SettlementTxKind, type SkipReason } from "../store/settlement-types";
@@ -41,6 +42,17 @@ export interface SettlementRunReport {
   channelsClosed: number;
   /** Paid to the payee by transactions confirmed in this run. */
   amountSettled: bigint;
+  /**
+   * Settled by transactions confirmed in this run but not transferred: the escrow's payout to the payee failed
+   * (paused token, blacklisted payee) and it keeps the amount owed to the payee (`PaymentDeferred`), who takes it
+   * with `collect(token, to)`. Not part of `amountSettled`.
+   */
+  amountDeferred: bigint;
+  /**
+   * Closes that could not be sent (the node's estimate reverted with `error`, e.g. `CloseNotConsented` or
+   * `TransferOutOfGas`): what the channel owed (`amount`) was put in a `settle` batch instead.
+   */
+  closeFallbacks: Array<{ channelId: Hex; error: string; amount: bigint }>;
   /** Gas of the transactions confirmed or failed in this run. */
   gasUsed: bigint;
   /** Gas of confirmed `settle` transactions / channels they settled (null when none). */
@@ -68,6 +80,8 @@ export function emptyRunReport(startedAt: number): SettlementRunReport {
     channelsSettled: 0,
     channelsClosed: 0,
     amountSettled: 0n,
+    amountDeferred: 0n,
+    closeFallbacks: [],
     gasUsed: 0n,
     gasPerChannel: null,
     skipped: [],

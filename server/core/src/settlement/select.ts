@@ -5,6 +5,7 @@
  */
 import type { Hex } from "viem";
 import type { SettlementCandidate } from "../store/settlement-types";
+import type { PlannedClaim } from "./claims";
 import { submitCloseReportingFailure } from "./close";
 import type { SettlementCycle } from "./cycle";
 import type { RunOptions } from "./job-options";
@@ -47,7 +48,12 @@ export async function selectAndSubmit(cy: SettlementCycle, opts: RunOptions): Pr
     return;
   }
   if (picked.length) cy.log?.info({ selected: r.selected }, "settlement selected channels");
-  for (const { c } of picked.filter((x) => x.d.action === "close")) await submitCloseReportingFailure(cy, c);
+  // A close that cannot be sent falls back to settling what the channel owes, in the settle batches.
+  const fallbacks: PlannedClaim[] = [];
+  for (const { c } of picked.filter((x) => x.d.action === "close")) {
+    const f = await submitCloseReportingFailure(cy, c);
+    if (f) fallbacks.push(f);
+  }
   const settles = picked.filter((x) => x.d.action === "settle").map((x) => x.c);
-  if (settles.length) await submitSettles(cy, settles);
+  if (settles.length || fallbacks.length) await submitSettles(cy, settles, fallbacks);
 }

@@ -16,16 +16,20 @@ import { sendNew } from "./submit";
 /**
  * Re-reads the chosen channels, then submits `settle` batches under the size and gas limits. A channel finalized
  * or settled meanwhile is left out; one whose close was requested meanwhile is closed cooperatively instead.
+ * `fallbacks`: claims of channels whose close could not be sent (already sized against a fresh chain read), settled
+ * in the same batches.
  */
-export async function submitSettles(cy: SettlementCycle, list: readonly SettlementCandidate[]): Promise<void> {
+export async function submitSettles(cy: SettlementCycle, list: readonly SettlementCandidate[], fallbacks: readonly PlannedClaim[] = []): Promise<void> {
   const snaps = await refreshChannels(cy, list);
-  const claims: PlannedClaim[] = [];
+  const claims: PlannedClaim[] = [...fallbacks];
   for (const c of list) {
     const s = snaps.get(c.channelId.toLowerCase());
     if (!s || s.finalized) continue; // withdrawn or closed meanwhile
     if (s.closesAt > 0) {
-      // A close was requested since the store last looked: it becomes a cooperative close.
-      await submitCloseReportingFailure(cy, { ...c, ...s });
+      // A close was requested since the store last looked: it becomes a cooperative close (or, when that cannot be
+      // sent, a settle after all).
+      const fallback = await submitCloseReportingFailure(cy, { ...c, ...s });
+      if (fallback) claims.push(fallback);
       continue;
     }
     const amount = claimable({ ...c, deposit: s.deposit });

@@ -17,7 +17,8 @@
  * versions 100-199 are reserved for settlement) and a separate interface (e.g. `SettlementStore`) implemented
  * next to this one on the same connection (`SqliteStore.db` / `SqliteStore.transaction`). Channel state the
  * settlement job needs is already here: `spent` (what to claim), `accepted` + `acceptedSignature` (the voucher to
- * claim it with), `settled` (confirmed on chain, from the chain view), `closesAt`, `payerCloseRequestedAt`.
+ * claim it with), `settled` (confirmed on chain, from the chain view), `closesAt`, `payerCloseRequestedAt` and
+ * `closeRequestSignature` (the payer's consent to an operator's close).
  */
 import type { Address, Hex } from "viem";
 import type { AcceptRefusalCode, ChannelRef, OnchainChannel } from "@paychan/protocol";
@@ -44,6 +45,12 @@ export interface ChannelAccounting {
 export interface StoredChannel extends ChainChannel, ChannelAccounting {
   /** When (unix s, server clock) the signer asked for a cooperative close via `POST /channel/close`; 0 when not. */
   payerCloseRequestedAt: number;
+  /**
+   * The `CloseRequest(channelId)` signature (by the channel's signer or payer) of that request, kept so the settlement
+   * job can show the escrow the payer's consent when an operator closes (`ChannelEscrow.close`'s last argument);
+   * null when none was received (a close the job marked for an on-chain `requestClose`, or a row older than it).
+   */
+  closeRequestSignature: Hex | null;
   /** Unix ms. */
   createdAt: number;
   updatedAt: number;
@@ -114,8 +121,13 @@ export interface ChannelStore {
    * `force` (after a reorg the chain's new state can carry a lower block number: it then replaces the old one).
    */
   applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void>;
-  /** Records the signer's cooperative close request (stores the channel if new). Idempotent. */
-  requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel>;
+  /**
+   * Records the payer's cooperative close request (stores the channel if new) at `at` (unix s) with its
+   * `CloseRequest` `signature` when given. Idempotent: the first request time stays, and so does the first signature
+   * stored; a later request with a signature fills it when none is stored yet (e.g. after the job marked the channel
+   * closing for an on-chain request, which has none).
+   */
+  requestCooperativeClose(chain: ChainChannel, at: number, signature?: Hex): Promise<StoredChannel>;
   getCursor(): Promise<EventCursor | null>;
   /** Stored channels that are not finalized, with their signers (the chain view refreshes them at start). */
   activeChannels(): Promise<ChannelRef[]>;

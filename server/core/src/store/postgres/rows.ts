@@ -21,6 +21,7 @@ export interface PgChannelRow {
   spent: string;
   floor: string;
   payer_close_requested_at: string;
+  close_request_signature: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -45,6 +46,7 @@ export function pgRowToChannel(r: PgChannelRow): StoredChannel {
     spent: BigInt(r.spent),
     floor: BigInt(r.floor),
     payerCloseRequestedAt: Number(r.payer_close_requested_at),
+    closeRequestSignature: (r.close_request_signature as Hex | null) ?? null,
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };

@@ -112,13 +112,15 @@ const SQL = {
     )
     SELECT * FROM ins`,
   release: "UPDATE channels SET spent = GREATEST(spent - $2, 0), updated_at = $3 WHERE channel_id = $1 RETURNING *",
+  // The first request time and the first signature stay; a signature fills an empty one.
   coopClose: `
-    INSERT INTO channels (${COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, NULL, 0, 0, $13, $14, $14)
+    INSERT INTO channels (${COLUMNS}, close_request_signature)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, NULL, 0, 0, $13, $14, $14, $15)
     ON CONFLICT (channel_id) DO UPDATE SET
       ${MERGE_CHAIN("channels", { deposit: "EXCLUDED.deposit", settled: "EXCLUDED.settled", cra: "EXCLUDED.close_requested_at", ca: "EXCLUDED.closes_at", fin: "EXCLUDED.finalized", block: "EXCLUDED.chain_block" })},
       payer_close_requested_at = CASE WHEN channels.payer_close_requested_at = 0 THEN EXCLUDED.payer_close_requested_at
                                       ELSE channels.payer_close_requested_at END,
+      close_request_signature = COALESCE(channels.close_request_signature, EXCLUDED.close_request_signature),
       updated_at = EXCLUDED.updated_at
     RETURNING *`,
   lockMany: "SELECT channel_id FROM channels WHERE channel_id = ANY($1::text[]) ORDER BY channel_id FOR UPDATE",
@@ -441,13 +443,14 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     });
   }
 
-  async requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel> {
+  async requestCooperativeClose(chain: ChainChannel, at: number, signature?: Hex): Promise<StoredChannel> {
     this.check();
     const r = await this.pool.query<PgChannelRow>(
       q("coopClose", [
         ...chainColumns(lower(chain.channelId), chain),
         at,
         Date.now(),
+        signature ? lower(signature) : null,
       ]),
     );
     return pgRowToChannel(r.rows[0]);

@@ -134,6 +134,7 @@ function toCandidate(r: Record<string, unknown>): SettlementCandidate {
     spent: decodeAmount(r.spent as string),
     floor: decodeAmount(r.floor as string),
     payerCloseRequestedAt: r.payer_close_requested_at as number,
+    closeRequestSignature: (r.close_request_signature as Hex | null) ?? null,
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
   };

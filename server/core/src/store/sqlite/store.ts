@@ -61,6 +61,7 @@ interface ChannelRow {
   spent: string;
   floor: string;
   payer_close_requested_at: number;
+  close_request_signature: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -84,6 +85,7 @@ function toChannel(r: ChannelRow): StoredChannel {
     spent: decodeAmount(r.spent),
     floor: decodeAmount(r.floor),
     payerCloseRequestedAt: r.payer_close_requested_at,
+    closeRequestSignature: (r.close_request_signature as Hex | null) ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
@@ -153,9 +155,11 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
       getChannel: db.prepare<[string], ChannelRow>("SELECT * FROM channels WHERE channel_id = ?"),
       insertChannel: db.prepare(
         `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at, closes_at,
-           finalized, chain_block, accepted, accepted_signature, spent, floor, payer_close_requested_at, created_at, updated_at)
+           finalized, chain_block, accepted, accepted_signature, spent, floor, payer_close_requested_at, close_request_signature,
+           created_at, updated_at)
          VALUES (@channel_id, @payer, @payee, @token, @signer, @deposit, @settled, @close_delay, @close_requested_at, @closes_at,
-           @finalized, @chain_block, @accepted, @accepted_signature, @spent, @floor, @payer_close_requested_at, @created_at, @updated_at)`,
+           @finalized, @chain_block, @accepted, @accepted_signature, @spent, @floor, @payer_close_requested_at, @close_request_signature,
+           @created_at, @updated_at)`,
       ),
       updateChain: db.prepare(
         // settled never goes down and finalized never back (settlement raises them from receipts; a reorg uses forceChain)
@@ -176,8 +180,12 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
       insertUsed: db.prepare("INSERT INTO used_vouchers (channel_id, amount) VALUES (?, ?)"),
       pruneUsed: db.prepare("DELETE FROM used_vouchers WHERE channel_id = ? AND amount <= ?"),
       release: db.prepare(`UPDATE channels SET spent = ?, updated_at = ? WHERE channel_id = ?`),
+      // The first request time and the first signature stay; a signature fills an empty one.
       coopClose: db.prepare(
-        "UPDATE channels SET payer_close_requested_at = ?, updated_at = ? WHERE channel_id = ? AND payer_close_requested_at = 0",
+        `UPDATE channels SET
+           payer_close_requested_at = CASE WHEN payer_close_requested_at = 0 THEN @at ELSE payer_close_requested_at END,
+           close_request_signature = coalesce(close_request_signature, @signature), updated_at = @updated_at
+         WHERE channel_id = @channel_id AND (payer_close_requested_at = 0 OR (close_request_signature IS NULL AND @signature IS NOT NULL))`,
       ),
       getCursor: db.prepare<[string], { block: number; block_hash: string | null }>("SELECT block, block_hash FROM cursors WHERE name = ?"),
       setCursor: db.prepare(
@@ -217,7 +225,12 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
     };
   }
 
-  private insertNew(c: ChainChannel, acc: { accepted: bigint; signature: Hex | null; spent: bigint; floor: bigint }, payerClose: number, now: number) {
+  private insertNew(
+    c: ChainChannel,
+    acc: { accepted: bigint; signature: Hex | null; spent: bigint; floor: bigint },
+    payerClose: { at: number; signature: Hex | null },
+    now: number,
+  ) {
     this.st.insertChannel.run({
       ...this.chainParams(c, now),
       // addresses as the chain view gives them (checksummed); compare case-insensitively
@@ -230,7 +243,8 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
       accepted_signature: acc.signature,
       spent: encodeAmount(acc.spent),
       floor: encodeAmount(acc.floor),
-      payer_close_requested_at: payerClose,
+      payer_close_requested_at: payerClose.at,
+      close_request_signature: payerClose.signature,
       created_at: now,
     });
   }
@@ -270,7 +284,7 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
     // The stored signature is always the one of the voucher for `accepted`.
     const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
     if (!current) {
-      this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, floor: d.floor }, 0, now);
+      this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, floor: d.floor }, { at: 0, signature: null }, now);
     } else if (batch) {
       // written once for the batch by writeHeld
     } else {
@@ -303,6 +317,7 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
           spent: d.spent,
           floor: d.floor,
           payerCloseRequestedAt: 0,
+          closeRequestSignature: null,
           createdAt: now,
           updatedAt: now,
         };
@@ -415,17 +430,18 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
     this.snapshotsTx(snapshots, cursor, options?.force === true);
   }
 
-  async requestCooperativeClose(chain: ChainChannel, at: number): Promise<StoredChannel> {
+  async requestCooperativeClose(chain: ChainChannel, at: number, signature?: Hex): Promise<StoredChannel> {
     this.check();
     const id = lower(chain.channelId);
+    const sig = signature ? (lower(signature) as Hex) : null;
     return this.db
       .transaction(() => {
         const now = Date.now();
         if (!this.st.getChannel.get(id)) {
-          this.insertNew(chain, { accepted: 0n, signature: null, spent: 0n, floor: 0n }, at, now);
+          this.insertNew(chain, { accepted: 0n, signature: null, spent: 0n, floor: 0n }, { at, signature: sig }, now);
         } else {
           this.st.updateChain.run(this.chainParams(chain, now));
-          this.st.coopClose.run(at, now, id);
+          this.st.coopClose.run({ at, signature: sig, updated_at: now, channel_id: id });
         }
         return toChannel(this.st.getChannel.get(id)!);
       })

@@ -68,4 +68,11 @@ export const CORE_PG_MIGRATIONS: PgMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: "the payer's close request signature",
+    // The CloseRequest signature of POST /channel/close (lowercase 0x-hex), shown to the escrow as the payer's consent
+    // when an operator closes the channel; NULL when none was received. No default: a metadata-only change.
+    up: `ALTER TABLE channels ADD COLUMN close_request_signature text CHECK (close_request_signature ~ '^0x([0-9a-f]{2})+$');`,
+  },
 ];

@@ -57,4 +57,11 @@ export const CORE_MIGRATIONS: SqliteMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: "the payer's close request signature",
+    // The CloseRequest signature of POST /channel/close (0x-hex), shown to the escrow as the payer's consent when an
+    // operator closes the channel; NULL when none was received.
+    up: `ALTER TABLE channels ADD COLUMN close_request_signature TEXT;`,
+  },
 ];
