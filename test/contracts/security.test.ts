@@ -582,7 +582,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       const digest = await env.escrow.read.voucherDigest([ch.id, USDC(10)]);
       const answer = await env.publicClient.call({
         to: signer,
-        data: encodeFunctionData({ abi: [{ type: "function", name: "isValidSignature", inputs: [{ type: "bytes32" }, { type: "bytes" }], outputs: [{ type: "bytes4" }], stateMutability: "view" }], functionName: "isValidSignature", args: [digest, "0x"] }),
+        data: encodeFunctionData({ abi: [{ type: "function", name: "isValidSignature", inputs: [{ type: "bytes32" }, { type: "bytes" }], outputs: [{ type: "bytes4" }], stateMutability: "view" }] as const, functionName: "isValidSignature", args: [digest as Hex, "0x"] }),
       });
       expect(answer.data?.slice(0, 10)).to.equal("0x1626ba7e");
       const item = { channelId: ch.id, cumulativeAmount: USDC(10), amount: USDC(10), signer, signature: "0x" as Hex };
