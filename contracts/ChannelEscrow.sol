@@ -284,8 +284,10 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
             mstore(add(dg, 0x02), domainSeparator)
             mstore(add(key, 0x20), payee)
             mstore(add(key, 0x40), token)
-            for { i := from } lt(i, n) { i := add(i, 1) } {
-                let item := add(offset, shl(7, i)) // i * 128
+            // The loop walks the items' calldata (128 bytes each); `i` is derived from where it stopped.
+            let item := add(offset, shl(7, from))
+            let end := add(offset, shl(7, n))
+            for {} lt(item, end) { item := add(item, 0x80) } {
                 let channelId := calldataload(item)
                 let amounts := calldataload(add(item, 0x20))
                 let cumulative := shr(128, amounts)
@@ -309,18 +311,18 @@ contract ChannelEscrow is IChannelEscrow, EIP712, ReentrancyGuardTransient {
                 let settled := and(shr(_SETTLED_SHIFT, state), _AMOUNT_MASK)
                 let amount := and(amounts, 0xffffffffffffffffffffffffffffffff)
                 // valid: signer recovered, not finalized, settled < amount <= min(cumulative, deposit)
-                // (an empty slot has deposit 0, so `amount <= deposit` fails for it)
-                if iszero(
-                    and(
-                        and(iszero(iszero(signer)), iszero(and(state, _FINALIZED_BIT))),
-                        and(gt(amount, settled), iszero(or(gt(amount, cumulative), gt(amount, and(state, _AMOUNT_MASK)))))
-                    )
+                // (an empty slot has deposit 0, so `amount <= deposit` fails for it); stated as its negation,
+                // which takes fewer opcodes per item
+                if or(
+                    or(iszero(signer), and(state, _FINALIZED_BIT)),
+                    or(iszero(gt(amount, settled)), or(gt(amount, cumulative), gt(amount, and(state, _AMOUNT_MASK))))
                 ) { break }
                 sstore(slot, or(and(state, not(shl(_SETTLED_SHIFT, _AMOUNT_MASK))), shl(_SETTLED_SHIFT, amount)))
                 subtotal := add(subtotal, sub(amount, settled))
                 mstore(ev, amount)
                 log2(ev, 0x20, _SETTLED_TOPIC, channelId)
             }
+            i := shr(7, sub(item, offset))
         }
     }
 

@@ -1,7 +1,8 @@
 /**
  * `npm run gas`: gas used by every escrow function on the in-process Hardhat chain, with `settle` batches of
- * 1, 10 and 100 channels and the marginal gas per channel. Gas is deterministic up to a few dozen units (calldata
- * of random session keys and salts); the figures are compared with
+ * 1, 10 and 100 channels and the marginal gas per channel. The session keys and salts are fixed (test/helpers/gas.ts),
+ * so the calldata, hence every figure, is the same on every run and changes only with the contract; the figures are
+ * compared with
  * the committed snapshot `test/gas-snapshot.json` by test/contracts/gas.test.ts (fails on > 2% growth).
  * `npm run gas:write` (`GAS_WRITE=1 hardhat run scripts/gas.ts`) updates the snapshot. `hardhat run` rejects
  * unknown flags (HH305), so `--write` only works when the script runs without the Hardhat CLI

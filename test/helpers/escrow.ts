@@ -56,15 +56,15 @@ export interface OpenedChannel {
 /** Mints, approves and opens a channel from wallet `payerIndex` to `payee`, with a new session key as signer. */
 export async function openChannel(
   env: Env,
-  opts: { payerIndex?: number; payee?: Address; deposit?: bigint; closeDelay?: number; token?: Address } = {},
+  opts: { payerIndex?: number; payee?: Address; deposit?: bigint; closeDelay?: number; token?: Address; signerKey?: Hex; salt?: Hex } = {},
 ): Promise<OpenedChannel> {
   const payerWallet = env.wallets[opts.payerIndex ?? 1];
   const payer = getAddress(payerWallet.account.address);
   const payee = opts.payee ?? getAddress(env.wallets[0].account.address);
   const deposit = opts.deposit ?? USDC(10);
   const token = opts.token ?? env.usdc.address;
-  const s = sessionKey();
-  const salt = nextSalt();
+  const s = opts.signerKey ? { key: opts.signerKey, address: privateKeyToAccount(opts.signerKey).address } : sessionKey();
+  const salt = opts.salt ?? nextSalt();
   await payerWallet.writeContract({ address: token, abi: mockUsdcAbi, functionName: "mint", args: [payer, deposit] });
   await payerWallet.writeContract({ address: token, abi: mockUsdcAbi, functionName: "approve", args: [env.escrow.address, deposit] });
   await payerWallet.writeContract({
