@@ -296,6 +296,20 @@ export const MUTATIONS: Mutation[] = [
     find: "_owed[token][to] += amount;",
     replace: "",
   },
+  {
+    id: "send-reverts-on-failure",
+    kind: "safety",
+    description: "_send: a refused transfer reverts the call (the behaviour before finding 3 was fixed: claims depend on delivery)",
+    find: "if (IERC20(token).trySafeTransfer(to, amount)) return;",
+    replace: "IERC20(token).safeTransfer(to, amount);\n        return;",
+  },
+  {
+    id: "collect-recipient-check-dropped",
+    kind: "other",
+    description: "collect: InvalidRecipient dropped (collect to address(0) or to the escrow itself)",
+    find: "if (to == address(0) || to == address(this)) revert InvalidRecipient(to);",
+    replace: "",
+  },
   // ------------------------------------------------------------------ open
   {
     id: "close-delay-min-off-by-one",

@@ -471,6 +471,7 @@ describe("ChannelEscrow: security checklist (contract)", () => {
           ["settle", encodeFunctionData({ abi: channelEscrowAbi, functionName: "settle", args: [payee, tokAddr, encodeSettleItems([claim(target.v, target.c.id, 20n)])] })],
           ["settleContractSigned", encodeFunctionData({ abi: channelEscrowAbi, functionName: "settleContractSigned", args: [payee, tokAddr, []] })],
           ["close", encodeFunctionData({ abi: channelEscrowAbi, functionName: "close", args: [target.c.id, target.c.signer, 0n, 0n, "0x", "0x"] })],
+          ["collect", encodeFunctionData({ abi: channelEscrowAbi, functionName: "collect", args: [tokAddr, payee] })],
         ];
         let amount = 10n;
         for (const [name, data] of targets) {
