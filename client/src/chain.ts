@@ -5,6 +5,7 @@
 import {
   BaseError as ViemBaseError,
   ContractFunctionRevertedError,
+  decodeErrorResult,
   erc20Abi,
   getAddress,
   type Account,
@@ -35,11 +36,26 @@ export function chainFailure(what: string, cause: unknown): ClientError {
   return new ClientError("chain_failure", `${what} failed: ${shortMessageOf(cause)}`, { cause });
 }
 
-/** The name of the custom error a contract call reverted with, if any. */
+/**
+ * The name of the escrow's custom error a contract call reverted with, if any: viem's decoding, else the revert data
+ * found on an error in the cause chain (an EIP-1193 provider such as Hardhat's in-process one reports the revert of
+ * an estimate as an error viem does not decode).
+ */
 export function revertName(e: unknown): string | undefined {
   if (e instanceof ViemBaseError) {
     const r = e.walk((x) => x instanceof ContractFunctionRevertedError) as ContractFunctionRevertedError | null;
-    return r?.data?.errorName;
+    if (r?.data?.errorName) return r.data.errorName;
+  }
+  for (let x: unknown = e, depth = 0; x && typeof x === "object" && depth < 10; x = (x as { cause?: unknown }).cause, depth++) {
+    const d = (x as { data?: unknown }).data;
+    const data = typeof d === "string" ? d : d && typeof d === "object" ? (d as { data?: unknown }).data : undefined;
+    if (typeof data === "string" && /^0x[0-9a-fA-F]{8}/.test(data)) {
+      try {
+        return decodeErrorResult({ abi: channelEscrowAbi, data: data as Hex }).errorName;
+      } catch {
+        return undefined; // not one of the escrow's errors
+      }
+    }
   }
   return undefined;
 }
@@ -66,6 +82,18 @@ export async function readChannels(ctx: ChainContext, escrow: Address, refs: rea
     return cs.map((c, i) => toOnchainChannel(refs[i].channelId, c as EscrowChannel));
   } catch (e) {
     throw chainFailure("reading channels", e);
+  }
+}
+
+/**
+ * What `escrow` owes `account` in `token`: payouts and refunds it could not transfer (token paused, account
+ * blacklisted), kept until the account takes them with `collect`.
+ */
+export async function readOwed(ctx: ChainContext, escrow: Address, token: Address, account: Address): Promise<bigint> {
+  try {
+    return await ctx.publicClient.readContract({ address: escrow, abi: channelEscrowAbi, functionName: "owed", args: [token, account] });
+  } catch (e) {
+    throw chainFailure(`reading what escrow ${escrow} owes ${account}`, e);
   }
 }
 

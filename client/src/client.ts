@@ -6,7 +6,8 @@
  * - paying/: fetch.ts (the paying fetch, 402s, one retry), vouchers.ts (what a call signs), resync.ts (refusals and
  *   the provider's hint), receipts.ts, routes.ts (terms remembered per route)
  * - channels/: book.ts (records and their on-chain state), selection.ts (which channel pays), opening.ts,
- *   recovery.ts (after lost state), top-ups.ts, closing.ts (close and withdraw), status.ts
+ *   recovery.ts (after lost state), top-ups.ts, closing.ts (close and withdraw), status.ts, owed.ts (what the escrow
+ *   kept owed to the payer), collecting.ts (collect it)
  * - spending.ts (what the limits and policy allow), tokens.ts (decimals and per-token limits)
  *
  * Nothing is signed above the channel's on-chain deposit or the owner's limits; terms outside the allow-lists or
@@ -16,12 +17,24 @@ import type { Address, Hex } from "viem";
 import type { ChannelRequirements } from "@paychan/protocol";
 import { ChannelBook } from "./channels/book";
 import { closeChannel, requestClose, withdraw, type CloseMode } from "./channels/closing";
+import { collect } from "./channels/collecting";
 import { openRequestedChannel, type OpenChannelParams } from "./channels/opening";
+import { owedToPayer } from "./channels/owed";
 import { ChannelSelector } from "./channels/selection";
 import { channelStatus } from "./channels/status";
 import { TopUps } from "./channels/top-ups";
 import type { Amount, SpendingLimits } from "./limits";
-import type { ChannelClientOptions, ChannelPolicy, ChannelStatusInfo, ClientStats, PaymentInfo } from "./options";
+import type {
+  ChannelClientOptions,
+  ChannelPolicy,
+  ChannelStatusInfo,
+  ClientStats,
+  CollectParams,
+  CollectResult,
+  OwedTarget,
+  PaymentInfo,
+  WithdrawResult,
+} from "./options";
 import { PayingFetch } from "./paying/fetch";
 import { Receipts } from "./paying/receipts";
 import { VoucherIssuer } from "./paying/vouchers";
@@ -154,10 +167,35 @@ export class ChannelClient {
     return closeChannel(this.session, this.book, channelId, opts);
   }
 
-  /** After the close delay, refunds the unspent rest to the payer and finalizes the channel. */
-  async withdraw(channelId: Hex): Promise<{ refund: bigint; txHash: Hex }> {
+  /**
+   * After the close delay, refunds the unspent rest to the payer and finalizes the channel. `deferred: true` means
+   * the token refused the transfer (paused, payer blacklisted) and the escrow keeps the refund owed: see
+   * {@link collect}.
+   */
+  async withdraw(channelId: Hex): Promise<WithdrawResult> {
     await this.ready();
     return withdraw(this.session, this.book, channelId);
+  }
+
+  /**
+   * What the escrow owes the payer in `token` (atomic units): refunds it could not transfer (token paused, payer
+   * blacklisted; also refunds of cooperative closes, which the provider sends), kept until {@link collect}.
+   * Default token and escrow: the client's own (the single entry of `limits.assets` / `limits.escrows`, else of its
+   * channels); `invalid_argument` when that is ambiguous.
+   */
+  async owed(token?: Address, opts: Pick<OwedTarget, "escrow"> = {}): Promise<bigint> {
+    await this.ready();
+    return owedToPayer(this.session, this.book, { ...opts, token });
+  }
+
+  /**
+   * Collects everything the escrow owes the payer in `token` (see {@link owed}), sent to `to` (default the payer;
+   * another address when the token refuses the payer). Typed errors: `nothing_owed` (nothing to collect; no
+   * transaction), `invalid_recipient` (the zero address or the escrow), `invalid_argument`, `chain_failure`.
+   */
+  async collect(p: CollectParams = {}): Promise<CollectResult> {
+    await this.ready();
+    return collect(this.session, this.book, p);
   }
 
   /** Every channel of this payer, refreshed from the chain. */

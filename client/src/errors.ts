@@ -19,6 +19,8 @@ export const CLIENT_ERROR_CODES = [
   "provider_failure", // the provider answered the cooperative close with an error
   "store_failure", // the state store could not be read or written
   "invalid_argument", // a bad option or argument from the caller
+  "nothing_owed", // collect when the escrow owes the payer nothing in that token (the contract's NothingOwed)
+  "invalid_recipient", // collect to the zero address or to the escrow itself (the contract's InvalidRecipient)
 ] as const;
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
 

@@ -3,7 +3,18 @@
  * Imports protocol/ only (never server/).
  */
 export { createChannelClient, ChannelClient } from "./client";
-export type { ChannelClientOptions, ChannelPolicy, ClientEvent, PaymentInfo, ClientStats, ChannelStatusInfo } from "./options";
+export type {
+  ChannelClientOptions,
+  ChannelPolicy,
+  ClientEvent,
+  PaymentInfo,
+  ClientStats,
+  ChannelStatusInfo,
+  WithdrawResult,
+  OwedTarget,
+  CollectParams,
+  CollectResult,
+} from "./options";
 export { readReceipt } from "./paying/receipts";
 export { routeKey, normalizeRequest, type FetchInput } from "./request";
 export { checkHintSignature, checkHintAmounts } from "./hint";

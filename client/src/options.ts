@@ -105,3 +105,41 @@ export interface ChannelStatusInfo {
   closeDelay: number;
   origin?: string;
 }
+
+/** What {@link ChannelClient.withdraw} did. */
+export interface WithdrawResult {
+  /** The unspent deposit refunded (atomic units; the escrow's `Withdrawn` event). */
+  refund: bigint;
+  /**
+   * True when the escrow could not transfer the refund (the token is paused, or refuses the payer, e.g. blacklisted)
+   * and keeps it owed to the payer instead (`PaymentDeferred`): the money is owed, not received. Take it with
+   * `collect()`, possibly to another address; `owed()` says how much.
+   */
+  deferred: boolean;
+  txHash: Hex;
+}
+
+/** Which escrow and token {@link ChannelClient.owed} and {@link ChannelClient.collect} look at. */
+export interface OwedTarget {
+  /** Default: the client's token, the one of `limits.assets` or of its channels (when there is exactly one). */
+  token?: Address;
+  /** Default: the client's escrow, the one of `limits.escrows` or of its channels (when there is exactly one). */
+  escrow?: Address;
+}
+
+/** What {@link ChannelClient.collect} takes. */
+export interface CollectParams extends OwedTarget {
+  /** Where the money goes. Default: the payer. */
+  to?: Address;
+}
+
+/** What {@link ChannelClient.collect} collected. */
+export interface CollectResult {
+  escrow: Address;
+  token: Address;
+  /** The recipient. */
+  to: Address;
+  /** Atomic units sent to `to` (everything the escrow owed the payer in `token`). */
+  amount: bigint;
+  txHash: Hex;
+}

@@ -1,7 +1,7 @@
 /**
- * The payer's transactions: approve + open or openWithPermit, topUp, requestClose, withdraw. Each is sent from the
- * funding account and waited for; every failure is a typed {@link ClientError} (`insufficient_funds` when the payer's
- * token balance is short, `chain_failure` otherwise).
+ * The payer's transactions: approve + open or openWithPermit, topUp, requestClose, withdraw, collect. Each is sent
+ * from the funding account and waited for; every failure is a typed {@link ClientError} (`insufficient_funds` when
+ * the payer's token balance is short, `nothing_owed` / `invalid_recipient` for collect, `chain_failure` otherwise).
  */
 import { erc20Abi, parseEventLogs, type Abi, type Address, type Hex, type TransactionReceipt, type WalletClient } from "viem";
 import { channelEscrowAbi, type ChannelRef } from "@paychan/protocol";
@@ -127,10 +127,52 @@ export async function requestCloseTx(ctx: ChainContext, escrow: Address, ref: Ch
   return { receipt, closesAt: ev ? Number(ev.args.closesAt) : 0 };
 }
 
-/** Withdraws the unspent rest of a channel after its close delay; returns the refund. */
-export async function withdrawTx(ctx: ChainContext, escrow: Address, ref: ChannelRef): Promise<{ receipt: TransactionReceipt; refund: bigint }> {
-  const receipt = await sendTx(ctx, "withdraw", { address: escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [ref.channelId, ref.signer] });
-  const ev = parseEventLogs({ abi: channelEscrowAbi, logs: receipt.logs, eventName: "Withdrawn" })[0];
-  return { receipt, refund: ev ? ev.args.refund : 0n };
+/**
+ * What the escrow kept owed to `account` in `token` in this transaction: the sum of its `PaymentDeferred` logs for
+ * them (a transfer the token refused: paused, account blacklisted). Logs of other contracts are ignored, so a token
+ * cannot fake one.
+ */
+export function deferredIn(receipt: TransactionReceipt, escrow: Address, token: Address, account: Address): bigint {
+  const logs = receipt.logs.filter((l) => l.address.toLowerCase() === escrow.toLowerCase());
+  let total = 0n;
+  for (const ev of parseEventLogs({ abi: channelEscrowAbi, logs, eventName: "PaymentDeferred" })) {
+    if (ev.args.token.toLowerCase() === token.toLowerCase() && ev.args.account.toLowerCase() === account.toLowerCase()) total += ev.args.amount;
+  }
+  return total;
 }
 
+/**
+ * Withdraws the unspent rest of a channel (of `token`) after its close delay; returns the refund and how much of it
+ * the escrow kept owed to the payer instead of transferring it (0n when the payer received it).
+ */
+export async function withdrawTx(
+  ctx: ChainContext,
+  escrow: Address,
+  token: Address,
+  ref: ChannelRef,
+): Promise<{ receipt: TransactionReceipt; refund: bigint; deferred: bigint }> {
+  const receipt = await sendTx(ctx, "withdraw", { address: escrow, abi: channelEscrowAbi, functionName: "withdraw", args: [ref.channelId, ref.signer] });
+  const ev = parseEventLogs({ abi: channelEscrowAbi, logs: receipt.logs, eventName: "Withdrawn" })[0];
+  return { receipt, refund: ev ? ev.args.refund : 0n, deferred: deferredIn(receipt, escrow, token, payerAddress(ctx)) };
+}
+
+/**
+ * Collects what `escrow` owes the payer in `token`, sent to `to`; returns the amount (its `Collected` log). The
+ * contract's refusals are typed: `NothingOwed` → `nothing_owed`, `InvalidRecipient` → `invalid_recipient`.
+ */
+export async function collectTx(ctx: ChainContext, escrow: Address, token: Address, to: Address): Promise<{ receipt: TransactionReceipt; amount: bigint }> {
+  let receipt: TransactionReceipt;
+  try {
+    receipt = await sendTx(ctx, "collect", { address: escrow, abi: channelEscrowAbi, functionName: "collect", args: [token, to] });
+  } catch (e) {
+    const name = revertName((e as ClientError).cause);
+    if (name === "NothingOwed") {
+      throw new ClientError("nothing_owed", `the escrow ${escrow} owes ${payerAddress(ctx)} nothing in token ${token}`, { cause: e });
+    }
+    if (name === "InvalidRecipient") throw new ClientError("invalid_recipient", `the escrow cannot collect to ${to} (the zero address or the escrow itself)`, { cause: e });
+    throw e;
+  }
+  const logs = receipt.logs.filter((l) => l.address.toLowerCase() === escrow.toLowerCase());
+  const ev = parseEventLogs({ abi: channelEscrowAbi, logs, eventName: "Collected" })[0];
+  return { receipt, amount: ev ? ev.args.amount : 0n };
+}

@@ -1,9 +1,10 @@
 /**
  * The `channel` CLI (client/bin/channel.js running the compiled package, as `npx channel` runs it) against the real server on the in-process chain
  * (exposed over JSON-RPC): help and usage errors (answered without loading viem), no key, paid calls with a summary,
- * status, close. Build first (`npx tsc -b tsconfig.build.json`): the bin runs client/dist.
+ * status, close; a withdraw whose refund the token refuses, shown as owed, then collected. Build first (`npx tsc -b tsconfig.build.json`): the bin runs client/dist.
  */
 import { expect } from "chai";
+import hre from "hardhat";
 import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import os from "node:os";
@@ -12,6 +13,7 @@ import { startTestServer, type TestServer } from "../helpers/server";
 import { chainClients, mintUsdc } from "../helpers/client";
 import { accountKey, snapshot, revertTo } from "../helpers/chain";
 import { compiledEnv } from "../helpers/process";
+import { mockUsdcAbi } from "@paychan/demo";
 
 const CLIENT_DIR = path.resolve(__dirname, "..", "..", "client");
 const BIN = path.join(CLIENT_DIR, "bin", "channel.js");
@@ -84,7 +86,7 @@ describe("client: channel CLI", function () {
   it("prints usage for --help (exit 0)", async function () {
     const help = await run(["--help"], env, cwd);
     expect(help.code).to.equal(0);
-    expect(help.stdout).to.match(/call <url>/).and.match(/top-up <channelId> <amount>/);
+    expect(help.stdout).to.match(/call <url>/).and.match(/top-up <channelId> <amount>/).and.match(/collect\s+take what the escrow owes/).and.match(/--to <address>/);
   });
 
   it("answers --help, no command, unknown commands or options and argument errors without loading viem, the protocol or the client core", async function () {
@@ -117,6 +119,8 @@ describe("client: channel CLI", function () {
       { args: ["top-up", "0xabcd"], code: 2, out: /top-up needs an amount/ },
       { args: ["close"], code: 2, out: /a channel id is required/ },
       { args: ["status", "--escrow", "nope"], code: 2, out: /--escrow must be an address/ },
+      { args: ["collect", "--to", "nope"], code: 2, out: /--to must be an address/ },
+      { args: ["collect", "0xabcd"], code: 2, out: /collect takes no arguments/ },
     ];
     for (const c of cases) {
       const r = await loadsOf(c.args);
@@ -130,7 +134,7 @@ describe("client: channel CLI", function () {
   it("fails with exit 2 when no key is given, saying on a local chain that `npm start` prints the local payer's key", async function () {
     const noKey = { ...env, CHANNEL_PRIVATE_KEY: "", PRIVATE_KEY: "" };
     const id = `0x${"ab".repeat(32)}`;
-    const commands = [["status"], ["address"], ["call", `${srv.url}/v1/echo?msg=nokey`], ["open", srv.escrow, "1"], ["top-up", id, "1"], ["close", id], ["withdraw", id]];
+    const commands = [["status"], ["address"], ["call", `${srv.url}/v1/echo?msg=nokey`], ["open", srv.escrow, "1"], ["top-up", id, "1"], ["close", id], ["withdraw", id], ["collect"]];
     for (const args of commands) {
       const r = await run(args, noKey, cwd);
       const what = `channel ${args.join(" ")}`;
@@ -191,5 +195,42 @@ describe("client: channel CLI", function () {
     const r = await run(["call", `${srv.url}/v1/echo?msg=x`, "--max-price", "0.0001", "--escrow", srv.escrow], env, cwd);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/\[spending_limit\]/);
+  });
+
+  it("withdraw of a blacklisted payer says the refund is owed; status shows it; collect --to delivers it; collect again: nothing_owed", async function () {
+    const payer = chainClients(18).address;
+    await mintUsdc(srv.token, payer, 10_000_000n);
+    const e = { ...env, CHANNEL_PRIVATE_KEY: chainClients(18).key, CHANNEL_STATE_DIR: path.join(cwd, "state-collect") };
+    const at = ["--escrow", srv.escrow];
+    const opened = await run(["open", srv.payee, "1", ...at, "--token", srv.token, "--close-delay", "3600", "--json"], e, cwd);
+    expect(opened.code, opened.stderr).to.equal(0);
+    const id = JSON.parse(opened.stdout).channelId as string;
+    const closed = await run(["close", id, "--on-chain", "--json", ...at], e, cwd);
+    expect(closed.code, closed.stderr).to.equal(0);
+    await hre.network.provider.send("evm_increaseTime", [3600]);
+    await hre.network.provider.send("evm_mine", []);
+    const owner = srv.env.wallets[0]; // MockUSDC's owner (the deployer)
+    await srv.env.publicClient.waitForTransactionReceipt({ hash: await owner.writeContract({ address: srv.token, abi: mockUsdcAbi, functionName: "blacklist", args: [payer, true] }) });
+
+    const w = await run(["withdraw", id, "--json", ...at], e, cwd);
+    expect(w.code, w.stderr).to.equal(0);
+    expect(JSON.parse(w.stdout)).to.include({ refund: "1000000", deferred: true });
+    const st = await run(["status", "--json", ...at], e, cwd);
+    expect(st.code, st.stderr).to.equal(0);
+    expect(JSON.parse(st.stdout).owed).to.deep.equal([{ escrow: srv.escrow, token: srv.token, amount: "1000000" }]);
+    const text = await run(["status", ...at], e, cwd);
+    expect(text.stdout).to.match(/owed: 1 USDC by escrow .*channel collect/);
+
+    const to = chainClients(12).address;
+    const balanceOf = (a: `0x${string}`) => srv.env.publicClient.readContract({ address: srv.token, abi: mockUsdcAbi, functionName: "balanceOf", args: [a] });
+    const before = await balanceOf(to);
+    const c = await run(["collect", "--to", to, "--json", ...at], e, cwd);
+    expect(c.code, c.stderr).to.equal(0);
+    expect(JSON.parse(c.stdout)).to.include({ to, amount: "1000000", token: srv.token, escrow: srv.escrow });
+    expect((await balanceOf(to)) - before).to.equal(1_000_000n);
+    const again = await run(["collect", ...at], e, cwd);
+    expect(again.code).to.equal(1);
+    expect(again.stderr).to.match(/owes .* nothing in token .*\[nothing_owed\]/);
+    expect(again.stderr).to.not.match(/\n\s+at /); // no stack trace
   });
 });

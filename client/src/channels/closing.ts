@@ -1,12 +1,14 @@
 /**
  * Ending a channel: the cooperative close (a close request signed by the session key, sent to the provider, who
  * settles and refunds the rest at once), the payer's `requestClose` on chain (which starts the close delay), and
- * `withdraw` of the unspent rest once that delay has passed. A closing channel is excluded from new calls.
+ * `withdraw` of the unspent rest once that delay has passed. A closing channel is excluded from new calls. A refund
+ * the token refuses (paused, payer blacklisted) stays owed by the escrow: channels/owed.ts and collecting.ts.
  */
 import type { Hex } from "viem";
 import { CLOSE_PATH, encodeCloseRequest, escrowDomain, signCloseRequest } from "@paychan/protocol";
 import { chainTime, revertName } from "../chain";
 import { ClientError } from "../errors";
+import type { WithdrawResult } from "../options";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
 import { requestCloseTx, withdrawTx } from "../transactions";
@@ -92,8 +94,11 @@ async function cooperativeClose(s: ClientSession, book: ChannelBook, ch: Channel
   await s.persister.flush();
 }
 
-/** After the close delay, refunds the unspent rest to the payer and finalizes the channel. */
-export async function withdraw(s: ClientSession, book: ChannelBook, channelId: Hex): Promise<{ refund: bigint; txHash: Hex }> {
+/**
+ * After the close delay, refunds the unspent rest to the payer and finalizes the channel. `deferred` is true when
+ * the escrow kept the refund owed instead of transferring it (token paused, payer refused): see `collect`.
+ */
+export async function withdraw(s: ClientSession, book: ChannelBook, channelId: Hex): Promise<WithdrawResult> {
   const ch = book.record(channelId);
   const oc = (await book.verify(ch, true))!;
   if (ch.status === "finalized") throw new ClientError("channel_closed", `channel ${ch.id} is already finalized`);
@@ -105,10 +110,10 @@ export async function withdraw(s: ClientSession, book: ChannelBook, channelId: H
     throw new ClientError("close_pending", `channel ${ch.id} can be withdrawn in ${closesAt - now}s`, { details: `closesAt ${closesAt}` });
   }
   try {
-    const { receipt, refund } = await withdrawTx(s.ctx, ch.escrow, { channelId: ch.id, signer: ch.signer });
+    const { receipt, refund, deferred } = await withdrawTx(s.ctx, ch.escrow, ch.token, { channelId: ch.id, signer: ch.signer });
     ch.status = "finalized";
     await s.persister.flush();
-    return { refund, txHash: receipt.transactionHash };
+    return { refund, deferred: deferred > 0n, txHash: receipt.transactionHash };
   } catch (e) {
     if ((e as ClientError).cause && revertName((e as ClientError).cause) === "CloseDelayNotElapsed") {
       throw new ClientError("close_pending", `channel ${ch.id} cannot be withdrawn yet`, { cause: e });

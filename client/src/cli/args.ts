@@ -31,6 +31,7 @@ export function parseArgv(argv: string[]) {
       token: { type: "string" },
       "close-delay": { type: "string" },
       "on-chain": { type: "boolean" },
+      to: { type: "string" },
     },
   });
 }

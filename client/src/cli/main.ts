@@ -21,6 +21,7 @@ const COMMANDS: Record<string, () => Command<unknown>> = {
   topup: () => (require("./commands/top-up") as typeof import("./commands/top-up")).topUp,
   close: () => (require("./commands/close") as typeof import("./commands/close")).close,
   withdraw: () => (require("./commands/withdraw") as typeof import("./commands/withdraw")).withdraw,
+  collect: () => (require("./commands/collect") as typeof import("./commands/collect")).collect,
   address: () => (require("./commands/address") as typeof import("./commands/address")).address,
 };
 

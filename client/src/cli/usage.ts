@@ -16,12 +16,15 @@ Commands:
        -d <body>               request body (sent as application/json when it parses as JSON)
        -H "name: value"        extra request header (repeatable)
        -v                      with -n, print every receipt
-  status                       channels: deposit, spent, settled, remaining, close state
+  status                       channels: deposit, spent, settled, remaining, close state; refunds owed by the escrow
   open <payee> <amount>        open a channel to <payee> with <amount> tokens
   top-up <channelId> <amount>  add <amount> tokens to a channel
   close <channelId>            ask the provider to close cooperatively, else requestClose on chain
        --on-chain              skip the provider: requestClose on chain
-  withdraw <channelId>         after the close delay: refund the unspent deposit
+  withdraw <channelId>         after the close delay: refund the unspent deposit (kept owed by the escrow when the
+                               token refuses the transfer: paused, payer blacklisted; then \`channel collect\`)
+  collect                      take what the escrow owes the payer (--token / --escrow: default the deployment's)
+       --to <address>          send it there instead of to the payer (e.g. when the token refuses the payer)
   address                      the payer and session key addresses
 
 Options:
@@ -33,7 +36,7 @@ Options:
   --max-deposit <amount>       most held unspent in one channel (default 5; CHANNEL_MAX_DEPOSIT)
   --deposit <amount>           deposit of a new channel (default: min(max-deposit, 1000 × price), ≥ the provider's minimum)
   --escrow <address>           trusted escrow (default: the deployment record's, when there is one, else any)
-  --token <address>            token for open (default: the deployment record's)
+  --token <address>            token for open and collect (default: the deployment record's)
   --close-delay <seconds>      close delay of a new channel (default: the provider's minimum, or 1 day for open)
   --json                       machine-readable output
   -h, --help                   this help

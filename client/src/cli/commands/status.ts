@@ -1,8 +1,23 @@
 /**
  * `channel status`: the payer, the session key and every channel, refreshed from the chain: deposit, spent, settled,
- * remaining and close state.
+ * remaining and close state; and what the escrow owes the payer (refunds the token refused), per escrow and token
+ * of the channels and of the deployment record.
  */
-import type { Command } from "../setup";
+import type { Address } from "viem";
+import type { Command, Context } from "../setup";
+
+/** What each escrow the client trusts owes the payer, per token of its channels and of the deployment record. */
+async function owedBalances(ctx: Context): Promise<Array<{ escrow: Address; token: Address; amount: bigint }>> {
+  const trusted = ctx.agent.limits.escrows?.map((e) => e.toLowerCase());
+  const pairs = new Map<string, { escrow: Address; token: Address }>();
+  const add = (escrow: Address, token: Address) => {
+    if (trusted && !trusted.includes(escrow.toLowerCase())) return;
+    pairs.set(`${escrow}|${token}`.toLowerCase(), { escrow, token });
+  };
+  if (ctx.deployment) add(ctx.deployment.escrow, ctx.deployment.token);
+  for (const c of ctx.agent.channels()) add(c.escrow, c.token);
+  return Promise.all([...pairs.values()].map(async (p) => ({ ...p, amount: await ctx.agent.owed(p.token, { escrow: p.escrow }) })));
+}
 
 /** `channel status`: no arguments. */
 export const status: Command<void> = {
@@ -12,11 +27,16 @@ export const status: Command<void> = {
     // Required here, not at the top: the checks of `parse` must not load viem (the helpers import @paychan/protocol).
     const { amount, duration, shortHex, table, toJson } = require("../format") as typeof import("../format");
     const channels = await ctx.agent.status();
+    const owed = await owedBalances(ctx);
     if (ctx.json) {
-      ctx.out(toJson({ payer: ctx.agent.payerAddress, signer: ctx.agent.signerAddress, chainId: ctx.agent.chainId, channels }));
+      ctx.out(toJson({ payer: ctx.agent.payerAddress, signer: ctx.agent.signerAddress, chainId: ctx.agent.chainId, channels, owed }));
       return 0;
     }
     ctx.out(`payer ${ctx.agent.payerAddress}   session key ${ctx.agent.signerAddress}   chain ${ctx.agent.chainId}`);
+    for (const o of owed.filter((x) => x.amount > 0n)) {
+      const flag = o.escrow === ctx.deployment?.escrow && o.token === ctx.deployment?.token ? "" : ` --escrow ${o.escrow} --token ${o.token}`;
+      ctx.out(`owed: ${amount(o.amount, await ctx.tokenInfo(o.token))} by escrow ${shortHex(o.escrow, 4)} (refunds the token refused); take it with \`channel collect${flag}\``);
+    }
     if (channels.length === 0) {
       ctx.out("no channels yet (one opens on the first paid call, or with `channel open`)");
       return 0;

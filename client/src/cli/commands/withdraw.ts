@@ -1,5 +1,6 @@
 /**
- * `channel withdraw <channelId>`: after the close delay, refunds the unspent deposit to the payer.
+ * `channel withdraw <channelId>`: after the close delay, refunds the unspent deposit to the payer (or says that the
+ * escrow kept it owed, when the token refused the transfer: then `channel collect`).
  */
 import { requireChannelId } from "../args";
 import type { Command } from "../setup";
@@ -18,7 +19,12 @@ export const withdraw: Command<{ id: string }> = {
     const r = await ctx.agent.withdraw(channelId);
     const t = ch ? await ctx.tokenInfo(ch.token) : { decimals: 0, symbol: "" };
     if (ctx.json) ctx.out(toJson({ channelId, ...r }));
-    else ctx.out(`channel ${channelId}\n  withdrawn: ${amount(r.refund, t)} refunded to ${ctx.agent.payerAddress} (tx ${shortHex(r.txHash)})`);
+    else if (r.deferred) {
+      ctx.out(
+        `channel ${channelId}\n  withdrawn: ${amount(r.refund, t)} NOT received: the token refused the transfer to ${ctx.agent.payerAddress} (paused or blacklisted); ` +
+          `the escrow keeps it owed (tx ${shortHex(r.txHash)})\n  take it with \`channel collect\` (--to <address> to send it elsewhere)`,
+      );
+    } else ctx.out(`channel ${channelId}\n  withdrawn: ${amount(r.refund, t)} refunded to ${ctx.agent.payerAddress} (tx ${shortHex(r.txHash)})`);
     return 0;
   },
 };

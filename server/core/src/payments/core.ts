@@ -387,8 +387,14 @@ export class PaymentCore {
     this.observer?.verified?.(Number(process.hrtime.bigint() - t0) / 1e9);
     if (!valid) {
       // A signer mismatch read (signer zero) carries no money: no hint then.
-      const hint = isSignerMismatch(chain) ? undefined : await this.hint(chain);
-      return this.reply("invalid_signature", "the voucher is not signed by the channel's signer", req, pricing, hint);
+      const mismatch = isSignerMismatch(chain);
+      const hint = mismatch ? undefined : await this.hint(chain);
+      // Only an ECDSA signature by the signer's own key counts: a contract (ERC-1271) signer could stop validating a
+      // voucher after being served (a new owner), so the detail says so, without asking the chain whether it is one.
+      const detail = mismatch
+        ? `the voucher is not signed by the signer of channel ${channelId}; only key (ECDSA) signers are accepted, not contract (ERC-1271) signers`
+        : `the voucher is not an ECDSA signature of the channel's signer ${chain.signer}; only key (ECDSA) signers are accepted, not contract (ERC-1271) signers`;
+      return this.reply("invalid_signature", detail, req, pricing, hint);
     }
 
     const checked = await this.checkChannel(chain);
