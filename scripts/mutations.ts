@@ -69,9 +69,12 @@ export const MUTATIONS: Mutation[] = [
   {
     id: "settle-high-s-dropped",
     kind: "safety",
-    description: "settle hot path: the low-s gate `gt(s, HALF_N)` dropped (a high-s twin signature settles)",
+    description:
+      "settle hot path: the low-s gate `gt(s, HALF_N)` dropped. Equivalent in practice: the compact (EIP-2098) form caps s below 2^255, " +
+      "so a low-s signature's high-s twin n − s fits only when s lies within ≈ 2^127 below n/2 (≈ 2^-128 of signatures); no test can build one",
     find: "if iszero(gt(s, HALF_N)) { pop(staticcall(gas(), 0x01, ec, 0x80, 0x00, 0x20)) }",
     replace: "pop(staticcall(gas(), 0x01, ec, 0x80, 0x00, 0x20))",
+    expect: "equivalent",
   },
   {
     id: "settle-settled-written-as-delta",
