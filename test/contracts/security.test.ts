@@ -575,32 +575,47 @@ describe("ChannelEscrow: security checklist (contract)", () => {
       expect(Number(extra)).to.be.above(50_000); // it did burn its allowance (the bound is real, not a shortcut)
     });
 
-    it("a wallet that echoes its calldata (a 32-byte answer starting with the magic value) validates nothing: settleContractSigned skips it and close reverts", async () => {
-      const echo = await hre.viem.deployContract("EchoWallet");
-      const ch = await openWith(env, { payer, signer: echo.address, amount: USDC(10) });
-      const signer = getAddress(echo.address);
-      // what a 4-byte comparison would have taken as valid: the answer starts with 0x1626ba7e
-      const digest = await env.escrow.read.voucherDigest([ch.id, USDC(10)]);
-      const answer = await env.publicClient.call({
-        to: signer,
-        data: encodeFunctionData({ abi: [{ type: "function", name: "isValidSignature", inputs: [{ type: "bytes32" }, { type: "bytes" }], outputs: [{ type: "bytes4" }], stateMutability: "view" }] as const, functionName: "isValidSignature", args: [digest as Hex, "0x"] }),
+    // Two answers a careless check would take as valid: the 4-byte comparison of the reviewed contract (finding 2)
+    // and a whole-word comparison that does not require 32 bytes of return data (its output buffer is pre-zeroed).
+    const lyingWallets = [
+      {
+        contract: "EchoWallet" as const,
+        title: "a wallet that echoes its calldata (a 32-byte answer starting with the magic value)",
+        answer: (data: Hex | undefined, digest: Hex) => expect(data).to.equal(`0x1626ba7e${digest.slice(2)}${"0".repeat(62)}40${"0".repeat(64)}`),
+      },
+      {
+        contract: "FourByteWallet" as const,
+        title: "a wallet that answers the 4 magic bytes alone (no 32-byte word)",
+        answer: (data: Hex | undefined) => expect(data).to.equal("0x1626ba7e"),
+      },
+    ];
+    for (const w of lyingWallets) {
+      it(`${w.title} validates nothing: settleContractSigned skips it and close reverts`, async () => {
+        const wallet = await hre.viem.deployContract(w.contract);
+        const ch = await openWith(env, { payer, signer: wallet.address, amount: USDC(10) });
+        const signer = getAddress(wallet.address);
+        const digest = (await env.escrow.read.voucherDigest([ch.id, USDC(10)])) as Hex;
+        const answer = await env.publicClient.call({
+          to: signer,
+          data: encodeFunctionData({ abi: [{ type: "function", name: "isValidSignature", inputs: [{ type: "bytes32" }, { type: "bytes" }], outputs: [{ type: "bytes4" }], stateMutability: "view" }] as const, functionName: "isValidSignature", args: [digest, "0x"] }),
+        });
+        w.answer(answer.data, digest); // what a careless check would take as valid
+        const item = { channelId: ch.id, cumulativeAmount: USDC(10), amount: USDC(10), signer, signature: "0x" as Hex };
+        const out = await outcome(await env.escrow.write.settleContractSigned([payee, usdc, [item]], { account: payeeW.account }));
+        expect(out.events).to.deep.equal(skipped(ch.id, SKIP.InvalidSignature));
+        expect(out.transfers).to.deep.equal([]);
+        await expectRevert(closeWith({ id: ch.id, signer }, USDC(10), USDC(10), "0x"), "InvalidSignature", [ch.id]);
+        // nor does it consent to an operator's close on the payer's behalf
+        await env.escrow.write.setOperator([stranger.account.address, true], { account: payeeW.account });
+        await expectRevert(
+          env.escrow.write.close([ch.id, signer, 0n, 0n, "0x", "0x"], { account: stranger.account }),
+          "CloseNotConsented",
+          [ch.id, getAddress(stranger.account.address)],
+        );
+        const after = await channelOf(env, ch.id, signer);
+        expect([after.settled, after.finalized]).to.deep.equal([0n, false]);
       });
-      expect(answer.data?.slice(0, 10)).to.equal("0x1626ba7e");
-      const item = { channelId: ch.id, cumulativeAmount: USDC(10), amount: USDC(10), signer, signature: "0x" as Hex };
-      const out = await outcome(await env.escrow.write.settleContractSigned([payee, usdc, [item]], { account: payeeW.account }));
-      expect(out.events).to.deep.equal(skipped(ch.id, SKIP.InvalidSignature));
-      expect(out.transfers).to.deep.equal([]);
-      await expectRevert(closeWith({ id: ch.id, signer }, USDC(10), USDC(10), "0x"), "InvalidSignature", [ch.id]);
-      // nor does it consent to an operator's close on the payer's behalf
-      await env.escrow.write.setOperator([stranger.account.address, true], { account: payeeW.account });
-      await expectRevert(
-        env.escrow.write.close([ch.id, signer, 0n, 0n, "0x", "0x"], { account: stranger.account }),
-        "CloseNotConsented",
-        [ch.id, getAddress(stranger.account.address)],
-      );
-      const after = await channelOf(env, ch.id, signer);
-      expect([after.settled, after.finalized]).to.deep.equal([0n, false]);
-    });
+    }
   });
 
   describe("a recipient whose token transfer burns all the gas (a hostile receive hook)", () => {
