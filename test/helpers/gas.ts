@@ -29,6 +29,8 @@ const fixedKey = (): { key: Hex; address: Address } => {
 };
 const fixedSalt = (): Hex => keccak256(toHex(`gas-salt-${++seq}`));
 const fixed = () => ({ signerKey: fixedKey().key, salt: fixedSalt() });
+/** A fixed far-future deadline for permits and authorizations (2100-01-01), so their calldata is fixed too. */
+const FAR_FUTURE = 4_102_444_800n;
 
 export async function measureGas(): Promise<GasFigures> {
   seq = 0;
@@ -71,7 +73,7 @@ export async function measureGas(): Promise<GasFigures> {
     const owner = getAddress(payer.account.address);
     await payer.writeContract({ address: usdc, abi: mockUsdcAbi, functionName: "mint", args: [owner, USDC(10)] });
     const nonce = await env.publicClient.readContract({ address: usdc, abi: mockUsdcAbi, functionName: "nonces", args: [owner] });
-    const deadline = BigInt(Math.floor(Date.now() / 1000) + 3600 * 24 * 365);
+    const deadline = FAR_FUTURE;
     const sig = await payer.signTypedData({
       domain: { name: "USD Coin", version: "2", chainId: env.chainId, verifyingContract: usdc },
       types: PERMIT_TYPES,
@@ -92,7 +94,7 @@ export async function measureGas(): Promise<GasFigures> {
     await payer.writeContract({ address: usdc, abi: mockUsdcAbi, functionName: "mint", args: [from, USDC(10)] });
     const salt = fixedSalt();
     const id = computeChannelId({ chainId: env.chainId, escrow, payer: from, payee: payee.account.address, token: usdc, signer: s.address, salt });
-    const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600 * 24 * 365);
+    const validBefore = FAR_FUTURE;
     const signature = await payer.signTypedData({
       domain: { name: "USD Coin", version: "2", chainId: env.chainId, verifyingContract: usdc },
       types: RECEIVE_WITH_AUTHORIZATION_TYPES,
