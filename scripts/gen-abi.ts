@@ -4,10 +4,15 @@
  * contracts' creation bytecode into the demo app (`server/demo/src/contracts/`), which deploys them on a local chain.
  * `--check` fails (exit 1) when a committed file differs from what the artifacts give: CI runs it so the
  * ABIs client, server and tests compile against can never drift from the contracts.
+ * The escrow's released runtime code is described in `protocol/src/abi/channelEscrowCode.ts`: the byte ranges of its
+ * immutables (`deployedBytecode.immutableReferences` of the build-info: OpenZeppelin EIP712's cached domain
+ * separator, chain id, address, name and version, which differ per deployment) and the keccak-256 of the runtime code
+ * with those ranges zeroed, so agents can recognise a real escrow by its code (`escrowCodeMatches`).
  * Run `npm run build:contracts` after changing a contract.
  */
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
+import { keccak256, type Hex } from "viem";
 
 const root = join(__dirname, "..");
 const DEMO_CONTRACTS = "server/demo/src/contracts";
@@ -34,6 +39,39 @@ for (const t of targets) {
   bytecodes.push(`/** Creation bytecode of \`${t.contract}\`. */\nexport const ${t.name.replace(/Abi$/, "Bytecode")} = "${a.bytecode}" as const;\n`);
 }
 outputs.set(join(root, DEMO_CONTRACTS, "bytecode.ts"), `${HEADER}\n${bytecodes.join("\n")}`);
+outputs.set(join(root, "protocol/src/abi/channelEscrowCode.ts"), escrowCodeFile());
+
+/** The escrow's runtime code as released: its immutable ranges and the hash of the code with them zeroed. */
+function escrowCodeFile(): string {
+  const source = "contracts/ChannelEscrow.sol";
+  const dbgPath = join(root, "artifacts", source, "ChannelEscrow.dbg.json");
+  const dbg = JSON.parse(readFileSync(dbgPath, "utf8")) as { buildInfo: string };
+  const info = JSON.parse(readFileSync(join(root, "artifacts", source, dbg.buildInfo), "utf8"));
+  const evm = info.output.contracts[source].ChannelEscrow.evm.deployedBytecode as {
+    object: string;
+    immutableReferences: Record<string, { start: number; length: number }[]>;
+  };
+  const deployed = artifact(source, "ChannelEscrow") as unknown as { deployedBytecode: string };
+  if (deployed.deployedBytecode.toLowerCase() !== `0x${evm.object}`.toLowerCase()) {
+    throw new Error("the artifact's deployedBytecode differs from its build-info: run `npx hardhat compile --force`");
+  }
+  const ranges = Object.values(evm.immutableReferences)
+    .flat()
+    .map((r) => ({ start: r.start, length: r.length }))
+    .sort((a, b) => a.start - b.start);
+  const code = Buffer.from(evm.object, "hex");
+  for (const r of ranges) code.fill(0, r.start, r.start + r.length);
+  const hash = keccak256(`0x${code.toString("hex")}` as Hex);
+  return (
+    `${HEADER}\n` +
+    "/** Byte ranges of `ChannelEscrow`'s immutables in its runtime code (they differ per deployment). */\n" +
+    `export const channelEscrowImmutableRanges = ${JSON.stringify(ranges)} as const;\n\n` +
+    "/** Length in bytes of `ChannelEscrow`'s runtime code. */\n" +
+    `export const channelEscrowCodeLength = ${code.length};\n\n` +
+    "/** keccak-256 of `ChannelEscrow`'s runtime code with its immutable ranges zeroed. */\n" +
+    `export const channelEscrowCodeHash = "${hash}" as const;\n`
+  );
+}
 
 const check = process.argv.includes("--check");
 let stale = 0;

@@ -8,6 +8,7 @@ import { generatePrivateKey, privateKeyToAddress } from "viem/accounts";
 import { VoucherSigner, escrowDomain, type ChannelRequirements } from "@paychan/protocol";
 import { payerAddress, type ChainContext } from "./chain";
 import { ClientError, shortMessageOf } from "./errors";
+import { EscrowVerifier } from "./escrow-check";
 import { FileStore } from "./file-store";
 import { validateLimits, type SpendingLimits } from "./limits";
 import type { ChannelClientOptions, ChannelPolicy, ClientEvent, ClientStats } from "./options";
@@ -30,6 +31,8 @@ export class ClientSession {
   /** Saves {@link state} soon after a change (coalesced), or now on `flush()`. */
   readonly persister: Persister;
   readonly tokens: TokenCache;
+  /** Which escrows are the released ChannelEscrow (checked once per chain and address). */
+  readonly escrows: EscrowVerifier;
   readonly stats: ClientStats = {
     httpRequests: 0,
     paidCalls: 0,
@@ -78,6 +81,7 @@ export class ClientSession {
       (error) => this.emit({ type: "store_error", error }),
     );
     this.tokens = new TokenCache(this.ctx, this.limits);
+    this.escrows = new EscrowVerifier(this.ctx);
   }
 
   /** Loads the store and the session key (generated and saved on first use). A failed load is retried next call. */

@@ -1,7 +1,7 @@
 /**
  * What the owner's limits and policy let this client accept and commit: which offered terms it may pay, the deposit
  * and close delay of a new channel, and the total signed per token (checked against `maxSpend`, a lifetime budget).
- * Every check runs before anything is signed or deposited.
+ * Every check runs before anything is signed or deposited; an escrow must be allow-listed or verified by its code.
  */
 import type { Address } from "viem";
 import { MAX_CLOSE_DELAY, MIN_CLOSE_DELAY, type ChannelRequirements } from "@paychan/protocol";
@@ -13,9 +13,19 @@ import type { ClientSession } from "./session";
 /** Throws `untrusted_terms` / `spending_limit` unless the owner's limits allow these terms; returns the token's limits. */
 export async function assertAllowed(s: ClientSession, terms: ChannelRequirements): Promise<TokenLimits> {
   checkTrust(terms, s.limits, s.chainId);
+  await assertEscrow(s, terms.extra.escrow);
   const tl = await s.tokens.limitsOf(terms.asset);
   checkPrice(terms, s.limits, tl);
   return tl;
+}
+
+/**
+ * Throws `unverified_escrow` unless `escrow` is allow-listed (`limits.escrows`, checked by checkTrust) or is the
+ * released ChannelEscrow by its code and EIP-712 domain (checked once per chain and address).
+ */
+export async function assertEscrow(s: ClientSession, escrow: Address): Promise<void> {
+  if (s.limits.escrows && s.limits.escrows.length > 0) return; // the owner's allow-list decides (checkTrust)
+  await s.escrows.assertVerified(s.chainId, escrow);
 }
 
 /** The first offer of a 402 that passes the allow-lists and limits; otherwise throws the first offer's refusal. */

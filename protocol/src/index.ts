@@ -13,3 +13,4 @@ export * from "./token";
 export * from "./onchain";
 export * from "./hex";
 export { channelEscrowAbi } from "./abi/channelEscrow";
+export * from "./escrow-code";

@@ -10,7 +10,7 @@ import { readChannel } from "../chain";
 import { ClientError } from "../errors";
 import { checkTrust, toAtomic, type Amount } from "../limits";
 import type { ClientSession } from "../session";
-import { assertAllowed, closeDelayFor, depositFor, signedTotal } from "../spending";
+import { assertAllowed, assertEscrow, closeDelayFor, depositFor, signedTotal } from "../spending";
 import type { ChannelRecord } from "../store";
 import { openChannelTx } from "../transactions";
 import type { ChannelBook } from "./book";
@@ -118,6 +118,7 @@ export async function openChannelFor(s: ClientSession, book: ChannelBook, terms:
 export async function openRequestedChannel(s: ClientSession, book: ChannelBook, p: OpenChannelParams): Promise<ChannelRecord> {
   const probe = { extra: { escrow: p.escrow }, payTo: p.payee, asset: p.token, network: `eip155:${s.chainId}` };
   checkTrust(probe as unknown as ChannelRequirements, s.limits, s.chainId);
+  await assertEscrow(s, p.escrow);
   const amount = toAtomic(p.amount, await s.tokens.decimalsOf(p.token), "amount");
   return openChannel(s, book, {
     escrow: getAddress(p.escrow),

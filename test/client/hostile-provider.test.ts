@@ -1,0 +1,205 @@
+/**
+ * Issue 17, agent side: a malicious provider (test/helpers/hostile-provider.ts: an Express app of its own naming a
+ * fake escrow or the real one, refusing every paid request with retryable and "channel unusable" codes, rotating
+ * `payTo`) cannot drain an agent that uses the README's quick-start settings, through the SDK or the `channel` CLI.
+ * Each test prints the agent's worst-case exposure (deposited, locked, signed) and holds it to the documented caps.
+ * The CLI tests run client/dist (build first: `node scripts/build.js`).
+ */
+import { expect } from "chai";
+import hre from "hardhat";
+import { execFile } from "node:child_process";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createPublicClient, custom, erc20Abi, type Address, type PublicClient } from "viem";
+import { hardhat } from "viem/chains";
+import { escrowCodeMatches, toOnchainChannel } from "@paychan/protocol";
+import { ClientError, type ChannelClient } from "@paychan/client";
+import { deployEscrow, type Env } from "../helpers/escrow";
+import { chainClients, mintUsdc, testClient } from "../helpers/client";
+import { snapshot, revertTo } from "../helpers/chain";
+import { compiledEnv } from "../helpers/process";
+import { rpcUrl } from "../helpers/server";
+import { startHostileProvider, type HostileOptions, type HostileProvider } from "../helpers/hostile-provider";
+
+const USDC = (n: number) => BigInt(Math.round(n * 1_000_000));
+const BIN = path.resolve(__dirname, "..", "..", "client", "bin", "channel.js");
+/** The README's quick-start limits (SDK): maxDeposit 5, maxPrice 0.01, no escrow allow-list. */
+const QUICK_START = { maxDeposit: "5", maxPrice: "0.01" } as const;
+const DAY = 86_400;
+
+/** What the agent has at stake. */
+interface Exposure {
+  /** Tokens that left the payer's wallet. */
+  deposited: bigint;
+  /** Allowance left to the escrow named in the 402 (a fake escrow could take it). */
+  allowance: bigint;
+  /** Deposits of the payer's channels that are not finalized (refundable only after their close delay). */
+  locked: bigint;
+  /** Channels opened. */
+  channels: number;
+  /** The highest voucher per channel the provider holds, summed: what it could settle. */
+  signed: bigint;
+  /** Payer transactions sent. */
+  transactions: number;
+}
+
+function runCli(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 120_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe("client: a malicious provider cannot drain the agent (issue 17)", function () {
+  this.timeout(180_000);
+  let env: Env;
+  let fake: Address;
+  let snap: string;
+  let publicClient: PublicClient;
+  let cwd: string;
+  let payerIndex = 30;
+  const providers: HostileProvider[] = [];
+
+  before(async function () {
+    snap = await snapshot();
+    env = await deployEscrow();
+    fake = (await hre.viem.deployContract("DrainingEscrow")).address;
+    publicClient = createPublicClient({ chain: hardhat, transport: custom(hre.network.provider) }) as PublicClient;
+    cwd = await fs.mkdtemp(path.join(os.tmpdir(), "channel-hostile-"));
+  });
+  after(async function () {
+    for (const p of providers) await p.close();
+    if (snap) await revertTo(snap);
+    if (cwd) await fs.rm(cwd, { recursive: true, force: true });
+  });
+
+  async function hostile(o: Partial<HostileOptions>): Promise<HostileProvider> {
+    const p = await startHostileProvider({
+      escrow: env.escrow.address,
+      token: env.usdc.address,
+      price: USDC(0.01),
+      minDeposit: USDC(5),
+      minCloseDelay: DAY,
+      codes: ["channel_closing"],
+      rotatePayTo: false,
+      ...o,
+    });
+    providers.push(p);
+    return p;
+  }
+
+  /** A fresh funded payer (100 USDC); returns its index and a function measuring its exposure. */
+  async function payer(escrowNamed: Address) {
+    const index = payerIndex++;
+    const { address } = chainClients(index);
+    await mintUsdc(env.usdc.address, address, USDC(100));
+    const balance0 = await env.usdc.read.balanceOf([address]);
+    const nonce0 = await publicClient.getTransactionCount({ address });
+    const exposure = async (p: HostileProvider): Promise<Exposure> => {
+      const logs = await env.escrow.getEvents.ChannelOpened({ payer: address }, { fromBlock: 0n });
+      let locked = 0n;
+      for (const l of logs) {
+        const c = toOnchainChannel(l.args.channelId!, await env.escrow.read.getChannel([l.args.channelId!, l.args.signer!]));
+        if (c && !c.finalized) locked += c.deposit - c.settled;
+      }
+      return {
+        deposited: balance0 - (await env.usdc.read.balanceOf([address])),
+        allowance: await publicClient.readContract({ address: env.usdc.address, abi: erc20Abi, functionName: "allowance", args: [address, escrowNamed] }),
+        locked,
+        channels: logs.length,
+        signed: p.signedTotal(),
+        transactions: (await publicClient.getTransactionCount({ address })) - nonce0,
+      };
+    };
+    return { index, address, exposure };
+  }
+
+  function print(title: string, e: Exposure): void {
+    const f = (v: bigint) => `${Number(v) / 1e6} USDC`;
+    console.log(`      exposure (${title}): deposited ${f(e.deposited)}, locked ${f(e.locked)}, signed ${f(e.signed)}, allowance ${f(e.allowance)}, channels ${e.channels}, transactions ${e.transactions}`);
+  }
+
+  async function callN(agent: ChannelClient, url: string, n: number): Promise<Map<string, number>> {
+    const codes = new Map<string, number>();
+    for (let i = 0; i < n; i++) {
+      try {
+        const res = await agent.fetch(`${url}/v1/paid?i=${i}`);
+        await res.arrayBuffer();
+        codes.set(`HTTP ${res.status}`, (codes.get(`HTTP ${res.status}`) ?? 0) + 1);
+      } catch (e) {
+        expect(e, String(e)).to.be.instanceOf(ClientError);
+        const k = (e as ClientError).code;
+        codes.set(k, (codes.get(k) ?? 0) + 1);
+      }
+    }
+    return codes;
+  }
+
+  it("recognises the released escrow by its code, up to immutables, and nothing else", async function () {
+    const real = await publicClient.getCode({ address: env.escrow.address });
+    const other = await hre.viem.deployContract("ChannelEscrow"); // another deployment: other immutables, same code
+    expect(escrowCodeMatches(real!)).to.equal(true);
+    expect(escrowCodeMatches((await publicClient.getCode({ address: other.address }))!)).to.equal(true);
+    expect(escrowCodeMatches((await publicClient.getCode({ address: fake }))!)).to.equal(false);
+    expect(escrowCodeMatches((await publicClient.getCode({ address: env.usdc.address }))!)).to.equal(false);
+    expect(escrowCodeMatches(undefined)).to.equal(false);
+    expect(escrowCodeMatches("0x")).to.equal(false);
+    // One flipped byte outside the immutables is another contract.
+    const flipped = `${real!.slice(0, 100)}${real!.slice(100, 102) === "00" ? "01" : "00"}${real!.slice(102)}` as `0x${string}`;
+    expect(escrowCodeMatches(flipped)).to.equal(false);
+  });
+
+  it("SDK, quick-start limits: a fake escrow (with ChannelEscrow's EIP-712 domain) is refused, unverified_escrow, with nothing signed or sent", async function () {
+    for (const escrow of [fake, env.usdc.address]) {
+      const p = await hostile({ escrow, codes: ["channel_closing", "deposit_too_small", "channel_payee_mismatch"], rotatePayTo: true });
+      const who = await payer(escrow);
+      const { agent } = testClient(who.index, { limits: QUICK_START });
+      const codes = await callN(agent, p.url, 10);
+      const e = await who.exposure(p);
+      print(`fake escrow ${escrow === fake ? "DrainingEscrow" : "MockUSDC"}, SDK, 10 calls`, e);
+      expect(Object.fromEntries(codes)).to.deep.equal({ unverified_escrow: 10 });
+      expect(e).to.deep.equal({ deposited: 0n, allowance: 0n, locked: 0n, channels: 0, signed: 0n, transactions: 0 });
+      expect(p.vouchers).to.have.length(0);
+      expect(agent.stats.vouchersSigned).to.equal(0);
+    }
+  });
+
+  it("SDK: the escrow is verified once per (chain, escrow)", async function () {
+    const p = await hostile({ escrow: fake });
+    const who = await payer(fake);
+    let getCodes = 0;
+    const counting = custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_getCode") getCodes++;
+        return hre.network.provider.request(args as never);
+      },
+    });
+    const c = chainClients(who.index);
+    const { agent } = testClient(who.index, {
+      limits: QUICK_START,
+      publicClient: createPublicClient({ chain: hardhat, transport: counting }) as PublicClient,
+      walletClient: c.walletClient,
+    });
+    await callN(agent, p.url, 5);
+    expect(getCodes).to.equal(1);
+  });
+
+  it("CLI, README quick start (no deployment record, no --escrow): a fake escrow is refused, nothing deposited or signed", async function () {
+    const p = await hostile({ escrow: fake, codes: ["channel_closing", "deposit_too_small"], rotatePayTo: true });
+    const who = await payer(fake);
+    const r = await runCli(["call", `${p.url}/v1/paid`, "-n", "10", "--json"], {
+      CHANNEL_PRIVATE_KEY: chainClients(who.index).key,
+      RPC_URL: await rpcUrl(),
+      CHANNEL_STATE_DIR: path.join(cwd, `state-${who.index}`),
+      CHANNEL_DEPLOYMENTS_DIR: path.join(cwd, "no-deployments"),
+    }, cwd);
+    expect(r.code, r.stderr).to.equal(1);
+    const summary = JSON.parse(r.stdout);
+    expect(summary.failureReasons).to.deep.equal({ unverified_escrow: 10 });
+    const e = await who.exposure(p);
+    print("fake escrow, CLI, 10 calls", e);
+    expect(e).to.deep.equal({ deposited: 0n, allowance: 0n, locked: 0n, channels: 0, signed: 0n, transactions: 0 });
+  });
+});
