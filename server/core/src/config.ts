@@ -30,8 +30,20 @@ export interface ServerConfig {
   sqliteSynchronous: SqliteSynchronous;
   host: string;
   port: number;
-  /** Public base URL used in `resource.url` of challenges (default: from the request's Host header). */
+  /** Public base URL used in `resource.url` of challenges (default: from the request's Host header, if allowed). */
   publicUrl?: string;
+  /** Without `publicUrl`: host names the Host header may carry besides loopback and `host` (others get 421). */
+  allowedHosts: string[];
+  /** Label settlement gauges by channel id on `/metrics` (off: aggregates only; ids are not published). */
+  metricsPerChannel: boolean;
+  /** Chain reads of unknown channels one source (client IP) may cause per minute (burst the same). */
+  chainReadsPerSource: number;
+  /** Chain reads of unknown channels all sources together may cause per minute (burst the same). */
+  chainReadsGlobal: number;
+  /** Open client connections at once (the listener's `maxConnections`). */
+  maxConnections: number;
+  /** Open client connections from one source (IP) at once; more are closed at accept. */
+  maxConnectionsPerSource: number;
   /** Smallest channel close delay accepted, in seconds. */
   minCloseDelay: number;
   /** Smallest channel deposit accepted, in token units (decimal string). */
@@ -98,6 +110,20 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: "HOST", default: "127.0.0.1", description: "listen address" },
   { name: "PORT", default: "4021", description: "listen port (0 = any free port)" },
   { name: "PUBLIC_URL", default: "(from Host header)", description: "base URL advertised in challenges" },
+  {
+    name: "ALLOWED_HOSTS",
+    default: "(none: loopback names and HOST)",
+    description: "without PUBLIC_URL: comma-separated host names the Host header may carry on paid routes besides localhost, 127.0.0.1, [::1] and HOST; others get 421 host_not_allowed",
+  },
+  { name: "METRICS_PER_CHANNEL", default: "false", description: "label settlement gauges by channel id on /metrics (true publishes channel ids; off: aggregates only)" },
+  {
+    name: "CHAIN_READS_PER_SOURCE",
+    default: "30",
+    description: "chain reads of channels the server does not know that one client IP may cause per minute; more wait for the event follower, then get 503 overloaded",
+  },
+  { name: "CHAIN_READS_GLOBAL", default: "600", description: "the same bound for all clients together, per minute" },
+  { name: "MAX_CONNECTIONS", default: "4096", description: "open client connections at once; more are closed at accept" },
+  { name: "MAX_CONNECTIONS_PER_SOURCE", default: "256", description: "open client connections from one IP at once; more are closed at accept" },
   { name: "MIN_CLOSE_DELAY", default: "86400", description: "smallest channel close delay accepted, seconds (>= 900)" },
   { name: "MIN_DEPOSIT", default: "1", description: "smallest channel deposit accepted, token units" },
   { name: "MAX_IN_FLIGHT", default: "64", description: "requests a client may have in flight on one channel (sizes the voucher window)" },
@@ -134,6 +160,12 @@ export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig,
   host: "HOST",
   port: "PORT",
   publicUrl: "PUBLIC_URL",
+  allowedHosts: "ALLOWED_HOSTS",
+  metricsPerChannel: "METRICS_PER_CHANNEL",
+  chainReadsPerSource: "CHAIN_READS_PER_SOURCE",
+  chainReadsGlobal: "CHAIN_READS_GLOBAL",
+  maxConnections: "MAX_CONNECTIONS",
+  maxConnectionsPerSource: "MAX_CONNECTIONS_PER_SOURCE",
   minCloseDelay: "MIN_CLOSE_DELAY",
   minDeposit: "MIN_DEPOSIT",
   maxInFlight: "MAX_IN_FLIGHT",
@@ -260,6 +292,19 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
       problems.push(`PUBLIC_URL=${JSON.stringify(publicUrl)} must be an http(s) URL`);
     }
   }
+  const allowedHosts: string[] = [];
+  for (const h of (get("ALLOWED_HOSTS") ?? "").split(",").map((x) => x.trim().toLowerCase()).filter(Boolean)) {
+    if (/^[a-z0-9.-]{1,253}$|^\[[0-9a-f:.]{2,45}\]$/.test(h)) allowedHosts.push(h);
+    else problems.push(`ALLOWED_HOSTS entry ${JSON.stringify(h)} must be a host name or address without port (IPv6 in brackets)`);
+  }
+  const flag = (name: string, def: boolean): boolean => {
+    const raw = get(name);
+    if (raw === undefined) return def;
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    problems.push(`${name}=${JSON.stringify(raw)} must be true or false`);
+    return def;
+  };
   const databaseUrl = get("DATABASE_URL");
   if (databaseUrl !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(databaseUrl) && !/^(sqlite|file|postgres|postgresql):/i.test(databaseUrl)) {
     problems.push(`DATABASE_URL scheme must be sqlite:, file: or postgres: (got ${JSON.stringify(databaseUrl.split(":")[0])})`);
@@ -280,6 +325,12 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
     host: get("HOST") ?? "127.0.0.1",
     port: int("PORT", 4021, 0, 65_535),
     publicUrl,
+    allowedHosts,
+    metricsPerChannel: flag("METRICS_PER_CHANNEL", false),
+    chainReadsPerSource: int("CHAIN_READS_PER_SOURCE", 30, 1, 1_000_000),
+    chainReadsGlobal: int("CHAIN_READS_GLOBAL", 600, 1, 10_000_000),
+    maxConnections: int("MAX_CONNECTIONS", 4_096, 1, 1_000_000),
+    maxConnectionsPerSource: int("MAX_CONNECTIONS_PER_SOURCE", 256, 1, 1_000_000),
     minCloseDelay,
     minDeposit: tokenAmount("MIN_DEPOSIT", "1") ?? "1",
     maxInFlight: int("MAX_IN_FLIGHT", 64, 1, 100_000),

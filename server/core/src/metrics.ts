@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { PaymentObserver } from "./payments/core";
 import type { ChannelStore } from "./store/types";
 import type { EventFollower } from "./chain/follower";
+import { configureSettlementMetrics } from "./settlement/metrics";
 
 export interface ServerMetrics {
   registry: Registry;
@@ -15,10 +16,14 @@ export interface ServerMetrics {
   attach(store: ChannelStore, follower: EventFollower): void;
 }
 
-/** Creates the server's metrics. `defaults` adds Node process metrics. */
-export function createMetrics(opts: { defaults?: boolean } = {}): ServerMetrics {
+/**
+ * Creates the server's metrics. `defaults` adds Node process metrics. No series is labelled by channel id unless
+ * `perChannel` (METRICS_PER_CHANNEL): the settlement gauges then name the channels owing most and closing soonest.
+ */
+export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean } = {}): ServerMetrics {
   const registry = new Registry();
   if (opts.defaults) collectDefaultMetrics({ register: registry });
+  configureSettlementMetrics(registry, { perChannel: opts.perChannel === true });
 
   const paid = new Counter({ name: "channel_paid_requests_total", help: "Paid requests served (charge committed)", registers: [registry] });
   const refused = new Counter({

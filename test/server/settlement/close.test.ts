@@ -24,7 +24,7 @@ describe("settlement: close requests with the real server", function () {
   const operator = sessionKey();
 
   before(async () => {
-    srv = await startTestServer();
+    srv = await startTestServer({ config: { metricsPerChannel: true } }); // the close-deadline gauge below names the channel
     await hre.network.provider.send("hardhat_setBalance", [operator.address, toHex(parseEther("10"))]);
     const h = await srv.env.wallets[0].writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "setOperator", args: [operator.address, true] });
     await srv.env.publicClient.waitForTransactionReceipt({ hash: h });

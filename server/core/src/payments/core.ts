@@ -84,8 +84,13 @@ export interface PaymentCoreOptions {
   /** Payment checks that may be in progress at once; more are refused 503 `overloaded` (default 1024). */
   maxPendingPayments?: number;
   maxTimeoutSeconds: number;
-  /** Base URL for `resource.url`; default from the Host header. */
+  /** Base URL for `resource.url`; default from the Host header, when its name is allowed (`allowedHosts`). */
   publicUrl?: string;
+  /**
+   * Without `publicUrl`: the host names (no port; IPv6 in brackets) whose Host header may name `resource.url`, on top of
+   * the loopback names (localhost, 127.0.0.1, [::1]). A paid request naming another host is refused 421 `host_not_allowed`.
+   */
+  allowedHosts?: readonly string[];
   logger?: Logger;
   observer?: PaymentObserver;
 }
@@ -108,6 +113,15 @@ export interface PaymentGrant {
 export type PaymentDecision = PaymentReply | PaymentGrant;
 
 const HOST = /^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$/;
+/** Host names always allowed in the Host header (a local server). */
+export const LOOPBACK_HOSTS: readonly string[] = ["localhost", "127.0.0.1", "[::1]"];
+
+/** The lowercase host name of a Host header value (port removed; IPv6 kept in brackets), or null when malformed. */
+export function hostNameOf(host: string | string[] | undefined): string | null {
+  if (typeof host !== "string" || !HOST.test(host)) return null;
+  const h = host.toLowerCase();
+  return h.startsWith("[") ? h.slice(0, h.indexOf("]") + 1) : h.split(":")[0];
+}
 
 function statusOf(c: { finalized: boolean; closesAt: number; payerCloseRequestedAt?: number }): ChannelStatus {
   if (c.finalized) return "finalized";
@@ -204,6 +218,7 @@ export class PaymentCore {
   /** Paid requests being authorized right now (decides where signatures are checked). */
   private authorizing = 0;
   private frozenWindow: bigint | null = null;
+  private readonly allowedHosts: ReadonlySet<string>;
 
   constructor(o: PaymentCoreOptions) {
     this.o = o;
@@ -218,6 +233,7 @@ export class PaymentCore {
     this.escrowLc = o.escrow.toLowerCase();
     this.tokenLc = o.token.toLowerCase();
     this.payeeLc = o.payee.toLowerCase();
+    this.allowedHosts = new Set((o.allowedHosts ?? []).map((h) => h.toLowerCase()));
     if (o.window !== undefined) {
       if (o.window <= 0n) throw new RangeError("the payment window must be above zero");
       this.frozenWindow = o.window;
@@ -276,8 +292,15 @@ export class PaymentCore {
   private resourceUrl(req: PaymentRequest): string {
     const path = req.url.startsWith("/") ? req.url.split("?")[0] : "/";
     if (this.o.publicUrl) return this.o.publicUrl.replace(/\/$/, "") + path;
-    const host = typeof req.headers.host === "string" && HOST.test(req.headers.host) ? req.headers.host : "localhost";
+    const host = this.hostAllowed(req) ? (req.headers.host as string).toLowerCase() : "localhost";
     return `http://${host}${path}`;
+  }
+
+  /** Without PUBLIC_URL: whether the request's Host header names an allowed host (loopback or `allowedHosts`). */
+  private hostAllowed(req: PaymentRequest): boolean {
+    const name = hostNameOf(req.headers.host);
+    if (name === null) return false;
+    return LOOPBACK_HOSTS.includes(name) || this.allowedHosts.has(name);
   }
 
   /** A 402 (payment codes) or other error reply. */
@@ -349,6 +372,10 @@ export class PaymentCore {
   }
 
   private async authorizeInner(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+    // Without PUBLIC_URL the Host header names `resource.url`: only configured (or loopback) hosts may (§6).
+    if (!this.o.publicUrl && !this.hostAllowed(req)) {
+      return this.reply("host_not_allowed", "this server does not answer for that Host; use its configured address (or set PUBLIC_URL / ALLOWED_HOSTS)");
+    }
     const price = maxCharge(pricing);
     const raw = req.headers["payment-signature"];
     if (raw === undefined) return this.reply("payment_required", "this resource needs a PAYMENT-SIGNATURE header (scheme: channel)", req, pricing);
@@ -386,15 +413,15 @@ export class PaymentCore {
     const valid = await this.signatures.verify({ channelId, cumulativeAmount: v, signature }, chain.signer, this.authorizing > 1);
     this.observer?.verified?.(Number(process.hrtime.bigint() - t0) / 1e9);
     if (!valid) {
-      // A signer mismatch read (signer zero) carries no money: no hint then.
+      // No hint: the channel's accepted, spent and latest signature are told only to a request signed by the channel's
+      // signer (docs/protocol.md §6), never to a stranger's garbage voucher. A signer mismatch read carries no money.
       const mismatch = isSignerMismatch(chain);
-      const hint = mismatch ? undefined : await this.hint(chain);
       // Only an ECDSA signature by the signer's own key counts: a contract (ERC-1271) signer could stop validating a
       // voucher after being served (a new owner), so the detail says so, without asking the chain whether it is one.
       const detail = mismatch
         ? `the voucher is not signed by the signer of channel ${channelId}; only key (ECDSA) signers are accepted, not contract (ERC-1271) signers`
         : `the voucher is not an ECDSA signature of the channel's signer ${chain.signer}; only key (ECDSA) signers are accepted, not contract (ERC-1271) signers`;
-      return this.reply("invalid_signature", detail, req, pricing, hint);
+      return this.reply("invalid_signature", detail, req, pricing);
     }
 
     const checked = await this.checkChannel(chain);
@@ -479,6 +506,17 @@ export class PaymentCore {
     return { chain };
   }
 
+  /** {@link closeRefusal} for `chain`, with the stored accounting (a store failure counts as "owed": the close goes on). */
+  private async closeNotWorthIt(chain: ChainChannel): Promise<{ code: ServerErrorCode; detail: string } | null> {
+    let stored: StoredChannel | null;
+    try {
+      stored = await this.store.getChannel(chain.channelId);
+    } catch {
+      return null;
+    }
+    return closeRefusal(chain, stored, { deposit: this.o.minDeposit, closeDelay: this.o.minCloseDelay });
+  }
+
   /** The cooperative close endpoint (`POST /channel/close`): see protocol/close.ts. */
   async cooperativeClose(body: unknown): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
     const fail = (code: ServerErrorCode, detail: string) => {
@@ -510,6 +548,8 @@ export class PaymentCore {
     if (chain.payee.toLowerCase() !== this.payeeLc) return fail("channel_payee_mismatch", "the channel pays another payee");
     if (chain.token.toLowerCase() !== this.tokenLc) return fail("channel_token_mismatch", "the channel holds another token");
     if (chain.finalized) return fail("channel_finalized", "the channel is already finalized");
+    const below = await this.closeNotWorthIt(chain);
+    if (below) return fail(below.code, below.detail);
     try {
       // The signature is kept: it is the payer's consent the escrow asks of an operator's refunding close.
       await this.store.requestCooperativeClose(chain, Math.floor(Date.now() / 1000), request.signature);
@@ -520,6 +560,23 @@ export class PaymentCore {
     this.logger?.info({ channelId: id }, "cooperative close requested");
     return { status: 202, body: { channelId: id, status: "closing" }, headers: { "cache-control": "no-store" } };
   }
+}
+
+/**
+ * Why a close request for `chain` is refused without doing anything on chain, or null to go on: a channel below this
+ * server's minimums (deposit or close delay: it never accepted a voucher on it) on which nothing is owed. The payer
+ * gets the whole deposit back with `requestClose` and, after the close delay, `withdraw`; the provider pays no gas
+ * for channels it would never have served (docs/protocol.md §8).
+ */
+export function closeRefusal(chain: ChainChannel, stored: StoredChannel | null, min: { deposit: bigint; closeDelay: number }): { code: ServerErrorCode; detail: string } | null {
+  const owed = stored !== null && stored.spent > (stored.settled > chain.settled ? stored.settled : chain.settled);
+  if (owed) return null;
+  const after = "nothing is owed on it: the payer gets the deposit back with requestClose, then withdraw after the close delay";
+  if (chain.deposit < min.deposit) return { code: "deposit_too_small", detail: `the deposit ${chain.deposit} is below this server's minimum ${min.deposit}; ${after}` };
+  if (chain.closeDelay < min.closeDelay) {
+    return { code: "close_delay_too_short", detail: `the close delay ${chain.closeDelay} s is below this server's minimum ${min.closeDelay} s; ${after}` };
+  }
+  return null;
 }
 
 const REFUSAL_DETAIL: Record<string, (v: bigint, c: StoredChannel | null, price: bigint) => string> = {

@@ -5,7 +5,7 @@
 import { isPaymentErrorCode, type ErrorCode } from "@paychan/protocol";
 
 /** Codes only the server uses (not part of the payment scheme): plain HTTP problems. */
-export const SERVER_ONLY_ERROR_CODES = ["bad_request", "method_not_allowed", "handler_timeout"] as const;
+export const SERVER_ONLY_ERROR_CODES = ["bad_request", "method_not_allowed", "handler_timeout", "host_not_allowed"] as const;
 export type ServerOnlyErrorCode = (typeof SERVER_ONLY_ERROR_CODES)[number];
 
 /** Any code the server can put in a problem body. */
@@ -51,6 +51,7 @@ const ERRORS: Readonly<Record<ServerErrorCode, { status: number; title: string }
   bad_request: { status: 400, title: "Bad request" },
   method_not_allowed: { status: 405, title: "Method not allowed" },
   handler_timeout: { status: 504, title: "Handler timeout" },
+  host_not_allowed: { status: 421, title: "Host not served here" },
 };
 
 /** The HTTP status for `code`. The only place statuses are chosen. */

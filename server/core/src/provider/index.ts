@@ -38,6 +38,13 @@ export function providerConfig(o: Pick<ProviderOptions, "env" | "config">): Serv
   return { ...fromEnv, ...checkConfigFields(given) };
 }
 
+/** The host names a Host header may carry without PUBLIC_URL: ALLOWED_HOSTS and HOST unless it is a wildcard. */
+function allowedHosts(config: ServerConfig): string[] {
+  const host = config.host.toLowerCase();
+  const listen = host === "0.0.0.0" || host === "::" || host === "[::]" ? [] : [host.includes(":") && !host.startsWith("[") ? `[${host}]` : host];
+  return [...config.allowedHosts, ...listen];
+}
+
 /**
  * Builds a provider: checks the chain, the contracts and the store, starts the event follower and (by default) the
  * settlement scheduler. Fails with `ConfigError` or {@link ProviderStartError} and leaves nothing running.
@@ -61,7 +68,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
   try {
     await store.bind({ chainId, escrow, token, payee, genesisHash });
 
-    const metrics = createMetrics({ defaults: opts.processMetrics });
+    const metrics = createMetrics({ defaults: opts.processMetrics, perChannel: config.metricsPerChannel });
     const view = new ChannelView({ reader, store, unknownTtl: config.unknownChannelTtl });
     const follower = new EventFollower({
       reader,
@@ -93,6 +100,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       maxPendingPayments: config.maxPendingPayments,
       maxTimeoutSeconds: config.maxTimeoutSeconds,
       publicUrl: config.publicUrl,
+      allowedHosts: allowedHosts(config),
       logger,
       observer: metrics.observer,
     });

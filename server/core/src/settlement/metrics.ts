@@ -25,16 +25,32 @@ export const EXPOSURE_TOP_CHANNELS = 10;
 
 const byRegistry = new WeakMap<Registry, SettlementMetrics>();
 
+/** Options of the settlement metrics on a registry. */
+export interface SettlementMetricsOptions {
+  /**
+   * Label gauges by channel id (METRICS_PER_CHANNEL, default off): the top-10 exposure per channel and the channel of
+   * the most urgent close. Off, `/metrics` publishes no channel id (aggregates only).
+   */
+  perChannel?: boolean;
+}
+
+const optionsByRegistry = new WeakMap<Registry, SettlementMetricsOptions>();
+
+/** Sets the options the settlement metrics on `registry` will be built with (call before {@link createSettlementMetrics}). */
+export function configureSettlementMetrics(registry: Registry, o: SettlementMetricsOptions): void {
+  optionsByRegistry.set(registry, o);
+}
+
 /** The settlement metrics on `registry` (created once per registry; later calls return the same object). */
 export function createSettlementMetrics(registry: Registry): SettlementMetrics {
   const existing = byRegistry.get(registry);
   if (existing) return existing;
-  const m = build(registry);
+  const m = build(registry, optionsByRegistry.get(registry)?.perChannel === true);
   byRegistry.set(registry, m);
   return m;
 }
 
-function build(registry: Registry): SettlementMetrics {
+function build(registry: Registry, byChannel: boolean): SettlementMetrics {
   const txs = new Counter({
     name: "channel_settlement_transactions_total",
     help: "Settlement transactions that reached a final status, by kind (settle, close) and outcome (confirmed, failed, dropped)",
@@ -87,7 +103,7 @@ function build(registry: Registry): SettlementMetrics {
       }
     },
   });
-  new Gauge({
+  if (byChannel) new Gauge({
     name: "channel_settlement_unsettled_exposure_channel_atomic",
     help: `spent - settled of the ${EXPOSURE_TOP_CHANNELS} open channels owing most, atomic units`,
     labelNames: ["channel"],
@@ -119,15 +135,16 @@ function build(registry: Registry): SettlementMetrics {
   });
   new Gauge({
     name: "channel_settlement_close_deadline_seconds",
-    help: "Seconds until the earliest pending on-chain close deadline (closesAt) of an open channel, labelled by channel; absent when none",
-    labelNames: ["channel"],
+    help: `Seconds until the earliest pending on-chain close deadline (closesAt) of an open channel${byChannel ? ", labelled by channel" : ""}; absent when none`,
+    labelNames: byChannel ? ["channel"] : [],
     registers: [registry],
     async collect() {
       if (!settlement) return;
       try {
         const d = await settlement.earliestCloseDeadline();
         this.reset();
-        if (d) this.set({ channel: d.channelId }, d.closesAt - now());
+        if (d && byChannel) this.set({ channel: d.channelId }, d.closesAt - now());
+        else if (d) this.set(d.closesAt - now());
       } catch {
         /* keep */
       }
