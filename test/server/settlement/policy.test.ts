@@ -47,6 +47,7 @@ function cand(over: Partial<SettlementCandidate> = {}): SettlementCandidate {
     accepted: 500_000n,
     acceptedSignature: SIG,
     spent: 400_000n,
+    reserved: 0n,
     floor: 0n,
     payerCloseRequestedAt: 0,
     closeRequestSignature: null,

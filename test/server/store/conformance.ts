@@ -30,6 +30,8 @@ export interface StoreBackend {
   open(url: string): Promise<ChannelStore>;
   /** Property-test runs (fewer where each operation is a network round trip). */
   propertyRuns?: number;
+  /** Rows of `table` (`used_vouchers`, `reservations`) for one channel, read straight from the database. */
+  countRows(store: ChannelStore, table: "used_vouchers" | "reservations", channelId: Hex): Promise<number>;
 }
 
 const hex = (bytes: number) => `0x${randomBytes(bytes).toString("hex")}` as Hex;
@@ -64,6 +66,11 @@ export const binding = (over: Partial<StoreBinding> = {}): StoreBinding => ({
   genesisHash: `0x${"11".repeat(32)}`,
   ...over,
 });
+
+/** Accepts `v` reserving `max` on `chain` (a metered request), with window `window`. */
+export function reserve(store: ChannelStore, chain: ChainChannel, v: bigint, max: bigint, window = 1_000_000n) {
+  return store.acceptVoucher({ chain, amount: v, signature: sig(v), charge: max, window, reserve: true });
+}
 
 /** Accepts `v` paying `charge` on `chain` with window `window`. */
 export function accept(store: ChannelStore, chain: ChainChannel, v: bigint, charge = 10n, window = 1_000n, signature: Hex = sig(v)) {
@@ -397,6 +404,137 @@ export function storeConformance(backend: StoreBackend): void {
         }
         expect(err).to.be.instanceOf(RangeError);
         expect((await store.getChannel(c.channelId))?.spent).to.equal(30n);
+      });
+    });
+
+    describe("metered reservations (issue 17, item 6)", () => {
+      it("a metered request reserves its maximum apart from spent; the rule counts it (spent + reserved + charge <= max(accepted, v))", async () => {
+        const c = snapshot();
+        expect(expectOk(await reserve(store, c, 10_000n, 10_000n))).to.include({ accepted: 10_000n, spent: 0n, reserved: 10_000n });
+        expect(await store.getChannel(c.channelId)).to.include({ spent: 0n, reserved: 10_000n });
+        expect(await backend.countRows(store, "reservations", c.channelId)).to.equal(1);
+        expectRefused(await accept(store, c, 10_500n, 1_000n, 1_000_000n), "insufficient_voucher");
+        expect(expectOk(await accept(store, c, 11_000n, 1_000n, 1_000_000n))).to.include({ spent: 1_000n, reserved: 10_000n });
+        expectRefused(await reserve(store, c, 20_000n, 10_000n), "insufficient_voucher");
+        expect(expectOk(await reserve(store, c, 21_000n, 10_000n))).to.include({ spent: 1_000n, reserved: 20_000n, accepted: 21_000n });
+        // Nothing but spent is owed: the open reservations are never a settlement claim.
+        expect((await store.listUnsettled(10)).map((x) => x.channelId)).to.deep.equal([c.channelId]);
+        expect((await store.totals()).unsettled).to.equal(1_000n);
+      });
+
+      it("finishing charges what the handler reported, once; a charge above the reservation is refused and changes nothing", async () => {
+        const c = snapshot();
+        expectOk(await reserve(store, c, 10_000n, 10_000n));
+        let err: unknown;
+        try {
+          await store.finishReservation(c.channelId, 10_000n, 10_001n);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).to.be.instanceOf(RangeError);
+        expect(await store.getChannel(c.channelId)).to.include({ spent: 0n, reserved: 10_000n });
+        const r = await store.finishReservation(c.channelId, 10_000n, 1_000n);
+        expect(r.finished).to.equal(true);
+        expect(r.channel).to.include({ spent: 1_000n, reserved: 0n, accepted: 10_000n });
+        const again = await store.finishReservation(c.channelId, 10_000n, 1_000n);
+        expect(again.finished).to.equal(false);
+        expect(await store.getChannel(c.channelId)).to.include({ spent: 1_000n, reserved: 0n });
+        expect(await backend.countRows(store, "reservations", c.channelId)).to.equal(0);
+        expectRefused(await reserve(store, c, 10_000n, 1n), "voucher_reused");
+        expect(await store.finishReservation(hex(32), 1n, 0n)).to.deep.equal({ finished: false, channel: null });
+        // A failed handler: the reservation ends with no charge.
+        expectOk(await reserve(store, c, 20_000n, 10_000n));
+        expect((await store.finishReservation(c.channelId, 20_000n, 0n)).channel).to.include({ spent: 1_000n, reserved: 0n });
+      });
+
+      it("reservations older than the bound expire uncharged, younger ones stay; a finish after expiry charges nothing", async () => {
+        const c = snapshot();
+        expectOk(await reserve(store, c, 10_000n, 10_000n));
+        const t = Date.now();
+        while (Date.now() <= t) await new Promise((r) => setImmediate(r));
+        expectOk(await reserve(store, c, 20_000n, 10_000n));
+        expect(await store.expireReservations(t + 1)).to.equal(1);
+        expect(await store.getChannel(c.channelId)).to.include({ spent: 0n, reserved: 10_000n });
+        expect((await store.finishReservation(c.channelId, 10_000n, 5_000n)).finished).to.equal(false);
+        expect((await store.finishReservation(c.channelId, 20_000n, 2_000n)).channel).to.include({ spent: 2_000n, reserved: 0n });
+        expect(await store.expireReservations(Date.now() + 1_000)).to.equal(0);
+      });
+
+      it("a finish racing the expiry of its reservation (two stores): exactly one ends it", async () => {
+        const other = await openStore(url);
+        const channels = Array.from({ length: 10 }, () => snapshot());
+        for (const c of channels) expectOk(await reserve(store, c, 10_000n, 10_000n));
+        const [finishes] = await Promise.all([
+          Promise.all(channels.map((c) => store.finishReservation(c.channelId, 10_000n, 3_000n))),
+          other.expireReservations(Date.now() + 60_000),
+        ]);
+        for (const [i, c] of channels.entries()) {
+          const ch = (await store.getChannel(c.channelId))!;
+          expect(ch.reserved).to.equal(0n);
+          expect(ch.spent).to.equal(finishes[i].finished ? 3_000n : 0n);
+        }
+      });
+
+      it("concurrent metered requests and finishes over two stores keep spent + reserved <= accepted and end exact", async () => {
+        const other = await openStore(url);
+        const c = snapshot({ deposit: 10_000_000n });
+        const max = 1_000n;
+        const vs = shuffle(Array.from({ length: 30 }, (_, k) => BigInt(k + 1) * max));
+        const results = await Promise.all(vs.map((v, i) => reserve(i % 2 ? store : other, c, v, max)));
+        for (const r of results) {
+          const ch = expectOk(r);
+          expect(ch.spent + ch.reserved <= ch.accepted).to.equal(true);
+        }
+        await Promise.all(vs.map((v, i) => (i % 2 ? other : store).finishReservation(c.channelId, v, 100n)));
+        expect(await store.getChannel(c.channelId)).to.include({ spent: 3_000n, reserved: 0n, accepted: 30_000n });
+      });
+    });
+
+    describe("finalized channels keep no used vouchers (issue 17, item 9)", () => {
+      it("a Closed / Withdrawn snapshot drops the channel's used vouchers and raises its floor to accepted; a reorg that brings it back still refuses them", async () => {
+        const c = snapshot({ block: 10n });
+        for (let k = 1n; k <= 5n; k++) expectOk(await accept(store, c, k * 10n, 10n, 1_000n));
+        const keep = snapshot({ block: 10n });
+        expectOk(await accept(store, keep, 10n, 10n, 1_000n));
+        expect(await backend.countRows(store, "used_vouchers", c.channelId)).to.equal(5);
+        await store.applyChainSnapshots([{ ...c, block: 11n, finalized: true, settled: 50n }, { ...keep, block: 11n }]);
+        expect(await store.getChannel(c.channelId)).to.include({ finalized: true, floor: 50n, accepted: 50n, spent: 50n });
+        expect(await backend.countRows(store, "used_vouchers", c.channelId)).to.equal(0);
+        expect(await backend.countRows(store, "used_vouchers", keep.channelId)).to.equal(1);
+        // After a reorg that un-finalizes it, every amount it used is at or below the floor.
+        await store.applyChainSnapshots([{ ...c, block: 10n, finalized: false }], undefined, { force: true });
+        expectRefused(await accept(store, c, 30n, 10n, 1_000n), "voucher_too_low");
+        expectOk(await accept(store, c, 60n, 10n, 1_000n));
+      });
+
+      it("a confirmed close drops the channel's used vouchers in the same transaction", async () => {
+        const c = snapshot();
+        for (let k = 1n; k <= 3n; k++) expectOk(await accept(store, c, k * 10n, 10n, 1_000n));
+        const ss = settlementStoreFor(store);
+        const tx = await ss.insertTx({
+          kind: "close",
+          sender: c.payee,
+          payee: c.payee,
+          token: c.token,
+          nonce: 7,
+          hash: hex(32),
+          rawTx: hex(64),
+          gasLimit: 1n,
+          maxFeePerGas: 1n,
+          maxPriorityFeePerGas: 1n,
+          items: [{ channelId: c.channelId, cumulativeAmount: 30n, amount: 30n, previousSettled: 0n }],
+        });
+        expect(await backend.countRows(store, "used_vouchers", c.channelId)).to.equal(3);
+        await ss.confirmTx(tx.id, {
+          blockNumber: 12n,
+          blockHash: hex(32),
+          gasUsed: 1n,
+          effectiveGasPrice: 1n,
+          amountSettled: 30n,
+          items: [{ channelId: c.channelId, status: "closed", settledAmount: 30n }],
+        });
+        expect(await store.getChannel(c.channelId)).to.include({ finalized: true, settled: 30n, floor: 30n });
+        expect(await backend.countRows(store, "used_vouchers", c.channelId)).to.equal(0);
       });
     });
 

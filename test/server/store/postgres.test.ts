@@ -26,7 +26,16 @@ import { accept, binding, sig, snapshot, storeConformance } from "./conformance"
 describePostgres("PostgreSQL store", function () {
   const open = (url: string) => PostgresStore.open({ url, pool: { max: 8 } });
 
-  storeConformance({ name: "PostgreSQL", newDatabase: () => newTestDatabase("conf"), open, propertyRuns: 25 });
+  storeConformance({
+    name: "PostgreSQL",
+    newDatabase: () => newTestDatabase("conf"),
+    open,
+    propertyRuns: 25,
+    async countRows(store, table, channelId) {
+      const r = await (store as PostgresStore).pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE channel_id = $1`, [channelId.toLowerCase()]);
+      return Number(r.rows[0].n);
+    },
+  });
 
   settlementStoreConformance("postgres", async () => {
     const store = await open(await newTestDatabase("settle"));

@@ -32,6 +32,9 @@ for (const synchronous of ["FULL", "NORMAL"] as const) {
     async open(url) {
       return new SqliteStore({ url, synchronous });
     },
+    async countRows(store, table, channelId) {
+      return ((store as SqliteStore).db.prepare(`SELECT count(*) AS n FROM ${table} WHERE channel_id = ?`).get(channelId.toLowerCase()) as { n: number }).n;
+    },
   });
 }
 

@@ -141,11 +141,13 @@ export class Charge {
     private readonly core: PaymentCore,
     readonly channelId: Hex,
     readonly payer: Address,
-    /** What was added to `spent` at accept: the price, or the metered maximum. */
+    /** What was committed at accept: the price (added to `spent`), or the metered maximum (added to `reserved`). */
     readonly reserved: bigint,
     readonly metered: boolean,
     /** The channel as committed by this request's transaction. */
     readonly committed: StoredChannel,
+    /** The voucher amount that paid for this request (a metered reservation's key in the store). */
+    readonly voucher: bigint = 0n,
   ) {}
 
   /**
@@ -167,7 +169,8 @@ export class Charge {
   /** The `PAYMENT-RESPONSE` header as of now. */
   receiptHeaders(): Record<string, string> {
     const c = this.committed;
-    const spent = c.spent - (this.reserved - this.amount);
+    // What the server counts against the channel: charges, open reservations, and this request as reported now.
+    const spent = c.spent + c.reserved - (this.reserved - this.amount);
     return {
       [HEADER_PAYMENT_RESPONSE]: encodePaymentResponse({
         success: true,
@@ -181,9 +184,10 @@ export class Charge {
   }
 
   /**
-   * Completes the charge once the handler answered: status >= 500 (or `failed`) releases the whole reservation
-   * (the voucher stays used); otherwise a metered route gives back `reserved - amount`. Idempotent; never throws
-   * (a store failure is logged: the payee keeps the reservation, bounded by the signed voucher).
+   * Completes the charge once the handler answered: status >= 500 (or `failed`) releases the whole charge (the
+   * voucher stays used); otherwise a metered route's reservation becomes a charge of `amount` (store
+   * `finishReservation`: until then it was never claimable). Idempotent; never throws (a store failure is logged: a
+   * fixed price stays charged, a metered reservation stays open until it expires, uncharged).
    */
   async finish(status: number, failed = false): Promise<void> {
     if (this.finished) return;
@@ -191,7 +195,10 @@ export class Charge {
     const fail = failed || status >= 500;
     const release = fail ? this.reserved : this.reserved - this.amount;
     try {
-      if (release > 0n) await this.core.store.releaseCharge(this.channelId, release);
+      if (this.metered) {
+        const r = await this.core.store.finishReservation(this.channelId, this.voucher, this.reserved - release);
+        if (!r.finished) this.core.logger?.warn({ channelId: this.channelId, charge: String(this.reserved - release) }, "the reservation had expired; not charged");
+      } else if (release > 0n) await this.core.store.releaseCharge(this.channelId, release);
       this.core.observer?.finished?.({ charged: this.reserved - release, released: release, failed: fail });
     } catch (e) {
       this.core.logger?.error({ channelId: this.channelId, release: String(release), err: (e as Error).message }, "could not release a charge");
@@ -455,7 +462,7 @@ export class PaymentCore {
     let result;
     const t1 = process.hrtime.bigint();
     try {
-      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price, window });
+      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price, window, reserve: pricing.kind === "metered" });
     } catch (e) {
       this.logger?.error({ err: (e as Error).message, channelId }, "store failed while accepting a voucher");
       return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
@@ -466,7 +473,7 @@ export class PaymentCore {
       return this.reply(result.code, detail, req, pricing, await this.hint(chain, result.channel));
     }
     this.observer?.served?.(price);
-    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price, pricing.kind === "metered", result.channel) };
+    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price, pricing.kind === "metered", result.channel, v) };
   }
 
   /**

@@ -28,6 +28,7 @@ export interface SettlementEnv {
   blockTime?: number;
   resubmitAfter?: number;
   closeGrace?: number;
+  reservationTtl?: number;
   rpcOutageMargin?: number;
   waitTimeout?: number;
   maxFeePerGas?: bigint;
@@ -60,6 +61,11 @@ export interface SettlementConfig {
   resubmitAfter: number;
   /** Time between marking a channel closing (no new charges) and closing it on chain (SETTLE_CLOSE_GRACE). */
   closeGrace: number;
+  /**
+   * A metered reservation whose handler has not reported after this long is dropped uncharged by the next cycle
+   * (SETTLE_RESERVATION_TTL): its process crashed, or its handler never finished. Longer than any metered handler runs.
+   */
+  reservationTtl: number;
   /** Tolerated RPC/settler outage in the close-delay rule (SETTLE_RPC_OUTAGE_MARGIN). */
   rpcOutageMargin: number;
   /** How long the settle command (`channel-settle`, `npm run settle`) waits for confirmations before giving up (SETTLE_WAIT_TIMEOUT). */
@@ -82,6 +88,7 @@ export const SETTLEMENT_VARIABLES: ReadonlyArray<{ name: string; default: string
   { name: "SETTLE_BLOCK_TIME", default: "1 (local) / 12", description: "expected seconds per block (close-delay rule)" },
   { name: "SETTLE_RESUBMIT_AFTER", default: "120", description: "seconds before a pending settlement is re-broadcast or fee-bumped" },
   { name: "SETTLE_CLOSE_GRACE", default: "5", description: "seconds between refusing new charges on a closing channel and closing it" },
+  { name: "SETTLE_RESERVATION_TTL", default: "3600", description: "seconds after which a metered reservation whose handler never reported is dropped, uncharged" },
   { name: "SETTLE_RPC_OUTAGE_MARGIN", default: "21600", description: "seconds of RPC/settler outage the close-delay rule tolerates" },
   { name: "SETTLE_WAIT_TIMEOUT", default: "300", description: "seconds the settle command (channel-settle, npm run settle) waits for confirmations" },
   { name: "SETTLE_MAX_FEE_GWEI", default: "(none)", description: "never pay more than this fee per gas, gwei" },
@@ -151,6 +158,7 @@ export function parseSettlementEnv(env: Env, problems: string[]): SettlementEnv 
     blockTime: seconds("SETTLE_BLOCK_TIME", 0, 3_600),
     resubmitAfter: seconds("SETTLE_RESUBMIT_AFTER", 0, 86_400),
     closeGrace: seconds("SETTLE_CLOSE_GRACE", 0, 3_600),
+    reservationTtl: seconds("SETTLE_RESERVATION_TTL", 1, 7 * 86_400),
     rpcOutageMargin: seconds("SETTLE_RPC_OUTAGE_MARGIN", 0, 30 * 86_400),
     waitTimeout: seconds("SETTLE_WAIT_TIMEOUT", 1, 86_400),
     maxFeePerGas,
@@ -175,6 +183,7 @@ export function resolveSettlementConfig(e: Omit<SettlementEnv, "hasKey" | "priva
     blockTime: e.blockTime ?? (local ? 1 : 12),
     resubmitAfter: e.resubmitAfter ?? 120,
     closeGrace: e.closeGrace ?? 5,
+    reservationTtl: e.reservationTtl ?? 3_600,
     rpcOutageMargin: e.rpcOutageMargin ?? 21_600,
     waitTimeout: e.waitTimeout ?? 300,
     maxFeePerGas: e.maxFeePerGas,

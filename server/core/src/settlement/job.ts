@@ -26,6 +26,7 @@ import { SimulatedStop, type RunOptions, type SettlementJobOptions } from "./job
 import { reconcile, waitFinal } from "./lifecycle";
 import type { PolicyConfig } from "./policy";
 import { summariseRun, type SettlementRunReport } from "./report";
+import { expireReservations } from "./reservations";
 import { selectAndSubmit } from "./select";
 
 // The job's option types, where a reader of the job looks for them (defined in job-options.ts).
@@ -84,6 +85,7 @@ export class SettlementJob {
     let crashed: SimulatedStop | null = null;
     try {
       await reconcile(cy);
+      await expireReservations(cy, opts.dryRun);
       const deadline = Date.now() + waitMs;
       // A dropped transaction frees its channels: the one-shot re-selects them (up to three rounds).
       for (let round = 0; round < (opts.wait ? 3 : 1); round++) {

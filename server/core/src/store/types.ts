@@ -12,6 +12,10 @@
  * - Nothing is written for a channel the server never accepted a voucher or close request for
  *   (402 challenges and bad input write nothing); chain snapshots only update channels already stored.
  * - Chain fields only move forward: a snapshot read at an older block never overwrites a newer one.
+ * - Metered reservations are kept apart from `spent` (`reserved`, one `reservations` row each): settlement claims
+ *   `spent` only, so an open reservation is never settled nor closed on.
+ * - A channel stored as finalized (a snapshot, or a confirmed close) keeps no used vouchers: its `floor` rises to
+ *   `accepted` (every used amount is at or below it) and the used set is pruned, in the same transaction.
  *
  * Extension point for settlement (issue 5): add tables with new migrations (see `sqlite/migrations.ts`,
  * versions 100-199 are reserved for settlement) and a separate interface (e.g. `SettlementStore`) implemented
@@ -35,8 +39,13 @@ export interface ChannelAccounting {
   accepted: bigint;
   /** The signature of the voucher for `accepted` (null before the first). */
   acceptedSignature: Hex | null;
-  /** Sum of charges (after releases). */
+  /** Sum of charges (after releases): what settlement and closes claim, never more. */
   spent: bigint;
+  /**
+   * Sum of the open metered reservations (the maximum of each metered request whose handler has not reported yet).
+   * Counted when deciding a new voucher (`spent + reserved + charge <= max(accepted, v)`), never claimed.
+   */
+  reserved: bigint;
   /** Vouchers at or below `floor` are refused; never decreases. */
   floor: bigint;
 }
@@ -67,6 +76,11 @@ export interface AcceptVoucherInput {
   signature: Hex;
   /** What this request costs now: the price, or a metered route's maximum (reserved). */
   charge: bigint;
+  /**
+   * A metered request: `charge` is reserved (`reserved += charge`, a reservation row keyed by the voucher amount)
+   * instead of charged; {@link ChannelStore.finishReservation} charges what the handler reports. Default false.
+   */
+  reserve?: boolean;
   /** The server's fixed used-voucher window. */
   window: bigint;
 }
@@ -115,6 +129,18 @@ export interface ChannelStore {
    * `spent -= amount`, never below 0. The voucher stays used.
    */
   releaseCharge(channelId: Hex, amount: bigint): Promise<StoredChannel | null>;
+  /**
+   * Ends the metered reservation made by voucher `voucher` (see {@link AcceptVoucherInput.reserve}) in one
+   * transaction: its row is deleted, `reserved -= its amount`, `spent += charged` (`charged` at most the amount;
+   * 0 when the handler failed). When no such reservation is open (it expired, or was finished already) nothing
+   * changes and `finished` is false: a reservation is charged at most once, and never after it expired.
+   */
+  finishReservation(channelId: Hex, voucher: bigint, charged: bigint): Promise<{ finished: boolean; channel: StoredChannel | null }>;
+  /**
+   * Drops reservations made before `before` (unix ms): handlers that crashed with their process, or never finished.
+   * They are not charged (`reserved -= amount`, `spent` unchanged). Returns how many were dropped.
+   */
+  expireReservations(before: number): Promise<number>;
   /**
    * Applies chain snapshots to channels already stored (others are ignored) and, in the same transaction,
    * moves the event cursor when given. A snapshot from an older block than the stored one is ignored, unless

@@ -19,6 +19,7 @@ export interface PgChannelRow {
   accepted: string;
   accepted_signature: string | null;
   spent: string;
+  reserved: string;
   floor: string;
   payer_close_requested_at: string;
   close_request_signature: string | null;
@@ -44,6 +45,7 @@ export function pgRowToChannel(r: PgChannelRow): StoredChannel {
     accepted: BigInt(r.accepted),
     acceptedSignature: (r.accepted_signature as Hex | null) ?? null,
     spent: BigInt(r.spent),
+    reserved: BigInt(r.reserved),
     floor: BigInt(r.floor),
     payerCloseRequestedAt: Number(r.payer_close_requested_at),
     closeRequestSignature: (r.close_request_signature as Hex | null) ?? null,

@@ -33,6 +33,7 @@ import {
   type SettlementTxStatus,
   type SkipReason,
 } from "../settlement-types";
+import { PRUNE_FINALIZED_SQL } from "./prune";
 import { pgRowToChannel, type PgChannelRow } from "./rows";
 
 interface TxRow {
@@ -428,7 +429,10 @@ export class PgSettlementStore implements SettlementStore {
       if (touched.length) {
         await c.query(SQL.lockChannels, [touched]);
         if (raise.size) await c.query(SQL.raiseSettled, [[...raise.keys()], [...raise.values()].map(String), now]);
-        if (closed.size) await c.query(SQL.finalize, [[...closed], now]);
+        if (closed.size) {
+          await c.query(SQL.finalize, [[...closed], now]);
+          await c.query(PRUNE_FINALIZED_SQL, [[...closed]]);
+        }
       }
       // An item the receipt said nothing about cannot have landed: it is free again.
       await c.query(SQL.finishItems, ["dropped", id]);

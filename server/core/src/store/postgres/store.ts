@@ -42,6 +42,7 @@ import {
   type StoreTotals,
 } from "../types";
 import { migratePostgres } from "./migrate";
+import { PRUNE_FINALIZED_SQL } from "./prune";
 import { pgRowToChannel, type PgChannelRow } from "./rows";
 import { PgSettlementStore } from "./settlement";
 import { POSTGRES_MIGRATIONS, type PgMigration } from "./migrations";
@@ -92,26 +93,50 @@ const SQL = {
     WITH used AS (
       INSERT INTO used_vouchers (channel_id, amount) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING amount
     ), upd AS (
-      UPDATE channels c SET accepted = $3, accepted_signature = $4, spent = $5, floor = $6, updated_at = $7,
+      UPDATE channels c SET accepted = $3, accepted_signature = $4, spent = $5, floor = $6, updated_at = $7, reserved = $15,
         ${MERGE_CHAIN("c", { deposit: "$8", settled: "$9", cra: "$10", ca: "$11", fin: "$12", block: "$13" })}
       WHERE c.channel_id = $1 AND EXISTS (SELECT 1 FROM used)
       RETURNING c.*
     ), pruned AS (
       DELETE FROM used_vouchers WHERE $14::boolean AND channel_id = $1 AND amount <= $6 AND EXISTS (SELECT 1 FROM used)
+    ), res AS (
+      INSERT INTO reservations (channel_id, voucher, amount, created_at) SELECT $1, $2, $16, $7 WHERE $17::boolean AND EXISTS (SELECT 1 FROM used)
     )
     SELECT * FROM upd`,
   // New channel: insert it (unless a concurrent first voucher just did) and its first used voucher.
   acceptNew: `
     WITH ins AS (
-      INSERT INTO channels (${COLUMNS})
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $17)
+      INSERT INTO channels (${COLUMNS}, reserved)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $17, $19)
       ON CONFLICT (channel_id) DO NOTHING
       RETURNING *
     ), used AS (
       INSERT INTO used_vouchers (channel_id, amount) SELECT channel_id, $18 FROM ins
+    ), res AS (
+      INSERT INTO reservations (channel_id, voucher, amount, created_at) SELECT channel_id, $18, $20, $17 FROM ins WHERE $21::boolean
     )
     SELECT * FROM ins`,
   release: "UPDATE channels SET spent = GREATEST(spent - $2, 0), updated_at = $3 WHERE channel_id = $1 RETURNING *",
+  // Ends one reservation: its row goes (at most once, whoever deletes it first) and the channel's books move with it.
+  // A charge above the reservation's amount matches no row (nothing changes; the caller tells the two cases apart).
+  finishReservation: `
+    WITH r AS (
+      DELETE FROM reservations WHERE channel_id = $1 AND voucher = $2 AND amount >= $3 RETURNING amount
+    )
+    UPDATE channels c SET reserved = GREATEST(c.reserved - r.amount, 0), spent = c.spent + $3, updated_at = $4
+    FROM r WHERE c.channel_id = $1
+    RETURNING c.*`,
+  // Abandoned reservations: dropped without a charge, channels locked in id order (as every multi-row write).
+  expiredReservations: "SELECT channel_id FROM reservations WHERE created_at < $1 ORDER BY channel_id",
+  expireReservations: `
+    WITH r AS (
+      DELETE FROM reservations WHERE channel_id = ANY($1::text[]) AND created_at < $2 RETURNING channel_id, amount
+    ), s AS (
+      SELECT channel_id, sum(amount) AS amount, count(*) AS n FROM r GROUP BY channel_id
+    ), u AS (
+      UPDATE channels c SET reserved = GREATEST(c.reserved - s.amount, 0), updated_at = $3 FROM s WHERE c.channel_id = s.channel_id
+    )
+    SELECT COALESCE(sum(n), 0)::bigint AS n FROM s`,
   // The first request time and the first signature stay; a signature fills an empty one.
   coopClose: `
     INSERT INTO channels (${COLUMNS}, close_request_signature)
@@ -344,13 +369,14 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
         if (current?.finalized) return refuse("channel_finalized", current);
         if (current && current.payerCloseRequestedAt !== 0) return refuse("channel_closing", current);
         const deposit = current && current.deposit > chain.deposit ? current.deposit : chain.deposit;
-        const state = { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, floor: current?.floor ?? 0n, deposit };
+        const state = { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, reserved: current?.reserved ?? 0n, floor: current?.floor ?? 0n, deposit };
+        const reserve = input.reserve === true;
         // "used" is settled by the write itself (see the file comment); it changes the answer before writing only
         // when the rule would otherwise say insufficient_voucher, which ranks after voucher_reused.
-        let d = decideVoucher(state, v, false, input.charge, input.window);
+        let d = decideVoucher(state, v, false, input.charge, input.window, reserve);
         if (!d.ok && d.code === "insufficient_voucher" && current) {
           const used = (await c.query(q("isUsed", [id, vText]))).rowCount! > 0;
-          d = decideVoucher(state, v, used, input.charge, input.window);
+          d = decideVoucher(state, v, used, input.charge, input.window, reserve);
         }
         if (!d.ok) return refuse(d.code, current);
         const now = Date.now();
@@ -373,6 +399,9 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
               chain.finalized,
               chain.block.toString(),
               d.prune,
+              amountParam(d.reserved),
+              amountParam(input.charge),
+              reserve,
             ]),
           );
           if (!r.rows[0]) return refuse("voucher_reused", current);
@@ -387,6 +416,9 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
             amountParam(d.floor),
             now,
             vText,
+            amountParam(d.reserved),
+            amountParam(input.charge),
+            reserve,
           ]),
         );
         if (r.rows[0]) return { value: { ok: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
@@ -402,6 +434,32 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     // One statement: the UPDATE takes the row lock and computes from the newest committed row.
     const r = await this.pool.query<PgChannelRow>(q("release", [lower(channelId), amountParam(amount > MAX_UINT128 ? MAX_UINT128 : amount), Date.now()]));
     return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
+  }
+
+  async finishReservation(channelId: Hex, voucher: bigint, charged: bigint): Promise<{ finished: boolean; channel: StoredChannel | null }> {
+    this.check();
+    if (charged < 0n) throw new RangeError("a charge is >= 0");
+    const id = lower(channelId);
+    return this.tx<{ finished: boolean; channel: StoredChannel | null }>(async (c) => {
+      const r = await c.query<PgChannelRow>(q("finishReservation", [id, amountParam(voucher), amountParam(charged), Date.now()]));
+      if (r.rows[0]) return { value: { finished: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
+      // Not finished: no such reservation, or a charge above it (refused, like the SQLite store does).
+      const res = await c.query<{ amount: string }>("SELECT amount FROM reservations WHERE channel_id = $1 AND voucher = $2", [id, amountParam(voucher)]);
+      if (res.rows[0]) throw new RangeError(`charge ${charged} is above the reservation ${res.rows[0].amount}`);
+      const row = (await c.query<PgChannelRow>(q("getChannel", [id]))).rows[0];
+      return { value: { finished: false, channel: row ? pgRowToChannel(row) : null }, commit: false };
+    });
+  }
+
+  async expireReservations(before: number): Promise<number> {
+    this.check();
+    return this.tx(async (c) => {
+      const ids = [...new Set((await c.query<{ channel_id: string }>(q("expiredReservations", [before]))).rows.map((r) => r.channel_id))];
+      if (ids.length === 0) return { value: 0, commit: false };
+      await c.query(q("lockMany", [ids]));
+      const n = (await c.query<{ n: string }>(q("expireReservations", [ids, before, Date.now()]))).rows[0].n;
+      return { value: Number(n), commit: true };
+    });
   }
 
   async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void> {
@@ -438,6 +496,8 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
           ]),
         );
       }
+      const finalized = list.filter(([, x]) => x.finalized).map(([id]) => id);
+      if (present > 0 && finalized.length) await c.query(PRUNE_FINALIZED_SQL, [finalized]);
       if (cursorParams) await c.query(q("setCursor", cursorParams));
       return { value: undefined, commit: true };
     });

@@ -25,6 +25,7 @@ import type { StoredChannel } from "../types";
 import { SETTLEMENT_MIGRATIONS } from "./migrations/settlement";
 import type Database from "better-sqlite3";
 import { migrateSqlite } from "./migrate";
+import { finalizedPruneStatements, pruneFinalized } from "./prune";
 
 interface TxRow {
   id: number;
@@ -132,6 +133,7 @@ function toCandidate(r: Record<string, unknown>): SettlementCandidate {
     accepted: decodeAmount(r.accepted as string),
     acceptedSignature: (r.accepted_signature as Hex | null) ?? null,
     spent: decodeAmount(r.spent as string),
+    reserved: decodeAmount(r.reserved as string),
     floor: decodeAmount(r.floor as string),
     payerCloseRequestedAt: r.payer_close_requested_at as number,
     closeRequestSignature: (r.close_request_signature as Hex | null) ?? null,
@@ -217,6 +219,7 @@ export class SqliteSettlementStore implements SettlementStore {
       ),
       raiseSettled: db.prepare("UPDATE channels SET settled = ?, updated_at = ? WHERE channel_id = ? AND settled < ?"),
       finalize: db.prepare("UPDATE channels SET finalized = 1, updated_at = ? WHERE channel_id = ? AND finalized = 0"),
+      ...finalizedPruneStatements(db),
       deadline: db.prepare<[], { channel_id: string; closes_at: number }>(
         "SELECT channel_id, closes_at FROM channels WHERE finalized = 0 AND closes_at > 0 ORDER BY closes_at LIMIT 1",
       ),
@@ -345,7 +348,10 @@ export class SqliteSettlementStore implements SettlementStore {
             const enc = encodeAmount(settled);
             this.st.raiseSettled.run(enc, now, channelId, enc);
           }
-          if (it.status === "closed") this.st.finalize.run(now, channelId);
+          if (it.status === "closed") {
+            this.st.finalize.run(now, channelId);
+            pruneFinalized(this.st, channelId, now);
+          }
         }
         // An item the receipt said nothing about cannot have landed: it is free again.
         this.st.finishItems.run("dropped", id);

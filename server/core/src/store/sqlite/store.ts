@@ -22,6 +22,7 @@ import {
   type StoreTotals,
 } from "../types";
 import { GroupCommit } from "./group-commit";
+import { finalizedPruneStatements, pruneFinalized } from "./prune";
 import { sqliteFilename } from "./filename";
 
 export { sqliteFilename } from "./filename";
@@ -59,6 +60,7 @@ interface ChannelRow {
   accepted: string;
   accepted_signature: string | null;
   spent: string;
+  reserved: string;
   floor: string;
   payer_close_requested_at: number;
   close_request_signature: string | null;
@@ -83,6 +85,7 @@ function toChannel(r: ChannelRow): StoredChannel {
     accepted: decodeAmount(r.accepted),
     acceptedSignature: (r.accepted_signature as Hex | null) ?? null,
     spent: decodeAmount(r.spent),
+    reserved: decodeAmount(r.reserved),
     floor: decodeAmount(r.floor),
     payerCloseRequestedAt: r.payer_close_requested_at,
     closeRequestSignature: (r.close_request_signature as Hex | null) ?? null,
@@ -105,7 +108,6 @@ interface HeldRow {
   dirty: boolean;
 }
 
-/** {@link ChannelStore} on SQLite. */
 /** Whether `updateChain` with snapshot `c` would change the stored row (same rule as its SQL). */
 function chainSnapshotChanges(stored: StoredChannel, c: ChainChannel): boolean {
   if (c.block < stored.block) return false;
@@ -119,6 +121,7 @@ function chainSnapshotChanges(stored: StoredChannel, c: ChainChannel): boolean {
   );
 }
 
+/** {@link ChannelStore} on SQLite. */
 export class SqliteStore implements ChannelStore, SettlementStoreProvider {
   readonly kind = "sqlite";
   /** The connection, for store extensions (settlement) that add their own tables and queries. */
@@ -155,10 +158,10 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
       getChannel: db.prepare<[string], ChannelRow>("SELECT * FROM channels WHERE channel_id = ?"),
       insertChannel: db.prepare(
         `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at, closes_at,
-           finalized, chain_block, accepted, accepted_signature, spent, floor, payer_close_requested_at, close_request_signature,
+           finalized, chain_block, accepted, accepted_signature, spent, reserved, floor, payer_close_requested_at, close_request_signature,
            created_at, updated_at)
          VALUES (@channel_id, @payer, @payee, @token, @signer, @deposit, @settled, @close_delay, @close_requested_at, @closes_at,
-           @finalized, @chain_block, @accepted, @accepted_signature, @spent, @floor, @payer_close_requested_at, @close_request_signature,
+           @finalized, @chain_block, @accepted, @accepted_signature, @spent, @reserved, @floor, @payer_close_requested_at, @close_request_signature,
            @created_at, @updated_at)`,
       ),
       updateChain: db.prepare(
@@ -173,13 +176,22 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
          WHERE channel_id = @channel_id`,
       ),
       updateAccounting: db.prepare(
-        `UPDATE channels SET accepted = @accepted, accepted_signature = @accepted_signature, spent = @spent, floor = @floor, updated_at = @updated_at
+        `UPDATE channels SET accepted = @accepted, accepted_signature = @accepted_signature, spent = @spent, reserved = @reserved, floor = @floor,
+           updated_at = @updated_at
          WHERE channel_id = @channel_id`,
       ),
       isUsed: db.prepare<[string, string], { x: number }>("SELECT 1 AS x FROM used_vouchers WHERE channel_id = ? AND amount = ?"),
       insertUsed: db.prepare("INSERT INTO used_vouchers (channel_id, amount) VALUES (?, ?)"),
       pruneUsed: db.prepare("DELETE FROM used_vouchers WHERE channel_id = ? AND amount <= ?"),
       release: db.prepare(`UPDATE channels SET spent = ?, updated_at = ? WHERE channel_id = ?`),
+      insertReservation: db.prepare("INSERT INTO reservations (channel_id, voucher, amount, created_at) VALUES (?, ?, ?, ?)"),
+      getReservation: db.prepare<[string, string], { amount: string }>("SELECT amount FROM reservations WHERE channel_id = ? AND voucher = ?"),
+      deleteReservation: db.prepare("DELETE FROM reservations WHERE channel_id = ? AND voucher = ?"),
+      expiredReservations: db.prepare<[number], { channel_id: string; voucher: string; amount: string }>(
+        "SELECT channel_id, voucher, amount FROM reservations WHERE created_at < ? ORDER BY channel_id",
+      ),
+      setReservedSpent: db.prepare("UPDATE channels SET reserved = ?, spent = ?, updated_at = ? WHERE channel_id = ?"),
+      ...finalizedPruneStatements(db),
       // The first request time and the first signature stay; a signature fills an empty one.
       coopClose: db.prepare(
         `UPDATE channels SET
@@ -227,7 +239,7 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
 
   private insertNew(
     c: ChainChannel,
-    acc: { accepted: bigint; signature: Hex | null; spent: bigint; floor: bigint },
+    acc: { accepted: bigint; signature: Hex | null; spent: bigint; reserved?: bigint; floor: bigint },
     payerClose: { at: number; signature: Hex | null },
     now: number,
   ) {
@@ -242,6 +254,7 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
       accepted: encodeAmount(acc.accepted),
       accepted_signature: acc.signature,
       spent: encodeAmount(acc.spent),
+      reserved: encodeAmount(acc.reserved ?? 0n),
       floor: encodeAmount(acc.floor),
       payer_close_requested_at: payerClose.at,
       close_request_signature: payerClose.signature,
@@ -273,18 +286,19 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
     const used = current ? this.st.isUsed.get(id, vText) !== undefined : false;
     const deposit = current && current.deposit > input.chain.deposit ? current.deposit : input.chain.deposit;
     const d = decideVoucher(
-      { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, floor: current?.floor ?? 0n, deposit },
+      { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, reserved: current?.reserved ?? 0n, floor: current?.floor ?? 0n, deposit },
       v,
       used,
       input.charge,
       input.window,
+      input.reserve === true,
     );
     if (!d.ok) return { ok: false, code: d.code, channel: current };
     const now = Date.now();
     // The stored signature is always the one of the voucher for `accepted`.
     const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
     if (!current) {
-      this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, floor: d.floor }, { at: 0, signature: null }, now);
+      this.insertNew(input.chain, { accepted: d.accepted, signature, spent: d.spent, reserved: d.reserved, floor: d.floor }, { at: 0, signature: null }, now);
     } else if (batch) {
       // written once for the batch by writeHeld
     } else {
@@ -295,11 +309,13 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
         accepted: encodeAmount(d.accepted),
         accepted_signature: signature,
         spent: encodeAmount(d.spent),
+        reserved: encodeAmount(d.reserved),
         floor: encodeAmount(d.floor),
         updated_at: now,
       });
     }
     this.st.insertUsed.run(id, vText);
+    if (input.reserve) this.st.insertReservation.run(id, vText, encodeAmount(input.charge), now);
     if (d.prune && !batch) this.st.pruneUsed.run(id, encodeAmount(d.floor));
     // The committed row, built here rather than read back (hot path).
     const c = input.chain;
@@ -308,13 +324,14 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
         ? { deposit: c.deposit, settled: c.settled, closeRequestedAt: c.closeRequestedAt, closesAt: c.closesAt, finalized: c.finalized, block: c.block }
         : {};
     const channel: StoredChannel = current
-      ? { ...current, ...chainPart, accepted: d.accepted, acceptedSignature: signature, spent: d.spent, floor: d.floor, updatedAt: now }
+      ? { ...current, ...chainPart, accepted: d.accepted, acceptedSignature: signature, spent: d.spent, reserved: d.reserved, floor: d.floor, updatedAt: now }
       : {
           ...c,
           channelId: id as Hex,
           accepted: d.accepted,
           acceptedSignature: signature,
           spent: d.spent,
+          reserved: d.reserved,
           floor: d.floor,
           payerCloseRequestedAt: 0,
           closeRequestSignature: null,
@@ -350,6 +367,7 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
       accepted: encodeAmount(c.accepted),
       accepted_signature: c.acceptedSignature,
       spent: encodeAmount(c.spent),
+      reserved: encodeAmount(c.reserved),
       floor: encodeAmount(c.floor),
       updated_at: c.updatedAt,
     });
@@ -359,7 +377,10 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
   private snapshotsInTx(snapshots: readonly ChainChannel[], cursor?: EventCursor, force = false) {
     const now = Date.now();
     const stmt = force ? this.st.forceChain : this.st.updateChain;
-    for (const s of snapshots) stmt.run(this.chainParams(s, now));
+    for (const s of snapshots) {
+      stmt.run(this.chainParams(s, now));
+      if (s.finalized) pruneFinalized(this.st, lower(s.channelId), now);
+    }
     if (cursor) this.st.setCursor.run("escrow", Number(cursor.block), cursor.hash ?? null, now);
   }
 
@@ -421,6 +442,46 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
         const next = spent > amount ? spent - amount : 0n;
         this.st.release.run(encodeAmount(next), Date.now(), id);
         return toChannel(this.st.getChannel.get(id)!);
+      })
+      .immediate();
+  }
+
+  async finishReservation(channelId: Hex, voucher: bigint, charged: bigint): Promise<{ finished: boolean; channel: StoredChannel | null }> {
+    this.check();
+    if (charged < 0n) throw new RangeError("a charge is >= 0");
+    const id = lower(channelId);
+    const v = encodeAmount(voucher);
+    return this.db
+      .transaction(() => {
+        const row = this.st.getChannel.get(id);
+        const r = row ? this.st.getReservation.get(id, v) : undefined;
+        if (!row || !r) return { finished: false, channel: row ? toChannel(row) : null };
+        const amount = decodeAmount(r.amount);
+        if (charged > amount) throw new RangeError(`charge ${charged} is above the reservation ${amount}`);
+        const reserved = decodeAmount(row.reserved);
+        const spent = decodeAmount(row.spent) + charged;
+        this.st.deleteReservation.run(id, v);
+        this.st.setReservedSpent.run(encodeAmount(reserved > amount ? reserved - amount : 0n), encodeAmount(spent), Date.now(), id);
+        return { finished: true, channel: toChannel(this.st.getChannel.get(id)!) };
+      })
+      .immediate();
+  }
+
+  async expireReservations(before: number): Promise<number> {
+    this.check();
+    return this.db
+      .transaction(() => {
+        const now = Date.now();
+        const rows = this.st.expiredReservations.all(before);
+        for (const r of rows) {
+          const row = this.st.getChannel.get(r.channel_id);
+          this.st.deleteReservation.run(r.channel_id, r.voucher);
+          if (!row) continue;
+          const reserved = decodeAmount(row.reserved);
+          const amount = decodeAmount(r.amount);
+          this.st.setReservedSpent.run(encodeAmount(reserved > amount ? reserved - amount : 0n), row.spent, now, r.channel_id);
+        }
+        return rows.length;
       })
       .immediate();
   }

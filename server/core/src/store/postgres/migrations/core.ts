@@ -75,4 +75,31 @@ export const CORE_PG_MIGRATIONS: PgMigration[] = [
     // when an operator closes the channel; NULL when none was received. No default: a metadata-only change.
     up: `ALTER TABLE channels ADD COLUMN close_request_signature text CHECK (close_request_signature ~ '^0x([0-9a-f]{2})+$');`,
   },
+  {
+    version: 3,
+    name: "metered reservations apart from spent",
+    // `reserved`: the sum of open metered reservations (never claimed by settlement); one `reservations` row per
+    // reservation, keyed by the voucher amount that made it, with its time (unix ms) so that abandoned ones expire.
+    // A constant default: a metadata-only change, no table rewrite.
+    up: `
+      ALTER TABLE channels ADD COLUMN ${amount("reserved", " DEFAULT 0")};
+      CREATE TABLE reservations (
+        channel_id text COLLATE "C" NOT NULL,
+        voucher    numeric(39,0)  NOT NULL,
+        amount     numeric(39,0)  NOT NULL,
+        created_at bigint         NOT NULL,
+        PRIMARY KEY (channel_id, voucher)
+      );
+      CREATE INDEX reservations_created ON reservations (created_at);
+    `,
+  },
+  {
+    version: 4,
+    name: "no used vouchers for finalized channels",
+    // A finalized channel's floor rises to accepted (every used amount is at or below it), and its used set goes.
+    up: `
+      UPDATE channels SET floor = accepted WHERE finalized AND floor < accepted;
+      DELETE FROM used_vouchers u USING channels c WHERE c.channel_id = u.channel_id AND c.finalized;
+    `,
+  },
 ];

@@ -64,4 +64,31 @@ export const CORE_MIGRATIONS: SqliteMigration[] = [
     // operator closes the channel; NULL when none was received.
     up: `ALTER TABLE channels ADD COLUMN close_request_signature TEXT;`,
   },
+  {
+    version: 3,
+    name: "metered reservations apart from spent",
+    // `reserved`: the sum of open metered reservations (never claimed by settlement); one `reservations` row per
+    // reservation, keyed by the voucher amount that made it (unique per channel: each accepted voucher is used once),
+    // with its time (unix ms) so that abandoned ones expire.
+    up: `
+      ALTER TABLE channels ADD COLUMN reserved TEXT NOT NULL DEFAULT '000000000000000000000000000000000000000';
+      CREATE TABLE reservations (
+        channel_id TEXT NOT NULL,
+        voucher    TEXT NOT NULL,
+        amount     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (channel_id, voucher)
+      ) WITHOUT ROWID;
+      CREATE INDEX reservations_created ON reservations (created_at);
+    `,
+  },
+  {
+    version: 4,
+    name: "no used vouchers for finalized channels",
+    // A finalized channel's floor rises to accepted (every used amount is at or below it), and its used set goes.
+    up: `
+      UPDATE channels SET floor = accepted WHERE finalized = 1 AND floor < accepted;
+      DELETE FROM used_vouchers WHERE channel_id IN (SELECT channel_id FROM channels WHERE finalized = 1);
+    `,
+  },
 ];
