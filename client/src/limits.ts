@@ -19,8 +19,33 @@ export interface SpendingLimits {
   maxDeposit: Amount;
   /** Most this client signs in total per token, over all its channels (a lifetime budget). Unset: no budget. */
   maxSpend?: Amount;
-  /** Longest close delay the client accepts to lock its funds for (seconds; default 30 days, the contract's max). */
+  /**
+   * Longest close delay the client accepts to lock its funds for (seconds). Default {@link DEFAULT_MAX_CLOSE_DELAY},
+   * 2 days: a provider asking for more is refused (`spending_limit`) before anything is deposited.
+   */
   maxCloseDelay?: number;
+  /**
+   * Most channels the client opens by itself to one provider (one origin, or one payee), counting those not
+   * finalized (opening, open, closing). Default {@link DEFAULT_MAX_CHANNELS_PER_PROVIDER} (2). Over it: `channel_limit`.
+   * Channels the owner opens explicitly (`openChannel`, `channel open`) are not limited.
+   */
+  maxChannelsPerProvider?: number;
+  /**
+   * Most money held unspent (`deposit − signed`) in one provider's channels that are not finalized, including the
+   * deposit of a new channel. Default 2 × `maxDeposit`. Over it: `channel_limit`.
+   */
+  maxDepositPerProvider?: Amount;
+  /**
+   * Most value signed but not (yet) served on one channel: `signed − served`, where served is the highest voucher of
+   * a call the provider answered (status below 500, not 402). Default 32 × `maxPrice`. Over it: `spending_limit`.
+   */
+  maxUnservedPerChannel?: Amount;
+  /**
+   * Calls a provider (origin) may refuse in a row (402 to a paid request, or a 5xx) before this process stops signing
+   * for it (`provider_refusing`); a new process (or client) starts a new count. The per-channel caps still hold.
+   * Default {@link DEFAULT_MAX_CONSECUTIVE_REFUSALS} (3).
+   */
+  maxConsecutiveRefusals?: number;
   /** Allowed tokens. */
   assets?: readonly string[];
   /** Allowed CAIP-2 networks (the client's own chain is always required anyway). */
@@ -31,11 +56,24 @@ export interface SpendingLimits {
   payees?: readonly string[];
 }
 
+/** Default {@link SpendingLimits.maxCloseDelay}: 2 days (the contract allows 30). */
+export const DEFAULT_MAX_CLOSE_DELAY = 2 * 86_400;
+/** Default {@link SpendingLimits.maxChannelsPerProvider}. */
+export const DEFAULT_MAX_CHANNELS_PER_PROVIDER = 2;
+/** Default {@link SpendingLimits.maxConsecutiveRefusals}. */
+export const DEFAULT_MAX_CONSECUTIVE_REFUSALS = 3;
+/** Default {@link SpendingLimits.maxUnservedPerChannel}, in prices: 32 × `maxPrice`. */
+export const DEFAULT_UNSERVED_PRICES = 32n;
+
 /** Limits in atomic units of one token. */
 export interface TokenLimits {
   maxPrice: bigint;
   maxDeposit: bigint;
   maxSpend?: bigint;
+  /** {@link SpendingLimits.maxDepositPerProvider} (default 2 × maxDeposit). */
+  maxDepositPerProvider: bigint;
+  /** {@link SpendingLimits.maxUnservedPerChannel} (default 32 × maxPrice). */
+  maxUnserved: bigint;
 }
 
 /** Converts an {@link Amount} to atomic units of a token with `decimals` decimals. */
@@ -53,10 +91,16 @@ export function toAtomic(value: Amount, decimals: number, field: string): bigint
 
 /** The limits in atomic units for a token with `decimals` decimals. */
 export function tokenLimits(limits: SpendingLimits, decimals: number): TokenLimits {
+  const maxPrice = toAtomic(limits.maxPrice, decimals, "limits.maxPrice");
+  const maxDeposit = toAtomic(limits.maxDeposit, decimals, "limits.maxDeposit");
   return {
-    maxPrice: toAtomic(limits.maxPrice, decimals, "limits.maxPrice"),
-    maxDeposit: toAtomic(limits.maxDeposit, decimals, "limits.maxDeposit"),
+    maxPrice,
+    maxDeposit,
     maxSpend: limits.maxSpend === undefined ? undefined : toAtomic(limits.maxSpend, decimals, "limits.maxSpend"),
+    maxDepositPerProvider:
+      limits.maxDepositPerProvider === undefined ? 2n * maxDeposit : toAtomic(limits.maxDepositPerProvider, decimals, "limits.maxDepositPerProvider"),
+    maxUnserved:
+      limits.maxUnservedPerChannel === undefined ? DEFAULT_UNSERVED_PRICES * maxPrice : toAtomic(limits.maxUnservedPerChannel, decimals, "limits.maxUnservedPerChannel"),
   };
 }
 
@@ -71,7 +115,13 @@ export function validateLimits(limits: SpendingLimits): void {
     }
   }
   // Amounts given as token units are checked per token later; reject obviously malformed ones now.
-  for (const f of ["maxPrice", "maxDeposit", "maxSpend"] as const) {
+  for (const f of ["maxCloseDelay", "maxChannelsPerProvider", "maxConsecutiveRefusals"] as const) {
+    const v = limits[f];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < (f === "maxCloseDelay" ? 0 : 1))) {
+      throw new ClientError("invalid_argument", `limits.${f} must be a ${f === "maxCloseDelay" ? "non-negative" : "positive"} integer`);
+    }
+  }
+  for (const f of ["maxPrice", "maxDeposit", "maxSpend", "maxDepositPerProvider", "maxUnservedPerChannel"] as const) {
     const v = limits[f];
     if (typeof v === "string" && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v.trim())) {
       throw new ClientError("invalid_argument", `limits.${f} is not an amount: ${JSON.stringify(v)}`);
@@ -107,7 +157,7 @@ export function checkPrice(terms: ChannelRequirements, limits: SpendingLimits, t
   if (terms.extra.minDeposit > tl.maxDeposit) {
     throw new ClientError("spending_limit", `the provider's minimum deposit ${terms.extra.minDeposit} is above maxDeposit ${tl.maxDeposit}`);
   }
-  const maxDelay = limits.maxCloseDelay ?? MAX_CLOSE_DELAY;
+  const maxDelay = Math.min(limits.maxCloseDelay ?? DEFAULT_MAX_CLOSE_DELAY, MAX_CLOSE_DELAY);
   if (terms.extra.minCloseDelay > maxDelay) {
     throw new ClientError("spending_limit", `the provider's minimum close delay ${terms.extra.minCloseDelay}s is above maxCloseDelay ${maxDelay}s`);
   }

@@ -80,8 +80,13 @@ export interface ClientStats {
   retries: number;
   channelsOpened: number;
   topUps: number;
-  /** Sum of receipt amounts, per token (atomic units). */
+  /** Sum of receipt amounts, per token (atomic units): what the provider's receipts SAY was charged. */
   amountPaid: Record<string, bigint>;
+  /**
+   * What this client SIGNED, per token (atomic units): the sum of the increases of its channels' highest vouchers,
+   * served or not. A provider could settle this much; compare it with `amountPaid`.
+   */
+  amountSigned: Record<string, bigint>;
 }
 
 /** A channel as {@link ChannelClient.status} reports it. */

@@ -13,6 +13,7 @@ import { FileStore } from "./file-store";
 import { validateLimits, type SpendingLimits } from "./limits";
 import type { ChannelClientOptions, ChannelPolicy, ClientEvent, ClientStats } from "./options";
 import { Persister } from "./persister";
+import { ProviderGuard } from "./provider-guard";
 import { emptyState, type ChannelStore, type ClientState } from "./store";
 import { TokenCache } from "./tokens";
 
@@ -33,6 +34,8 @@ export class ClientSession {
   readonly tokens: TokenCache;
   /** Which escrows are the released ChannelEscrow (checked once per chain and address). */
   readonly escrows: EscrowVerifier;
+  /** What each provider can make this client commit: refusal streaks, channels and deposits per provider. */
+  readonly guard: ProviderGuard;
   readonly stats: ClientStats = {
     httpRequests: 0,
     paidCalls: 0,
@@ -42,6 +45,7 @@ export class ClientSession {
     channelsOpened: 0,
     topUps: 0,
     amountPaid: {},
+    amountSigned: {},
   };
 
   /** Everything the store keeps (replaced once, by {@link ready}). */
@@ -82,6 +86,7 @@ export class ClientSession {
     );
     this.tokens = new TokenCache(this.ctx, this.limits);
     this.escrows = new EscrowVerifier(this.ctx);
+    this.guard = new ProviderGuard(this.limits);
   }
 
   /** Loads the store and the session key (generated and saved on first use). A failed load is retried next call. */

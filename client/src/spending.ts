@@ -7,7 +7,7 @@ import type { Address } from "viem";
 import { MAX_CLOSE_DELAY, MIN_CLOSE_DELAY, type ChannelRequirements } from "@paychan/protocol";
 import { max, min } from "./bigint";
 import { ClientError } from "./errors";
-import { checkPrice, checkTrust, toAtomic, type TokenLimits } from "./limits";
+import { DEFAULT_MAX_CLOSE_DELAY, checkPrice, checkTrust, toAtomic, type TokenLimits } from "./limits";
 import type { ClientSession } from "./session";
 
 /** Throws `untrusted_terms` / `spending_limit` unless the owner's limits allow these terms; returns the token's limits. */
@@ -66,7 +66,7 @@ export async function depositFor(s: ClientSession, terms: ChannelRequirements, t
 /** The close delay of a new channel for `terms`: the policy's, raised to the provider's minimum, within `maxCloseDelay`. */
 export function closeDelayFor(s: ClientSession, terms: ChannelRequirements): number {
   const d = Math.max(s.policy.closeDelay ?? 0, terms.extra.minCloseDelay, MIN_CLOSE_DELAY);
-  const limit = Math.min(s.limits.maxCloseDelay ?? MAX_CLOSE_DELAY, MAX_CLOSE_DELAY);
+  const limit = Math.min(s.limits.maxCloseDelay ?? DEFAULT_MAX_CLOSE_DELAY, MAX_CLOSE_DELAY);
   if (d > limit) throw new ClientError("spending_limit", `the close delay ${d}s is above maxCloseDelay ${limit}s`);
   return d;
 }

@@ -45,6 +45,11 @@ export interface ChannelRecord {
   openAmount: bigint;
   /** Highest cumulative amount this client ever signed for the channel. */
   signed: bigint;
+  /**
+   * The highest voucher of a call the provider served (answered below 500, not 402): `signed − served` is what was
+   * signed and not served (bounded by `limits.maxUnservedPerChannel`). Absent in older state: taken as `signed`.
+   */
+  served?: bigint;
   /** The provider's accepted / spent, from the last receipt or a verified hint. */
   accepted: bigint;
   spent: bigint;
@@ -119,6 +124,7 @@ export function stateToJson(state: ClientState): Json {
   for (const [id, c] of Object.entries(state.channels)) {
     const out: Json = { ...c };
     for (const f of AMOUNT_FIELDS) out[f] = formatWireAmount(c[f]);
+    if (c.served !== undefined) out.served = formatWireAmount(c.served);
     if (c.lastReceipt) out.lastReceipt = paymentResponseToJson(c.lastReceipt);
     channels[id] = out;
   }
@@ -136,6 +142,7 @@ export function stateFromJson(j: unknown): ClientState {
     for (const [id, raw] of Object.entries((o.channels ?? {}) as Record<string, Json>)) {
       const c = { ...raw } as unknown as ChannelRecord & Json;
       for (const f of AMOUNT_FIELDS) (c as Json)[f] = parseWireAmount(raw[f], `channels.${id}.${f}`);
+      if (raw.served !== undefined) c.served = parseWireAmount(raw.served, `channels.${id}.served`);
       if (raw.lastReceipt) c.lastReceipt = parsePaymentResponse(raw.lastReceipt);
       if (typeof c.id !== "string" || typeof c.chainId !== "number") throw new Error(`channel ${id} is malformed`);
       channels[id] = c;

@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { createPublicClient, custom, erc20Abi, type Address, type PublicClient } from "viem";
 import { hardhat } from "viem/chains";
-import { escrowCodeMatches, toOnchainChannel } from "@paychan/protocol";
+import { channelEscrowAbi, escrowCodeMatches, toOnchainChannel } from "@paychan/protocol";
 import { ClientError, type ChannelClient } from "@paychan/client";
 import { deployEscrow, type Env } from "../helpers/escrow";
 import { chainClients, mintUsdc, testClient } from "../helpers/client";
@@ -42,6 +42,11 @@ interface Exposure {
   signed: bigint;
   /** Payer transactions sent. */
   transactions: number;
+}
+
+/** Asserts `a ≤ b` (amounts). */
+function atMost(a: bigint, b: bigint): void {
+  expect(a <= b, `${a} > ${b}`).to.equal(true);
 }
 
 function runCli(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -94,18 +99,21 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
   async function payer(escrowNamed: Address) {
     const index = payerIndex++;
     const { address } = chainClients(index);
+    await hre.network.provider.send("hardhat_setBalance", [address, "0x3635C9ADC5DEA00000"]); // 1,000 ETH for gas
     await mintUsdc(env.usdc.address, address, USDC(100));
-    const balance0 = await env.usdc.read.balanceOf([address]);
+    const balanceOf = () => publicClient.readContract({ address: env.usdc.address, abi: erc20Abi, functionName: "balanceOf", args: [address] });
+    const balance0 = await balanceOf();
     const nonce0 = await publicClient.getTransactionCount({ address });
     const exposure = async (p: HostileProvider): Promise<Exposure> => {
-      const logs = await env.escrow.getEvents.ChannelOpened({ payer: address }, { fromBlock: 0n });
+      const logs = await publicClient.getContractEvents({ address: env.escrow.address, abi: channelEscrowAbi, eventName: "ChannelOpened", args: { payer: address }, fromBlock: 0n });
       let locked = 0n;
       for (const l of logs) {
-        const c = toOnchainChannel(l.args.channelId!, await env.escrow.read.getChannel([l.args.channelId!, l.args.signer!]));
+        const raw = await publicClient.readContract({ address: env.escrow.address, abi: channelEscrowAbi, functionName: "getChannel", args: [l.args.channelId!, l.args.signer!] });
+        const c = toOnchainChannel(l.args.channelId!, raw);
         if (c && !c.finalized) locked += c.deposit - c.settled;
       }
       return {
-        deposited: balance0 - (await env.usdc.read.balanceOf([address])),
+        deposited: balance0 - (await balanceOf()),
         allowance: await publicClient.readContract({ address: env.usdc.address, abi: erc20Abi, functionName: "allowance", args: [address, escrowNamed] }),
         locked,
         channels: logs.length,
@@ -186,6 +194,65 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     expect(getCodes).to.equal(1);
   });
 
+  it("SDK, quick-start limits: a 30-day close delay is refused before anything is deposited (maxCloseDelay, default 2 days)", async function () {
+    const p = await hostile({ minCloseDelay: 30 * DAY, codes: ["channel_closing"], rotatePayTo: true });
+    const who = await payer(env.escrow.address);
+    const { agent } = testClient(who.index, { limits: QUICK_START });
+    const codes = await callN(agent, p.url, 10);
+    const e = await who.exposure(p);
+    print("real escrow, 30-day close delay, SDK, 10 calls", e);
+    expect(Object.fromEntries(codes)).to.deep.equal({ spending_limit: 10 });
+    expect(e).to.deep.equal({ deposited: 0n, allowance: 0n, locked: 0n, channels: 0, signed: 0n, transactions: 0 });
+  });
+
+  for (const rotatePayTo of [true, false]) {
+    it(`SDK, quick-start limits: "channel unusable" refusals${rotatePayTo ? " and a payTo rotated on every 402" : ""} open at most one new channel per refusal streak, within the per-provider caps`, async function () {
+      const p = await hostile({ codes: ["channel_closing", "deposit_too_small", "channel_payee_mismatch", "channel_token_mismatch"], rotatePayTo });
+      const who = await payer(env.escrow.address);
+      const { agent } = testClient(who.index, { limits: QUICK_START });
+      const codes = await callN(agent, p.url, 10);
+      const e = await who.exposure(p);
+      print(`real escrow, unusable codes${rotatePayTo ? ", rotating payTo" : ""}, SDK, 10 calls`, e);
+      // Before: 10 calls → 20 channels → 100 USDC locked.
+      expect(codes.get("payment_refused")).to.equal(1);
+      expect(codes.get("channel_limit")).to.equal(9);
+      expect(e.channels).to.be.at.most(2); // maxChannelsPerProvider
+      atMost(e.deposited, USDC(10)); // maxDepositPerProvider = 2 × maxDeposit
+      atMost(e.locked, USDC(10));
+      atMost(e.signed, 2n * USDC(0.32)); // maxUnservedPerChannel = 32 × maxPrice, per channel
+      expect(agent.stats.amountSigned[env.usdc.address.toLowerCase()]).to.equal(p.signedTotal());
+      for (const c of agent.channels()) expect(c.closeDelay).to.be.at.most(2 * DAY);
+    });
+  }
+
+  it("SDK, quick-start limits: retryable refusals of every paid call stop after maxConsecutiveRefusals calls (provider_refusing); amountSigned reports what was signed", async function () {
+    const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher", "voucher_too_low", "voucher_reused", "payment_required"] });
+    const who = await payer(env.escrow.address);
+    const { agent } = testClient(who.index, { limits: QUICK_START });
+    const codes = await callN(agent, p.url, 300);
+    const e = await who.exposure(p);
+    print("real escrow, retryable refusals, SDK, 300 calls", e);
+    // Before: 2 × price signed per call, forever (300 calls: 6 USDC signed, nothing served).
+    expect(Object.fromEntries(codes)).to.deep.equal({ payment_refused: 3, provider_refusing: 297 });
+    expect(e.channels).to.equal(1);
+    expect(e.signed).to.equal(6n * USDC(0.01)); // 3 calls × 2 vouchers × price
+    atMost(e.signed, USDC(0.32)); // maxUnservedPerChannel
+    const k = env.usdc.address.toLowerCase();
+    expect(agent.stats.amountSigned[k]).to.equal(e.signed);
+    expect(agent.stats.amountPaid[k] ?? 0n).to.equal(0n);
+  });
+
+  it("SDK: signed-but-unserved value per channel is capped (maxUnservedPerChannel), whatever the refusal count allows", async function () {
+    const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher"] });
+    const who = await payer(env.escrow.address);
+    const { agent } = testClient(who.index, { limits: { ...QUICK_START, maxUnservedPerChannel: "0.05", maxConsecutiveRefusals: 1000 } });
+    const codes = await callN(agent, p.url, 50);
+    const e = await who.exposure(p);
+    print("real escrow, retryable refusals, maxUnservedPerChannel 0.05, SDK, 50 calls", e);
+    expect(codes.get("spending_limit")).to.be.greaterThan(0);
+    atMost(e.signed, USDC(0.05));
+  });
+
   it("CLI, README quick start (no deployment record, no --escrow): a fake escrow is refused, nothing deposited or signed", async function () {
     const p = await hostile({ escrow: fake, codes: ["channel_closing", "deposit_too_small"], rotatePayTo: true });
     const who = await payer(fake);
@@ -201,5 +268,59 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     const e = await who.exposure(p);
     print("fake escrow, CLI, 10 calls", e);
     expect(e).to.deep.equal({ deposited: 0n, allowance: 0n, locked: 0n, channels: 0, signed: 0n, transactions: 0 });
+  });
+
+  it("CLI, README quick start: unusable refusals and a rotating payTo stay within the caps across runs; the summary reports amountSigned", async function () {
+    const p = await hostile({ codes: ["channel_closing", "deposit_too_small"], rotatePayTo: true });
+    const who = await payer(env.escrow.address);
+    const cliEnv = {
+      CHANNEL_PRIVATE_KEY: chainClients(who.index).key,
+      RPC_URL: await rpcUrl(),
+      CHANNEL_STATE_DIR: path.join(cwd, `state-${who.index}`),
+      CHANNEL_DEPLOYMENTS_DIR: path.join(cwd, "no-deployments"),
+    };
+    const reasons: Record<string, number>[] = [];
+    let signed = 0n;
+    for (let run = 0; run < 3; run++) {
+      const r = await runCli(["call", `${p.url}/v1/paid`, "-n", "10", "--json"], cliEnv, cwd);
+      expect(r.code, r.stderr).to.equal(1);
+      const summary = JSON.parse(r.stdout);
+      reasons.push(summary.failureReasons);
+      signed += BigInt(summary.amountSigned);
+    }
+    const e = await who.exposure(p);
+    print("real escrow, unusable codes, rotating payTo, CLI, 3 runs × 10 calls", e);
+    expect(reasons[0]).to.deep.equal({ "payment_refused/deposit_too_small": 1, channel_limit: 9 });
+    expect(reasons[1]).to.deep.equal({ channel_limit: 10 });
+    expect(reasons[2]).to.deep.equal({ channel_limit: 10 });
+    expect(e.channels).to.be.at.most(2);
+    atMost(e.deposited, USDC(10));
+    expect(e.signed).to.equal(signed);
+    atMost(e.signed, 2n * USDC(0.32));
+  });
+
+  it("CLI, README quick start: retryable refusals stop after 3 refused calls per run; --max-spend bounds every run", async function () {
+    const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher", "voucher_too_low"] });
+    const who = await payer(env.escrow.address);
+    const cliEnv = {
+      CHANNEL_PRIVATE_KEY: chainClients(who.index).key,
+      RPC_URL: await rpcUrl(),
+      CHANNEL_STATE_DIR: path.join(cwd, `state-${who.index}`),
+      CHANNEL_DEPLOYMENTS_DIR: path.join(cwd, "no-deployments"),
+    };
+    const r = await runCli(["call", `${p.url}/v1/paid`, "-n", "300", "--json"], cliEnv, cwd);
+    expect(r.code, r.stderr).to.equal(1);
+    const summary = JSON.parse(r.stdout);
+    expect(summary.failureReasons).to.deep.equal({ "payment_refused/voucher_too_low": 3, provider_refusing: 297 });
+    expect(BigInt(summary.amountSigned)).to.equal(p.signedTotal());
+    expect(BigInt(summary.amountPaid)).to.equal(0n);
+    // A budget: --max-spend 0.08 (0.06 already signed): one more call's 2 vouchers.
+    const r2 = await runCli(["call", `${p.url}/v1/paid`, "-n", "300", "--json", "--max-spend", "0.08", "--max-refusals", "1000"], cliEnv, cwd);
+    const s2 = JSON.parse(r2.stdout);
+    expect(s2.failureReasons.spending_limit).to.be.greaterThan(0);
+    const e = await who.exposure(p);
+    print("real escrow, retryable refusals, CLI, 300 calls then 300 with --max-spend 0.08", e);
+    atMost(e.signed, USDC(0.08));
+    expect(e.channels).to.equal(1);
   });
 });

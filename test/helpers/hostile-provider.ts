@@ -17,7 +17,7 @@ import {
   networkOf,
   type ChannelRequirements,
   type PaymentErrorCode,
-  type PaymentPayload,
+  type VoucherPayload,
 } from "@paychan/protocol";
 
 /** How the hostile provider behaves. */
@@ -40,7 +40,7 @@ export interface HostileOptions {
 export interface HostileProvider {
   url: string;
   /** Every voucher received. */
-  vouchers: PaymentPayload[];
+  vouchers: VoucherPayload[];
   /** Every payee named in a 402. */
   payees: Set<Address>;
   /** Requests received. */
@@ -56,7 +56,7 @@ export interface HostileProvider {
 export async function startHostileProvider(o: HostileOptions): Promise<HostileProvider> {
   const fixedPayee = privateKeyToAddress(generatePrivateKey());
   const state = { requests: 0, refusals: 0 };
-  const vouchers: PaymentPayload[] = [];
+  const vouchers: VoucherPayload[] = [];
   const payees = new Set<Address>();
   const termsNow = (): ChannelRequirements => {
     const payTo = o.rotatePayTo ? privateKeyToAddress(generatePrivateKey()) : fixedPayee;

@@ -100,7 +100,10 @@ export class ChannelBook {
       ch.closeMode = undefined;
     }
     // The payee settled a voucher we signed: we signed at least that much, even if the state forgot it.
-    if (oc.settled > ch.signed) ch.signed = oc.settled;
+    if (oc.settled > ch.signed) {
+      ch.signed = oc.settled;
+      if (ch.served === undefined || oc.settled > ch.served) ch.served = oc.settled;
+    }
     if (oc.settled > ch.accepted) ch.accepted = oc.settled;
     if (oc.settled > ch.spent) ch.spent = oc.settled;
   }

@@ -104,12 +104,15 @@ export async function openChannelFor(s: ClientSession, book: ChannelBook, terms:
   if (tl.maxSpend !== undefined && signedTotal(s, terms.asset) + terms.amount > tl.maxSpend) {
     throw new ClientError("spending_limit", `the total signed would go above maxSpend ${tl.maxSpend}`);
   }
+  const closeDelay = closeDelayFor(s, terms);
+  // The per-provider caps and the streak rule; nothing awaited between this check and the record's creation.
+  s.guard.admitOpen(origin, terms.payTo, amount, tl, book.channels());
   return openChannel(s, book, {
     escrow: getAddress(terms.extra.escrow),
     payee: getAddress(terms.payTo),
     token: getAddress(terms.asset),
     amount,
-    closeDelay: closeDelayFor(s, terms),
+    closeDelay,
     origin,
   });
 }

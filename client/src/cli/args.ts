@@ -26,6 +26,12 @@ export function parseArgv(argv: string[]) {
       "state-dir": { type: "string" },
       "max-price": { type: "string" },
       "max-deposit": { type: "string" },
+      "max-spend": { type: "string" },
+      "max-close-delay": { type: "string" },
+      "max-channels": { type: "string" },
+      "max-deposit-per-provider": { type: "string" },
+      "max-unserved": { type: "string" },
+      "max-refusals": { type: "string" },
       deposit: { type: "string" },
       escrow: { type: "string" },
       token: { type: "string" },
@@ -57,11 +63,16 @@ export function looksLikeAddress(v: string | undefined): v is string {
   return isAddressHex(v);
 }
 
-/** The options every command shares, checked before anything is loaded: `--escrow`, `--token`, `--close-delay`. */
+/** The options every command shares, checked before anything is loaded: addresses, integers and amounts. */
 export function checkCommonOptions(opts: Opts): void {
   if (opts.escrow && !looksLikeAddress(opts.escrow)) throw new UsageError("--escrow must be an address");
   if (opts.token && !looksLikeAddress(opts.token)) throw new UsageError("--token must be an address");
   if (opts["close-delay"] !== undefined) positiveInt(opts["close-delay"], "--close-delay", 0);
+  for (const o of ["max-close-delay", "max-channels", "max-refusals"] as const) if (opts[o] !== undefined) positiveInt(opts[o], `--${o}`, 0);
+  for (const o of ["max-price", "max-deposit", "max-spend", "max-deposit-per-provider", "max-unserved"] as const) {
+    const v = opts[o];
+    if (v !== undefined && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v)) throw new UsageError(`--${o} must be an amount in token units, e.g. 0.5`);
+  }
 }
 
 /** A channel id (or a prefix of one) is present; which channel it names is resolved against the store later. */

@@ -10,6 +10,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { isBytes32Hex } from "@paychan/protocol";
 import { createChannelClient, type ChannelClient } from "../client";
 import { ClientError, shortMessageOf } from "../errors";
+import type { SpendingLimits } from "../limits";
 import type { ClientEvent } from "../options";
 import { positiveInt, rpcUrlOf, type Opts } from "./args";
 import { shortHex, type TokenInfo } from "./format";
@@ -60,6 +61,30 @@ export function loadDeployment(chainId: number): Deployment | undefined {
   return undefined;
 }
 
+/** An integer option or its environment variable (checked by args.ts; the environment's here). */
+function intOption(v: string | undefined, name: string): number | undefined {
+  return v === undefined ? undefined : positiveInt(v, name, 0);
+}
+
+/**
+ * The owner's limits from the options, else their CHANNEL_* environment variables, else the defaults (docs: the
+ * README's quick start): max price 0.01, max deposit 5, and the SDK's defaults for the rest.
+ */
+export function limitsOf(opts: Opts, escrows: string[] | undefined): SpendingLimits {
+  const env = process.env;
+  return {
+    maxPrice: opts["max-price"] ?? env.CHANNEL_MAX_PRICE ?? "0.01",
+    maxDeposit: opts["max-deposit"] ?? env.CHANNEL_MAX_DEPOSIT ?? "5",
+    maxSpend: opts["max-spend"] ?? env.CHANNEL_MAX_SPEND,
+    maxCloseDelay: intOption(opts["max-close-delay"] ?? env.CHANNEL_MAX_CLOSE_DELAY, "--max-close-delay"),
+    maxChannelsPerProvider: intOption(opts["max-channels"] ?? env.CHANNEL_MAX_CHANNELS, "--max-channels"),
+    maxDepositPerProvider: opts["max-deposit-per-provider"] ?? env.CHANNEL_MAX_DEPOSIT_PER_PROVIDER,
+    maxUnservedPerChannel: opts["max-unserved"] ?? env.CHANNEL_MAX_UNSERVED,
+    maxConsecutiveRefusals: intOption(opts["max-refusals"] ?? env.CHANNEL_MAX_REFUSALS, "--max-refusals"),
+    escrows,
+  };
+}
+
 /** Connects to the chain, builds the client with `key` as payer, and loads its state. */
 export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Promise<Context> {
   const rpcUrl = rpcUrlOf(opts);
@@ -102,11 +127,7 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
     publicClient,
     walletClient,
     stateDir: opts["state-dir"] ?? process.env.CHANNEL_STATE_DIR ?? ".channel",
-    limits: {
-      maxPrice: opts["max-price"] ?? process.env.CHANNEL_MAX_PRICE ?? "0.01",
-      maxDeposit: opts["max-deposit"] ?? process.env.CHANNEL_MAX_DEPOSIT ?? "5",
-      escrows,
-    },
+    limits: limitsOf(opts, escrows),
     policy: { deposit: opts.deposit, closeDelay },
     discoverFromBlock: deployment?.blockNumber !== undefined ? BigInt(deployment.blockNumber) : 0n,
     onEvent,

@@ -34,8 +34,18 @@ Options:
   --state-dir <dir>            channels and session key; else CHANNEL_STATE_DIR, default ./.channel
   --max-price <amount>         refuse calls above this price (default 0.01; CHANNEL_MAX_PRICE)
   --max-deposit <amount>       most held unspent in one channel (default 5; CHANNEL_MAX_DEPOSIT)
+  --max-spend <amount>         most signed in total per token by this state (default: no budget; CHANNEL_MAX_SPEND)
+  --max-close-delay <seconds>  longest close delay accepted (default 172800 = 2 days; CHANNEL_MAX_CLOSE_DELAY)
+  --max-channels <N>           most channels opened by itself per provider, not finalized (default 2; CHANNEL_MAX_CHANNELS)
+  --max-deposit-per-provider <amount>
+                               most held unspent in one provider's channels (default 2 × max-deposit;
+                               CHANNEL_MAX_DEPOSIT_PER_PROVIDER)
+  --max-unserved <amount>      most signed and not served per channel (default 32 × max-price; CHANNEL_MAX_UNSERVED)
+  --max-refusals <N>           paid calls a provider may refuse in a row before nothing more is signed for it
+                               (default 3; CHANNEL_MAX_REFUSALS)
   --deposit <amount>           deposit of a new channel (default: min(max-deposit, 1000 × price), ≥ the provider's minimum)
-  --escrow <address>           trusted escrow (default: the deployment record's, when there is one, else any)
+  --escrow <address>           trusted escrow (default: the deployment record's, when there is one, else any
+                               contract whose code is the released ChannelEscrow's)
   --token <address>            token for open and collect (default: the deployment record's)
   --close-delay <seconds>      close delay of a new channel (default: the provider's minimum, or 1 day for open)
   --json                       machine-readable output

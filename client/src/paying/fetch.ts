@@ -2,7 +2,8 @@
  * The paying fetch (docs/protocol.md § 5): a route whose terms are remembered pays on its first attempt (one round
  * trip); otherwise the provider's 402 names the terms and the call is sent again with a voucher. A call refused
  * because its voucher went stale (or the provider's state moved) is retried once with a fresh voucher, after the
- * resynchronisation of paying/resync.ts. A 402 of another scheme is returned to the caller untouched.
+ * resynchronisation of paying/resync.ts. A 402 of another scheme is returned to the caller untouched. Refused and
+ * served paid calls feed the provider guard (provider-guard.ts): too many refusals in a row stop the signing.
  */
 import {
   HEADER_PAYMENT_REQUIRED,
@@ -45,35 +46,53 @@ export class PayingFetch {
     let probed = false;
     let retried = false;
     let requests = 0;
-    for (;;) {
-      const payment = terms ? await this.vouchers.prepare(terms, origin) : undefined;
-      const headers = new Headers(req.init.headers);
-      if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
-      const res = await this.s.http(req.url, { ...req.init, headers });
-      requests++;
-      if (res.status !== 402) {
-        if (payment) this.receipts.onServed(payment, res, requests);
-        return res;
+    let paidRefused = false;
+    try {
+      for (;;) {
+        if (terms) this.s.guard.assertMaySign(origin);
+        const payment = terms ? await this.vouchers.prepare(terms, origin) : undefined;
+        const headers = new Headers(req.init.headers);
+        if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
+        const res = await this.s.http(req.url, { ...req.init, headers });
+        requests++;
+        if (res.status !== 402) {
+          if (payment) {
+            this.receipts.onServed(payment, res, requests);
+            if (res.status < 500) this.s.guard.onServed(origin);
+            else this.s.guard.onRefusedCall(origin);
+          }
+          return res;
+        }
+        const challenge = this.readChallenge(res);
+        if (!challenge) {
+          if (payment) this.s.guard.onRefusedCall(origin); // paid, and not served
+          return res; // not a 402 of the channel scheme: the caller's business
+        }
+        this.s.stats.challenges++;
+        await res.arrayBuffer().catch(() => undefined); // free the connection
+        const offer = await chooseOffer(this.s, challenge.accepts);
+        rememberRoute(this.s, key, offer);
+        const code = challenge.error;
+        if (payment) {
+          paidRefused = true;
+          this.s.guard.onRefusedAttempt(origin);
+          await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
+        }
+        if (!payment) {
+          // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.
+          if (probed) throw refused(code, res.status, "the provider asked for payment twice");
+          probed = true;
+        } else {
+          if (retried || !retryable(code)) throw refused(code, res.status);
+          retried = true;
+          this.s.stats.retries++;
+          this.s.emit({ type: "retry", url: req.url, serverCode: code });
+        }
+        terms = offer;
       }
-      const challenge = this.readChallenge(res);
-      if (!challenge) return res; // not a 402 of the channel scheme: the caller's business
-      this.s.stats.challenges++;
-      await res.arrayBuffer().catch(() => undefined); // free the connection
-      const offer = await chooseOffer(this.s, challenge.accepts);
-      rememberRoute(this.s, key, offer);
-      const code = challenge.error;
-      if (payment) await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
-      if (!payment) {
-        // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.
-        if (probed) throw refused(code, res.status, "the provider asked for payment twice");
-        probed = true;
-      } else {
-        if (retried || !retryable(code)) throw refused(code, res.status);
-        retried = true;
-        this.s.stats.retries++;
-        this.s.emit({ type: "retry", url: req.url, serverCode: code });
-      }
-      terms = offer;
+    } catch (e) {
+      if (paidRefused) this.s.guard.onRefusedCall(origin); // the call ended without being served
+      throw e;
     }
   }
 

@@ -27,6 +27,10 @@ export class Receipts {
   /** Records that `res`, served after `requests` HTTP requests, was paid with `payment`; applies its receipt. */
   onServed(payment: Payment, res: Response, requests: number): void {
     const ch = payment.channel;
+    if (res.status < 500 && (ch.served === undefined || payment.voucher.cumulativeAmount > ch.served)) {
+      ch.served = payment.voucher.cumulativeAmount;
+      this.s.persister.schedule();
+    }
     const info: PaymentInfo = { channelId: ch.id, cumulativeAmount: payment.voucher.cumulativeAmount, price: payment.terms.amount, requests };
     const h = res.headers.get(HEADER_PAYMENT_RESPONSE);
     if (h) {

@@ -38,7 +38,11 @@ export async function applyHint(s: ClientSession, book: ChannelBook, ch: Channel
   const before = max(ch.signed, ch.accepted, ch.spent);
   if (hint.accepted > ch.accepted) ch.accepted = hint.accepted;
   if (hint.spent > ch.spent) ch.spent = hint.spent;
-  if (hint.accepted > ch.signed) ch.signed = hint.accepted;
+  if (hint.accepted > ch.signed) {
+    // A voucher of ours we had forgotten (state lost): what the provider charged of it counts as served.
+    ch.signed = hint.accepted;
+    if (ch.served === undefined || hint.spent > ch.served) ch.served = hint.spent;
+  }
   if (max(ch.signed, ch.accepted, ch.spent) !== before) {
     s.emit({ type: "resynced", channelId: ch.id, accepted: ch.accepted, spent: ch.spent });
     s.persister.schedule();

@@ -2,7 +2,8 @@
  * The voucher of one paid call (docs/protocol.md § 7, client concurrency rule): each call signs
  * `max(signed, accepted, spent) + price` and raises `signed` synchronously, so the k-th call in flight on a channel
  * signs `base + k × price` and no call waits for another. Nothing is signed above the channel's on-chain deposit or
- * the owner's `maxSpend`; a short deposit waits for a top-up (twice at most), then fails `insufficient_funds`.
+ * the owner's `maxSpend`, nor more than `maxUnservedPerChannel` above the highest voucher served; a short deposit waits
+ * for a top-up (twice at most), then fails `insufficient_funds`.
  */
 import { X402_VERSION, encodePaymentSignature, type ChannelRequirements, type Voucher } from "@paychan/protocol";
 import { max } from "../bigint";
@@ -51,12 +52,18 @@ export class VoucherIssuer {
     const price = terms.amount;
     const next = max(ch.signed, ch.accepted, ch.spent) + price;
     if (next > ch.deposit) return undefined;
+    ch.served ??= ch.signed;
+    if (next - ch.served > tl.maxUnserved) {
+      throw new ClientError("spending_limit", `channel ${ch.id} has ${ch.signed - ch.served} signed and not served; one more call would be above maxUnservedPerChannel ${tl.maxUnserved}`);
+    }
     if (tl.maxSpend !== undefined) {
       const total = signedTotal(this.s, ch.token) - ch.signed + next;
       if (total > tl.maxSpend) {
         throw new ClientError("spending_limit", `paying would bring the total signed to ${total}, above maxSpend ${tl.maxSpend}`);
       }
     }
+    const k = ch.token.toLowerCase();
+    this.s.stats.amountSigned[k] = (this.s.stats.amountSigned[k] ?? 0n) + (next - ch.signed);
     ch.signed = next;
     const voucher = this.s.signerFor(ch.escrow).sign(ch.id, next);
     this.s.stats.vouchersSigned++;

@@ -138,6 +138,7 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
     failureReasons: Object.fromEntries(failures),
     latencyMs: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? NaN },
     amountPaid,
+    amountSigned: ch ? (ctx.agent.stats.amountSigned[ch.token.toLowerCase()] ?? 0n) : signedSum(ctx),
     callsPerSecond: n / elapsed,
     seconds: elapsed,
     channelId: last?.channelId,
@@ -149,10 +150,16 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
     ctx.out(`calls ${n}  paid ${paid}  failures ${failed}${failed ? `  (${[...failures].map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""}`);
     ctx.out(`latency p50 ${ms(summary.latencyMs.p50)}  p99 ${ms(summary.latencyMs.p99)}  max ${ms(summary.latencyMs.max)}`);
     ctx.out(`amount paid ${amount(amountPaid, t)}${last ? `  on channel ${shortHex(last.channelId)}` : ""}  (${ctx.agent.stats.httpRequests} HTTP requests)`);
+    ctx.out(`amount signed ${ch ? amount(summary.amountSigned, t) : `${summary.amountSigned} (atomic units)`}  (what the provider could settle; "paid" is what its receipts say)`);
     if (last) ctx.out(`last receipt: ${await receiptLine(ctx, last)}`);
     ctx.out(`${n} calls in ${elapsed.toFixed(2)} s: ${(n / elapsed).toFixed(1)} calls/s with ${c} in flight`);
   }
   return failed === 0 ? 0 : 1;
+}
+
+/** Everything this run signed, over every token (atomic units; for a run in which no call was served). */
+function signedSum(ctx: Context): bigint {
+  return Object.values(ctx.agent.stats.amountSigned).reduce((a, b) => a + b, 0n);
 }
 
 /** `paid 0.001 USDC on 0xabcd…: spent … of …, remaining …` */
