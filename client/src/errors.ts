@@ -23,6 +23,7 @@ export const CLIENT_ERROR_CODES = [
   "invalid_recipient", // collect to the zero address or to the escrow itself (the contract's InvalidRecipient)
   "channel_limit", // opening a channel would exceed maxChannelsPerProvider, maxDepositPerProvider, or the one new channel per refusal streak
   "provider_refusing", // the provider refused maxConsecutiveRefusals paid calls in a row: nothing more is signed for it
+  "http_failure", // the HTTP request failed: connection refused or reset, or an answer too large or malformed to parse
   "unverified_escrow", // the escrow is not allow-listed and its code or EIP-712 domain is not the released ChannelEscrow's
 ] as const;
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];

@@ -17,6 +17,20 @@ import { ProviderGuard } from "./provider-guard";
 import { emptyState, type ChannelStore, type ClientState } from "./store";
 import { TokenCache } from "./tokens";
 
+/**
+ * A failed HTTP request as an `http_failure` (connection refused or reset, or a response Node's fetch would not
+ * parse: oversized or malformed headers, e.g. a 402 whose PAYMENT-REQUIRED is too large). The caller's own abort
+ * (AbortError, TimeoutError) passes through unchanged.
+ */
+function httpFailure(input: Parameters<typeof fetch>[0], e: unknown): unknown {
+  if (e instanceof ClientError) return e;
+  if (e && typeof e === "object" && ["AbortError", "TimeoutError"].includes((e as { name?: string }).name ?? "")) return e;
+  const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
+  const cause = (e as { cause?: { code?: string; message?: string } })?.cause;
+  const why = cause?.code ?? cause?.message ?? shortMessageOf(e);
+  return new ClientError("http_failure", `the request to ${new URL(url).origin} failed: ${why}`, { cause: e });
+}
+
 /** The state and services of one client, shared by its paying, channel and management parts. */
 export class ClientSession {
   readonly limits: SpendingLimits;
@@ -74,9 +88,13 @@ export class ClientSession {
     this.ctx = { publicClient: options.publicClient, walletClient: options.walletClient, account: options.account };
     this.payer = payerAddress(this.ctx);
     const f = options.fetch ?? globalThis.fetch;
-    this.http = (input, init) => {
+    this.http = async (input, init) => {
       this.stats.httpRequests++;
-      return f(input, init);
+      try {
+        return await f(input, init);
+      } catch (e) {
+        throw httpFailure(input, e);
+      }
     };
     this.emit = options.onEvent ?? (() => {});
     this.persister = new Persister(

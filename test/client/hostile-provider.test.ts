@@ -253,6 +253,40 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     atMost(e.signed, USDC(0.05));
   });
 
+  it("SDK: an oversized or malformed 402 is a ClientError with a code, never a raw TypeError", async function () {
+    const b64 = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64");
+    const cases: Array<[string, () => string]> = [
+      ["oversized (64 KiB)", () => b64({ x402Version: 2, accepts: [], pad: "x".repeat(48 * 1024) })],
+      ["oversized (just above 16 KiB)", () => b64({ x402Version: 2, accepts: [], pad: "x".repeat(12_300) })],
+      ["not base64", () => "%%%not base64%%%"],
+      ["not JSON", () => b64("{nope")],
+      ["JSON array", () => b64([1, 2, 3])],
+      ["accepts not an array", () => b64({ x402Version: 2, accepts: "channel" })],
+      ["offer with null extra", () => b64({ x402Version: 2, accepts: [{ scheme: "channel", network: "eip155:31337", extra: null }] })],
+      ["empty", () => ""],
+    ];
+    const who = await payer(env.escrow.address);
+    for (const [name, raw] of cases) {
+      const p = await hostile({ rawChallenge: raw });
+      const { agent } = testClient(who.index, { limits: QUICK_START });
+      let err: unknown;
+      try {
+        const res = await agent.fetch(`${p.url}/v1/paid`);
+        await res.arrayBuffer();
+        // An empty PAYMENT-REQUIRED is no challenge: the 402 is the caller's to read.
+        expect(name, `${name}: answered ${res.status}`).to.equal("empty");
+        continue;
+      } catch (e) {
+        err = e;
+      }
+      expect(err, `${name}: ${String(err)}`).to.be.instanceOf(ClientError);
+      expect(["untrusted_terms", "http_failure"], `${name}: ${(err as ClientError).code}`).to.include((err as ClientError).code);
+    }
+    const e = await who.exposure(providers.at(-1)!);
+    print("oversized and malformed 402s, SDK", e);
+    expect(e).to.deep.equal({ deposited: 0n, allowance: 0n, locked: 0n, channels: 0, signed: 0n, transactions: 0 });
+  });
+
   it("CLI, README quick start (no deployment record, no --escrow): a fake escrow is refused, nothing deposited or signed", async function () {
     const p = await hostile({ escrow: fake, codes: ["channel_closing", "deposit_too_small"], rotatePayTo: true });
     const who = await payer(fake);
