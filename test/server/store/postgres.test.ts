@@ -147,6 +147,28 @@ describePostgres("PostgreSQL store: specifics", function () {
     expect(await store.requestCooperativeClose(ch, 1_800_000_000, sig(0xc1))).to.include({ payerCloseRequestedAt: 1_700_000_000, closeRequestSignature: sig(0xc1) });
   });
 
+  it("upgrading sweeps the used vouchers of channels already finalized (migration 4), floor raised to accepted; open channels keep theirs", async () => {
+    const url = await newTestDatabase("sweep");
+    const c = await raw(url);
+    await migratePostgres(c, POSTGRES_MIGRATIONS.filter((m) => m.version < 4));
+    const closed = snapshot();
+    const live = snapshot();
+    for (const [ch, fin] of [[closed, true], [live, false]] as const) {
+      await c.query(
+        `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, finalized, accepted, accepted_signature,
+           spent, floor, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 501, $9, 501, 0, 1, 1)`,
+        [ch.channelId.toLowerCase(), ch.payer, ch.payee, ch.token, ch.signer, ch.deposit.toString(), ch.closeDelay, fin, sig(501)],
+      );
+      await c.query("INSERT INTO used_vouchers (channel_id, amount) SELECT $1, generate_series(1, 501)", [ch.channelId.toLowerCase()]);
+    }
+    const store = await open(url);
+    const count = async (id: string) => Number((await c.query<{ n: string }>("SELECT count(*) AS n FROM used_vouchers WHERE channel_id = $1", [id.toLowerCase()])).rows[0].n);
+    expect(await count(closed.channelId)).to.equal(0);
+    expect(await count(live.channelId)).to.equal(501);
+    expect(await store.getChannel(closed.channelId)).to.include({ floor: 501n, finalized: true });
+    expect(await store.getChannel(live.channelId)).to.include({ floor: 0n, reserved: 0n });
+  });
+
   it("a failing migration leaves nothing half-applied", async () => {
     const url = await newTestDatabase("migfail");
     await open(url);

@@ -74,6 +74,36 @@ describe("store: SQLite specifics", () => {
     }
   });
 
+  it("upgrading sweeps the used vouchers of channels already finalized (migration 4), floor raised to accepted; open channels keep theirs", async () => {
+    const url = tempDatabaseUrl();
+    const db = new Database(url);
+    migrateSqlite(db, SQLITE_MIGRATIONS.filter((m) => m.version < 4));
+    const amount = (v: bigint) => v.toString(10).padStart(39, "0");
+    const insert = db.prepare(
+      `INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, finalized, accepted, accepted_signature,
+         spent, floor, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1)`,
+    );
+    const closed = snapshot();
+    const open = snapshot();
+    for (const [c, fin] of [[closed, 1], [open, 0]] as const) {
+      const id = c.channelId.toLowerCase();
+      insert.run(id, c.payer, c.payee, c.token, c.signer, amount(c.deposit), amount(0n), c.closeDelay, fin, amount(501n), sig(501), amount(501n), amount(0n));
+      for (let v = 1n; v <= 501n; v++) db.prepare("INSERT INTO used_vouchers (channel_id, amount) VALUES (?, ?)").run(id, amount(v));
+    }
+    db.close();
+    const store = new SqliteStore({ url });
+    try {
+      const count = (id: string) => (store.db.prepare("SELECT count(*) AS n FROM used_vouchers WHERE channel_id = ?").get(id.toLowerCase()) as { n: number }).n;
+      expect(count(closed.channelId)).to.equal(0);
+      expect(count(open.channelId)).to.equal(501);
+      expect(await store.getChannel(closed.channelId)).to.include({ floor: 501n, finalized: true });
+      expect(await store.getChannel(open.channelId)).to.include({ floor: 0n, reserved: 0n });
+    } finally {
+      await store.close();
+      remove(url);
+    }
+  });
+
   it("opens with WAL and the configured synchronous mode, FULL by default", async () => {
     for (const [mode, level] of [[undefined, 2], ["FULL", 2], ["NORMAL", 1]] as const) {
       const url = tempDatabaseUrl();
