@@ -218,6 +218,34 @@ function meteredReservationSuite(kind: "sqlite" | "postgres") {
       expect(await onChain(ch)).to.include({ finalized: true, settled: charged });
       expect((await balance(ch.payer)) - payerBefore).to.equal(ch.deposit - charged);
     });
+
+    it("a reservation left by a crashed process is never claimed, never blocks settlement, and is dropped uncharged after SETTLE_RESERVATION_TTL", async () => {
+      const payerIndex = kind === "sqlite" ? 17 : 18;
+      const ch = await openChannel(srv.env, { payerIndex, deposit: USDC(1) });
+      const fixed = await srv.terms("/v1/fixed");
+      expect((await call(`${srv.url}/v1/fixed`, { headers: srv.pay(fixed, ch.voucher.sign(ch.id, PRICE)) })).status).to.equal(200);
+      // What a process that crashed inside a metered handler leaves behind: the accept committed, no finish ever.
+      const snap = (await srv.server.reader.readChannel(ch.id, ch.signer))!;
+      const v = PRICE + MAX;
+      const r = await srv.store.acceptVoucher({ chain: snap, amount: v, signature: ch.voucher.sign(ch.id, v).signature, charge: MAX, window: 1_000_000n, reserve: true });
+      expect(r.ok).to.equal(true);
+      const reservedAt = Date.now();
+      expect(await stored(ch)).to.include({ spent: PRICE, reserved: MAX });
+
+      const first = await settlement().runOnce({ wait: true }); // the default bound (3,600 s)
+      expect(first.failures).to.deep.equal([]);
+      expect((await onChain(ch)).settled).to.equal(PRICE); // settled while the reservation is open, without it
+      expect(await stored(ch)).to.include({ reserved: MAX }); // younger than the bound: still open
+
+      const ttl = 0.2;
+      await until(() => Date.now() > reservedAt + ttl * 1000, 5_000, "the reservation to age past the bound");
+      await settlement({ reservationTtl: ttl }).runOnce({ wait: true });
+      expect(await stored(ch)).to.include({ spent: PRICE, reserved: 0n, settled: PRICE });
+      // A report arriving after the expiry charges nothing.
+      expect((await srv.store.finishReservation(ch.id, v, ACTUAL)).finished).to.equal(false);
+      expect(await stored(ch)).to.include({ spent: PRICE, reserved: 0n });
+      expect((await onChain(ch)).settled).to.equal(PRICE);
+    });
   });
 }
 
