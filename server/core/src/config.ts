@@ -40,6 +40,8 @@ export interface ServerConfig {
   chainReadsPerSource: number;
   /** Chain reads of unknown channels all sources together may cause per minute (burst the same). */
   chainReadsGlobal: number;
+  /** Blocks the channel index scans back at start (0: none); the index is complete when the escrow is younger. */
+  channelIndexBlocks: number;
   /** Open client connections at once (the listener's `maxConnections`). */
   maxConnections: number;
   /** Open client connections from one source (IP) at once; more are closed at accept. */
@@ -122,6 +124,11 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
     description: "chain reads of channels the server does not know that one client IP may cause per minute; more wait for the event follower, then get 503 overloaded",
   },
   { name: "CHAIN_READS_GLOBAL", default: "600", description: "the same bound for all clients together, per minute" },
+  {
+    name: "CHANNEL_INDEX_BLOCKS",
+    default: "200000",
+    description: "blocks scanned back at start for channels opened to the payee (LOG_BLOCK_RANGE per eth_getLogs); when the escrow is younger the index is complete and unknown ids are answered from it (0: no scan)",
+  },
   { name: "MAX_CONNECTIONS", default: "4096", description: "open client connections at once; more are closed at accept" },
   { name: "MAX_CONNECTIONS_PER_SOURCE", default: "256", description: "open client connections from one IP at once; more are closed at accept" },
   { name: "MIN_CLOSE_DELAY", default: "86400", description: "smallest channel close delay accepted, seconds (>= 900)" },
@@ -164,6 +171,7 @@ export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig,
   metricsPerChannel: "METRICS_PER_CHANNEL",
   chainReadsPerSource: "CHAIN_READS_PER_SOURCE",
   chainReadsGlobal: "CHAIN_READS_GLOBAL",
+  channelIndexBlocks: "CHANNEL_INDEX_BLOCKS",
   maxConnections: "MAX_CONNECTIONS",
   maxConnectionsPerSource: "MAX_CONNECTIONS_PER_SOURCE",
   minCloseDelay: "MIN_CLOSE_DELAY",
@@ -329,6 +337,7 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
     metricsPerChannel: flag("METRICS_PER_CHANNEL", false),
     chainReadsPerSource: int("CHAIN_READS_PER_SOURCE", 30, 1, 1_000_000),
     chainReadsGlobal: int("CHAIN_READS_GLOBAL", 600, 1, 10_000_000),
+    channelIndexBlocks: int("CHANNEL_INDEX_BLOCKS", 200_000, 0, 1_000_000_000),
     maxConnections: int("MAX_CONNECTIONS", 4_096, 1, 1_000_000),
     maxConnectionsPerSource: int("MAX_CONNECTIONS_PER_SOURCE", 256, 1, 1_000_000),
     minCloseDelay,

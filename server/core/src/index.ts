@@ -47,6 +47,7 @@ export { maxCharge, toAtomic, type PriceInput, type RoutePricing } from "./payme
 
 export { CHANNEL_EVENTS, ChainReader, toChainChannel, type BlockInfo, type ChainReaderOptions, type ChannelLog } from "./chain/reader";
 export { ChannelView, type ChannelViewOptions } from "./chain/view";
+export { ReadBudget, sourceKey, type ReadBudgetOptions } from "./chain/read-budget";
 export { EventFollower, type EventFollowerOptions } from "./chain/follower";
 
 export * from "./store";

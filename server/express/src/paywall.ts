@@ -65,6 +65,14 @@ export function paymentOf(res: Response): PaymentLocals | undefined {
   return res.locals.payment as PaymentLocals | undefined;
 }
 
+/**
+ * The client's address for per-source bounds: `req.ip`, which follows the app's `trust proxy` setting (behind a
+ * reverse proxy, set it so that the client's address is used, not the proxy's), else the socket's peer.
+ */
+export function sourceOf(req: Request): string | undefined {
+  return req.ip ?? req.socket?.remoteAddress;
+}
+
 /** Sends a core reply (402 / 4xx / 503). */
 export function sendReply(res: Response, r: PaymentReply): void {
   res.status(r.status);
@@ -123,7 +131,7 @@ export function createExpressPaywall(core: PaymentCore, opts: ExpressPaywallOpti
         next(e);
         return;
       }
-      const decision = await core.authorize({ method: req.method, url: req.originalUrl ?? req.url, headers: req.headers }, pricing);
+      const decision = await core.authorize({ method: req.method, url: req.originalUrl ?? req.url, headers: req.headers, source: sourceOf(req) }, pricing);
       if (decision.kind === "reply") sendReply(res, decision);
       else attach(req, res, next, decision.charge);
     };
@@ -156,7 +164,7 @@ export function createExpressPaywall(core: PaymentCore, opts: ExpressPaywallOpti
     },
     closeHandler(): RequestHandler {
       return async (req, res) => {
-        const r = await core.cooperativeClose(req.body);
+        const r = await core.cooperativeClose(req.body, sourceOf(req));
         res.status(r.status);
         for (const [k, v] of Object.entries(r.headers)) res.setHeader(k, v);
         if (!r.headers["content-type"]) res.setHeader("content-type", "application/json");

@@ -4,8 +4,13 @@
  * (`getChannels` at the range's last block) and stores that snapshot together with the new cursor in one
  * transaction: idempotent, order-independent, and resumable after a restart from the stored cursor.
  *
- * At start, and every `refreshEvery` passes, it also re-reads all active stored channels, which bounds any
+ * At start, and every `refreshEvery` poll intervals, it also re-reads all active stored channels, which bounds any
  * divergence (e.g. a reorg below the cursor) to that period.
+ *
+ * With an `index` ({@link ChannelIndex}), it also keeps the index of channels opened to this payee: every
+ * `ChannelOpened` log naming the payee is indexed and read in the same `getChannels` call into the view's memory, so
+ * a new channel's first request needs no chain read of its own, and a stranger's random signer on it is refused from
+ * memory.
  */
 import type { Hex } from "viem";
 import type { Logger } from "pino";
@@ -13,6 +18,7 @@ import type { ChannelRef } from "@paychan/protocol";
 import type { ChannelStore } from "../store/types";
 import type { BlockInfo, ChainReader } from "./reader";
 import type { ChannelView } from "./view";
+import type { ChannelIndex } from "./channel-index";
 
 export interface EventFollowerOptions {
   reader: ChainReader;
@@ -24,9 +30,11 @@ export interface EventFollowerOptions {
   blockRange: number;
   /** Blocks to stay behind the head. */
   confirmations: number;
-  /** Full refresh of active channels every N passes (0 = only at start). */
+  /** Full refresh of active channels every N poll intervals (0 = only at start). */
   refreshEvery?: number;
   logger?: Logger;
+  /** The index of channels opened to the payee (scanned at start, then kept up; see the file comment). */
+  index?: ChannelIndex;
   /** Called after each pass (metrics). */
   onPass?: (p: { head: bigint; cursor: bigint; ok: boolean }) => void;
 }
@@ -37,7 +45,11 @@ export class EventFollower {
   /** The pass that starts after the running one (see {@link EventFollower.sync}). */
   private queued: Promise<void> | null = null;
   private stopped = false;
-  private passes = 0;
+  private lastRefreshAt = Date.now();
+  /** Callers of {@link EventFollower.nextPass} waiting for a pass that has not started yet. */
+  private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  private lastPassStartedAt = 0;
+  private soon: NodeJS.Timeout | null = null;
   /** Last block processed. */
   cursor: bigint | null = null;
   /** Hash of the cursor block, when known (reorg detection). */
@@ -64,8 +76,24 @@ export class EventFollower {
     this.cursor = stored?.block ?? null;
     this.cursorHash = stored?.hash;
     await this.refreshActive();
+    if (this.o.index) await this.startIndex();
     await this.sync();
     this.schedule();
+  }
+
+  /**
+   * Scans the index up to the head; on a first start (no cursor yet) the cursor starts there too, so the passes cover
+   * every later block and the index has no gap.
+   */
+  private async startIndex(): Promise<void> {
+    const head = await this.o.reader.block();
+    await this.o.index!.scan(head.number);
+    if (this.cursor !== null) return;
+    const target = head.number > BigInt(this.o.confirmations) ? head.number - BigInt(this.o.confirmations) : 0n;
+    const hash = target === head.number ? head.hash : (await this.o.reader.block(target)).hash;
+    await this.o.store.applyChainSnapshots([], { block: target, hash });
+    this.cursor = target;
+    this.cursorHash = hash;
   }
 
   private schedule() {
@@ -138,11 +166,34 @@ export class EventFollower {
     this.reorgs++;
   }
 
+  /**
+   * Resolves when a pass that starts after this call has completed (rejects with its error if it fails). It starts
+   * one at most every `minGap` ms (the scheduled passes count too), so any number of callers causes at most one pass
+   * per `minGap`: the index of channels opened to the payee is then current for every block mined before the call.
+   */
+  nextPass(minGap = 250): Promise<void> {
+    if (this.stopped) return Promise.reject(new Error("the event follower is stopped"));
+    const p = new Promise<void>((resolve, reject) => this.waiting.push({ resolve, reject }));
+    if (!this.soon) {
+      const wait = Math.max(0, this.lastPassStartedAt + minGap - Date.now());
+      this.soon = setTimeout(() => {
+        this.soon = null;
+        if (this.waiting.length && !this.stopped) this.sync().catch(() => undefined);
+      }, wait);
+      this.soon.unref?.();
+    }
+    return p;
+  }
+
   private async pass(): Promise<void> {
     const started = this.o.view.chainNow();
+    this.lastPassStartedAt = Date.now();
+    const waiters = this.waiting.splice(0);
     try {
-      this.passes++;
-      if (this.o.refreshEvery && this.passes % this.o.refreshEvery === 0) await this.refreshActive();
+      if (this.o.refreshEvery && Date.now() - this.lastRefreshAt >= this.o.refreshEvery * this.o.interval) {
+        this.lastRefreshAt = Date.now();
+        await this.refreshActive();
+      }
       const headBlock = await this.o.reader.block();
       this.o.view.observeHead(headBlock);
       this.head = headBlock.number;
@@ -169,7 +220,9 @@ export class EventFollower {
         for (const l of logs) {
           if (relevant.has(l.channelId)) continue;
           const known = this.o.view.cached(l.channelId) ?? (await this.o.store.getChannel(l.channelId));
+          if (l.opened) this.o.index?.add(l.channelId, l.opened.payee, l.opened.signer);
           if (known) relevant.set(l.channelId, { channelId: known.channelId, signer: known.signer });
+          else if (l.opened && this.o.index?.signerOf(l.channelId)) relevant.set(l.channelId, { channelId: l.channelId, signer: l.opened.signer });
         }
         const snaps = relevant.size ? await this.o.reader.readChannels([...relevant.values()], to) : [];
         // The hash of the range's last block lets the next pass notice a reorg below the cursor.
@@ -184,7 +237,9 @@ export class EventFollower {
       this.lastPassAt = Date.now();
       this.lastError = null;
       this.o.onPass?.({ head: this.head, cursor, ok: true });
+      for (const w of waiters) w.resolve();
     } catch (e) {
+      for (const w of waiters) w.reject(e);
       this.lastError = e instanceof Error ? e.message.split("\n")[0] : String(e);
       this.o.logger?.warn({ err: this.lastError }, "chain follower pass failed");
       this.o.onPass?.({ head: this.head ?? 0n, cursor: this.cursor ?? 0n, ok: false });
@@ -197,6 +252,8 @@ export class EventFollower {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.soon) clearTimeout(this.soon);
+    for (const w of this.waiting.splice(0)) w.reject(new Error("the event follower is stopped"));
     await this.running?.catch(() => undefined);
     await this.queued?.catch(() => undefined);
   }

@@ -20,6 +20,7 @@ import type { ChainChannel } from "../store/types";
 /** The escrow events that change a channel's state (topic 1 of each is the channel id). */
 export const CHANNEL_EVENTS = ["ChannelOpened", "ChannelToppedUp", "CloseRequested", "Settled", "Withdrawn", "Closed"] as const;
 const EVENT_TOPICS: Hex[] = CHANNEL_EVENTS.map((name) => toEventSelector(getAbiItem({ abi: channelEscrowAbi, name }) as never));
+const OPENED_TOPIC = EVENT_TOPICS[0];
 
 /** A block header, as much as the server needs. */
 export interface BlockInfo {
@@ -33,6 +34,8 @@ export interface ChannelLog {
   channelId: Hex;
   blockNumber: bigint;
   logIndex: number;
+  /** For `ChannelOpened`: the payee (indexed topic 3) and the signer (second data word). */
+  opened?: { payee: Address; signer: Address };
 }
 
 export interface ChainReaderOptions {
@@ -95,10 +98,10 @@ export class ChainReader {
     return this.call("eth_blockNumber", () => this.client.getBlockNumber({ cacheTime: 0 }));
   }
 
-  /** Whether code is deployed at `address`. */
-  hasCode(address: Address): Promise<boolean> {
+  /** Whether code is deployed at `address` (at `block`, default the latest). */
+  hasCode(address: Address, block?: bigint): Promise<boolean> {
     return this.call("eth_getCode", async () => {
-      const code = await this.client.getCode({ address });
+      const code = await this.client.getCode(block === undefined ? { address } : { address, blockNumber: block });
       return code !== undefined && code !== "0x";
     });
   }
@@ -145,9 +148,30 @@ export class ChainReader {
       }),
     );
     const out: ChannelLog[] = [];
-    for (const l of logs as Array<{ topics: Hex[]; blockNumber: Hex; logIndex: Hex; removed?: boolean }>) {
+    for (const l of logs as Array<{ topics: Hex[]; data?: Hex; blockNumber: Hex; logIndex: Hex; removed?: boolean }>) {
       if (l.removed || !l.topics?.[1]) continue;
-      out.push({ channelId: l.topics[1].toLowerCase() as Hex, blockNumber: BigInt(l.blockNumber), logIndex: Number(l.logIndex) });
+      const log: ChannelLog = { channelId: l.topics[1].toLowerCase() as Hex, blockNumber: BigInt(l.blockNumber), logIndex: Number(l.logIndex) };
+      if (l.topics[0]?.toLowerCase() === OPENED_TOPIC && l.topics[3] && typeof l.data === "string" && l.data.length >= 2 + 128) {
+        log.opened = { payee: `0x${l.topics[3].slice(-40)}` as Address, signer: `0x${l.data.slice(2 + 64 + 24, 2 + 128)}` as Address };
+      }
+      out.push(log);
+    }
+    return out;
+  }
+
+  /** `ChannelOpened` logs naming `payee` in `[from, to]` (filtered by the node on the indexed payee topic). */
+  async openedTo(payee: Address, from: bigint, to: bigint): Promise<Array<{ channelId: Hex; signer: Address }>> {
+    const topic = `0x${payee.slice(2).toLowerCase().padStart(64, "0")}` as Hex;
+    const logs = await this.call("eth_getLogs", () =>
+      this.client.request({
+        method: "eth_getLogs",
+        params: [{ address: this.escrow, fromBlock: `0x${from.toString(16)}`, toBlock: `0x${to.toString(16)}`, topics: [OPENED_TOPIC, null, null, topic] }],
+      }),
+    );
+    const out: Array<{ channelId: Hex; signer: Address }> = [];
+    for (const l of logs as Array<{ topics: Hex[]; data?: Hex; removed?: boolean }>) {
+      if (l.removed || !l.topics?.[1] || typeof l.data !== "string" || l.data.length < 2 + 128) continue;
+      out.push({ channelId: l.topics[1].toLowerCase() as Hex, signer: `0x${l.data.slice(2 + 64 + 24, 2 + 128)}` as Address });
     }
     return out;
   }

@@ -7,11 +7,18 @@
  * is not the channel's, are remembered for a short time, so random ids or signatures cannot turn every request into
  * an RPC call. Such "signer mismatch" snapshots (signer zero, no money) are never cached as the channel nor stored.
  * The memory cache is bounded; evicted channels are found again in the store (or re-read from the chain).
+ *
+ * A channel neither in memory nor in the store is looked up in the index of channels opened to this payee
+ * ({@link ChannelView.index}, chain/channel-index.ts): an indexed one is read with its indexed signer. Other reads are
+ * bounded per source and overall ({@link ReadBudget}); over the bound, the view waits for one follower pass that
+ * starts after the request arrived, then answers from the index: the channel if it was opened meanwhile, null
+ * (`unknown_channel`) when the index is complete and current, else `overloaded` (503, Retry-After), never a read.
  */
 import { zeroAddress, type Address, type Hex } from "viem";
-import { isSignerMismatch, type ChannelRef } from "@paychan/protocol";
+import { isSignerMismatch, ServiceError, type ChannelRef } from "@paychan/protocol";
 import type { ChainChannel, ChannelStore } from "../store/types";
 import type { BlockInfo, ChainReader } from "./reader";
+import type { ReadBudget } from "./read-budget";
 
 export interface ChannelViewOptions {
   reader: ChainReader;
@@ -20,6 +27,18 @@ export interface ChannelViewOptions {
   unknownTtl?: number;
   /** Most channels kept in memory. */
   maxCached?: number;
+  /** Bounds the chain reads of unknown channels per source and overall (none when absent). */
+  budget?: ReadBudget;
+}
+
+/** What the view asks of the channel index and its follower (provider/index.ts wires both). */
+export interface ViewIndex {
+  /** The signer of a channel opened to this payee, if indexed. */
+  signerOf(channelId: Hex): Address | undefined;
+  /** Resolves once a follower pass that started after the call has completed (rejects with its error if it failed). */
+  sync(): Promise<void>;
+  /** The index is complete and the follower's cursor is at the head it last read (lag 0). */
+  current(): boolean;
 }
 
 export class ChannelView {
@@ -34,6 +53,9 @@ export class ChannelView {
   private readonly maxCached: number;
   /** Chain time (s, {@link chainNow}) when the follower last reached the head; all cached channels were current then. */
   lastSyncAt = 0;
+  /** The index of channels opened to this payee, with the follower that keeps it (set by the provider). */
+  index?: ViewIndex;
+  private readonly budget?: ReadBudget;
   /** Latest block seen and when (local ms), for chain time. */
   private head: { block: BlockInfo; seenAt: number } | null = null;
 
@@ -42,6 +64,7 @@ export class ChannelView {
     this.store = opts.store;
     this.unknownTtl = opts.unknownTtl ?? 2_000;
     this.maxCached = opts.maxCached ?? 100_000;
+    this.budget = opts.budget;
   }
 
   /** Cached snapshot, without any I/O. */
@@ -122,9 +145,11 @@ export class ChannelView {
    * The channel: memory, then store, then a chain read with the signer `signer()` gives (called only then; null, e.g.
    * an unrecoverable signature, reads with the zero address, which no channel has). Null when the escrow does not
    * know the id; a snapshot whose signer is the zero address ({@link isSignerMismatch}) when it knows the id but the
-   * signer is not the channel's. Throws `upstream_unavailable` when the chain must be read and cannot be.
+   * signer is not the channel's. Throws `upstream_unavailable` when the chain must be read and cannot be, and
+   * `overloaded` when `source` (a client IP) or all sources are over their read budget and the follower's index does
+   * not know the channel either.
    */
-  async get(channelId: Hex, signer: () => Address | null): Promise<ChainChannel | null> {
+  async get(channelId: Hex, signer: () => Address | null, source?: string): Promise<ChainChannel | null> {
     const id = channelId.toLowerCase() as Hex;
     const hit = this.mem.get(id);
     if (hit) return hit;
@@ -135,7 +160,23 @@ export class ChannelView {
       this.apply(chain);
       return this.mem.get(id) ?? chain;
     }
-    return this.refresh(id, signer() ?? zeroAddress);
+    // A channel opened to this payee: read with its own signer (a stranger's signer never causes another read).
+    const indexed = this.index?.signerOf(id);
+    if (indexed) return this.refresh(id, indexed);
+    const who = signer() ?? zeroAddress;
+    const known = this.negative(`${id}:${who.toLowerCase()}`);
+    if (known) return known.snap;
+    if (!this.budget || this.budget.take(source)) return this.refresh(id, who);
+    if (this.index) {
+      // Over the read budget: let the follower pass the block this request could depend on, then ask the index.
+      await this.index.sync(); // a failed pass throws: the chain is unreachable (upstream_unavailable)
+      const hit = this.mem.get(id);
+      if (hit) return hit;
+      const opened = this.index.signerOf(id);
+      if (opened) return this.refresh(id, opened);
+      if (this.index.current()) return null;
+    }
+    throw new ServiceError("overloaded", "too many reads of channels this server does not know; try again shortly");
   }
 
   /**

@@ -51,6 +51,8 @@ export interface PaymentRequest {
   /** Path and query as received. */
   url: string;
   headers: Record<string, string | string[] | undefined>;
+  /** The client's address (IP), for the per-source bound on chain reads of unknown channels. */
+  source?: string;
 }
 
 /** Hooks for metrics; all optional. */
@@ -353,7 +355,8 @@ export class PaymentCore {
   private upstreamReply(e: unknown, what: string): PaymentReply {
     const detail = e instanceof ServiceError ? e.shortMessage : `${what} failed`;
     if (!(e instanceof ServiceError)) this.logger?.error({ err: (e as Error)?.message }, `${what} failed`);
-    return this.reply("upstream_unavailable", detail);
+    // Over the chain-read budget (chain/read-budget.ts): 503 overloaded with Retry-After, like load shedding.
+    return this.reply(e instanceof ServiceError && e.code === "overloaded" ? "overloaded" : "upstream_unavailable", detail);
   }
 
   /**
@@ -408,7 +411,7 @@ export class PaymentCore {
     let chain: ChainChannel | null;
     try {
       // The escrow names a channel by (id, signer): a channel we have not seen is read with the voucher's signer.
-      chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature));
+      chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature), req.source);
     } catch (e) {
       return this.upstreamReply(e, "reading the channel");
     }
@@ -525,7 +528,7 @@ export class PaymentCore {
   }
 
   /** The cooperative close endpoint (`POST /channel/close`): see protocol/close.ts. */
-  async cooperativeClose(body: unknown): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
+  async cooperativeClose(body: unknown, source?: string): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
     const fail = (code: ServerErrorCode, detail: string) => {
       const r = this.reply(code, detail, undefined, undefined, undefined, "endpoint");
       return { status: r.status, body: r.body, headers: r.headers };
@@ -542,8 +545,9 @@ export class PaymentCore {
     let chain: ChainChannel | null;
     try {
       // A channel we have not seen is read with the request's signer (the escrow names it by id and signer).
-      chain = await this.view.get(id, () => recovered);
+      chain = await this.view.get(id, () => recovered, source);
     } catch (e) {
+      if (e instanceof ServiceError && e.code === "overloaded") return fail("overloaded", e.shortMessage);
       return fail("upstream_unavailable", e instanceof ServiceError ? e.shortMessage : "the chain could not be read");
     }
     if (!chain) return fail("unknown_channel", `the escrow has no channel ${id}`);

@@ -14,6 +14,8 @@
  */
 import { parseTokenAmount } from "@paychan/protocol";
 import { ChannelView } from "../chain/view";
+import { ReadBudget } from "../chain/read-budget";
+import { ChannelIndex } from "../chain/channel-index";
 import { EventFollower } from "../chain/follower";
 import { checkConfigFields, loadConfig, type ServerConfig } from "../config";
 import { createLogger } from "../log";
@@ -69,7 +71,9 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
     await store.bind({ chainId, escrow, token, payee, genesisHash });
 
     const metrics = createMetrics({ defaults: opts.processMetrics, perChannel: config.metricsPerChannel });
-    const view = new ChannelView({ reader, store, unknownTtl: config.unknownChannelTtl });
+    const budget = new ReadBudget({ perSource: config.chainReadsPerSource, global: config.chainReadsGlobal });
+    const view = new ChannelView({ reader, store, unknownTtl: config.unknownChannelTtl, budget });
+    const index = new ChannelIndex({ reader, escrow, payee, scanBlocks: config.channelIndexBlocks, blockRange: config.logBlockRange, logger });
     const follower = new EventFollower({
       reader,
       store,
@@ -79,7 +83,9 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       confirmations: config.confirmations,
       refreshEvery: Math.max(1, Math.round(300_000 / config.chainPollInterval)),
       logger,
+      index,
     });
+    view.index = { signerOf: (id) => index.signerOf(id), sync: () => follower.nextPass(), current: () => index.complete && follower.lag() === 0n };
     await follower.start();
     cleanup.unshift(() => follower.stop());
     metrics.attach(store, follower);
