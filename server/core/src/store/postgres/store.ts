@@ -441,6 +441,8 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
     if (charged < 0n) throw new RangeError("a charge is >= 0");
     const id = lower(channelId);
     return this.tx<{ finished: boolean; channel: StoredChannel | null }>(async (c) => {
+      // The channel's row lock first, then the reservation's: the order of every other writer (accept, expiry).
+      await c.query(q("lock", [id]));
       const r = await c.query<PgChannelRow>(q("finishReservation", [id, amountParam(voucher), amountParam(charged), Date.now()]));
       if (r.rows[0]) return { value: { finished: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
       // Not finished: no such reservation, or a charge above it (refused, like the SQLite store does).
