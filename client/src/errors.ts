@@ -24,6 +24,8 @@ export const CLIENT_ERROR_CODES = [
   "channel_limit", // opening a channel would exceed maxChannelsPerProvider, maxDepositPerProvider, or the one new channel per refusal streak
   "provider_refusing", // the provider refused maxConsecutiveRefusals paid calls in a row: nothing more is signed for it
   "http_failure", // the HTTP request failed: connection refused or reset, or an answer too large or malformed to parse
+  "store_locked", // another live process holds the state directory's lock (one process at a time per directory)
+  "insecure_store", // the state directory or a file in it is owned by another user, or writable by group or others
   "unverified_escrow", // the escrow is not allow-listed and its code or EIP-712 domain is not the released ChannelEscrow's
 ] as const;
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];

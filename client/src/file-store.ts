@@ -3,12 +3,17 @@
  * (temporary file, fsync, rename, fsync of the directory) so a crash leaves the old file or the new one.
  * - `state.json`: channels, amounts signed, last receipts, route terms.
  * - `session-key.json`: the voucher-signing session key (mode 0600), kept apart so deleting the state keeps the
- *   key, and the client can recover its channels from the chain and the provider.
+ *   key, and the client can recover its channels from the chain and the provider. Created once, never overwritten.
+ * - `lock`: one process at a time (dir-lock.ts): taken on first use, held until the process exits; another process
+ *   waits for it (`lockTimeoutMs`), then fails `store_locked`. Temporary files are only ever removed by the holder,
+ *   and never its own process's (another FileStore of the same process may be writing them).
+ * A directory or file owned by another user, or writable by group or others, is refused (`insecure_store`).
  */
 import { promises as fs, constants as fsConstants } from "node:fs";
 import path from "node:path";
 import { getAddress, isHex, type Hex } from "viem";
 import { privateKeyToAddress } from "viem/accounts";
+import { acquireDirLock, assertPrivate, releaseDirLock } from "./dir-lock";
 import { ClientError } from "./errors";
 import { stateFromJson, stateToJson, type ChannelStore, type ClientState, type SessionKeyRecord } from "./store";
 
@@ -17,8 +22,11 @@ export const SESSION_KEY_FILE = "session-key.json";
 
 let tmpCounter = 0;
 
-/** Writes `data` to `file` atomically and durably, with the given mode. */
-export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {
+/**
+ * Writes `data` to `file` atomically and durably, with the given mode. With `exclusive`, the file must not exist yet
+ * (hard link instead of rename: fails with EEXIST rather than replace it).
+ */
+export async function writeFileAtomic(file: string, data: string, mode = 0o600, exclusive = false): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${++tmpCounter}.tmp`);
   const handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
@@ -32,7 +40,10 @@ export async function writeFileAtomic(file: string, data: string, mode = 0o600):
   }
   await handle.close();
   try {
-    await fs.rename(tmp, file);
+    if (exclusive) {
+      await fs.link(tmp, file);
+      await fs.rm(tmp, { force: true });
+    } else await fs.rename(tmp, file);
   } catch (e) {
     await fs.rm(tmp, { force: true });
     throw e;
@@ -63,12 +74,23 @@ async function readJson(file: string): Promise<unknown | undefined> {
   }
 }
 
-/** The default {@link ChannelStore}: JSON files with atomic writes under `dir`. */
+/** Options of a {@link FileStore}. */
+export interface FileStoreOptions {
+  /** How long to wait for another process's lock of the directory (ms). Default 60,000. */
+  lockTimeoutMs?: number;
+  /** Called once when the lock is held by another process and this one starts waiting. */
+  onLockWait?: (holder: { pid: number; host: string }) => void;
+}
+
+/** The default {@link ChannelStore}: JSON files with atomic writes under `dir`, one process at a time. */
 export class FileStore implements ChannelStore {
   readonly dir: string;
   private ready?: Promise<void>;
 
-  constructor(dir = ".channel") {
+  constructor(
+    dir = ".channel",
+    private readonly options: FileStoreOptions = {},
+  ) {
     this.dir = path.resolve(dir);
   }
 
@@ -79,21 +101,37 @@ export class FileStore implements ChannelStore {
     return path.join(this.dir, SESSION_KEY_FILE);
   }
 
+  /** Creates the directory, checks it is private, takes its lock, and removes other processes' temporary files. */
   private ensureDir(): Promise<void> {
     this.ready ??= (async () => {
-      await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
-      // Temporary files of a write that crashed before its rename are garbage.
-      for (const name of await fs.readdir(this.dir)) {
-        if (name.startsWith(".") && name.endsWith(".tmp")) await fs.rm(path.join(this.dir, name), { force: true });
+      try {
+        await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+      } catch (cause) {
+        throw new ClientError("store_failure", `cannot create the state directory ${this.dir}`, { cause });
       }
-    })().catch((cause) => {
+      await assertPrivate(this.dir, "the state directory");
+      await acquireDirLock(this.dir, this.options.lockTimeoutMs ?? 60_000, this.options.onLockWait);
+      // Holding the lock, temporary files of other processes are garbage (a write that crashed before its rename).
+      const mine = `.${process.pid}.`;
+      for (const name of await fs.readdir(this.dir)) {
+        if (name.startsWith(".") && name.endsWith(".tmp") && !name.includes(mine)) await fs.rm(path.join(this.dir, name), { force: true });
+      }
+    })().catch((e) => {
       this.ready = undefined;
-      throw new ClientError("store_failure", `cannot create the state directory ${this.dir}`, { cause });
+      throw e instanceof ClientError ? e : new ClientError("store_failure", `cannot prepare the state directory ${this.dir}`, { cause: e });
     });
     return this.ready;
   }
 
+  /** Hands the directory's lock over before this process exits (every FileStore of this process on `dir` loses it). */
+  async release(): Promise<void> {
+    this.ready = undefined;
+    await releaseDirLock(this.dir);
+  }
+
   async load(): Promise<ClientState | undefined> {
+    await this.ensureDir();
+    await assertPrivate(this.statePath, "the state file");
     const j = await readJson(this.statePath);
     return j === undefined ? undefined : stateFromJson(j);
   }
@@ -109,6 +147,8 @@ export class FileStore implements ChannelStore {
   }
 
   async loadSessionKey(): Promise<SessionKeyRecord | undefined> {
+    await this.ensureDir();
+    await assertPrivate(this.sessionKeyPath, "the session key file");
     const j = (await readJson(this.sessionKeyPath)) as Partial<SessionKeyRecord> | undefined;
     if (j === undefined) return undefined;
     if (typeof j.privateKey !== "string" || !isHex(j.privateKey) || j.privateKey.length !== 66) {
@@ -121,12 +161,14 @@ export class FileStore implements ChannelStore {
     return { privateKey: j.privateKey as Hex, address, createdAt: Number(j.createdAt ?? 0) };
   }
 
+  /** Saves the session key; never replaces an existing one (`store_failure`: a key is never lost). */
   async saveSessionKey(key: SessionKeyRecord): Promise<void> {
     await this.ensureDir();
     try {
-      await writeFileAtomic(this.sessionKeyPath, JSON.stringify(key, null, 1) + "\n", 0o600);
+      await writeFileAtomic(this.sessionKeyPath, JSON.stringify(key, null, 1) + "\n", 0o600, true);
     } catch (cause) {
-      throw new ClientError("store_failure", `cannot write ${this.sessionKeyPath}`, { cause });
+      const exists = (cause as NodeJS.ErrnoException).code === "EEXIST";
+      throw new ClientError("store_failure", exists ? `${this.sessionKeyPath} already exists; it is never replaced` : `cannot write ${this.sessionKeyPath}`, { cause });
     }
   }
 }

@@ -19,7 +19,15 @@ export { readReceipt } from "./paying/receipts";
 export { routeKey, normalizeRequest, type FetchInput } from "./request";
 export { checkHintSignature, checkHintAmounts } from "./hint";
 export { ClientError, CLIENT_ERROR_CODES, isClientError, type ClientErrorCode } from "./errors";
-export { type SpendingLimits, type Amount, toAtomic } from "./limits";
+export {
+  type SpendingLimits,
+  type Amount,
+  toAtomic,
+  DEFAULT_MAX_CLOSE_DELAY,
+  DEFAULT_MAX_CHANNELS_PER_PROVIDER,
+  DEFAULT_MAX_CONSECUTIVE_REFUSALS,
+  DEFAULT_UNSERVED_PRICES,
+} from "./limits";
 export {
   MemoryStore,
   emptyState,
@@ -31,5 +39,6 @@ export {
   type SessionKeyRecord,
   type RouteTerms,
 } from "./store";
-export { FileStore, writeFileAtomic, STATE_FILE, SESSION_KEY_FILE } from "./file-store";
+export { FileStore, writeFileAtomic, STATE_FILE, SESSION_KEY_FILE, type FileStoreOptions } from "./file-store";
+export { LOCK_FILE } from "./dir-lock";
 export { detectPermit } from "./permit";

@@ -130,7 +130,14 @@ export class ClientSession {
       if (saved) key = saved.privateKey;
       else {
         key = generatePrivateKey();
-        await this.store.saveSessionKey({ privateKey: key, address: privateKeyToAddress(key), createdAt: Date.now() });
+        try {
+          await this.store.saveSessionKey({ privateKey: key, address: privateKeyToAddress(key), createdAt: Date.now() });
+        } catch (e) {
+          // Another writer's key won (a store that is not locked): use that one, never replace it.
+          const theirs = await this.store.loadSessionKey().catch(() => undefined);
+          if (!theirs) throw e;
+          key = theirs.privateKey;
+        }
       }
     }
     this.sessionKey = key;

@@ -10,6 +10,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { isBytes32Hex } from "@paychan/protocol";
 import { createChannelClient, type ChannelClient } from "../client";
 import { ClientError, shortMessageOf } from "../errors";
+import { FileStore } from "../file-store";
 import type { SpendingLimits } from "../limits";
 import type { ClientEvent } from "../options";
 import { positiveInt, rpcUrlOf, type Opts } from "./args";
@@ -126,7 +127,9 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
     account,
     publicClient,
     walletClient,
-    stateDir: opts["state-dir"] ?? process.env.CHANNEL_STATE_DIR ?? ".channel",
+    store: new FileStore(opts["state-dir"] ?? process.env.CHANNEL_STATE_DIR ?? ".channel", {
+      onLockWait: (h) => err(`waiting for the state directory, in use by pid ${h.pid}${h.host ? ` on ${h.host}` : ""}`),
+    }),
     limits: limitsOf(opts, escrows),
     policy: { deposit: opts.deposit, closeDelay },
     discoverFromBlock: deployment?.blockNumber !== undefined ? BigInt(deployment.blockNumber) : 0n,
