@@ -6,6 +6,7 @@
  * Amounts (`MIN_DEPOSIT`, `PAYMENT_WINDOW`) are in token units ("1.5" = 1.5 USDC) and converted to atomic
  * units once the token's decimals are known; addresses are checksummed here.
  */
+import fs from "node:fs";
 import os from "node:os";
 import { getAddress, isAddress, type Address } from "viem";
 import { MAX_CLOSE_DELAY, MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, ZERO_ADDRESS_PATTERN } from "@paychan/protocol";
@@ -129,8 +130,12 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
     default: "200000",
     description: "blocks scanned back at start for channels opened to the payee (LOG_BLOCK_RANGE per eth_getLogs); when the escrow is younger the index is complete and unknown ids are answered from it (0: no scan)",
   },
-  { name: "MAX_CONNECTIONS", default: "4096", description: "open client connections at once; more are closed at accept" },
-  { name: "MAX_CONNECTIONS_PER_SOURCE", default: "256", description: "open client connections from one IP at once; more are closed at accept" },
+  {
+    name: "MAX_CONNECTIONS",
+    default: "half the open-files limit, at most 4096 (1024 when unknown)",
+    description: "open client connections at once; more are closed at accept; from 3/4 of it the keep-alive drops to 1 s and idle connections are closed",
+  },
+  { name: "MAX_CONNECTIONS_PER_SOURCE", default: "128", description: "open client connections from one IP (IPv6: /64) at once; more are closed at accept (behind a reverse proxy: raise to MAX_CONNECTIONS)" },
   { name: "MIN_CLOSE_DELAY", default: "86400", description: "smallest channel close delay accepted, seconds (>= 900)" },
   { name: "MIN_DEPOSIT", default: "1", description: "smallest channel deposit accepted, token units" },
   { name: "MAX_IN_FLIGHT", default: "64", description: "requests a client may have in flight on one channel (sizes the voucher window)" },
@@ -338,8 +343,8 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
     chainReadsPerSource: int("CHAIN_READS_PER_SOURCE", 30, 1, 1_000_000),
     chainReadsGlobal: int("CHAIN_READS_GLOBAL", 600, 1, 10_000_000),
     channelIndexBlocks: int("CHANNEL_INDEX_BLOCKS", 200_000, 0, 1_000_000_000),
-    maxConnections: int("MAX_CONNECTIONS", 4_096, 1, 1_000_000),
-    maxConnectionsPerSource: int("MAX_CONNECTIONS_PER_SOURCE", 256, 1, 1_000_000),
+    maxConnections: int("MAX_CONNECTIONS", defaultMaxConnections(), 1, 1_000_000),
+    maxConnectionsPerSource: int("MAX_CONNECTIONS_PER_SOURCE", 128, 1, 1_000_000),
     minCloseDelay,
     minDeposit: tokenAmount("MIN_DEPOSIT", "1") ?? "1",
     maxInFlight: int("MAX_IN_FLIGHT", 64, 1, 100_000),
@@ -365,6 +370,20 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * The default MAX_CONNECTIONS: half the process's soft open-files limit (Linux `/proc/self/limits`), so the database,
+ * the chain RPC and the logs keep the other half, at most 4096; 1024 where the limit cannot be read.
+ */
+export function defaultMaxConnections(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync("/proc/self/limits", "utf8"));
+    if (m) return m[1] === "unlimited" ? 4_096 : Math.max(16, Math.min(4_096, Math.floor(Number(m[1]) / 2)));
+  } catch {
+    /* not Linux */
+  }
+  return 1_024;
 }
 
 /** The default configuration (as with an empty environment), with overrides: for tests and embedding. */

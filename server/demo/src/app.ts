@@ -19,7 +19,7 @@ import {
   type ServerConfig,
   type ServerErrorCode,
 } from "@paychan/server";
-import { bodyLimit, createPaywall, errorHandler, notFound, type ExpressPaywall, type Paywall } from "@paychan/express";
+import { bodyLimit, createPaywall, errorHandler, limitConnections, notFound, type ConnectionGuard, type ExpressPaywall, type Paywall } from "@paychan/express";
 import { localSettlerKey } from "./accounts";
 import { demoRoutes } from "./routes";
 
@@ -52,6 +52,8 @@ export interface ProviderServer extends Omit<Provider, "close" | "health" | "con
   provider: Provider;
   app: Express;
   http: http.Server;
+  /** The listener's connection limits (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE) and what they observe. */
+  connections: ConnectionGuard;
   paywall: Paywall;
   /** Stops listening (open connections are closed), then the provider. Idempotent. */
   close(): Promise<void>;
@@ -71,7 +73,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
   });
   try {
     const { app, paywall } = buildApp(provider, opts.routes);
-    const server = await listen(app, config);
+    const { server, connections } = await listen(app, config);
     const port = (server.address() as AddressInfo).port;
     const hostForUrl = config.host.includes(":") ? `[${config.host}]` : config.host === "0.0.0.0" ? "127.0.0.1" : config.host;
     const url = `http://${hostForUrl}:${port}`;
@@ -92,7 +94,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     provider.settlement?.start();
     // The provider's parts at the top level (tests and scripts reach them as server.store, server.core, ...).
     const { close: _close, health: _health, config: _config, ...parts } = provider;
-    return { ...parts, url, port, provider, app, http: server, paywall, close };
+    return { ...parts, url, port, provider, app, http: server, connections, paywall, close };
   } catch (e) {
     await provider.close();
     throw e;
@@ -137,12 +139,16 @@ function buildApp(provider: Provider, routes: ProviderServerOptions["routes"]): 
   return { app, paywall };
 }
 
-/** Listens with the configured header, request and keep-alive limits; malformed requests get a problem body. */
-async function listen(app: Express, config: ServerConfig): Promise<http.Server> {
+/**
+ * Listens with the configured header, request, keep-alive and connection limits (overall and per source, with a
+ * shorter keep-alive under pressure: @paychan/express `limitConnections`); malformed requests get a problem body.
+ */
+async function listen(app: Express, config: ServerConfig): Promise<{ server: http.Server; connections: ConnectionGuard }> {
   const server = http.createServer(
     { maxHeaderSize: config.maxHeaderBytes, requestTimeout: config.requestTimeout, headersTimeout: Math.min(config.requestTimeout, 60_000), keepAliveTimeout: 5_000 },
     app,
   );
+  const connections = limitConnections(server, { max: config.maxConnections, perSource: config.maxConnectionsPerSource });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || (socket as unknown as { _httpMessage?: unknown })._httpMessage) {
       socket.destroy();
@@ -160,5 +166,5 @@ async function listen(app: Express, config: ServerConfig): Promise<http.Server> 
       resolve();
     });
   });
-  return server;
+  return { server, connections };
 }

@@ -25,3 +25,4 @@ export {
   type PaymentLocals,
 } from "./paywall";
 export { bodyLimit, errorHandler, isBodyParseError, notFound, sendProblem } from "./problems";
+export { limitConnections, type ConnectionGuard, type ConnectionLimitOptions } from "./connections";
