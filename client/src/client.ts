@@ -99,6 +99,15 @@ export class ChannelClient {
     return this.session.flush();
   }
 
+  /**
+   * Makes the state durable and releases the state directory's lock (the default FileStore holds it until this
+   * process exits), so another process may use the directory. Use no other method of this client afterwards.
+   */
+  async close(): Promise<void> {
+    await this.session.flush();
+    await (this.store as { release?: () => Promise<void> }).release?.();
+  }
+
   // ------------------------------------------------------------------ paying
 
   /** fetch, paying the provider when it asks (scheme `channel`). Throws {@link ClientError} when it will not pay. */

@@ -13,6 +13,24 @@ import { ClientError } from "./errors";
 import { DEFAULT_MAX_CHANNELS_PER_PROVIDER, DEFAULT_MAX_CONSECUTIVE_REFUSALS, type SpendingLimits, type TokenLimits } from "./limits";
 import type { ChannelRecord } from "./store";
 
+/** This payer's channels of one provider (by origin or payee) that are not finalized: opening, open or closing. */
+export function providerChannels(channels: ChannelRecord[], origin: string | undefined, payee: Address): ChannelRecord[] {
+  const p = payee.toLowerCase();
+  return channels.filter(
+    (c) => ((origin !== undefined && c.origin === origin) || c.payee.toLowerCase() === p) && (c.status === "opening" || c.status === "open" || c.status === "closing"),
+  );
+}
+
+/** What `channels` hold unspent: `deposit − signed` (the opening amount while opening), summed. */
+export function unspentOf(channels: ChannelRecord[]): bigint {
+  let unspent = 0n;
+  for (const c of channels) {
+    const deposit = c.status === "opening" ? c.openAmount : c.deposit;
+    if (deposit > c.signed) unspent += deposit - c.signed;
+  }
+  return unspent;
+}
+
 /** One provider's streak in this process. */
 interface Streak {
   /** Paid calls refused in a row. */
@@ -78,21 +96,14 @@ export class ProviderGuard {
         details: "One new channel per provider per refusal streak.",
       });
     }
-    const p = payee.toLowerCase();
-    const mine = channels.filter(
-      (c) => (c.origin === origin || c.payee.toLowerCase() === p) && (c.status === "opening" || c.status === "open" || c.status === "closing"),
-    );
+    const mine = providerChannels(channels, origin, payee);
     const maxChannels = this.limits.maxChannelsPerProvider ?? DEFAULT_MAX_CHANNELS_PER_PROVIDER;
     if (mine.length >= maxChannels) {
       throw new ClientError("channel_limit", `${origin} already has ${mine.length} channels that are not finalized (maxChannelsPerProvider ${maxChannels})`, {
         details: "Close (and withdraw) one, or raise limits.maxChannelsPerProvider (CLI: --max-channels).",
       });
     }
-    let unspent = 0n;
-    for (const c of mine) {
-      const deposit = c.status === "opening" ? c.openAmount : c.deposit;
-      if (deposit > c.signed) unspent += deposit - c.signed;
-    }
+    const unspent = unspentOf(mine);
     if (unspent + amount > tl.maxDepositPerProvider) {
       throw new ClientError("channel_limit", `a channel of ${amount} would hold ${unspent + amount} unspent for ${origin}, above maxDepositPerProvider ${tl.maxDepositPerProvider}`, {
         details: "Close (and withdraw) a channel, or raise limits.maxDepositPerProvider (CLI: --max-deposit-per-provider).",

@@ -8,6 +8,7 @@ import { max, min } from "../bigint";
 import { readChannel } from "../chain";
 import { ClientError } from "../errors";
 import { toAtomic, type Amount } from "../limits";
+import { providerChannels, unspentOf } from "../provider-guard";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
 import { topUpTx } from "../transactions";
@@ -75,9 +76,11 @@ export class TopUps {
       const tl = await this.s.tokens.limitsOf(ch.token);
       const unspent = ch.deposit - max(ch.signed, ch.spent);
       const want = this.s.policy.topUpAmount !== undefined ? toAtomic(this.s.policy.topUpAmount, decimals, "policy.topUpAmount") : ch.openAmount;
-      const amount = min(want, tl.maxDeposit - unspent);
+      // Also within maxDepositPerProvider, over this provider's other channels.
+      const others = providerChannels(this.book.channels(), ch.origin, ch.payee).filter((c) => c.id !== ch.id);
+      const amount = min(min(want, tl.maxDeposit - unspent), tl.maxDepositPerProvider - unspentOf(others) - unspent);
       if (amount <= 0n || amount < needed) {
-        throw new ClientError("spending_limit", `a top-up of channel ${ch.id} would hold more than maxDeposit ${tl.maxDeposit} unspent`);
+        throw new ClientError("spending_limit", `a top-up of channel ${ch.id} would hold more than maxDeposit ${tl.maxDeposit} unspent (or than maxDepositPerProvider ${tl.maxDepositPerProvider} over the provider's channels)`);
       }
       await this.send(ch, amount);
     })().finally(() => {
