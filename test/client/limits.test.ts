@@ -118,5 +118,16 @@ describe("client: spending limits and trusted terms", function () {
   it("rejects malformed limits at construction", function () {
     expect(() => testClient(PAYER, { limits: { maxPrice: "-1", maxDeposit: "5" } })).to.throw(ClientError);
     expect(() => testClient(PAYER, { limits: { maxPrice: "0.01", maxDeposit: "5", escrows: ["0x1234"] } })).to.throw(ClientError);
+    // The per-provider caps (issue 17).
+    for (const bad of [
+      { maxChannelsPerProvider: 0 },
+      { maxChannelsPerProvider: 1.5 },
+      { maxConsecutiveRefusals: -1 },
+      { maxCloseDelay: -1 },
+      { maxDepositPerProvider: "ten" },
+      { maxUnservedPerChannel: "-0.1" },
+    ]) {
+      expect(() => testClient(PAYER, { limits: { maxPrice: "0.01", maxDeposit: "5", ...bad } }), JSON.stringify(bad)).to.throw(ClientError);
+    }
   });
 });
