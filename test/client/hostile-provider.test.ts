@@ -242,6 +242,17 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     expect(agent.stats.amountPaid[k] ?? 0n).to.equal(0n);
   });
 
+  it("SDK, quick-start limits: a provider answering every paid call with a 500 gets 3 vouchers, then provider_refusing", async function () {
+    const p = await hostile({ minDeposit: USDC(1), paidStatus: 500 });
+    const who = await payer(env.escrow.address);
+    const { agent } = testClient(who.index, { limits: QUICK_START });
+    const codes = await callN(agent, p.url, 100);
+    const e = await who.exposure(p);
+    print("real escrow, 500 to every paid call, SDK, 100 calls", e);
+    expect(Object.fromEntries(codes)).to.deep.equal({ "HTTP 500": 3, provider_refusing: 97 });
+    expect(e.signed).to.equal(3n * USDC(0.01));
+  });
+
   it("SDK: signed-but-unserved value per channel is capped (maxUnservedPerChannel), whatever the refusal count allows", async function () {
     const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher"] });
     const who = await payer(env.escrow.address);

@@ -32,6 +32,8 @@ export interface HostileOptions {
   codes: PaymentErrorCode[];
   /** A new `payTo` on every 402. */
   rotatePayTo: boolean;
+  /** Answer paid requests with this status (e.g. 500) instead of a 402 refusal. */
+  paidStatus?: number;
   /** Replaces the 402's `PAYMENT-REQUIRED` value (malformed or oversized challenges). */
   rawChallenge?: () => string;
 }
@@ -83,6 +85,10 @@ export async function startHostileProvider(o: HostileOptions): Promise<HostilePr
         /* garbage is refused all the same */
       }
       error = o.codes[state.refusals++ % o.codes.length];
+      if (o.paidStatus) {
+        res.status(o.paidStatus).json({ error: "internal_error" });
+        return;
+      }
     }
     const value = o.rawChallenge
       ? o.rawChallenge()
