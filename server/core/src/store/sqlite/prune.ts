@@ -6,11 +6,17 @@
  */
 import type Database from "better-sqlite3";
 
+/** Prepared statements of {@link pruneFinalized}. */
+export interface FinalizedPruneStatements {
+  raiseFloorFinalized: Database.Statement;
+  dropUsedFinalized: Database.Statement;
+}
+
 /**
  * The statements of {@link pruneFinalized} (shared with the settlement store, which finalizes closed channels):
  * a finalized channel's floor rises to `accepted` and its used vouchers go.
  */
-export function finalizedPruneStatements(db: Database.Database) {
+export function finalizedPruneStatements(db: Database.Database): FinalizedPruneStatements {
   return {
     raiseFloorFinalized: db.prepare("UPDATE channels SET floor = accepted, updated_at = ? WHERE channel_id = ? AND finalized = 1 AND floor < accepted"),
     dropUsedFinalized: db.prepare("DELETE FROM used_vouchers WHERE channel_id = ? AND EXISTS (SELECT 1 FROM channels WHERE channel_id = ? AND finalized = 1)"),
@@ -21,7 +27,7 @@ export function finalizedPruneStatements(db: Database.Database) {
  * A channel stored as finalized keeps no used vouchers: every used amount is at or below `accepted`, so raising the
  * floor to `accepted` keeps replay protection even if a reorg brought the channel back. No-op when not finalized.
  */
-export function pruneFinalized(st: ReturnType<typeof finalizedPruneStatements>, id: string, now: number): void {
+export function pruneFinalized(st: FinalizedPruneStatements, id: string, now: number): void {
   st.raiseFloorFinalized.run(now, id);
   st.dropUsedFinalized.run(id, id);
 }
