@@ -225,6 +225,25 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     });
   }
 
+  it("SDK, quick-start limits: 16 concurrent first calls, a payTo rotated on every 402, unusable refusals: still at most 2 channels", async function () {
+    const p = await hostile({ codes: ["channel_closing", "channel_payee_mismatch"], rotatePayTo: true });
+    const who = await payer(env.escrow.address);
+    const { agent } = testClient(who.index, { limits: QUICK_START });
+    const results = await Promise.allSettled(Array.from({ length: 16 }, (_, i) => agent.fetch(`${p.url}/v1/paid?c=${i}`)));
+    for (const r of results) {
+      expect(r.status).to.equal("rejected");
+      expect((r as PromiseRejectedResult).reason, String((r as PromiseRejectedResult).reason)).to.be.instanceOf(ClientError);
+    }
+    console.log("      16 concurrent:", results.map((r) => ((r as PromiseRejectedResult).reason as ClientError).code).join(" "));
+    const codes = await callN(agent, p.url, 10);
+    const e = await who.exposure(p);
+    print("real escrow, unusable codes, rotating payTo, SDK, 16 concurrent then 10 calls", e);
+    expect(e.channels).to.be.at.most(2);
+    atMost(e.deposited, USDC(10));
+    atMost(e.signed, 2n * USDC(0.32));
+    expect([...codes.keys()].every((k) => ["channel_limit", "provider_refusing"].includes(k)), JSON.stringify(Object.fromEntries(codes))).to.equal(true);
+  });
+
   it("SDK, quick-start limits: retryable refusals of every paid call stop after maxConsecutiveRefusals calls (provider_refusing); amountSigned reports what was signed", async function () {
     const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher", "voucher_too_low", "voucher_reused", "payment_required"] });
     const who = await payer(env.escrow.address);
