@@ -3,6 +3,7 @@
  * (small caps configured): connections from one source beyond MAX_CONNECTIONS_PER_SOURCE are closed at accept while
  * another source is served (health, which reads the chain RPC, and a paid request); at MAX_CONNECTIONS new
  * connections are closed, the keep-alive timeout drops, and the server serves again as soon as the flood goes.
+ * `/metrics` counts both refusals (`channel_connections_refused_total{reason="per_source"|"overall"}`).
  */
 import { expect } from "chai";
 import http from "node:http";
@@ -57,6 +58,31 @@ function termsFrom(localAddress: string, port: number, path: string): Promise<Ch
   });
 }
 
+/** `channel_connections_refused_total` by reason, read over HTTP from `localAddress` (a source with room left). */
+function refusedConnections(port: number, localAddress: string): Promise<{ perSource: number; overall: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path: "/metrics", localAddress, agent: false }, (res) => {
+      let text = "";
+      res.on("data", (d) => (text += d));
+      res.on("end", () => {
+        const value = (reason: string) => {
+          const series = `channel_connections_refused_total{reason="${reason}"} `;
+          const line = text.split("\n").find((l) => l.startsWith(series));
+          if (!line) throw new Error(`no series ${series}on /metrics (status ${res.statusCode})`);
+          return Number(line.slice(series.length));
+        };
+        try {
+          resolve({ perSource: value("per_source"), overall: value("overall") });
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 describe("server: connection limits (issue 17, item 8)", () => {
   let srv: TestServer;
   let flood: Array<net.Socket & { gone?: boolean }> = [];
@@ -73,6 +99,7 @@ describe("server: connection limits (issue 17, item 8)", () => {
     const c = srv.server.connections;
     const ch = await openChannel(srv.env);
     const terms = await termsFrom("127.0.0.9", srv.server.port, "/v1/echo");
+    const was = await refusedConnections(srv.server.port, "127.0.0.9");
     flood = idle(srv.server.port, "127.0.0.1", PER_SOURCE + 10);
     await until(() => c.openFrom("127.0.0.1") === PER_SOURCE && flood.filter((s) => s.gone).length === 10, "20 open, 10 closed");
     expect(c.refusedPerSource).to.be.at.least(10);
@@ -85,11 +112,16 @@ describe("server: connection limits (issue 17, item 8)", () => {
     for (const s of flood.slice(0, 5)) s.destroy();
     await until(() => c.openFrom("127.0.0.1") === PER_SOURCE - 5, "the flood let 5 go");
     expect(await getFrom("127.0.0.1", srv.server.port, "/healthz")).to.equal(200);
+    // /metrics counts what this test caused: the 10 flood connections over the cap and the refused GET.
+    const now = await refusedConnections(srv.server.port, "127.0.0.9");
+    expect([now.perSource - was.perSource, now.overall - was.overall]).to.deep.equal([11, 0]);
   });
 
   it("at MAX_CONNECTIONS new connections are closed and the keep-alive is shortened; served again once the flood goes", async () => {
     const c = srv.server.connections;
     const normal = srv.server.http.keepAliveTimeout;
+    const was = await refusedConnections(srv.server.port, "127.0.0.9");
+    await until(() => c.open === 0, "the /metrics connection closed");
     flood = [...idle(srv.server.port, "127.0.0.3", PER_SOURCE), ...idle(srv.server.port, "127.0.0.4", PER_SOURCE)];
     await until(() => c.open === MAX, `${MAX} open`);
     expect(c.underPressure).to.equal(true);
@@ -100,5 +132,8 @@ describe("server: connection limits (issue 17, item 8)", () => {
     expect(c.underPressure).to.equal(false);
     expect(srv.server.http.keepAliveTimeout).to.equal(normal);
     expect(await getFrom("127.0.0.5", srv.server.port, "/healthz")).to.equal(200);
+    // /metrics counts the one connection closed at MAX_CONNECTIONS, none per source (20 each from .3 and .4).
+    const now = await refusedConnections(srv.server.port, "127.0.0.9");
+    expect([now.perSource - was.perSource, now.overall - was.overall]).to.deep.equal([0, 1]);
   });
 });

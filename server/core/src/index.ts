@@ -20,7 +20,7 @@ export {
 export { checkConfigFields, CONFIG_FIELD_VARIABLES, CONFIG_VARIABLES, ConfigError, defaultConfig, loadConfig, type LogLevel, type ServerConfig, type SqliteSynchronous } from "./config";
 export { deploymentPath, DeploymentFileError, readDeployment, readDeploymentFile, type Deployment } from "./deployments";
 export { createLogger, type Logger } from "./log";
-export { createMetrics, type ServerMetrics } from "./metrics";
+export { createMetrics, type ServerMetrics, type ReadRefusals, type ConnectionRefusals } from "./metrics";
 
 export {
   Charge,

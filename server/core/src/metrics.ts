@@ -9,11 +9,25 @@ import type { ChannelStore } from "./store/types";
 import type { EventFollower } from "./chain/follower";
 import { configureSettlementMetrics } from "./settlement/metrics";
 
+/** Chain reads refused by the read budget, by the bucket that was empty (chain/read-budget.ts). */
+export interface ReadRefusals {
+  readonly refusedPerSource: number;
+  readonly refusedGlobal: number;
+}
+
+/** Connections closed at accept, by the limit they met (@paychan/express `limitConnections`). */
+export interface ConnectionRefusals {
+  readonly refusedPerSource: number;
+  readonly refusedOverall: number;
+}
+
 export interface ServerMetrics {
   registry: Registry;
   observer: PaymentObserver;
-  /** Wires the store/follower gauges (read at scrape time). */
-  attach(store: ChannelStore, follower: EventFollower): void;
+  /** Wires the store/follower gauges and the read budget's refusals (read at scrape time). */
+  attach(store: ChannelStore, follower: EventFollower, budget?: ReadRefusals): void;
+  /** Wires `channel_connections_refused_total` to the listener's connection limits (read at scrape time). */
+  attachConnections(connections: ConnectionRefusals): void;
 }
 
 /**
@@ -50,6 +64,31 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
 
   let store: ChannelStore | null = null;
   let follower: EventFollower | null = null;
+  let budget: ReadRefusals | null = null;
+  let connections: ConnectionRefusals | null = null;
+  // Monotonic counts kept by their owners, exported as counters: bounded labels only (never a source or a channel).
+  new Counter({
+    name: "channel_chain_reads_refused_total",
+    help: "Chain reads of unknown channels refused by the read budget: scope=source (the client's CHAIN_READS_PER_SOURCE), scope=global (CHAIN_READS_GLOBAL)",
+    labelNames: ["scope"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ scope: "source" }, budget?.refusedPerSource ?? 0);
+      this.inc({ scope: "global" }, budget?.refusedGlobal ?? 0);
+    },
+  });
+  new Counter({
+    name: "channel_connections_refused_total",
+    help: "Client connections closed at accept: reason=per_source (MAX_CONNECTIONS_PER_SOURCE), reason=overall (MAX_CONNECTIONS)",
+    labelNames: ["reason"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ reason: "per_source" }, connections?.refusedPerSource ?? 0);
+      this.inc({ reason: "overall" }, connections?.refusedOverall ?? 0);
+    },
+  });
   const totals = async () => {
     if (!store) return null;
     try {
@@ -121,9 +160,13 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
   return {
     registry,
     observer,
-    attach(s, f) {
+    attach(s, f, b) {
       store = s;
       follower = f;
+      budget = b ?? null;
+    },
+    attachConnections(c) {
+      connections = c;
     },
   };
 }

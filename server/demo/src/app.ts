@@ -74,6 +74,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
   try {
     const { app, paywall } = buildApp(provider, opts.routes);
     const { server, connections } = await listen(app, config);
+    provider.metrics.attachConnections(connections);
     const port = (server.address() as AddressInfo).port;
     const hostForUrl = config.host.includes(":") ? `[${config.host}]` : config.host === "0.0.0.0" ? "127.0.0.1" : config.host;
     const url = `http://${hostForUrl}:${port}`;

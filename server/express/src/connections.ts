@@ -7,6 +7,9 @@
  * - under pressure (open connections at 3/4 of `max` or more), the keep-alive timeout drops to `pressureKeepAlive`
  *   and idle keep-alive connections are closed (at most once a second); below half of `max` it is restored.
  *
+ * Both refusals are counted ({@link ConnectionGuard}); `provider.metrics.attachConnections(guard)` exports them as
+ * `channel_connections_refused_total{reason="per_source"|"overall"}`.
+ *
  * Behind a reverse proxy every connection comes from the proxy: give the proxy its own limits per client, and raise
  * `perSource` to `max` here (server/core/README.md, "Behind a reverse proxy").
  */
@@ -31,6 +34,8 @@ export interface ConnectionGuard {
   readonly open: number;
   /** Connections closed at accept because their source was at its limit. */
   readonly refusedPerSource: number;
+  /** Connections closed at accept because `max` were open (Node's `drop` event). */
+  readonly refusedOverall: number;
   /** Open connections of one source (an address, as {@link sourceKey} groups it). */
   openFrom(address: string): number;
   /** Whether the keep-alive timeout is shortened now. */
@@ -45,6 +50,7 @@ export function limitConnections(server: http.Server, o: ConnectionLimitOptions)
   const bySource = new Map<string, number>();
   let open = 0;
   let refusedPerSource = 0;
+  let refusedOverall = 0;
   let pressure = false;
   let lastSweep = 0;
   server.maxConnections = o.max;
@@ -63,6 +69,9 @@ export function limitConnections(server: http.Server, o: ConnectionLimitOptions)
     }
   };
 
+  server.on("drop", () => {
+    refusedOverall++;
+  });
   server.on("connection", (socket: Socket) => {
     const key = sourceKey(socket.remoteAddress);
     const n = (bySource.get(key) ?? 0) + 1;
@@ -89,6 +98,9 @@ export function limitConnections(server: http.Server, o: ConnectionLimitOptions)
     },
     get refusedPerSource() {
       return refusedPerSource;
+    },
+    get refusedOverall() {
+      return refusedOverall;
     },
     openFrom: (address) => bySource.get(sourceKey(address)) ?? 0,
     get underPressure() {

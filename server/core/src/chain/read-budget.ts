@@ -41,8 +41,12 @@ export class ReadBudget {
   private readonly all: Bucket;
   private readonly now: () => number;
   private readonly maxSources: number;
-  /** Reads refused so far (metrics, tests). */
+  /** Reads refused so far (metrics, tests): `refusedPerSource + refusedGlobal`. */
   refused = 0;
+  /** Reads refused because the source's own bucket was empty (whatever the global one held). */
+  refusedPerSource = 0;
+  /** Reads refused because only the global bucket was empty. */
+  refusedGlobal = 0;
 
   constructor(private readonly o: ReadBudgetOptions) {
     if (!(o.perSource >= 1) || !(o.global >= 1)) throw new RangeError("read budgets must be at least 1 per minute");
@@ -72,6 +76,8 @@ export class ReadBudget {
     this.refill(this.all, this.o.global, now);
     if (b.tokens < 1 || this.all.tokens < 1) {
       this.refused++;
+      if (b.tokens < 1) this.refusedPerSource++;
+      else this.refusedGlobal++;
       return false;
     }
     b.tokens -= 1;

@@ -88,7 +88,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
     view.index = { signerOf: (id) => index.signerOf(id), sync: () => follower.nextPass(), current: () => index.complete && follower.lag() === 0n };
     await follower.start();
     cleanup.unshift(() => follower.stop());
-    metrics.attach(store, follower);
+    metrics.attach(store, follower, budget);
 
     const core = new PaymentCore({
       chainId,
