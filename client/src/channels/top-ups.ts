@@ -76,11 +76,18 @@ export class TopUps {
       const tl = await this.s.tokens.limitsOf(ch.token);
       const unspent = ch.deposit - max(ch.signed, ch.spent);
       const want = this.s.policy.topUpAmount !== undefined ? toAtomic(this.s.policy.topUpAmount, decimals, "policy.topUpAmount") : ch.openAmount;
-      // Also within maxDepositPerProvider, over this provider's other channels.
-      const others = providerChannels(this.book.channels(), ch.origin, ch.payee).filter((c) => c.id !== ch.id);
-      const amount = min(min(want, tl.maxDeposit - unspent), tl.maxDepositPerProvider - unspentOf(others) - unspent);
+      const byChannel = min(want, tl.maxDeposit - unspent);
+      // Also within maxDepositPerProvider, over this provider's other channels (closing ones included).
+      const others = unspentOf(providerChannels(this.book.channels(), ch.origin, ch.payee).filter((c) => c.id !== ch.id));
+      const byProvider = tl.maxDepositPerProvider - others - unspent;
+      const amount = min(byChannel, byProvider);
       if (amount <= 0n || amount < needed) {
-        throw new ClientError("spending_limit", `a top-up of channel ${ch.id} would hold more than maxDeposit ${tl.maxDeposit} unspent (or than maxDepositPerProvider ${tl.maxDepositPerProvider} over the provider's channels)`);
+        if (byProvider < byChannel) {
+          throw new ClientError("channel_limit", `a top-up of channel ${ch.id} would hold more than maxDepositPerProvider ${tl.maxDepositPerProvider} unspent over the provider's channels (${others + unspent} now)`, {
+            details: "Close (and withdraw) a channel, or raise limits.maxDepositPerProvider (CLI: --max-deposit-per-provider).",
+          });
+        }
+        throw new ClientError("spending_limit", `a top-up of channel ${ch.id} would hold more than maxDeposit ${tl.maxDeposit} unspent`);
       }
       await this.send(ch, amount);
     })().finally(() => {
