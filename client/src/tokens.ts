@@ -2,9 +2,17 @@
  * What the client knows about the tokens it pays in: decimals (read once), symbols, and the owner's limits converted
  * to each token's atomic units.
  */
-import type { Address } from "viem";
+import { getAddress, type Address } from "viem";
 import { tokenDecimals, tokenSymbol, type ChainContext } from "./chain";
+import { ClientError } from "./errors";
 import { tokenLimits, type SpendingLimits, type TokenLimits } from "./limits";
+
+/**
+ * The unit the limits are read in when the owner names no tokens (`limits.assets` unset): "5" means 5 USDC. Without
+ * this, a provider could name any other token the payer holds (WETH, say) and every limit would count in that
+ * token's units; so, without `limits.assets`, only a token that is USDC by its symbol and decimals is paid in.
+ */
+export const DEFAULT_LIMIT_UNIT = { symbol: "USDC", decimals: 6 } as const;
 
 /** Per-token facts read from the chain, cached by lower-cased address. */
 export class TokenCache {
@@ -49,8 +57,21 @@ export class TokenCache {
     const k = token.toLowerCase();
     const cached = this.limits.get(k);
     if (cached) return cached;
-    const tl = tokenLimits(this.spendingLimits, await this.decimalsOf(token));
+    const decimals = await this.decimalsOf(token);
+    if (!this.spendingLimits.assets?.length) await this.checkDefaultUnit(token, decimals);
+    const tl = tokenLimits(this.spendingLimits, decimals);
     this.limits.set(k, tl);
     return tl;
+  }
+
+  /** Without `limits.assets`, refuses a token that is not {@link DEFAULT_LIMIT_UNIT}: `untrusted_terms`. */
+  private async checkDefaultUnit(token: Address, decimals: number): Promise<void> {
+    const symbol = await tokenSymbol(this.ctx, token);
+    if (symbol === DEFAULT_LIMIT_UNIT.symbol && decimals === DEFAULT_LIMIT_UNIT.decimals) return;
+    throw new ClientError(
+      "untrusted_terms",
+      `the provider asks to pay in ${symbol ? JSON.stringify(symbol) : "a token without a symbol"} (${getAddress(token)}, ${decimals} decimals)`,
+      { details: "Without limits.assets the limits are USDC amounts and only USDC is paid in; list the tokens you accept in limits.assets (CLI: --token or the deployment record)." },
+    );
   }
 }

@@ -71,7 +71,7 @@ function intOption(v: string | undefined, name: string): number | undefined {
  * The owner's limits from the options, else their CHANNEL_* environment variables, else the defaults (docs: the
  * README's quick start): max price 0.01, max deposit 5, and the SDK's defaults for the rest.
  */
-export function limitsOf(opts: Opts, escrows: string[] | undefined): SpendingLimits {
+export function limitsOf(opts: Opts, escrows: string[] | undefined, assets?: string[]): SpendingLimits {
   const env = process.env;
   return {
     maxPrice: opts["max-price"] ?? env.CHANNEL_MAX_PRICE ?? "0.01",
@@ -83,6 +83,7 @@ export function limitsOf(opts: Opts, escrows: string[] | undefined): SpendingLim
     maxUnservedPerChannel: opts["max-unserved"] ?? env.CHANNEL_MAX_UNSERVED,
     maxConsecutiveRefusals: intOption(opts["max-refusals"] ?? env.CHANNEL_MAX_REFUSALS, "--max-refusals"),
     escrows,
+    assets,
   };
 }
 
@@ -130,7 +131,8 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
     store: new FileStore(opts["state-dir"] ?? process.env.CHANNEL_STATE_DIR ?? ".channel", {
       onLockWait: (h) => err(`waiting for the state directory, in use by pid ${h.pid}${h.host ? ` on ${h.host}` : ""}`),
     }),
-    limits: limitsOf(opts, escrows),
+    // The limits count in the units of the token of --token or the deployment record; without either, in USDC.
+    limits: limitsOf(opts, escrows, opts.token ? [opts.token] : deployment ? [deployment.token] : undefined),
     policy: { deposit: opts.deposit, closeDelay },
     discoverFromBlock: deployment?.blockNumber !== undefined ? BigInt(deployment.blockNumber) : 0n,
     onEvent,
