@@ -12,6 +12,11 @@ import path from "node:path";
 import { ClientError } from "./errors";
 
 export const LOCK_FILE = "lock";
+/**
+ * Prefix of the temporary files (`.lock.<pid>.<n>.tmp`) a process writes, then links into place as the lock, while
+ * it waits for the lock: another process's cleanup must never remove them (file-store.ts).
+ */
+export const LOCK_TMP_PREFIX = `.${LOCK_FILE}.`;
 const BREAK_FILE = "lock.break";
 /** A `lock.break` older than this was left by a process that died while breaking a stale lock. */
 const BREAK_STALE_MS = 10_000;
@@ -106,9 +111,11 @@ export async function acquireDirLock(dir: string, timeoutMs: number, onWait?: (h
   for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
     const info: LockInfo = { pid: process.pid, host: os.hostname(), createdAt: Date.now() };
     // Written whole, then linked into place: the lock never exists empty (link fails when it exists).
-    const tmp = path.join(dir, `.lock.${process.pid}.${++tmpCounter}.tmp`);
+    const tmp = path.join(dir, `${LOCK_TMP_PREFIX}${process.pid}.${++tmpCounter}.tmp`);
+    let written = false;
     try {
       await fs.writeFile(tmp, JSON.stringify(info), { mode: 0o600, flag: "wx" });
+      written = true;
       await fs.link(tmp, file);
       held.add(file);
       if (!exitHook) {
@@ -117,7 +124,10 @@ export async function acquireDirLock(dir: string, timeoutMs: number, onWait?: (h
       }
       return;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw new ClientError("store_failure", `cannot create ${file}`, { cause: e });
+      const code = (e as NodeJS.ErrnoException).code;
+      // EEXIST: the lock exists. ENOENT from the link: the temporary file was removed meanwhile (by another process):
+      // look again (a directory that is gone fails the next write instead, a hard failure).
+      if (code !== "EEXIST" && !(written && code === "ENOENT")) throw new ClientError("store_failure", `cannot create ${file}`, { cause: e });
     } finally {
       await fs.rm(tmp, { force: true });
     }

@@ -6,14 +6,15 @@
  *   key, and the client can recover its channels from the chain and the provider. Created once, never overwritten.
  * - `lock`: one process at a time (dir-lock.ts): taken on first use, held until the process exits; another process
  *   waits for it (`lockTimeoutMs`), then fails `store_locked`. Temporary files are only ever removed by the holder,
- *   and never its own process's (another FileStore of the same process may be writing them).
+ *   and only when abandoned (their process gone, or older than {@link TMP_ABANDONED_MS}); never its own process's
+ *   (another FileStore of the same process may be writing them), nor the lock's own (a waiting process's).
  * A directory or file owned by another user, or writable by group or others, is refused (`insecure_store`).
  */
 import { promises as fs, constants as fsConstants } from "node:fs";
 import path from "node:path";
 import { getAddress, isHex, type Hex } from "viem";
 import { privateKeyToAddress } from "viem/accounts";
-import { acquireDirLock, assertPrivate, releaseDirLock } from "./dir-lock";
+import { LOCK_TMP_PREFIX, acquireDirLock, assertPrivate, pidAlive, releaseDirLock } from "./dir-lock";
 import { ClientError } from "./errors";
 import { stateFromJson, stateToJson, type ChannelStore, type ClientState, type SessionKeyRecord } from "./store";
 
@@ -74,6 +75,30 @@ async function readJson(file: string): Promise<unknown | undefined> {
   }
 }
 
+/** A temporary file this old is abandoned whoever wrote it (a write takes milliseconds between creation and rename). */
+export const TMP_ABANDONED_MS = 10_000;
+
+/**
+ * Removes the temporary files of writes that never finished (`.<file>.<pid>.<n>.tmp`), once this process holds the
+ * lock: those of a process that is gone, or older than {@link TMP_ABANDONED_MS}. Never this process's own (another
+ * FileStore of it may be writing), nor a lock's temporary file (`.lock.<pid>.<n>.tmp`: a process waiting for the
+ * lock writes one just before linking it into place, and its link would fail).
+ */
+async function removeAbandonedTemps(dir: string): Promise<void> {
+  for (const name of await fs.readdir(dir)) {
+    if (!name.startsWith(".") || !name.endsWith(".tmp") || name.startsWith(LOCK_TMP_PREFIX)) continue;
+    const pid = Number(/\.(\d+)\.\d+\.tmp$/.exec(name)?.[1] ?? NaN);
+    if (pid === process.pid) continue;
+    const file = path.join(dir, name);
+    let abandoned = Number.isSafeInteger(pid) && !pidAlive(pid);
+    if (!abandoned) {
+      const st = await fs.lstat(file).catch(() => undefined);
+      abandoned = st !== undefined && Date.now() - st.mtimeMs > TMP_ABANDONED_MS;
+    }
+    if (abandoned) await fs.rm(file, { force: true });
+  }
+}
+
 /** Options of a {@link FileStore}. */
 export interface FileStoreOptions {
   /** How long to wait for another process's lock of the directory (ms). Default 60,000. */
@@ -111,11 +136,7 @@ export class FileStore implements ChannelStore {
       }
       await assertPrivate(this.dir, "the state directory");
       await acquireDirLock(this.dir, this.options.lockTimeoutMs ?? 60_000, this.options.onLockWait);
-      // Holding the lock, temporary files of other processes are garbage (a write that crashed before its rename).
-      const mine = `.${process.pid}.`;
-      for (const name of await fs.readdir(this.dir)) {
-        if (name.startsWith(".") && name.endsWith(".tmp") && !name.includes(mine)) await fs.rm(path.join(this.dir, name), { force: true });
-      }
+      await removeAbandonedTemps(this.dir);
     })().catch((e) => {
       this.ready = undefined;
       throw e instanceof ClientError ? e : new ClientError("store_failure", `cannot prepare the state directory ${this.dir}`, { cause: e });

@@ -1,7 +1,8 @@
 /**
  * What one provider (an origin, and each payee it names) can make this client commit (docs/protocol.md § 7, issue 17):
- * - at most `maxConsecutiveRefusals` paid calls refused in a row (a 402 to a paid request, or a 5xx) before nothing
- *   more is signed for it in this process (`provider_refusing`); a served paid call resets the count;
+ * - at most `maxConsecutiveRefusals` paid calls refused in a row (a 402 to a paid request, a 5xx, or its connection
+ *   dropped once the voucher was sent) before nothing more is signed for it in this process (`provider_refusing`); a
+ *   served paid call resets the count;
  * - at most one new channel per refusal streak (a refusal, then an open, then another refusal before anything was
  *   served: no more opens, `channel_limit`), so codes that make a channel unusable cannot loop into new channels;
  * - at most `maxChannelsPerProvider` channels not finalized and `maxDepositPerProvider` held unspent in them, counted
@@ -72,7 +73,7 @@ export class ProviderGuard {
     this.streak(origin).refusing = true;
   }
 
-  /** A paid call to `origin` ended refused (or failed with a 5xx). */
+  /** A paid call to `origin` ended refused (or failed with a 5xx, or in transport once the voucher was sent). */
   onRefusedCall(origin: string): void {
     const s = this.streak(origin);
     s.refusing = true;

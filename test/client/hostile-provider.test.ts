@@ -272,6 +272,20 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     expect(e.signed).to.equal(3n * USDC(0.01));
   });
 
+  it("SDK, quick-start limits: a provider that reads the voucher and drops the connection gets 3 vouchers, then provider_refusing", async function () {
+    const p = await hostile({ minDeposit: USDC(1), dropPaid: true });
+    const who = await payer(env.escrow.address);
+    const { agent } = testClient(who.index, { limits: QUICK_START });
+    const codes = await callN(agent, p.url, 100);
+    const e = await who.exposure(p);
+    print("real escrow, connection dropped on every paid call, SDK, 100 calls", e);
+    // Before: never counted as refused (one voucher per call until maxUnservedPerChannel: 32 vouchers, 0.32 USDC).
+    expect(Object.fromEntries(codes)).to.deep.equal({ http_failure: 3, provider_refusing: 97 }); // maxConsecutiveRefusals 3
+    expect(p.vouchers).to.have.length(3);
+    expect(e.signed).to.equal(3n * USDC(0.01));
+    expect(e.channels).to.equal(1);
+  });
+
   it("SDK: signed-but-unserved value per channel is capped (maxUnservedPerChannel), whatever the refusal count allows", async function () {
     const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher"] });
     const who = await payer(env.escrow.address);

@@ -15,12 +15,15 @@ import { ClientError, FileStore, LOCK_FILE } from "@paychan/client";
 import { startTestServer, type TestServer } from "../helpers/server";
 import { chainClients, mintUsdc } from "../helpers/client";
 import { snapshot, revertTo } from "../helpers/chain";
-import { compiledEnv } from "../helpers/process";
+import { REPO_ROOT, TS_NODE_ARGS, compiledEnv } from "../helpers/process";
 import { generatePrivateKey, privateKeyToAddress } from "viem/accounts";
 
 const BIN = path.resolve(__dirname, "..", "..", "client", "bin", "channel.js");
 const PAYER = 16;
 const ROUNDS = 8;
+/** Lock races: processes contending for one fresh directory per round, all released at the same instant. */
+const LOCKERS = 3;
+const LOCK_ROUNDS = 150;
 
 function runCli(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -39,6 +42,57 @@ async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
     return;
   }
   expect.fail(`expected ${code}`);
+}
+
+/**
+ * A process that takes a FileStore's lock on each directory it is sent (a line on stdin), then releases it, and
+ * answers `ok <dir>` or `ERR <code> <message> <dir>` (a line on stdout). Runs the client's TypeScript sources.
+ */
+async function locker(): Promise<{ pid: number; take: (dir: string) => Promise<string>; stop: () => Promise<void> }> {
+  const script = `
+    const { FileStore } = require(${JSON.stringify(path.join(REPO_ROOT, "client", "src", "file-store.ts"))});
+    const rl = require("node:readline").createInterface({ input: process.stdin });
+    rl.on("line", async (dir) => {
+      const s = new FileStore(dir, { lockTimeoutMs: 30000 });
+      try {
+        await s.load();
+        await s.release();
+        process.stdout.write("ok " + dir + "\\n");
+      } catch (e) {
+        process.stdout.write("ERR " + e.code + " " + String(e.message).replace(/\\n/g, " ") + " " + (e.cause && e.cause.code) + " " + dir + "\\n");
+      }
+    });
+    process.stdout.write("ready\\n");`;
+  const child = spawn(process.execPath, [...TS_NODE_ARGS, "-e", script], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "true" },
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const waiting: Array<(line: string) => void> = [];
+  let buf = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      waiting.shift()?.(line);
+    }
+  });
+  const next = () => new Promise<string>((r, reject) => {
+    waiting.push(r);
+    void exited.then(() => reject(new Error(`locker ${child.pid} exited`)));
+  });
+  expect(await next()).to.equal("ready");
+  return {
+    pid: child.pid!,
+    take: (dir) => {
+      const answer = next();
+      child.stdin!.write(`${dir}\n`);
+      return answer;
+    },
+    stop: async () => (child.kill("SIGKILL"), await exited),
+  };
 }
 
 /** A process that is alive until killed (by its pid); resolves once it runs. */
@@ -97,6 +151,51 @@ describe("client: one state directory, two processes (issue 17)", function () {
       const status = await runCli(["status", "--json"], e, cwd);
       expect(status.code, status.stderr).to.equal(0);
       expect(status.stdout).to.include(opened[0].args.channelId!.slice(0, 10));
+    }
+  });
+
+  it(`${LOCKERS} processes take one fresh directory's lock at the same instant, ${LOCK_ROUNDS} times: each gets it in turn, never a store_failure`, async function () {
+    // Each holder, once it has the lock, removes abandoned temporary files: never a waiting process's lock file,
+    // written just before it is linked into place (its link would fail ENOENT: store_failure).
+    const procs = await Promise.all(Array.from({ length: LOCKERS }, () => locker()));
+    try {
+      const failures: string[] = [];
+      for (let round = 0; round < LOCK_ROUNDS; round++) {
+        const dir = path.join(cwd, `race-${round}`);
+        const answers = await Promise.all(procs.map((p) => p.take(dir)));
+        for (const a of answers) if (!a.startsWith("ok ")) failures.push(`round ${round}: ${a}`);
+        const left = (await fs.readdir(dir)).filter((f) => f.endsWith(".tmp") || f === LOCK_FILE);
+        if (left.length) failures.push(`round ${round}: left ${left.join(" ")}`);
+      }
+      expect(failures, failures.join("\n")).to.deep.equal([]);
+    } finally {
+      for (const p of procs) await p.stop();
+    }
+  });
+
+  it("the lock's holder removes only abandoned temporary files: never a lock file being linked, nor a live process's recent write", async function () {
+    const dir = path.join(cwd, "temps");
+    await fs.mkdir(dir, { mode: 0o700 });
+    const live = await liveProcess();
+    const gone = await liveProcess();
+    await gone.stop();
+    const old = new Date(Date.now() - 60_000);
+    const files = {
+      waiting: `.${LOCK_FILE}.${live.pid}.1.tmp`, // a waiting process's lock, about to be linked
+      writing: `.state.json.${live.pid}.2.tmp`, // a live process's write in progress
+      crashed: `.state.json.${gone.pid}.1.tmp`, // its process is gone
+      stale: `.session-key.json.${live.pid}.3.tmp`, // older than a write takes (a reused pid)
+    };
+    try {
+      for (const f of Object.values(files)) await fs.writeFile(path.join(dir, f), "{}", { mode: 0o600 });
+      await fs.utimes(path.join(dir, files.stale), old, old);
+      const store = new FileStore(dir, { lockTimeoutMs: 5_000 });
+      await store.load();
+      await store.release();
+      const left = (await fs.readdir(dir)).filter((f) => f.endsWith(".tmp")).sort();
+      expect(left).to.deep.equal([files.waiting, files.writing].sort());
+    } finally {
+      await live.stop();
     }
   });
 

@@ -2,7 +2,8 @@
  * A malicious provider for the agent's hardening tests (issue 17): an Express app of its own (not our server) that
  * answers every request with a 402 naming the escrow it is told to (a fake one, or the real escrow), refuses every
  * paid request with the codes it is given (retryable and "channel unusable" ones, in turn), and can rotate `payTo`
- * on every 402. It records every voucher it is sent: what the agent signed is what such a provider could settle.
+ * on every 402, or drop the connection of every paid request once it has read the voucher. It records every voucher
+ * it is sent: what the agent signed is what such a provider could settle.
  */
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
@@ -34,6 +35,8 @@ export interface HostileOptions {
   rotatePayTo: boolean;
   /** Answer paid requests with this status (e.g. 500) instead of a 402 refusal. */
   paidStatus?: number;
+  /** Reads the voucher of a paid request, then destroys the connection without answering. */
+  dropPaid?: boolean;
   /** Replaces the 402's `PAYMENT-REQUIRED` value (malformed or oversized challenges). */
   rawChallenge?: () => string;
 }
@@ -85,6 +88,10 @@ export async function startHostileProvider(o: HostileOptions): Promise<HostilePr
         /* garbage is refused all the same */
       }
       error = o.codes[state.refusals++ % o.codes.length];
+      if (o.dropPaid) {
+        req.socket.destroy();
+        return;
+      }
       if (o.paidStatus) {
         res.status(o.paidStatus).json({ error: "internal_error" });
         return;

@@ -3,7 +3,9 @@
  * trip); otherwise the provider's 402 names the terms and the call is sent again with a voucher. A call refused
  * because its voucher went stale (or the provider's state moved) is retried once with a fresh voucher, after the
  * resynchronisation of paying/resync.ts. A 402 of another scheme is returned to the caller untouched. Refused and
- * served paid calls feed the provider guard (provider-guard.ts): too many refusals in a row stop the signing.
+ * served paid calls feed the provider guard (provider-guard.ts): too many refusals in a row stop the signing. A paid
+ * request that fails in transport once connected (the provider read the voucher and dropped the connection) counts
+ * as refused.
  */
 import {
   HEADER_PAYMENT_REQUIRED,
@@ -26,6 +28,16 @@ import type { VoucherIssuer } from "./vouchers";
 
 /** Codes after which a new voucher (or channel) may succeed: one retry (the protocol's classification). */
 const retryable = (code: string) => isPaymentErrorCode(code) && PAYMENT_ERROR_RECOVERY[code].retry;
+
+/** Failures before any connection exists (refused, no such host, unreachable): the voucher never left this process. */
+const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT"]);
+
+/** An `http_failure` after which the provider may hold the voucher sent (anything but a failure to connect). */
+function voucherMayHaveLeft(e: unknown): boolean {
+  if (!(e instanceof ClientError) || e.code !== "http_failure") return false;
+  const fetchError = e.cause as { cause?: { code?: string } } | undefined;
+  return !NOT_CONNECTED.has(fetchError?.cause?.code ?? "");
+}
 
 /** fetch with payment: sends, reads the 402 challenge, pays, and retries at most once. */
 export class PayingFetch {
@@ -53,7 +65,16 @@ export class PayingFetch {
         const payment = terms ? await this.vouchers.prepare(terms, origin) : undefined;
         const headers = new Headers(req.init.headers);
         if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
-        const res = await this.s.http(req.url, { ...req.init, headers });
+        let res: Response;
+        try {
+          res = await this.s.http(req.url, { ...req.init, headers });
+        } catch (e) {
+          // A paid request that failed in transport once connected (dropped or reset, an answer that cannot be
+          // parsed): the provider may hold the voucher and served nothing, a refused paid call. The caller's own
+          // abort or timeout (not an http_failure) is not the provider's doing.
+          if (payment && voucherMayHaveLeft(e)) paidRefused = true;
+          throw e;
+        }
         requests++;
         if (res.status !== 402) {
           if (payment) {
