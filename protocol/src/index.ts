@@ -8,6 +8,7 @@ export * from "./voucher";
 export * from "./errors";
 export * from "./amounts";
 export * from "./wire";
+export * from "./exact";
 export * from "./close";
 export * from "./token";
 export * from "./onchain";

@@ -8,7 +8,8 @@ import type { Address, Hex } from "viem";
 import { formatWireAmount, parseWireAmount } from "./amounts";
 import { isPaymentErrorCode, PaymentError, type PaymentErrorCode } from "./errors";
 import { ESCROW_DOMAIN_NAME, ESCROW_DOMAIN_VERSION } from "./eip712";
-import { isAddressHex, isBytes32Hex, isSignatureHex } from "./hex";
+import { parseExactRequirements, exactRequirementsToJson, EXACT_SCHEME, type ExactRequirements } from "./exact";
+import { address, bad, bytes32, fromBase64Json, networkField, obj, signature, str, toBase64Json, uint } from "./decode";
 
 export const X402_VERSION = 2 as const;
 export const SCHEME = "channel" as const;
@@ -72,7 +73,10 @@ export interface PaymentRequired {
   x402Version: typeof X402_VERSION;
   error: PaymentErrorCode;
   resource: ResourceInfo;
+  /** The `channel` offers (listed first on the wire). */
   accepts: ChannelRequirements[];
+  /** The x402 `exact` offers (exact.ts), listed after the `channel` ones; absent or empty when none. */
+  exact?: ExactRequirements[];
 }
 
 /** The scheme-specific part of a payment: a voucher. */
@@ -101,10 +105,6 @@ export interface PaymentResponse {
 }
 
 // ------------------------------------------------------------------ encoding
-
-function toBase64Json(value: unknown): string {
-  return Buffer.from(JSON.stringify(value), "utf8").toString("base64");
-}
 
 /** Requirements in their wire (JSON) form, the inverse of {@link parseRequirements}. */
 export function requirementsToJson(r: ChannelRequirements): Record<string, unknown> {
@@ -144,7 +144,7 @@ export function encodePaymentRequired(p: PaymentRequired): string {
     x402Version: p.x402Version,
     error: p.error,
     resource: p.resource,
-    accepts: p.accepts.map(requirementsToJson),
+    accepts: [...p.accepts.map(requirementsToJson), ...(p.exact ?? []).map(exactRequirementsToJson)],
   });
 }
 
@@ -185,73 +185,6 @@ export function encodePaymentResponse(p: PaymentResponse): string {
 }
 
 // ------------------------------------------------------------------ decoding
-
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const NETWORK = /^eip155:[1-9][0-9]{0,15}$/;
-
-function bad(message: string): never {
-  throw new PaymentError("invalid_payload", message);
-}
-
-type Obj = Record<string, unknown>;
-
-function obj(v: unknown, field: string): Obj {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) bad(`${field} must be an object`);
-  return v as Obj;
-}
-function str(v: unknown, field: string, max = 2048): string {
-  if (typeof v !== "string" || v.length > max) bad(`${field} must be a string of at most ${max} characters`);
-  return v as string;
-}
-function address(v: unknown, field: string): Address {
-  if (!isAddressHex(v)) bad(`${field} must be a 20-byte 0x-hex address`);
-  return v as Address;
-}
-function bytes32(v: unknown, field: string): Hex {
-  if (!isBytes32Hex(v)) bad(`${field} must be 32 bytes of 0x-hex`);
-  return (v as string).toLowerCase() as Hex;
-}
-function signature(v: unknown, field: string): Hex {
-  if (!isSignatureHex(v)) bad(`${field} must be a 65-byte 0x-hex signature`);
-  return (v as string).toLowerCase() as Hex;
-}
-function uint(v: unknown, field: string, max: number): number {
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max || Object.is(v, -0)) {
-    bad(`${field} must be an integer from 0 to ${max}`);
-  }
-  return v as number;
-}
-function networkField(v: unknown, field: string): Network {
-  const network = str(v, field, 32);
-  if (!NETWORK.test(network) || !Number.isSafeInteger(Number(network.slice(7)))) bad(`${field} must be a CAIP-2 eip155 chain id`);
-  return network as Network;
-}
-
-/** Strict UTF-8: malformed sequences are an error, not U+FFFD; a byte order mark is kept (and JSON.parse refuses it). */
-const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** Decodes standard base64 of UTF-8 JSON, bounded by `maxBytes`. */
-function fromBase64Json(header: unknown, maxBytes: number, name: string): unknown {
-  if (typeof header !== "string") bad(`${name} must be one header value`);
-  const h = (header as string).trim();
-  if (h.length === 0) bad(`${name} is empty`);
-  if (h.length > maxBytes) bad(`${name} is larger than ${maxBytes} bytes`);
-  const bytes = Buffer.from(h, "base64");
-  // Canonical standard base64 only (one value, one encoding): re-encoding must give the text back exactly. This
-  // also rejects every non-alphabet character, since Buffer.from skips them; the regex only names the failure.
-  if (bytes.toString("base64") !== h) bad(BASE64.test(h) ? `${name} is not canonical base64` : `${name} is not standard base64`);
-  let text: string;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    bad(`${name} is not UTF-8`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch {
-    bad(`${name} is not JSON`);
-  }
-}
 
 function version(v: unknown): typeof X402_VERSION {
   if (v !== X402_VERSION) bad("x402Version must be 2");
@@ -309,9 +242,21 @@ export function parseRequirements(v: unknown, field = "accepted"): ChannelRequir
 
 /**
  * Decodes a `PAYMENT-REQUIRED` header. Offers of other schemes are dropped; when none is of the
- * `channel` scheme, throws `unsupported_scheme`.
+ * `channel` scheme, throws `unsupported_scheme`. Well-formed `exact` offers are kept in `exact`.
  */
 export function decodePaymentRequired(header: unknown): PaymentRequired {
+  const p = decodeOffers(header);
+  if (p.accepts.length === 0) throw new PaymentError("unsupported_scheme", "no offer of the channel scheme");
+  const { exact, ...rest } = p;
+  return exact.length ? { ...rest, exact } : rest;
+}
+
+/**
+ * Decodes a `PAYMENT-REQUIRED` header keeping the offers of both schemes we speak: `channel` (in `accepts`; a
+ * malformed one makes the header invalid) and `exact` with the EIP-3009 method (in `exact`; a malformed or
+ * unsupported one is dropped, as another scheme's offer is). Throws `unsupported_scheme` when neither remains.
+ */
+export function decodeOffers(header: unknown): PaymentRequired & { exact: ExactRequirements[] } {
   const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_REQUIRED), "PAYMENT-REQUIRED");
   version(p.x402Version);
   const error = p.error === undefined ? "payment_required" : str(p.error, "error", 64);
@@ -322,12 +267,20 @@ export function decodePaymentRequired(header: unknown): PaymentRequired {
   if (res.mimeType !== undefined) resource.mimeType = str(res.mimeType, "resource.mimeType", 256);
   if (!Array.isArray(p.accepts) || p.accepts.length === 0 || p.accepts.length > 16) bad("accepts must list 1 to 16 offers");
   const accepts: ChannelRequirements[] = [];
+  const exact: ExactRequirements[] = [];
   for (const [i, a] of (p.accepts as unknown[]).entries()) {
-    if (obj(a, `accepts[${i}]`).scheme !== SCHEME) continue;
-    accepts.push(parseRequirements(a, `accepts[${i}]`));
+    const scheme = obj(a, `accepts[${i}]`).scheme;
+    if (scheme === SCHEME) accepts.push(parseRequirements(a, `accepts[${i}]`));
+    else if (scheme === EXACT_SCHEME) {
+      try {
+        exact.push(parseExactRequirements(a, `accepts[${i}]`));
+      } catch (e) {
+        if (!(e instanceof PaymentError)) throw e;
+      }
+    }
   }
-  if (accepts.length === 0) throw new PaymentError("unsupported_scheme", "no offer of the channel scheme");
-  return { x402Version: X402_VERSION, error: error as PaymentErrorCode, resource, accepts };
+  if (accepts.length === 0 && exact.length === 0) throw new PaymentError("unsupported_scheme", "no offer of the channel or exact scheme");
+  return { x402Version: X402_VERSION, error: error as PaymentErrorCode, resource, accepts, exact };
 }
 
 /** Decodes a `PAYMENT-SIGNATURE` header. */
