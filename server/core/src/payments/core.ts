@@ -38,6 +38,7 @@ import {
   type EscrowDomain,
   type Network,
   type PaymentErrorCode,
+  type PaymentPayload,
 } from "@paychan/protocol";
 import type { ChannelView } from "../chain/view";
 import type { ChainChannel, ChannelStore, StoredChannel } from "../store/types";
@@ -104,6 +105,8 @@ export interface PaymentReply {
   code: ServerErrorCode;
   headers: Record<string, string>;
   body: ProblemBody;
+  /** The channel hint of a 402 refusal (also in `PAYMENT-REQUIRED` when there is a request to answer). */
+  hint?: ChannelHint;
 }
 
 /** "Serve": the charge is committed; finish it after the handler. */
@@ -326,7 +329,7 @@ export class PaymentCore {
     }
     if (code === "upstream_unavailable" || code === "overloaded") headers["retry-after"] = "2";
     this.observer?.refused?.(code, body.status);
-    return { kind: "reply", status: body.status, code, headers, body };
+    return { kind: "reply", status: body.status, code, headers, body, ...(hint ? { hint } : {}) };
   }
 
   /** The client's resynchronisation hint for a channel of ours (null for other payees' channels). */
@@ -364,13 +367,27 @@ export class PaymentCore {
    * 503 `upstream_unavailable` (never a free response).
    */
   async authorize(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+    return this.guarded(() => this.authorizeInner(req, pricing), pricing, req);
+  }
+
+  /**
+   * Decides a payment that the caller decoded already (the x402 SDK plug-in, `@paychan/server/x402`): the same checks
+   * and the same durable charge as {@link authorize} after the header is decoded, without the HTTP parts (Host
+   * header, `PAYMENT-REQUIRED`). A refusal's reply carries the channel `hint` when the protocol allows one. Never throws.
+   */
+  async authorizePayment(payment: PaymentPayload, pricing: RoutePricing, source?: string): Promise<PaymentDecision> {
+    return this.guarded(() => this.authorizeDecoded(payment, pricing, undefined, source), pricing);
+  }
+
+  /** Load shedding and the never-throw rule around one payment decision. */
+  private async guarded(decide: () => Promise<PaymentDecision>, pricing: RoutePricing, req?: PaymentRequest): Promise<PaymentDecision> {
     // Load shedding: when the chain or the store is slow, checks pile up here; refuse early rather than queue
     // without bound (nothing decoded, nothing written; the client retries after Retry-After).
     const max = this.o.maxPendingPayments ?? 1024;
     if (this.authorizing >= max) return this.reply("overloaded", `${max} payments are being checked already; try again shortly`);
     this.authorizing++;
     try {
-      return await this.authorizeInner(req, pricing);
+      return await decide();
     } catch (e) {
       if (e instanceof ServiceError) return this.reply(e.code, e.shortMessage);
       if (e instanceof PaymentError) return this.reply(e.code, e.shortMessage, req, pricing);
@@ -386,7 +403,6 @@ export class PaymentCore {
     if (!this.o.publicUrl && !this.hostAllowed(req)) {
       return this.reply("host_not_allowed", "this server does not answer for that Host; use its configured address (or set PUBLIC_URL / ALLOWED_HOSTS)");
     }
-    const price = maxCharge(pricing);
     const raw = req.headers["payment-signature"];
     if (raw === undefined) return this.reply("payment_required", "this resource needs a PAYMENT-SIGNATURE header (scheme: channel)", req, pricing);
     if (Array.isArray(raw)) return this.reply("invalid_payload", "PAYMENT-SIGNATURE must appear once", req, pricing);
@@ -398,7 +414,11 @@ export class PaymentCore {
       if (e instanceof BaseError) return this.reply(e.code as ServerErrorCode, e.shortMessage, req, pricing);
       return this.reply("invalid_payload", "PAYMENT-SIGNATURE could not be decoded", req, pricing);
     }
+    return this.authorizeDecoded(payment, pricing, req, req.source);
+  }
 
+  private async authorizeDecoded(payment: PaymentPayload, pricing: RoutePricing, req: PaymentRequest | undefined, source: string | undefined): Promise<PaymentDecision> {
+    const price = maxCharge(pricing);
     // Terms: the offer the client echoes must be ours (a 402 here means "terms changed": the client re-reads them).
     const a = payment.accepted;
     if (a.network !== this.network) return this.reply("network_mismatch", `this server takes payments on ${this.network}, not ${a.network}`, req, pricing);
@@ -411,7 +431,7 @@ export class PaymentCore {
     let chain: ChainChannel | null;
     try {
       // The escrow names a channel by (id, signer): a channel we have not seen is read with the voucher's signer.
-      chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature), req.source);
+      chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature), source);
     } catch (e) {
       return this.upstreamReply(e, "reading the channel");
     }
