@@ -42,6 +42,14 @@ import type { FetchInput } from "./request";
 import { ClientSession } from "./session";
 import type { ChannelRecord, ChannelStore } from "./store";
 
+/** @internal See {@link ChannelClient.payingParts}. */
+export interface PayingParts {
+  session: ClientSession;
+  book: ChannelBook;
+  vouchers: VoucherIssuer;
+  receipts: Receipts;
+}
+
 /**
  * An agent's paying client. Create it with {@link createChannelClient}; call {@link ChannelClient.fetch} like fetch.
  * Call {@link ChannelClient.flush} before the process exits to make the last amounts durable.
@@ -56,6 +64,7 @@ export class ChannelClient {
   private readonly book: ChannelBook;
   private readonly topUps: TopUps;
   private readonly receipts: Receipts;
+  private readonly vouchers: VoucherIssuer;
   private readonly paying: PayingFetch;
 
   constructor(options: ChannelClientOptions) {
@@ -69,7 +78,8 @@ export class ChannelClient {
     this.topUps = new TopUps(s, this.book);
     const selector = new ChannelSelector(s, this.book, options.discoverFromBlock ?? 0n);
     this.receipts = new Receipts(s);
-    this.paying = new PayingFetch(s, this.book, new VoucherIssuer(s, selector, this.topUps), this.receipts);
+    this.vouchers = new VoucherIssuer(s, selector, this.topUps);
+    this.paying = new PayingFetch(s, this.book, this.vouchers, this.receipts);
     // Callers pass `agent.fetch` around as a plain function.
     this.fetch = this.fetch.bind(this);
   }
@@ -118,6 +128,15 @@ export class ChannelClient {
   /** What the call that produced `res` paid (undefined for an unpaid response). */
   paymentOf(res: Response): PaymentInfo | undefined {
     return this.receipts.paymentOf(res);
+  }
+
+  /**
+   * @internal The parts a paying transport shares with {@link fetch} (session and limits, channels, vouchers,
+   * receipts): used by the x402 SDK plug-in (`@paychan/client/x402`) so that it pays under the same state and limits.
+   * Not a stable API.
+   */
+  payingParts(): PayingParts {
+    return { session: this.session, book: this.book, vouchers: this.vouchers, receipts: this.receipts };
   }
 
   /** The remembered terms of the routes this client paid. */

@@ -27,33 +27,47 @@ export class Receipts {
   /** Records that `res`, served after `requests` HTTP requests, was paid with `payment`; applies its receipt. */
   onServed(payment: Payment, res: Response, requests: number): void {
     const ch = payment.channel;
-    if (res.status < 500 && (ch.served === undefined || payment.voucher.cumulativeAmount > ch.served)) {
-      ch.served = payment.voucher.cumulativeAmount;
-      this.s.persister.schedule();
-    }
+    if (res.status < 500) this.markServed(payment);
     const info: PaymentInfo = { channelId: ch.id, cumulativeAmount: payment.voucher.cumulativeAmount, price: payment.terms.amount, requests };
     const h = res.headers.get(HEADER_PAYMENT_RESPONSE);
     if (h) {
       try {
         const r = decodePaymentResponse(h);
-        if (r.extra.channelId === ch.id.toLowerCase() || r.extra.channelId === ch.id) {
-          info.receipt = r;
-          // The provider's view, kept only when consistent with what we signed.
-          if (r.extra.accepted <= ch.signed && r.extra.spent <= r.extra.accepted) {
-            if (r.extra.accepted > ch.accepted) ch.accepted = r.extra.accepted;
-            if (r.extra.spent > ch.spent) ch.spent = r.extra.spent;
-          }
-          ch.lastReceipt = r;
-          const k = ch.token.toLowerCase();
-          this.s.stats.amountPaid[k] = (this.s.stats.amountPaid[k] ?? 0n) + r.amount;
-          this.s.persister.schedule();
-        }
+        if (this.apply(payment, r)) info.receipt = r;
       } catch {
         // A malformed receipt changes nothing we rely on.
       }
     }
     this.s.stats.paidCalls++;
     this.payments.set(res, info);
+  }
+
+  /**
+   * Applies the receipt `r` of a call paid with `payment` (the provider's accepted / spent, kept only when consistent
+   * with what we signed); false when it names another channel. Also used by the x402 SDK plug-in.
+   */
+  apply(payment: Payment, r: PaymentResponse): boolean {
+    const ch = payment.channel;
+    if (r.extra.channelId !== ch.id.toLowerCase() && r.extra.channelId !== ch.id) return false;
+    // The provider's view, kept only when consistent with what we signed.
+    if (r.extra.accepted <= ch.signed && r.extra.spent <= r.extra.accepted) {
+      if (r.extra.accepted > ch.accepted) ch.accepted = r.extra.accepted;
+      if (r.extra.spent > ch.spent) ch.spent = r.extra.spent;
+    }
+    ch.lastReceipt = r;
+    const k = ch.token.toLowerCase();
+    this.s.stats.amountPaid[k] = (this.s.stats.amountPaid[k] ?? 0n) + r.amount;
+    this.s.persister.schedule();
+    return true;
+  }
+
+  /** A paid call was served (status below 500): its voucher counts as served (what `maxUnservedPerChannel` measures). */
+  markServed(payment: Payment): void {
+    const ch = payment.channel;
+    if (ch.served === undefined || payment.voucher.cumulativeAmount > ch.served) {
+      ch.served = payment.voucher.cumulativeAmount;
+      this.s.persister.schedule();
+    }
   }
 
   /** What the call that produced `res` paid (undefined for an unpaid response). */
