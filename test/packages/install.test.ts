@@ -164,6 +164,12 @@ describe("packages: installed from their tarballs, outside the repository", func
       // What a tarball holds: built JavaScript and types, never sources, tests or build info.
       expect(info.files.map((f) => f.path).filter((p) => /^src\/|\.tsbuildinfo$|^test\//.test(p)), `${info.name} ships sources`).to.deep.equal([]);
       expect(info.files.map((f) => f.path)).to.include.members(["package.json", "dist/index.js", "dist/index.d.ts"]);
+      // Every subpath export points at a file the tarball holds (e.g. ./x402, ./postgres).
+      const manifest = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, dir, "package.json"), "utf8")) as { exports: Record<string, string | { default: string }> };
+      for (const [sub, target] of Object.entries(manifest.exports)) {
+        const file = (typeof target === "string" ? target : target.default).replace(/^\.\//, "");
+        expect(info.files.map((f) => f.path), `${info.name} export ${sub}`).to.include(file);
+      }
       // Every compiled file comes from a source that exists (no output left behind by a moved or deleted source).
       const orphans = info.files
         .map((f) => f.path)
@@ -190,7 +196,11 @@ describe("packages: installed from their tarballs, outside the repository", func
     const providerDir = path.join(work, "provider");
     writeProject(providerDir, "my-api", { "app.js": PROVIDER_APP });
     mustSucceed(await npm(["install", "--omit=dev", tgz("@paychan/protocol"), tgz("@paychan/server"), tgz("@paychan/express"), locked("express")], providerDir), "provider install");
-    expect(installedPackages(providerDir).filter((p) => ["better-sqlite3", "pg", "hardhat", "ts-node", "@paychan/client", "@paychan/demo"].includes(p))).to.deep.equal([]);
+    expect(installedPackages(providerDir).filter((p) => ["better-sqlite3", "pg", "hardhat", "ts-node", "@paychan/client", "@paychan/demo", "@x402/core"].includes(p))).to.deep.equal([]);
+    // The x402 SDK plug-in is a subpath with an optional peer: without @x402/core it names what to install.
+    const noPeer = await run(process.execPath, ["-e", 'require("@paychan/server/x402")'], providerDir);
+    expect(noPeer.code).to.equal(1);
+    expect(noPeer.stderr).to.include("@paychan/server/x402 needs the @x402/core package (an optional peer dependency): npm install @x402/core");
     const payee = chainClients(PAYEE_INDEX).address;
     const providerEnv = {
       RPC_URL: chain,
@@ -250,6 +260,9 @@ describe("packages: installed from their tarballs, outside the repository", func
     const agentPackages = installedPackages(agentDir);
     expect(agentPackages.filter((p) => SERVER_SIDE.includes(p))).to.deep.equal([]);
     expect(agentPackages).to.include.members(["@paychan/client", "@paychan/protocol", "viem"]);
+    // The SDK's x402 plug-in subpath loads without its optional peer @x402/core (it uses only its types).
+    expect(agentPackages).to.not.include("@x402/core");
+    mustSucceed(await run(process.execPath, ["-e", 'if (typeof require("@paychan/client/x402").ChannelSchemeClient !== "function") process.exit(1)'], agentDir), "client/x402 without @x402/core");
     const mb = duBytes(path.join(agentDir, "node_modules")) / 1e6;
     console.log(`      agent install (--omit=dev): ${agentPackages.length} packages, ${mb.toFixed(1)} MB, ${(install.ms / 1000).toFixed(1)} s`);
 

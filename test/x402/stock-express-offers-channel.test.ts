@@ -230,6 +230,24 @@ describe("x402 interop: a stock @x402/express server offers channel through our 
     });
   });
 
+  it("route prices: money is read in units of the provider's token; another asset, network or payee is refused", async function () {
+    const s = channel.server;
+    expect(await s.parsePrice("$0.001", channel.network)).to.deep.equal({ amount: "1000", asset: provider.token });
+    expect(await s.parsePrice({ amount: "2500", asset: provider.token.toLowerCase() }, channel.network)).to.deep.equal({ amount: "2500", asset: provider.token });
+    const refused = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return "accepted";
+    };
+    expect(await refused(s.parsePrice({ amount: "1000", asset: env.escrow.address }, channel.network))).to.match(/is paid in/);
+    expect(await refused(s.parsePrice("$0.001", "eip155:1"))).to.match(/is on eip155:/);
+    const base = { scheme: "channel", network: channel.network, asset: provider.token, amount: "1000", maxTimeoutSeconds: 60, extra: {} };
+    expect(await refused(s.enhancePaymentRequirements({ ...base, payTo: env.wallets[5].account.address }, { x402Version: 2, scheme: "channel", network: channel.network }, []))).to.match(/must pay the provider's payee/);
+  });
+
   it("with the plain facilitator client (no x402Facilitator), the same route pays and refuses", async function () {
     const plain = await stockApp(provider, createChannelX402(provider), false);
     try {

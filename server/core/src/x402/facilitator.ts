@@ -13,7 +13,7 @@
  * - a cancelled payment (the handler failed or answered ≥ 400: the stock middleware does not settle it) releases the
  *   charge ({@link ChannelSchemeFacilitator.cancel}, called by the scheme server's hook).
  */
-import { FacilitatorResponseError, type FacilitatorClient } from "@x402/core/server";
+import type { FacilitatorClient } from "@x402/core/server";
 import type { PaymentPayload as X402Payload, PaymentRequirements, SchemeNetworkFacilitator, SettleResponse, SupportedResponse, VerifyResponse } from "@x402/core/types";
 import {
   BaseError,
@@ -27,7 +27,11 @@ import {
   type PaymentPayload,
 } from "@paychan/protocol";
 import type { PaymentCore } from "../payments/core";
+import { x402Server } from "./peer";
 import { voucherKey, type PendingPayments } from "./pending";
+
+// Loaded with the subpath, so a missing optional peer is reported when it is imported, by name.
+const { FacilitatorResponseError } = x402Server();
 
 /** The `channel` scheme's facilitator over one provider's payment core. */
 export class ChannelSchemeFacilitator implements SchemeNetworkFacilitator {
