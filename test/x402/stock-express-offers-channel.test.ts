@@ -31,6 +31,7 @@ import { rpcUrl, tempDatabaseUrl, paymentHeaders } from "../helpers/server";
 import { deployEscrow, openChannel, USDC, type Env } from "../helpers/escrow";
 import { chainClients, mintUsdc, testClient } from "../helpers/client";
 import { accountKey, snapshot, revertTo } from "../helpers/chain";
+import { startFaultProxy } from "../helpers/fault-proxy";
 
 const PRICE = 1_000n;
 
@@ -246,6 +247,40 @@ describe("x402 interop: a stock @x402/express server offers channel through our 
     expect(await refused(s.parsePrice("$0.001", "eip155:1"))).to.match(/is on eip155:/);
     const base = { scheme: "channel", network: channel.network, asset: provider.token, amount: "1000", maxTimeoutSeconds: 60, extra: {} };
     expect(await refused(s.enhancePaymentRequirements({ ...base, payTo: env.wallets[5].account.address }, { x402Version: 2, scheme: "channel", network: channel.network }, []))).to.match(/must pay the provider's payee/);
+  });
+
+  it("the chain unreachable while a voucher is checked: the stock middleware answers 502, the handler does not run, nothing is charged", async function () {
+    const proxy = await startFaultProxy(await rpcUrl());
+    const p2 = await createProvider({
+      config: defaultConfig({ rpcUrl: proxy.url, escrow: env.escrow.address, token: env.usdc.address, payee: env.wallets[0].account.address, databaseUrl: tempDatabaseUrl(), chainPollInterval: 250, logLevel: "silent" }),
+      logger: createLogger("silent"),
+      settlement: false,
+    });
+    const down = await stockApp(p2, createChannelX402(p2), true);
+    try {
+      const ch = await openChannel(env, { payerIndex: 5, deposit: USDC(2) }); // a channel this provider has not read yet
+      const first = await fetch(`${down.url}/paid`);
+      await first.arrayBuffer();
+      const terms = decodePaymentRequired(first.headers.get(HEADER_PAYMENT_REQUIRED)).accepts[0];
+      const v = ch.voucher.sign(ch.id, PRICE);
+      proxy.down();
+      const res = await fetch(`${down.url}/paid`, { headers: paymentHeaders(terms, v) });
+      const body = (await res.json()) as { error: string };
+      expect(res.status).to.equal(502);
+      expect(body.error).to.match(/^upstream_unavailable: /);
+      expect(res.headers.get(HEADER_PAYMENT_RESPONSE)).to.equal(null);
+      expect(down.served()).to.equal(0);
+      expect(await p2.store.getChannel(ch.id)).to.equal(null);
+      proxy.up();
+      const again = await fetch(`${down.url}/paid`, { headers: paymentHeaders(terms, v) }); // the same voucher was never used
+      expect(again.status, await again.clone().text()).to.equal(200);
+      expect(down.served()).to.equal(1);
+    } finally {
+      proxy.up();
+      await down.close();
+      await p2.close();
+      await proxy.close();
+    }
   });
 
   it("with the plain facilitator client (no x402Facilitator), the same route pays and refuses", async function () {

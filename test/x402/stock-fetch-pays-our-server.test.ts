@@ -9,7 +9,10 @@ import { x402Client, x402HTTPClient } from "@x402/core/client";
 import { validatePaymentRequired } from "@x402/core/schemas";
 import { decodePaymentResponseHeader, wrapFetchWithPayment } from "@x402/fetch";
 import { HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_RESPONSE, HEADER_PAYMENT_SIGNATURE, channelEscrowAbi, networkOf } from "@paychan/protocol";
+import type { Express } from "express";
 import type { ChannelClient } from "@paychan/client";
+import { demoRoutes } from "@paychan/demo";
+import type { ExpressPaywall } from "@paychan/express";
 import { ChannelSchemeClient } from "@paychan/client/x402";
 import { startTestServer, type TestServer } from "../helpers/server";
 import { chainClients, mintUsdc, testClient } from "../helpers/client";
@@ -46,7 +49,18 @@ describe("x402 interop: stock @x402/fetch with our channel plug-in pays our serv
 
   before(async function () {
     snap = await snapshot();
-    srv = await startTestServer();
+    srv = await startTestServer({
+      routes: (app: Express, paywall: ExpressPaywall) => {
+        demoRoutes(app, paywall);
+        app.get("/v1/pricey", paywall.charge({ price: "0.25" }), (_req, res) => {
+          res.json({ ok: true });
+        });
+        // Charges, then fails: a 500 releases the charge and carries no receipt (a refused paid call for the agent).
+        app.get("/v1/broken", paywall.charge({ price: "0.001" }), (_req, res) => {
+          res.status(500).json({ error: "internal_error" });
+        });
+      },
+    });
     await mintUsdc(srv.token, chainClients(PAYER).address, USDC(100));
   });
 
@@ -148,6 +162,53 @@ describe("x402 interop: stock @x402/fetch with our channel plug-in pays our serv
     const required = new x402HTTPClient(new x402Client()).getPaymentRequiredResponse((n) => replay.headers.get(n));
     expect(required.error).to.equal("voucher_reused");
     expect(replay.headers.get(HEADER_PAYMENT_REQUIRED)).to.be.a("string");
+    await agent.close();
+  });
+
+  it("16 concurrent calls through the stock wrapper share one channel, each paying with its own voucher", async function () {
+    const { agent } = testClient(PAYER + 3, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
+    await mintUsdc(srv.token, chainClients(PAYER + 3).address, USDC(10));
+    const pay = stockFetch(agent, srv, fetch);
+    expect((await pay(`${srv.url}/v1/echo?msg=first`)).status).to.equal(200); // opens the channel
+    const all = await Promise.all(Array.from({ length: 16 }, (_, i) => pay(`${srv.url}/v1/echo?msg=c${i}`)));
+    expect(all.map((r) => r.status)).to.deep.equal(Array(16).fill(200));
+    const amounts = all.map((r) => decodePaymentResponseHeader(r.headers.get(HEADER_PAYMENT_RESPONSE)!).amount);
+    expect(amounts).to.deep.equal(Array(16).fill(String(PRICE)));
+    expect(agent.channels()).to.have.length(1);
+    expect(agent.stats.vouchersSigned).to.equal(17);
+    expect((await srv.store.getChannel(agent.channels()[0].id as Hex))!.spent).to.equal(17n * PRICE);
+    await agent.close();
+  });
+
+  it("the plug-in keeps the agent's limits: a price above maxPrice is refused before anything is signed or deposited", async function () {
+    const { agent } = testClient(PAYER + 4, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
+    const pay = stockFetch(agent, srv, fetch);
+    let err: Error | undefined;
+    try {
+      await pay(`${srv.url}/v1/pricey`);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.match(/\[spending_limit\] the price 250000 is above maxPrice 10000/);
+    expect(agent.stats.vouchersSigned).to.equal(0);
+    expect(agent.channels()).to.have.length(0);
+    await agent.close();
+  });
+
+  it("a provider failing every paid call (500, no receipt) stops being paid after maxConsecutiveRefusals: provider_refusing", async function () {
+    const { agent } = testClient(PAYER + 4, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
+    await mintUsdc(srv.token, chainClients(PAYER + 4).address, USDC(10));
+    const pay = stockFetch(agent, srv, fetch);
+    for (let i = 0; i < 3; i++) expect((await pay(`${srv.url}/v1/broken`)).status).to.equal(500);
+    const signed = agent.stats.vouchersSigned;
+    let err: Error | undefined;
+    try {
+      await pay(`${srv.url}/v1/broken`);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.match(/\[provider_refusing\]/);
+    expect(agent.stats.vouchersSigned).to.equal(signed);
     await agent.close();
   });
 
