@@ -120,14 +120,20 @@ export class ChannelClient {
 
   // ------------------------------------------------------------------ paying
 
-  /** fetch, paying the provider when it asks (scheme `channel`). Throws {@link ClientError} when it will not pay. */
+  /**
+   * fetch, paying the provider when it asks: scheme `channel`, or `exact` (docs/protocol.md § 7: the owner's
+   * `schemes` / `prefer` choose when both are offered). Throws {@link ClientError} when it will not pay.
+   */
   fetch(input: FetchInput, init?: RequestInit): Promise<Response> {
     return this.paying.fetch(input, init);
   }
 
-  /** What the call that produced `res` paid (undefined for an unpaid response). */
+  /**
+   * What the call that produced `res` paid (undefined for an unpaid response): `scheme: "exact"` with the transfer's
+   * transaction, or a voucher on a channel (`scheme` absent or "channel").
+   */
   paymentOf(res: Response): PaymentInfo | undefined {
-    return this.receipts.paymentOf(res);
+    return this.receipts.paymentOf(res) ?? this.paying.exactPaymentOf(res);
   }
 
   /**

@@ -3,11 +3,15 @@
  * Imports protocol/ only (never server/).
  */
 export { createChannelClient, ChannelClient } from "./client";
+export { DEFAULT_EXACT_MAX_TIMEOUT_SECONDS } from "./options";
 export type {
   ChannelClientOptions,
   ChannelPolicy,
   ClientEvent,
   PaymentInfo,
+  ChannelPaymentInfo,
+  ExactPaymentInfo,
+  PaymentScheme,
   ClientStats,
   ChannelStatusInfo,
   WithdrawResult,

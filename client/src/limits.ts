@@ -2,7 +2,7 @@
  * The owner's spending limits and the checks a 402's terms must pass before the client signs or deposits anything.
  */
 import { getAddress, isAddress, type Address } from "viem";
-import { MAX_CLOSE_DELAY, networkOf, parseTokenAmount, type ChannelRequirements } from "@paychan/protocol";
+import { MAX_CLOSE_DELAY, networkOf, parseTokenAmount, type ChannelRequirements, type ExactRequirements } from "@paychan/protocol";
 import { ClientError } from "./errors";
 
 /** An amount: a string is in token units ("0.01"), a bigint in atomic units. */
@@ -147,6 +147,19 @@ export function checkTrust(terms: ChannelRequirements, limits: SpendingLimits, c
   if (!inList(limits.escrows, terms.extra.escrow)) throw untrusted(`through the unknown escrow ${getAddress(terms.extra.escrow)}`);
   if (!inList(limits.assets, terms.asset)) throw untrusted(`in the token ${getAddress(terms.asset)}`);
   if (!inList(limits.payees, terms.payTo)) throw untrusted(`to the payee ${getAddress(terms.payTo)}`);
+}
+
+/**
+ * {@link checkTrust} for an `exact` offer (no escrow is involved): the client's chain, then the networks, assets and
+ * payees allow-lists. Throws `untrusted_terms`.
+ */
+export function checkExactTrust(offer: ExactRequirements, limits: SpendingLimits, chainId: number): void {
+  const untrusted = (what: string) =>
+    new ClientError("untrusted_terms", `the provider asks to pay ${what}`, { details: "Not allowed by the client's limits." });
+  if (offer.network !== networkOf(chainId)) throw untrusted(`on network ${offer.network}, not this client's ${networkOf(chainId)}`);
+  if (!inList(limits.networks, offer.network)) throw untrusted(`on network ${offer.network}`);
+  if (!inList(limits.assets, offer.asset)) throw untrusted(`in the token ${getAddress(offer.asset)}`);
+  if (!inList(limits.payees, offer.payTo)) throw untrusted(`to the payee ${getAddress(offer.payTo)}`);
 }
 
 /** Checks the price and the channel terms against the limits in atomic units. Throws `spending_limit`. */

@@ -3,7 +3,7 @@
  * counters, channel status.
  */
 import type { Account, Address, Hex, PublicClient, WalletClient } from "viem";
-import type { PaymentResponse } from "@paychan/protocol";
+import type { ExactAuthorization, ExactPaymentResponse, PaymentResponse } from "@paychan/protocol";
 import type { Amount, SpendingLimits } from "./limits";
 import type { ChannelRecord, ChannelStore } from "./store";
 
@@ -46,7 +46,26 @@ export interface ChannelClientOptions {
   discoverFromBlock?: bigint | false;
   /** Observes what the client does (channels opened, top-ups, resyncs, retries, store errors). */
   onEvent?: (event: ClientEvent) => void;
+  /**
+   * The schemes this client pays, most preferred first, when a 402 offers several (docs/protocol.md § 7). Default
+   * `["channel", "exact"]`; `["channel"]` never pays `exact`; `["exact"]` never opens a channel. A scheme whose
+   * offers fail the limits is passed over for the next one.
+   */
+  schemes?: readonly PaymentScheme[];
+  /** Shorthand for the order of {@link schemes}: `"exact"` is `["exact", "channel"]`. Default `"channel"`. */
+  prefer?: PaymentScheme;
+  /**
+   * Longest validity window of an `exact` authorization, in seconds: `validBefore` is now + min(the offer's
+   * `maxTimeoutSeconds`, this). Default {@link DEFAULT_EXACT_MAX_TIMEOUT_SECONDS}.
+   */
+  exactMaxTimeoutSeconds?: number;
 }
+
+/** The x402 schemes the client pays: `channel` (vouchers on a prepaid channel) and `exact` (one transfer per call). */
+export type PaymentScheme = "channel" | "exact";
+
+/** Default {@link ChannelClientOptions.exactMaxTimeoutSeconds}: 2 minutes. */
+export const DEFAULT_EXACT_MAX_TIMEOUT_SECONDS = 120;
 
 /** Something the client did, for logs and progress output. */
 export type ClientEvent =
@@ -56,10 +75,17 @@ export type ClientEvent =
   | { type: "top_up_failed"; channelId: Hex; error: unknown }
   | { type: "resynced"; channelId: Hex; accepted: bigint; spent: bigint }
   | { type: "retry"; url: string; serverCode: string }
+  /** A call paid with `exact` was served: the provider's receipt names the transfer's transaction. */
+  | { type: "exact_paid"; url: string; asset: Address; payTo: Address; amount: bigint; nonce: Hex; txHash?: Hex }
   | { type: "store_error"; error: unknown };
 
-/** What a paid call paid. */
-export interface PaymentInfo {
+/** What a paid call paid: with a voucher on a channel, or with one `exact` transfer (tell them apart by `scheme`). */
+export type PaymentInfo = ChannelPaymentInfo | ExactPaymentInfo;
+
+/** What a call paid with a voucher (scheme `channel`). */
+export interface ChannelPaymentInfo {
+  /** Absent or "channel". */
+  scheme?: "channel";
   channelId: Hex;
   /** The voucher sent with the request that was served. */
   cumulativeAmount: bigint;
@@ -68,6 +94,23 @@ export interface PaymentInfo {
   /** The provider's receipt (`PAYMENT-RESPONSE`), when it sent one. */
   receipt?: PaymentResponse;
   /** HTTP requests this call took (1 in steady state). */
+  requests: number;
+}
+
+/** What a call paid with an EIP-3009 authorization (scheme `exact`): exactly `price`, in one on-chain transfer. */
+export interface ExactPaymentInfo {
+  scheme: "exact";
+  asset: Address;
+  payTo: Address;
+  /** The offer's amount: what the authorization transfers. */
+  price: bigint;
+  /** The authorization sent (signed by the payer's account). */
+  authorization: ExactAuthorization;
+  /** The transfer's transaction hash, from the provider's receipt (undefined when it sent none). */
+  transaction?: Hex;
+  /** The provider's receipt (`PAYMENT-RESPONSE`), when it sent one. */
+  receipt?: ExactPaymentResponse;
+  /** HTTP requests this call took (2: the 402, then the paid request). */
   requests: number;
 }
 

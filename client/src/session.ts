@@ -11,11 +11,25 @@ import { ClientError, shortMessageOf } from "./errors";
 import { EscrowVerifier } from "./escrow-check";
 import { FileStore } from "./file-store";
 import { validateLimits, type SpendingLimits } from "./limits";
-import type { ChannelClientOptions, ChannelPolicy, ClientEvent, ClientStats } from "./options";
+import { DEFAULT_EXACT_MAX_TIMEOUT_SECONDS, type ChannelClientOptions, type ChannelPolicy, type ClientEvent, type ClientStats, type PaymentScheme } from "./options";
 import { Persister } from "./persister";
 import { ProviderGuard } from "./provider-guard";
 import { emptyState, type ChannelStore, type ClientState } from "./store";
+import { TokenDomains } from "./token-domain";
 import { TokenCache } from "./tokens";
+
+/** The schemes of {@link ChannelClientOptions.schemes} / `prefer`, most preferred first (throws `invalid_argument`). */
+export function schemesOf(o: Pick<ChannelClientOptions, "schemes" | "prefer">): readonly PaymentScheme[] {
+  const known = ["channel", "exact"];
+  if (o.prefer !== undefined && !known.includes(o.prefer)) throw new ClientError("invalid_argument", `prefer must be "channel" or "exact"`);
+  if (o.schemes === undefined) return o.prefer === "exact" ? ["exact", "channel"] : ["channel", "exact"];
+  const s = [...o.schemes];
+  if (s.length === 0 || s.some((x) => !known.includes(x)) || new Set(s).size !== s.length) {
+    throw new ClientError("invalid_argument", `schemes must list "channel" and/or "exact", each once`);
+  }
+  if (o.prefer !== undefined && o.prefer !== s[0]) throw new ClientError("invalid_argument", `prefer ${o.prefer} contradicts schemes ${s.join(",")}`);
+  return s;
+}
 
 /**
  * A failed HTTP request as an `http_failure` (connection refused or reset, or a response Node's fetch would not
@@ -50,6 +64,12 @@ export class ClientSession {
   readonly escrows: EscrowVerifier;
   /** What each provider can make this client commit: refusal streaks, channels and deposits per provider. */
   readonly guard: ProviderGuard;
+  /** The schemes this client pays, most preferred first. */
+  readonly schemes: readonly PaymentScheme[];
+  /** Longest validity window of an `exact` authorization (seconds). */
+  readonly exactMaxTimeoutSeconds: number;
+  /** Which EIP-712 domains the tokens paid with `exact` really have (checked once per token). */
+  readonly domains: TokenDomains;
   readonly stats: ClientStats = {
     httpRequests: 0,
     paidCalls: 0,
@@ -105,6 +125,12 @@ export class ClientSession {
     this.tokens = new TokenCache(this.ctx, this.limits);
     this.escrows = new EscrowVerifier(this.ctx);
     this.guard = new ProviderGuard(this.limits);
+    this.schemes = schemesOf(options);
+    this.exactMaxTimeoutSeconds = options.exactMaxTimeoutSeconds ?? DEFAULT_EXACT_MAX_TIMEOUT_SECONDS;
+    if (!Number.isSafeInteger(this.exactMaxTimeoutSeconds) || this.exactMaxTimeoutSeconds < 1) {
+      throw new ClientError("invalid_argument", "exactMaxTimeoutSeconds must be a positive integer");
+    }
+    this.domains = new TokenDomains(this.ctx);
   }
 
   /** Loads the store and the session key (generated and saved on first use). A failed load is retried next call. */

@@ -42,14 +42,23 @@ export async function chooseOffer(s: ClientSession, accepts: ChannelRequirements
   throw first;
 }
 
-/** The total this client signed in `token` over all its channels on this chain (what `maxSpend` bounds). */
+/**
+ * The total this client signed in `token` on this chain, over all its channels and its `exact` authorizations (what
+ * `maxSpend` bounds).
+ */
 export function signedTotal(s: ClientSession, token: Address): bigint {
   let total = 0n;
   const t = token.toLowerCase();
   for (const c of Object.values(s.state.channels)) {
     if (c.token.toLowerCase() === t && c.payer === s.payer && c.chainId === s.chainId) total += c.signed;
   }
+  total += s.state.exact?.[exactKey(s, token)]?.signed ?? 0n;
   return total;
+}
+
+/** The key of `token`'s {@link ExactTotals} in the state. */
+export function exactKey(s: ClientSession, token: Address): string {
+  return `${s.chainId}:${s.payer}:${token}`.toLowerCase();
 }
 
 /** The deposit of a new channel for `terms` under the policy and limits. */

@@ -74,12 +74,30 @@ export interface RouteTerms {
   updatedAt: number;
 }
 
+/**
+ * What this client signed in the `exact` scheme in one token, for one payer on one chain: counted in `maxSpend`
+ * with the channels' vouchers (each authorization may be submitted until it expires, served or not).
+ */
+export interface ExactTotals {
+  chainId: number;
+  payer: Address;
+  token: Address;
+  /** Sum of the authorizations signed. */
+  signed: bigint;
+  /** Sum of those the provider's receipts say were transferred. */
+  paid: bigint;
+  /** The transaction of the last receipt. */
+  lastTransaction?: Hex;
+}
+
 /** Everything but the session key. */
 export interface ClientState {
   version: 1;
   channels: Record<string, ChannelRecord>;
   /** Keyed by `METHOD origin/path`. */
   routes: Record<string, RouteTerms>;
+  /** `exact` payments, keyed by `chainId:payer:token` (lower-cased); absent until the first one. */
+  exact?: Record<string, ExactTotals>;
 }
 
 /** The voucher-signing session key. Kept apart from the state so losing the state does not lose channels. */
@@ -130,7 +148,13 @@ export function stateToJson(state: ClientState): Json {
   }
   const routes: Json = {};
   for (const [k, r] of Object.entries(state.routes)) routes[k] = { requirements: requirementsToJson(r.requirements), updatedAt: r.updatedAt };
-  return { version: 1, channels, routes };
+  const out: Json = { version: 1, channels, routes };
+  if (state.exact && Object.keys(state.exact).length > 0) {
+    const exact: Json = {};
+    for (const [k, t] of Object.entries(state.exact)) exact[k] = { ...t, signed: formatWireAmount(t.signed), paid: formatWireAmount(t.paid) };
+    out.exact = exact;
+  }
+  return out;
 }
 
 /** Parses {@link stateToJson}'s output; a malformed state is a `store_failure` (never silently replaced). */
@@ -151,7 +175,19 @@ export function stateFromJson(j: unknown): ClientState {
     for (const [k, raw] of Object.entries((o.routes ?? {}) as Record<string, Json>)) {
       routes[k] = { requirements: parseRequirements(raw.requirements, `routes.${k}`), updatedAt: Number(raw.updatedAt) };
     }
-    return { version: 1, channels, routes };
+    const state: ClientState = { version: 1, channels, routes };
+    if (o.exact !== undefined) {
+      const exact: Record<string, ExactTotals> = {};
+      for (const [k, raw] of Object.entries(o.exact as Record<string, Json>)) {
+        const t = { ...raw } as unknown as ExactTotals;
+        t.signed = parseWireAmount(raw.signed, `exact.${k}.signed`);
+        t.paid = parseWireAmount(raw.paid, `exact.${k}.paid`);
+        if (typeof t.chainId !== "number" || typeof t.token !== "string" || typeof t.payer !== "string") throw new Error(`exact.${k} is malformed`);
+        exact[k] = t;
+      }
+      state.exact = exact;
+    }
+    return state;
   } catch (cause) {
     throw new ClientError("store_failure", "the saved client state is malformed", {
       details: "Fix or move the state file; it is never overwritten while unreadable.",

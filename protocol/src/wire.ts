@@ -255,12 +255,13 @@ export function decodePaymentRequired(header: unknown): PaymentRequired {
  * Decodes a `PAYMENT-REQUIRED` header keeping the offers of both schemes we speak: `channel` (in `accepts`; a
  * malformed one makes the header invalid) and `exact` with the EIP-3009 method (in `exact`; a malformed or
  * unsupported one is dropped, as another scheme's offer is). Throws `unsupported_scheme` when neither remains.
+ * When only `exact` offers remain, an `error` that is not one of our codes (a stock x402 server's text, at most 512
+ * characters) is returned as `reason`, with `error` = `payment_required`.
  */
-export function decodeOffers(header: unknown): PaymentRequired & { exact: ExactRequirements[] } {
+export function decodeOffers(header: unknown): PaymentRequired & { exact: ExactRequirements[]; reason?: string } {
   const p = obj(fromBase64Json(header, MAX_PAYMENT_REQUIRED_BYTES, HEADER_PAYMENT_REQUIRED), "PAYMENT-REQUIRED");
   version(p.x402Version);
-  const error = p.error === undefined ? "payment_required" : str(p.error, "error", 64);
-  if (!isPaymentErrorCode(error)) bad(`error ${JSON.stringify(error)} is not a known code`);
+  const rawError = p.error === undefined ? "payment_required" : str(p.error, "error", 512);
   const res = obj(p.resource, "resource");
   const resource: ResourceInfo = { url: str(res.url, "resource.url") };
   if (res.description !== undefined) resource.description = str(res.description, "resource.description");
@@ -280,7 +281,11 @@ export function decodeOffers(header: unknown): PaymentRequired & { exact: ExactR
     }
   }
   if (accepts.length === 0 && exact.length === 0) throw new PaymentError("unsupported_scheme", "no offer of the channel or exact scheme");
-  return { x402Version: X402_VERSION, error: error as PaymentErrorCode, resource, accepts, exact };
+  if (isPaymentErrorCode(rawError)) return { x402Version: X402_VERSION, error: rawError, resource, accepts, exact };
+  // A server offering `channel` speaks our codes. One offering only `exact` may be a stock x402 server, whose `error`
+  // is free text ("Payment required") or its own code: kept in `reason`, with `error` payment_required.
+  if (accepts.length > 0) bad(`error ${JSON.stringify(rawError.slice(0, 64))} is not a known code`);
+  return { x402Version: X402_VERSION, error: "payment_required", reason: rawError, resource, accepts, exact };
 }
 
 /** Decodes a `PAYMENT-SIGNATURE` header. */

@@ -9,7 +9,7 @@ import hre from "hardhat";
 import { getAddress, zeroAddress, type Address } from "viem";
 import { channelEscrowAbi } from "@paychan/protocol";
 import { mockUsdcAbi } from "@paychan/demo";
-import { ClientError, type ChannelClient } from "@paychan/client";
+import { ClientError, type ChannelClient, type ChannelPaymentInfo } from "@paychan/client";
 import { collectTx } from "../../client/src/transactions";
 import { deployEscrow, type Env } from "../helpers/escrow";
 import { chainClients, mintUsdc, testClient } from "../helpers/client";
@@ -177,7 +177,7 @@ describe("client: a cooperative close whose refund the token refuses (real serve
     const { agent, address } = testClient(13, { limits: { maxPrice: "0.01", maxDeposit: "5", escrows: [srv.escrow] } });
     const res = await agent.fetch(`${srv.url}/v1/echo?msg=owed`);
     expect(res.status, await res.clone().text()).to.equal(200);
-    const paid = agent.paymentOf(res)!;
+    const paid = agent.paymentOf(res) as ChannelPaymentInfo;
     const [ch] = agent.channels();
     const hash = await srv.env.wallets[0].writeContract({ address: srv.token, abi: mockUsdcAbi, functionName: "blacklist", args: [address, true] });
     await srv.env.publicClient.waitForTransactionReceipt({ hash });

@@ -21,7 +21,7 @@ import {
   decodePaymentRequired,
   encodePaymentRequired,
 } from "@paychan/protocol";
-import { ClientError, FileStore, MemoryStore, type ChannelClient } from "@paychan/client";
+import { ClientError, FileStore, MemoryStore, type ChannelClient, type ChannelPaymentInfo } from "@paychan/client";
 import { demoRoutes, mockUsdcAbi } from "@paychan/demo";
 import type { ExpressPaywall } from "@paychan/express";
 import { startTestServer, type TestServer } from "../helpers/server";
@@ -58,7 +58,7 @@ async function echo(agent: ChannelClient, srv: TestServer, msg = "hi") {
   const res = await agent.fetch(`${srv.url}/v1/echo?msg=${msg}`);
   expect(res.status, await res.clone().text()).to.equal(200);
   expect(await res.json()).to.deep.equal({ echo: msg });
-  return agent.paymentOf(res)!;
+  return agent.paymentOf(res) as ChannelPaymentInfo;
 }
 
 /**
@@ -171,7 +171,7 @@ describe("client: paying the real server", function () {
       const res = await agent.fetch(`${srv.url}/v1/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "hello" }) });
       expect(res.status).to.equal(200);
       const body = (await res.json()) as { charged: string };
-      const p = agent.paymentOf(res)!;
+      const p = agent.paymentOf(res) as ChannelPaymentInfo;
       expect(p.price).to.equal(10_000n);
       expect(p.receipt!.amount).to.equal(BigInt(body.charged));
       expect(p.receipt!.amount <= 10_000n).to.equal(true);
@@ -285,7 +285,7 @@ describe("client: paying the real server", function () {
       for (let i = 0; i < 8; i++) {
         const res = await agent.fetch(`${srv.url}/v1/pricey`);
         expect(res.status, await res.clone().text()).to.equal(200);
-        amounts.push(agent.paymentOf(res)!.cumulativeAmount);
+        amounts.push((agent.paymentOf(res) as ChannelPaymentInfo).cumulativeAmount);
       }
       expect(agent.stats.channelsOpened).to.equal(1);
       expect(agent.stats.topUps).to.be.greaterThan(0);

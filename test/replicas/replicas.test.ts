@@ -10,7 +10,7 @@ import { expect } from "chai";
 import type { Address, Hex } from "viem";
 import { channelEscrowAbi, decodePaymentRequired, HEADER_PAYMENT_REQUIRED, type ChannelRequirements } from "@paychan/protocol";
 import { mockUsdcAbi } from "@paychan/demo";
-import type { ChannelClient, PaymentInfo } from "@paychan/client";
+import type { ChannelClient, ChannelPaymentInfo } from "@paychan/client";
 import { PostgresStore } from "@paychan/server/postgres";
 import { testClient } from "../helpers/client";
 import { deployEscrow, openChannel, type Env } from "../helpers/escrow";
@@ -71,7 +71,7 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
 
   /** `calls` paid echoes per worker, `workers` at a time, through `fetchVia`; every payment made. */
   async function load(agent: ChannelClient, base: string, workers: number, calls: number, tag: string) {
-    const payments: PaymentInfo[] = [];
+    const payments: ChannelPaymentInfo[] = [];
     const failures: string[] = [];
     await Promise.all(
       Array.from({ length: workers }, async (_, w) => {
@@ -80,7 +80,7 @@ describePostgres("three server replicas sharing one PostgreSQL database", functi
             const res = await agent.fetch(`${base}/v1/echo?msg=${tag}-${w}-${i}`);
             const body = await res.text();
             if (res.status !== 200) failures.push(`${res.status} ${body.slice(0, 200)}`);
-            else payments.push(agent.paymentOf(res)!);
+            else payments.push(agent.paymentOf(res) as ChannelPaymentInfo);
           } catch (e) {
             failures.push(String((e as Error).message ?? e));
           }

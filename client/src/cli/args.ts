@@ -38,6 +38,7 @@ export function parseArgv(argv: string[]) {
       "close-delay": { type: "string" },
       "on-chain": { type: "boolean" },
       to: { type: "string" },
+      scheme: { type: "string" },
     },
   });
 }
@@ -68,11 +69,26 @@ export function checkCommonOptions(opts: Opts): void {
   if (opts.escrow && !looksLikeAddress(opts.escrow)) throw new UsageError("--escrow must be an address");
   if (opts.token && !looksLikeAddress(opts.token)) throw new UsageError("--token must be an address");
   if (opts["close-delay"] !== undefined) positiveInt(opts["close-delay"], "--close-delay", 0);
+  schemesOption(opts);
   for (const o of ["max-close-delay", "max-channels", "max-refusals"] as const) if (opts[o] !== undefined) positiveInt(opts[o], `--${o}`, 0);
   for (const o of ["max-price", "max-deposit", "max-spend", "max-deposit-per-provider", "max-unserved"] as const) {
     const v = opts[o];
     if (v !== undefined && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v)) throw new UsageError(`--${o} must be an amount in token units, e.g. 0.5`);
   }
+}
+
+/**
+ * The schemes `channel call` pays, most preferred first: --scheme, else CHANNEL_SCHEME, else `auto` (channel, then
+ * exact). `channel` or `exact` alone pays only that scheme; a list (`exact,channel`) gives the order.
+ */
+export function schemesOption(opts: Opts): ("channel" | "exact")[] {
+  const v = (opts.scheme ?? process.env.CHANNEL_SCHEME ?? "auto").trim();
+  if (v === "auto") return ["channel", "exact"];
+  const list = v.split(",").map((x) => x.trim());
+  if (list.length === 0 || list.length > 2 || new Set(list).size !== list.length || list.some((x) => x !== "channel" && x !== "exact")) {
+    throw new UsageError(`--scheme must be auto, channel, exact, or an ordered list such as exact,channel (got ${JSON.stringify(v)})`);
+  }
+  return list as ("channel" | "exact")[];
 }
 
 /** A channel id (or a prefix of one) is present; which channel it names is resolved against the store later. */

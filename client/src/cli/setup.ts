@@ -13,7 +13,7 @@ import { ClientError, shortMessageOf } from "../errors";
 import { FileStore } from "../file-store";
 import type { SpendingLimits } from "../limits";
 import type { ClientEvent } from "../options";
-import { positiveInt, rpcUrlOf, type Opts } from "./args";
+import { positiveInt, rpcUrlOf, schemesOption, type Opts } from "./args";
 import { shortHex, type TokenInfo } from "./format";
 import { LOCAL_CHAIN_IDS } from "./key";
 import { UsageError } from "./usage";
@@ -134,6 +134,7 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
     // The limits count in the units of the token of --token or the deployment record; without either, in USDC.
     limits: limitsOf(opts, escrows, opts.token ? [opts.token] : deployment ? [deployment.token] : undefined),
     policy: { deposit: opts.deposit, closeDelay },
+    schemes: schemesOption(opts),
     discoverFromBlock: deployment?.blockNumber !== undefined ? BigInt(deployment.blockNumber) : 0n,
     onEvent,
   });

@@ -16,6 +16,9 @@ Commands:
        -d <body>               request body (sent as application/json when it parses as JSON)
        -H "name: value"        extra request header (repeatable)
        -v                      with -n, print every receipt
+       --scheme <s>            which x402 schemes to pay: auto (default: channel, else exact), channel, exact,
+                               or an order such as exact,channel (CHANNEL_SCHEME). exact = one EIP-3009 transfer
+                               per call signed by the payer's key: 2 round trips, an on-chain transfer each
   status                       channels: deposit, spent, settled, remaining, close state; refunds owed by the escrow
   open <payee> <amount>        open a channel to <payee> with <amount> tokens
   top-up <channelId> <amount>  add <amount> tokens to a channel

@@ -2,29 +2,38 @@
  * The paying fetch (docs/protocol.md § 5): a route whose terms are remembered pays on its first attempt (one round
  * trip); otherwise the provider's 402 names the terms and the call is sent again with a voucher. A call refused
  * because its voucher went stale (or the provider's state moved) is retried once with a fresh voucher, after the
- * resynchronisation of paying/resync.ts. A 402 of another scheme is returned to the caller untouched. Refused and
- * served paid calls feed the provider guard (provider-guard.ts): too many refusals in a row stop the signing. A paid
- * request that fails in transport once connected (the provider read the voucher and dropped the connection) counts
- * as refused.
+ * resynchronisation of paying/resync.ts. A 402 offering `exact` (and no `channel` the owner's limits and preference
+ * pick, paying/offers.ts) is paid with one EIP-3009 authorization (paying/exact.ts): two round trips, never remembered
+ * per route, retried with a new authorization only when the provider says the first was not used. A 402 of another
+ * scheme is returned to the caller untouched. Refused and served paid calls feed the provider guard
+ * (provider-guard.ts): too many refusals in a row stop the signing; a 402 answering an `exact` payment is a refused
+ * call at once (the provider may hold the authorization). A paid request that fails in transport once connected (the
+ * provider read the voucher and dropped the connection) counts as refused.
  */
 import {
   HEADER_PAYMENT_REQUIRED,
   HEADER_PAYMENT_SIGNATURE,
   PAYMENT_ERROR_RECOVERY,
   PaymentError,
-  decodePaymentRequired,
+  decodeOffers,
   isPaymentErrorCode,
+  type ExactRequirements,
   type PaymentRequired,
 } from "@paychan/protocol";
 import type { ChannelBook } from "../channels/book";
 import { ClientError } from "../errors";
 import { normalizeRequest, routeKey, type FetchInput } from "../request";
 import type { ClientSession } from "../session";
-import { chooseOffer } from "../spending";
+import type { ExactPaymentInfo } from "../options";
+import { ExactPayer, exactMayRetry, type ExactPayment } from "./exact";
+import { chooseScheme, payableOffers, type Offer } from "./offers";
 import type { Receipts } from "./receipts";
 import { learnFromRefusal } from "./resync";
 import { rememberRoute } from "./routes";
-import type { VoucherIssuer } from "./vouchers";
+import type { Payment, VoucherIssuer } from "./vouchers";
+
+/** A 402 as the paying fetch reads it: the `channel` challenge, its `exact` offers, and a stock server's reason. */
+type Challenge = PaymentRequired & { exact: ExactRequirements[]; reason?: string };
 
 /** Codes after which a new voucher (or channel) may succeed: one retry (the protocol's classification). */
 const retryable = (code: string) => isPaymentErrorCode(code) && PAYMENT_ERROR_RECOVERY[code].retry;
@@ -46,15 +55,22 @@ export class PayingFetch {
     private readonly book: ChannelBook,
     private readonly vouchers: VoucherIssuer,
     private readonly receipts: Receipts,
+    private readonly exact: ExactPayer = new ExactPayer(s),
   ) {}
 
-  /** fetch, paying the provider when it asks (scheme `channel`). Throws {@link ClientError} when it will not pay. */
+  /** What the call that produced `res` paid with `exact` (channel payments: {@link Receipts.paymentOf}). */
+  exactPaymentOf(res: Response): ExactPaymentInfo | undefined {
+    return this.exact.paymentOf(res);
+  }
+
+  /** fetch, paying the provider when it asks (`channel` or `exact`). Throws {@link ClientError} when it will not pay. */
   async fetch(input: FetchInput, init?: RequestInit): Promise<Response> {
     await this.s.ready();
     const req = await normalizeRequest(input, init);
     const key = routeKey(req.method, req.url);
     const origin = new URL(req.url).origin;
-    let terms = this.s.routes.get(key);
+    // Remembered terms are `channel` terms: paid at once only when `channel` is the owner's first choice.
+    let terms: Offer | undefined = this.s.schemes[0] === "channel" ? this.s.routes.get(key) : undefined;
     let probed = false;
     let retried = false;
     let requests = 0;
@@ -62,7 +78,11 @@ export class PayingFetch {
     try {
       for (;;) {
         if (terms) this.s.guard.assertMaySign(origin);
-        const payment = terms ? await this.vouchers.prepare(terms, origin) : undefined;
+        const payment: Payment | ExactPayment | undefined = !terms
+          ? undefined
+          : terms.scheme === "exact"
+            ? await this.exact.prepare(terms)
+            : await this.vouchers.prepare(terms, origin);
         const headers = new Headers(req.init.headers);
         if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
         let res: Response;
@@ -78,7 +98,8 @@ export class PayingFetch {
         requests++;
         if (res.status !== 402) {
           if (payment) {
-            this.receipts.onServed(payment, res, requests);
+            if ("scheme" in payment) this.exact.onServed(payment, res, requests, req.url);
+            else this.receipts.onServed(payment, res, requests);
             if (res.status < 500) this.s.guard.onServed(origin);
             else this.s.guard.onRefusedCall(origin);
           }
@@ -91,20 +112,25 @@ export class PayingFetch {
         }
         this.s.stats.challenges++;
         await res.arrayBuffer().catch(() => undefined); // free the connection
-        const offer = await chooseOffer(this.s, challenge.accepts);
-        rememberRoute(this.s, key, offer);
         const code = challenge.error;
-        if (payment) {
+        const paidExact = payment !== undefined && "scheme" in payment;
+        if (paidExact) this.s.guard.onRefusedCall(origin); // the provider may hold the authorization: refused at once
+        else if (payment) {
           paidRefused = true;
           this.s.guard.onRefusedAttempt(origin);
           await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
         }
+        const offers = payableOffers(this.s, challenge);
+        if (!offers) throw refused(code, res.status, challenge.reason);
+        const offer = await chooseScheme(this.s, this.exact, offers);
+        if (offer.scheme === "channel") rememberRoute(this.s, key, offer);
         if (!payment) {
           // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.
           if (probed) throw refused(code, res.status, "the provider asked for payment twice");
           probed = true;
         } else {
-          if (retried || !retryable(code)) throw refused(code, res.status);
+          const mayRetry = paidExact ? exactMayRetry(code, challenge.reason) : retryable(code);
+          if (retried || !mayRetry) throw refused(code, res.status, challenge.reason);
           retried = true;
           this.s.stats.retries++;
           this.s.emit({ type: "retry", url: req.url, serverCode: code });
@@ -117,12 +143,16 @@ export class PayingFetch {
     }
   }
 
-  /** The 402's `PAYMENT-REQUIRED`, or undefined when absent or of another scheme; malformed: `untrusted_terms`. */
-  private readChallenge(res: Response): PaymentRequired | undefined {
+  /**
+   * The 402's `PAYMENT-REQUIRED`, or undefined when absent, of another scheme, or offering no scheme this client pays;
+   * malformed: `untrusted_terms`.
+   */
+  private readChallenge(res: Response): Challenge | undefined {
     const h = res.headers.get(HEADER_PAYMENT_REQUIRED);
     if (!h) return undefined;
     try {
-      return decodePaymentRequired(h);
+      const c = decodeOffers(h);
+      return payableOffers(this.s, c) ? c : undefined;
     } catch (e) {
       if (e instanceof PaymentError && e.code === "unsupported_scheme") return undefined;
       throw new ClientError("untrusted_terms", "the provider's PAYMENT-REQUIRED is malformed", { cause: e });
@@ -131,7 +161,7 @@ export class PayingFetch {
 }
 
 function refused(code: string, status: number, extra?: string): ClientError {
-  return new ClientError("payment_refused", `the provider refused the payment: ${code}`, {
+  return new ClientError("payment_refused", `the provider refused the payment: ${code}${extra ? ` (${extra.slice(0, 120)})` : ""}`, {
     serverCode: code,
     status,
     details: extra,

@@ -3,7 +3,7 @@
  * `-c C` in flight at once, ending with a summary: failures by reason, latency percentiles, amount paid, calls/s.
  */
 import { performance } from "node:perf_hooks";
-import type { PaymentInfo } from "../../options";
+import type { ChannelPaymentInfo, ExactPaymentInfo, PaymentInfo } from "../../options";
 import { positiveInt } from "../args";
 import type { Command, Context } from "../setup";
 import { UsageError } from "../usage";
@@ -93,7 +93,9 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
   const failures = new Map<string, number>();
   let paid = 0;
   let amountPaid = 0n;
-  let last: PaymentInfo | undefined;
+  let last: ChannelPaymentInfo | undefined;
+  let lastExact: ExactPaymentInfo | undefined;
+  const byScheme = { channel: 0, exact: 0 };
   let next = 0;
   const bar = new ProgressBar(n);
   if (!ctx.json) bar.start();
@@ -108,8 +110,15 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
         await res.arrayBuffer();
         latencies.push(performance.now() - s);
         const p = ctx.agent.paymentOf(res);
-        if (p) {
+        if (p?.scheme === "exact") {
           paid++;
+          byScheme.exact++;
+          if (p.transaction) amountPaid += p.price; // exact: the receipt's transaction moved exactly the price
+          lastExact = p;
+          if (verbose && !ctx.json) ctx.err(await receiptLine(ctx, p));
+        } else if (p) {
+          paid++;
+          byScheme.channel++;
           amountPaid += p.receipt?.amount ?? 0n;
           if (!last || (p.receipt && last.receipt && p.receipt.extra.spent > last.receipt.extra.spent) || !last.receipt) last = p;
           if (verbose && !ctx.json) ctx.err(await receiptLine(ctx, p));
@@ -129,7 +138,8 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
   latencies.sort((a, b) => a - b);
   const failed = [...failures.values()].reduce((a, b) => a + b, 0);
   const ch = last ? ctx.agent.channels().find((x) => x.id === last!.channelId) : undefined;
-  const t = ch ? await ctx.tokenInfo(ch.token) : { decimals: 0, symbol: "" };
+  const token = ch?.token ?? lastExact?.asset;
+  const t = token ? await ctx.tokenInfo(token) : { decimals: 0, symbol: "" };
   const summary = {
     calls: n,
     concurrency: c,
@@ -137,21 +147,24 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
     failures: failed,
     failureReasons: Object.fromEntries(failures),
     latencyMs: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? NaN },
+    paidByScheme: byScheme,
     amountPaid,
-    amountSigned: ch ? (ctx.agent.stats.amountSigned[ch.token.toLowerCase()] ?? 0n) : signedSum(ctx),
+    amountSigned: token ? (ctx.agent.stats.amountSigned[token.toLowerCase()] ?? 0n) : signedSum(ctx),
     callsPerSecond: n / elapsed,
     seconds: elapsed,
     channelId: last?.channelId,
     lastReceipt: last?.receipt,
+    lastExact: lastExact ? { transaction: lastExact.transaction, payTo: lastExact.payTo, price: lastExact.price } : undefined,
     requests: ctx.agent.stats.httpRequests,
   };
   if (ctx.json) ctx.out(toJson(summary));
   else {
-    ctx.out(`calls ${n}  paid ${paid}  failures ${failed}${failed ? `  (${[...failures].map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""}`);
+    ctx.out(`calls ${n}  paid ${paid}${byScheme.exact ? ` (channel ${byScheme.channel}, exact ${byScheme.exact})` : ""}  failures ${failed}${failed ? `  (${[...failures].map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""}`);
     ctx.out(`latency p50 ${ms(summary.latencyMs.p50)}  p99 ${ms(summary.latencyMs.p99)}  max ${ms(summary.latencyMs.max)}`);
     ctx.out(`amount paid ${amount(amountPaid, t)}${last ? `  on channel ${shortHex(last.channelId)}` : ""}  (${ctx.agent.stats.httpRequests} HTTP requests)`);
-    ctx.out(`amount signed ${ch ? amount(summary.amountSigned, t) : `${summary.amountSigned} (atomic units)`}  (what the provider could settle; "paid" is what its receipts say)`);
+    ctx.out(`amount signed ${token ? amount(summary.amountSigned, t) : `${summary.amountSigned} (atomic units)`}  (what the provider could settle; "paid" is what its receipts say)`);
     if (last) ctx.out(`last receipt: ${await receiptLine(ctx, last)}`);
+    if (lastExact) ctx.out(`last exact receipt: ${await receiptLine(ctx, lastExact)}`);
     ctx.out(`${n} calls in ${elapsed.toFixed(2)} s: ${(n / elapsed).toFixed(1)} calls/s with ${c} in flight`);
   }
   return failed === 0 ? 0 : 1;
@@ -162,9 +175,14 @@ function signedSum(ctx: Context): bigint {
   return Object.values(ctx.agent.stats.amountSigned).reduce((a, b) => a + b, 0n);
 }
 
-/** `paid 0.001 USDC on 0xabcd…: spent … of …, remaining …` */
+/** `paid 0.001 USDC on 0xabcd…: spent … of …, remaining …`, or `paid 0.001 USDC with exact to 0x…: transaction 0x…` */
 async function receiptLine(ctx: Context, p: PaymentInfo): Promise<string> {
   const { amount, shortHex } = format();
+  if (p.scheme === "exact") {
+    const t = await ctx.tokenInfo(p.asset);
+    if (!p.transaction) return `signed ${amount(p.price, t)} with exact to ${p.payTo} (no receipt)`;
+    return `paid ${amount(p.price, t)} with exact to ${p.payTo}: transaction ${p.transaction}`;
+  }
   const ch = ctx.agent.channels().find((c) => c.id === p.channelId);
   const t = ch ? await ctx.tokenInfo(ch.token) : { decimals: 0, symbol: "" };
   const r = p.receipt;
