@@ -5,7 +5,7 @@
 import type { Address, Hex } from "viem";
 import { PaymentError } from "./errors";
 import { isAddressHex, isBytes32Hex, isSignatureHex } from "./hex";
-import type { Network } from "./wire";
+import type { Network } from "./envelope";
 
 /** Standard base64 of UTF-8 JSON (the encoding of all three x402 headers). */
 export function toBase64Json(value: unknown): string {

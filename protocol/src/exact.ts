@@ -17,7 +17,7 @@ import {
   X402_VERSION,
   HEADER_PAYMENT_RESPONSE,
   type Network,
-} from "./wire";
+} from "./envelope";
 
 export const EXACT_SCHEME = "exact" as const;
 /** The one asset transfer method we speak: EIP-3009 `transferWithAuthorization`. */

@@ -11,21 +11,28 @@ import { ESCROW_DOMAIN_NAME, ESCROW_DOMAIN_VERSION } from "./eip712";
 import { parseExactRequirements, exactRequirementsToJson, EXACT_SCHEME, type ExactRequirements } from "./exact";
 import { address, bad, bytes32, fromBase64Json, networkField, obj, signature, str, toBase64Json, uint } from "./decode";
 
-export const X402_VERSION = 2 as const;
+import {
+  HEADER_PAYMENT_REQUIRED,
+  HEADER_PAYMENT_SIGNATURE,
+  HEADER_PAYMENT_RESPONSE,
+  MAX_PAYMENT_REQUIRED_BYTES,
+  MAX_PAYMENT_SIGNATURE_BYTES,
+  X402_VERSION,
+  type Network,
+} from "./envelope";
+
+// The envelope (envelope.ts) is part of this module's API.
+export {
+  HEADER_PAYMENT_REQUIRED,
+  HEADER_PAYMENT_SIGNATURE,
+  HEADER_PAYMENT_RESPONSE,
+  MAX_PAYMENT_REQUIRED_BYTES,
+  MAX_PAYMENT_SIGNATURE_BYTES,
+  X402_VERSION,
+  type Network,
+};
+
 export const SCHEME = "channel" as const;
-
-/** Header names (HTTP headers are case-insensitive; Node lowercases them). */
-export const HEADER_PAYMENT_REQUIRED = "PAYMENT-REQUIRED";
-export const HEADER_PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE";
-export const HEADER_PAYMENT_RESPONSE = "PAYMENT-RESPONSE";
-
-/** Largest encoded `PAYMENT-SIGNATURE` accepted (bytes of base64). */
-export const MAX_PAYMENT_SIGNATURE_BYTES = 4096;
-/** Largest encoded `PAYMENT-REQUIRED` / `PAYMENT-RESPONSE` accepted. */
-export const MAX_PAYMENT_REQUIRED_BYTES = 16384;
-
-/** CAIP-2 id of an EVM chain. */
-export type Network = `eip155:${number}`;
 
 /** Channel states as the server reports them. */
 export type ChannelStatus = "open" | "closing" | "finalized";

@@ -247,6 +247,26 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
     expect(rec.sent.filter((h) => h !== undefined)).to.have.length(2);
     expect(await balanceOf(payee)).to.equal(before + 2n * PRICE);
     expect(agent.stats.amountSigned[token.toLowerCase()]).to.equal(2n * PRICE);
+    // Concurrent calls cannot pass the budget together: it is reserved before each signature. (A provider that
+    // answers every authorization with a receipt: the stock facilitator sends concurrent transfers from one key.)
+    const { address } = chainClients(PAYER);
+    const tx = ("0x" + "cd".repeat(32)) as Hex;
+    const responder = await startExactResponder((p) =>
+      p
+        ? { status: 200, headers: { [HEADER_PAYMENT_RESPONSE]: encodeExactPaymentResponse({ success: true, transaction: tx, network: "eip155:31337", payer: address }) } }
+        : { status: 402, headers: exactChallenge({ asset: token, payTo: payee, amount: PRICE }) },
+    );
+    try {
+      const { agent: burst } = testClient(PAYER, { limits: { maxDeposit: "5", maxPrice: "0.01", maxSpend: "0.003" } });
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => burst.fetch(`${responder.url}/x`)));
+      const ok = results.filter((r) => r.status === "fulfilled" && r.value.status === 200).length;
+      const refused = results.filter((r) => r.status === "rejected" && (r.reason as ClientError).code === "spending_limit").length;
+      expect([ok, refused]).to.deep.equal([3, 5]);
+      expect(responder.payments.filter((x) => x !== undefined)).to.have.length(3);
+      expect(burst.stats.amountSigned[token.toLowerCase()]).to.equal(3n * PRICE);
+    } finally {
+      await responder.close();
+    }
   });
 
   it("refuses a token outside limits.assets, and without limits.assets a token that is not USDC", async function () {
