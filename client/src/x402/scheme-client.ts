@@ -36,7 +36,6 @@ import { ClientError } from "../errors";
 import { stripHint } from "../paying/routes";
 import { learnFromRefusal } from "../paying/resync";
 import type { Payment } from "../paying/vouchers";
-import { chooseOffer } from "../spending";
 
 /** A voucher handed to the stock client, and what its answer must be booked against. */
 interface Pending {
@@ -130,8 +129,9 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
     if (cap !== undefined && /^\d+$/.test(cap) && terms.amount > BigInt(cap)) {
       throw new ClientError("spending_limit", `the price ${terms.amount} is above the x402 client's maxAmountPerPayment ${cap}`);
     }
-    await chooseOffer(s, [terms]); // allow-lists, maxPrice, escrow verification
     s.guard.assertMaySign(seen.origin);
+    // As our fetch does: allow-lists, maxPrice, escrow verification, then the channel (opened or topped up) and the
+    // voucher under maxSpend and maxUnservedPerChannel.
     const payment = await vouchers.prepare(terms, seen.origin);
     const payload = {
       channelId: payment.voucher.channelId,
