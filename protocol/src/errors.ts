@@ -22,6 +22,15 @@ export const PAYMENT_ERROR_CODES = [
   "voucher_too_low",
   "insufficient_voucher",
   "exceeds_deposit",
+  // the x402 `exact` scheme (docs/protocol.md § 5.8)
+  "authorization_used",
+  "authorization_value_mismatch",
+  "authorization_recipient_mismatch",
+  "authorization_not_yet_valid",
+  "authorization_expired",
+  "authorization_signature_invalid",
+  "insufficient_balance",
+  "transfer_failed",
 ] as const;
 export type PaymentErrorCode = (typeof PAYMENT_ERROR_CODES)[number];
 
@@ -56,7 +65,28 @@ export const PAYMENT_ERROR_RECOVERY: Readonly<Record<PaymentErrorCode, RefusalRe
   voucher_too_low: VOUCHER,
   insufficient_voucher: VOUCHER,
   exceeds_deposit: VOUCHER, // after a top-up
+  // `exact`: no channel is involved; a retry means a new authorization (new nonce, window or terms).
+  authorization_used: VOUCHER, // sign again with a new nonce
+  authorization_value_mismatch: VOUCHER, // re-read the offer's amount
+  authorization_recipient_mismatch: VOUCHER, // re-read the offer's payTo
+  authorization_not_yet_valid: VOUCHER,
+  authorization_expired: VOUCHER,
+  authorization_signature_invalid: REQUEST, // the payer's key does not sign as the authorization's `from`
+  insufficient_balance: REQUEST, // after the payer is funded
+  transfer_failed: VOUCHER, // the transfer reverted on chain; nothing was served or paid
 };
+
+/** The codes only the `exact` scheme refuses with (a channel payment never gets them). */
+export const EXACT_ERROR_CODES = [
+  "authorization_used",
+  "authorization_value_mismatch",
+  "authorization_recipient_mismatch",
+  "authorization_not_yet_valid",
+  "authorization_expired",
+  "authorization_signature_invalid",
+  "insufficient_balance",
+  "transfer_failed",
+] as const satisfies readonly PaymentErrorCode[];
 
 /** Codes the accounting transaction can refuse a voucher with (docs/protocol.md § 6), decided on the stored row. */
 export const ACCEPT_REFUSAL_CODES = ["voucher_too_low", "voucher_reused", "insufficient_voucher", "exceeds_deposit", "channel_closing", "channel_finalized"] as const satisfies readonly PaymentErrorCode[];

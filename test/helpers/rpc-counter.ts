@@ -6,6 +6,8 @@
  * const rpc = await startRpcCounter(await rpcUrl());
  * const before = rpc.count("eth_call"); ...; expect(rpc.count("eth_call") - before).to.be.at.most(5);
  * ```
+ * `fail(["eth_sendRawTransaction"])` makes calls of those methods fail (the connection is dropped, nothing reaches
+ * the node) until `fail([])`.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -15,19 +17,27 @@ export interface RpcCounter {
   url: string;
   /** Calls of `method` so far. */
   count(method: string): number;
+  /** Drops the requests calling any of `methods` (not forwarded) until called again with another list. */
+  fail(methods: readonly string[]): void;
   close(): Promise<void>;
 }
 
 /** Starts a counting proxy in front of the JSON-RPC URL `target`. */
 export async function startRpcCounter(target: string): Promise<RpcCounter> {
   const counts = new Map<string, number>();
+  let failing = new Set<string>();
   const server = http.createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks);
     try {
       const parsed = JSON.parse(body.toString("utf8"));
-      for (const call of Array.isArray(parsed) ? parsed : [parsed]) counts.set(call?.method, (counts.get(call?.method) ?? 0) + 1);
+      const calls = Array.isArray(parsed) ? parsed : [parsed];
+      for (const call of calls) counts.set(call?.method, (counts.get(call?.method) ?? 0) + 1);
+      if (calls.some((c) => failing.has(c?.method))) {
+        res.destroy();
+        return;
+      }
     } catch {
       /* not JSON: forwarded as is */
     }
@@ -43,6 +53,9 @@ export async function startRpcCounter(target: string): Promise<RpcCounter> {
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     count: (m) => counts.get(m) ?? 0,
+    fail: (methods) => {
+      failing = new Set(methods);
+    },
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r());

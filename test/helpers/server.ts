@@ -53,6 +53,8 @@ export interface TestServerOptions {
   logLevel?: ServerConfig["logLevel"];
   /** Run the settlement job in the server (off by default; see `ProviderServerOptions.settlement`). */
   settlement?: ProviderServerOptions["settlement"];
+  /** The x402 `exact` scheme (default: on, sent by Hardhat account #19; see `ProviderServerOptions.exact`). */
+  exact?: ProviderServerOptions["exact"];
 }
 
 export interface TestServer {
@@ -135,7 +137,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     logLevel: level,
     ...opts.config,
   });
-  const server = await startProviderServer({ config, routes: opts.routes, logger: createLogger(level), settlement: opts.settlement });
+  const server = await startProviderServer({ config, routes: opts.routes, logger: createLogger(level), settlement: opts.settlement, exact: opts.exact });
   return {
     url: server.url,
     rpcUrl: url,

@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import hre from "hardhat";
 import { keccak256, toHex } from "viem";
-import { channelEscrowAbi, PAYMENT_ERROR_CODES, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
+import { channelEscrowAbi, EXACT_ERROR_CODES, PAYMENT_ERROR_CODES, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
 import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../helpers/escrow";
 import { call, paymentJson, rawHeader, startTestServer, type Answer, type TestServer } from "../helpers/server";
 
@@ -52,7 +52,7 @@ describe("server: every payment error code is produced by a request that trigger
 
   it("unsupported_scheme: the echoed offer is of another scheme", async () => {
     const p = paymentJson(terms, ch.voucher.sign(ch.id, 1000n)) as any;
-    p.accepted.scheme = "exact";
+    p.accepted.scheme = "upto"; // ("exact" is a scheme this server speaks too: test/x402/exact-server.test.ts)
     await expectCode(await call(echo(), { headers: { "payment-signature": rawHeader(p) } }), "unsupported_scheme");
   });
 
@@ -169,7 +169,8 @@ describe("server: every payment error code is produced by a request that trigger
     }
   });
 
-  it("covers the whole list of the spec's payment error codes", () => {
-    expect([...seen].sort()).to.deep.equal([...PAYMENT_ERROR_CODES].sort());
+  it("covers the whole list of the spec's payment error codes (the exact scheme's: test/x402/exact-server.test.ts)", () => {
+    const exact: readonly string[] = EXACT_ERROR_CODES;
+    expect([...seen].sort()).to.deep.equal(PAYMENT_ERROR_CODES.filter((c) => !exact.includes(c)).sort());
   });
 });

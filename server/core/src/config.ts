@@ -11,6 +11,7 @@ import os from "node:os";
 import { getAddress, isAddress, type Address } from "viem";
 import { MAX_CLOSE_DELAY, MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, ZERO_ADDRESS_PATTERN } from "@paychan/protocol";
 import { parseSettlementEnv, SETTLEMENT_VARIABLES, type SettlementEnv } from "./settlement/config";
+import { EXACT_VARIABLES, parseExactEnv, type ExactEnv } from "./exact/config";
 
 export type SqliteSynchronous = "FULL" | "NORMAL";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -90,6 +91,8 @@ export interface ServerConfig {
    * chain id is known (`resolveSettlementConfig`). The key is reachable only through `settlement.privateKey()`.
    */
   settlement?: SettlementEnv;
+  /** The x402 `exact` scheme's variables (EXACT, EXACT_PRIVATE_KEY, ...); the key only through `exact.privateKey()`. */
+  exact?: ExactEnv;
 }
 
 /** A configuration that cannot work; `problems` has one line per variable. */
@@ -155,12 +158,13 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: "MAX_BODY_BYTES", default: "1048576", description: "largest request body, bytes" },
   { name: "LOG_LEVEL", default: "info", description: "fatal, error, warn, info, debug, trace or silent" },
   ...SETTLEMENT_VARIABLES,
+  ...EXACT_VARIABLES,
 ];
 
 type Env = Record<string, string | undefined>;
 
 /** The variable behind each configuration field (an object configuration is checked by the variables' rules). */
-export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig, "settlement">, string>> = {
+export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig, "settlement" | "exact">, string>> = {
   rpcUrl: "RPC_URL",
   chainId: "CHAIN_ID",
   escrow: "ESCROW_ADDRESS",
@@ -364,6 +368,7 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
     maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1_024, 1_073_741_824),
     logLevel: oneOf("LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     settlement: parseSettlementEnv(env, problems),
+    exact: parseExactEnv(env, problems),
   };
   if (!o.partial && config.rpcUrl !== undefined && config.payee === undefined) {
     problems.push("PAYEE_ADDRESS is required when RPC_URL is set (the address channels must pay)");

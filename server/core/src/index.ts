@@ -26,8 +26,10 @@ export {
   Charge,
   PaymentCore,
   type PaymentCoreOptions,
+  type ExactGrant,
   type PaymentDecision,
   type PaymentGrant,
+  type RequestDecision,
   type PaymentObserver,
   type PaymentReply,
   type PaymentRequest,
@@ -52,6 +54,7 @@ export { EventFollower, type EventFollowerOptions } from "./chain/follower";
 
 export * from "./store";
 export * from "./settlement";
+export * from "./exact";
 export {
   runSettleCommand,
   SETTLE_EXIT,

@@ -8,6 +8,7 @@ import type { PaymentObserver } from "./payments/core";
 import type { ChannelStore } from "./store/types";
 import type { EventFollower } from "./chain/follower";
 import { configureSettlementMetrics } from "./settlement/metrics";
+import type { ExactObserver } from "./exact/reconcile";
 
 /** Chain reads refused by the read budget, by the bucket that was empty (chain/read-budget.ts). */
 export interface ReadRefusals {
@@ -24,6 +25,8 @@ export interface ConnectionRefusals {
 export interface ServerMetrics {
   registry: Registry;
   observer: PaymentObserver;
+  /** The `exact` scheme's hooks (exact/payments.ts). */
+  exactObserver: ExactObserver;
   /** Wires the store/follower gauges and the read budget's refusals (read at scrape time). */
   attach(store: ChannelStore, follower: EventFollower, budget?: ReadRefusals): void;
   /** Wires `channel_connections_refused_total` to the listener's connection limits (read at scrape time). */
@@ -40,6 +43,24 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
   configureSettlementMetrics(registry, { perChannel: opts.perChannel === true });
 
   const paid = new Counter({ name: "channel_paid_requests_total", help: "Paid requests served (charge committed)", registers: [registry] });
+  const byScheme = new Counter({
+    name: "paid_requests_total",
+    help: "Paid requests served, by scheme: channel (charge committed) or exact (transfer confirmed on chain)",
+    labelNames: ["scheme"],
+    registers: [registry],
+  });
+  const exactPayments = new Counter({
+    name: "exact_payments_total",
+    help: "exact payments by outcome: submitted, confirmed, failed (reverted or dropped), refused (before any transfer)",
+    labelNames: ["status"],
+    registers: [registry],
+  });
+  const exactSettle = new Histogram({
+    name: "exact_settlement_seconds",
+    help: "Time from broadcast to the confirmed receipt of an exact payment's transfer (paid requests)",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 30],
+    registers: [registry],
+  });
   const refused = new Counter({
     name: "channel_payment_refusals_total",
     help: "Paid-route requests not served, by error code and HTTP status (402s are payment refusals)",
@@ -150,16 +171,25 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
     verified: (s) => verify.observe(s),
     accountingCommitted: (s) => commit.observe(s),
     refused: (code, status) => refused.inc({ code, status: String(status) }),
-    served: () => paid.inc(),
+    served: () => {
+      paid.inc();
+      byScheme.inc({ scheme: "channel" });
+    },
     finished: (p) => {
       if (p.charged > 0n) charged.inc(Number(p.charged));
       if (p.released > 0n) released.inc(Number(p.released));
       if (p.failed) failures.inc();
     },
   };
+  const exactObserver: ExactObserver = {
+    outcome: (status) => exactPayments.inc({ status }),
+    settled: (s) => exactSettle.observe(s),
+    served: () => byScheme.inc({ scheme: "exact" }),
+  };
   return {
     registry,
     observer,
+    exactObserver,
     attach(s, f, b) {
       store = s;
       follower = f;

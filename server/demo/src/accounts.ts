@@ -7,6 +7,14 @@ import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
 import type { Address, Hex } from "viem";
 import { LOCAL_CHAIN_IDS, resolveSettlerKey, type SettlerKey } from "@paychan/server";
 
+/** Hardhat's account #19 (public test key): the sender of `exact` transfers on the local chain (no test pays with it). */
+export const HARDHAT_ACCOUNT_19_KEY: Hex = "0xdf57089febbacf7ba0bc227dafbffa9fc08a93fdc68e1e42411a14efcf23656e";
+
+/** The `exact` sender key of a local chain (31337, 1337) when EXACT_PRIVATE_KEY is unset: Hardhat account #19. */
+export function localExactKey(o: { chainId: number }): Hex | null {
+  return LOCAL_CHAIN_IDS.includes(o.chainId) ? HARDHAT_ACCOUNT_19_KEY : null;
+}
+
 /** Hardhat's default test mnemonic (public; local chains only). */
 export const HARDHAT_MNEMONIC = "test test test test test test test test test test test junk";
 

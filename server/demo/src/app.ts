@@ -15,12 +15,13 @@ import {
   PROBLEM_CONTENT_TYPE,
   type Logger,
   type Provider,
+  type ProviderExactOptions,
   type ProviderSettlementOptions,
   type ServerConfig,
   type ServerErrorCode,
 } from "@paychan/server";
 import { bodyLimit, createPaywall, errorHandler, limitConnections, notFound, type ConnectionGuard, type ExpressPaywall, type Paywall } from "@paychan/express";
-import { localSettlerKey } from "./accounts";
+import { localExactKey, localSettlerKey } from "./accounts";
 import { demoRoutes } from "./routes";
 
 export type { ProviderSettlementOptions } from "@paychan/server";
@@ -42,6 +43,11 @@ export interface ProviderServerOptions {
    * absent. On a local chain without SETTLER_PRIVATE_KEY the payee's Hardhat test key settles.
    */
   settlement?: boolean | ProviderSettlementOptions;
+  /**
+   * The x402 `exact` scheme (EXACT, EXACT_PRIVATE_KEY): `false` turns it off; on a local chain without
+   * EXACT_PRIVATE_KEY, Hardhat account #19 submits the transfers.
+   */
+  exact?: boolean | ProviderExactOptions;
 }
 
 /** A running server: the provider's parts, its Express app and its listener. */
@@ -70,6 +76,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     processMetrics: opts.processMetrics,
     defaultDatabaseUrl: opts.defaultDatabaseUrl,
     settlement: demoSettlement(opts),
+    exact: opts.exact === false ? false : { fallbackKey: localExactKey, ...(typeof opts.exact === "object" ? opts.exact : {}) },
   });
   try {
     const { app, paywall } = buildApp(provider, opts.routes);

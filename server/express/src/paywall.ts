@@ -13,13 +13,22 @@
  * The charge is committed before the handler runs. A response with status >= 500 (thrown errors included)
  * releases it; a metered route that never reports is charged its maximum. Successful responses carry
  * `PAYMENT-RESPONSE`, written when the headers go out (report a metered charge before the first byte).
+ *
+ * With the x402 `exact` scheme on (docs/protocol.md § 5.8), fixed-price routes also take `exact` payments: the transfer
+ * is confirmed on chain before the handler runs, and nothing is given back when the handler fails (the payment is
+ * a transfer, not a charge on a channel). `paymentOf(res).scheme` says which scheme paid.
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { problem, PROBLEM_CONTENT_TYPE, toAtomic, type Charge, type PaymentCore, type PaymentReply, type PriceInput, type RoutePricing } from "@paychan/server";
+import { problem, PROBLEM_CONTENT_TYPE, toAtomic, type Charge, type ExactGrant, type PaymentCore, type PaymentReply, type PriceInput, type RoutePricing } from "@paychan/server";
 
 /** `res.locals.payment` on a paid route. */
 export interface PaymentLocals {
+  /** The scheme that paid: `channel` (a charge on a channel) or `exact` (an on-chain transfer, already confirmed). */
+  scheme: "channel" | "exact";
+  /** The channel charged; `0x` for `exact`. */
   channelId: `0x${string}`;
+  /** `exact`: the transfer's transaction hash. */
+  transaction?: `0x${string}`;
   payer: `0x${string}`;
   /** What was reserved: the price, or the metered maximum (atomic units). */
   reserved: bigint;
@@ -86,6 +95,7 @@ export function createExpressPaywall(core: PaymentCore, opts: ExpressPaywallOpti
 
   function attach(req: Request, res: Response, next: NextFunction, charge: Charge) {
     const locals: PaymentLocals = {
+      scheme: "channel",
       channelId: charge.channelId,
       payer: charge.payer,
       reserved: charge.reserved,
@@ -122,6 +132,25 @@ export function createExpressPaywall(core: PaymentCore, opts: ExpressPaywallOpti
     next();
   }
 
+  /** An `exact` payment is settled already: its receipt goes out with whatever the handler answers. */
+  function attachExact(res: Response, next: NextFunction, g: ExactGrant) {
+    const locals: PaymentLocals = {
+      scheme: "exact",
+      channelId: "0x",
+      transaction: g.transaction,
+      payer: g.payer,
+      reserved: g.amount,
+      charge: (amount: PriceInput) => {
+        const v = typeof amount === "bigint" ? amount : toAtomic(amount, decimals, "charge");
+        if (v !== g.amount) throw new RangeError("an exact payment is the route's fixed price; it cannot be changed");
+      },
+      amount: g.amount,
+    };
+    res.locals.payment = locals;
+    for (const [k, v] of Object.entries(g.headers)) res.setHeader(k, v);
+    next();
+  }
+
   function guard(pricingOf: (req: Request) => Promise<RoutePricing>): RequestHandler {
     return async (req, res, next) => {
       let pricing: RoutePricing;
@@ -133,6 +162,7 @@ export function createExpressPaywall(core: PaymentCore, opts: ExpressPaywallOpti
       }
       const decision = await core.authorize({ method: req.method, url: req.originalUrl ?? req.url, headers: req.headers, source: sourceOf(req) }, pricing);
       if (decision.kind === "reply") sendReply(res, decision);
+      else if (decision.kind === "paid") attachExact(res, next, decision);
       else attach(req, res, next, decision.charge);
     };
   }

@@ -15,7 +15,9 @@ import type { Logger } from "pino";
 import {
   BaseError,
   decodeCloseRequest,
+  decodeExactPaymentSignature,
   decodePaymentSignature,
+  encodeExactPaymentResponse,
   encodePaymentRequired,
   encodePaymentResponse,
   escrowDomain,
@@ -25,6 +27,8 @@ import {
   HEADER_PAYMENT_RESPONSE,
   isSignerMismatch,
   networkOf,
+  paymentSignatureScheme,
+  EXACT_SCHEME,
   PaymentError,
   recoverCloseRequestSigner,
   SCHEME,
@@ -45,6 +49,7 @@ import type { ChainChannel, ChannelStore, StoredChannel } from "../store/types";
 import { problem, PROBLEM_CONTENT_TYPE, type ErrorContext, type ProblemBody, type ServerErrorCode } from "./errors";
 import { maxCharge, type RoutePricing } from "./pricing";
 import { SignaturePool } from "./signature-pool";
+import type { ExactPayments } from "../exact/payments";
 
 /** A request as the core needs it (header names lowercase, as Node gives them). */
 export interface PaymentRequest {
@@ -96,6 +101,11 @@ export interface PaymentCoreOptions {
   allowedHosts?: readonly string[];
   logger?: Logger;
   observer?: PaymentObserver;
+  /**
+   * The x402 `exact` scheme (docs/protocol.md § 5.8): when set, fixed-price routes offer `exact` after `channel` and
+   * accept `exact` payments (settled on chain before the handler runs).
+   */
+  exact?: ExactPayments;
 }
 
 /** A reply that is not "serve": status, headers and a problem body. */
@@ -116,6 +126,21 @@ export interface PaymentGrant {
 }
 
 export type PaymentDecision = PaymentReply | PaymentGrant;
+
+/** "Serve" after an `exact` payment: the transfer is confirmed on chain; nothing is left to finish. */
+export interface ExactGrant {
+  kind: "paid";
+  scheme: typeof EXACT_SCHEME;
+  payer: Address;
+  amount: bigint;
+  /** The transfer's transaction hash. */
+  transaction: Hex;
+  /** `PAYMENT-RESPONSE` naming the transaction. */
+  headers: Record<string, string>;
+}
+
+/** What {@link PaymentCore.authorize} decides for an HTTP request: a channel charge, a settled `exact` payment, or a reply. */
+export type RequestDecision = PaymentDecision | ExactGrant;
 
 const HOST = /^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$/;
 /** Host names always allowed in the Host header (a local server). */
@@ -320,11 +345,14 @@ export class PaymentCore {
     const body = problem(code, detail, context);
     const headers: Record<string, string> = { "content-type": PROBLEM_CONTENT_TYPE, "cache-control": "no-store" };
     if (body.status === 402 && req && pricing) {
+      // `exact` second, on fixed prices only (a metered route's price is known after the handler; § 5.8).
+      const exact = this.o.exact && pricing.kind === "fixed" ? [this.o.exact.offer(pricing.price)] : undefined;
       headers[HEADER_PAYMENT_REQUIRED] = encodePaymentRequired({
         x402Version: X402_VERSION,
         error: code as PaymentErrorCode,
         resource: { url: this.resourceUrl(req), ...(pricing.description ? { description: pricing.description } : {}), mimeType: pricing.mimeType ?? "application/json" },
         accepts: [this.requirements(pricing, hint)],
+        ...(exact ? { exact } : {}),
       });
     }
     if (code === "upstream_unavailable" || code === "overloaded") headers["retry-after"] = "2";
@@ -366,7 +394,7 @@ export class PaymentCore {
    * Decides a paid request. Never throws: every failure is a reply (402/4xx/503); an unexpected error becomes
    * 503 `upstream_unavailable` (never a free response).
    */
-  async authorize(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+  async authorize(req: PaymentRequest, pricing: RoutePricing): Promise<RequestDecision> {
     return this.guarded(() => this.authorizeInner(req, pricing), pricing, req);
   }
 
@@ -380,7 +408,7 @@ export class PaymentCore {
   }
 
   /** Load shedding and the never-throw rule around one payment decision. */
-  private async guarded(decide: () => Promise<PaymentDecision>, pricing: RoutePricing, req?: PaymentRequest): Promise<PaymentDecision> {
+  private async guarded<D extends RequestDecision>(decide: () => Promise<D | PaymentReply>, pricing: RoutePricing, req?: PaymentRequest): Promise<D | PaymentReply> {
     // Load shedding: when the chain or the store is slow, checks pile up here; refuse early rather than queue
     // without bound (nothing decoded, nothing written; the client retries after Retry-After).
     const max = this.o.maxPendingPayments ?? 1024;
@@ -398,7 +426,7 @@ export class PaymentCore {
     }
   }
 
-  private async authorizeInner(req: PaymentRequest, pricing: RoutePricing): Promise<PaymentDecision> {
+  private async authorizeInner(req: PaymentRequest, pricing: RoutePricing): Promise<RequestDecision> {
     // Without PUBLIC_URL the Host header names `resource.url`: only configured (or loopback) hosts may (§6).
     if (!this.o.publicUrl && !this.hostAllowed(req)) {
       return this.reply("host_not_allowed", "this server does not answer for that Host; use its configured address (or set PUBLIC_URL / ALLOWED_HOSTS)");
@@ -406,6 +434,7 @@ export class PaymentCore {
     const raw = req.headers["payment-signature"];
     if (raw === undefined) return this.reply("payment_required", "this resource needs a PAYMENT-SIGNATURE header (scheme: channel)", req, pricing);
     if (Array.isArray(raw)) return this.reply("invalid_payload", "PAYMENT-SIGNATURE must appear once", req, pricing);
+    if (this.o.exact && isExactPayment(raw)) return this.authorizeExact(raw, req, pricing);
 
     let payment;
     try {
@@ -497,6 +526,31 @@ export class PaymentCore {
     }
     this.observer?.served?.(price);
     return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price, pricing.kind === "metered", result.channel, v) };
+  }
+
+  /** An `exact` payment: decoded, checked, settled on chain (exact/payments.ts); served only once the transfer is confirmed. */
+  private async authorizeExact(raw: string, req: PaymentRequest, pricing: RoutePricing): Promise<RequestDecision> {
+    const exact = this.o.exact!;
+    if (pricing.kind !== "fixed") return this.reply("unsupported_scheme", "this route's price is metered: pay it with the channel scheme", req, pricing);
+    let payment;
+    try {
+      payment = decodeExactPaymentSignature(raw);
+    } catch (e) {
+      if (e instanceof BaseError) return this.reply(e.code as ServerErrorCode, e.shortMessage, req, pricing);
+      return this.reply("invalid_payload", "PAYMENT-SIGNATURE could not be decoded", req, pricing);
+    }
+    const out = await exact.pay(payment, pricing.price, this.resourceUrl(req));
+    if (out.kind === "refused") return this.reply(out.refusal.code, out.refusal.detail, req, pricing);
+    if (out.kind === "unavailable") return this.reply("upstream_unavailable", out.detail);
+    const p = out.payment;
+    return {
+      kind: "paid",
+      scheme: EXACT_SCHEME,
+      payer: p.payer,
+      amount: p.amount,
+      transaction: p.txHash!,
+      headers: { [HEADER_PAYMENT_RESPONSE]: encodeExactPaymentResponse({ success: true, transaction: p.txHash!, network: out.network, payer: p.payer, amount: p.amount }) },
+    };
   }
 
   /**
@@ -608,6 +662,15 @@ export function closeRefusal(chain: ChainChannel, stored: StoredChannel | null, 
     return { code: "close_delay_too_short", detail: `the close delay ${chain.closeDelay} s is below this server's minimum ${min.closeDelay} s; ${after}` };
   }
   return null;
+}
+
+/** Whether a `PAYMENT-SIGNATURE` names the `exact` scheme (a malformed header is left to the channel decoder's codes). */
+function isExactPayment(raw: string): boolean {
+  try {
+    return paymentSignatureScheme(raw) === EXACT_SCHEME;
+  } catch {
+    return false;
+  }
 }
 
 const REFUSAL_DETAIL: Record<string, (v: bigint, c: StoredChannel | null, price: bigint) => string> = {

@@ -26,6 +26,7 @@ import type { SettlementScheduler } from "../settlement/scheduler";
 import { connectChain } from "./chain-checks";
 import { checkHealth } from "./health";
 import { planSettlement, startSettlement } from "./settlement";
+import { ExactPlanError, planExact, startExact, type ExactScheme } from "../exact/setup";
 import { ProviderStartError, type Provider, type ProviderOptions } from "./types";
 
 export * from "./types";
@@ -59,6 +60,13 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
   if (!payee) throw new ProviderStartError("PAYEE_ADDRESS is required (the address channels must pay)");
   const { reader, chainId, escrow, token, decimals, genesisHash } = await connectChain(config, opts.transport);
   const settlement = planSettlement(config, chainId, payee, opts.settlement);
+  let exactPlan;
+  try {
+    exactPlan = planExact(config.exact, chainId, opts.exact, settlement?.key ?? config.settlement?.privateKey());
+  } catch (e) {
+    if (e instanceof ExactPlanError) throw new ProviderStartError(`refusing to start: ${e.message}`);
+    throw e;
+  }
 
   const databaseUrl = config.databaseUrl ?? opts.defaultDatabaseUrl?.(chainId) ?? `.data/server-${chainId}.sqlite`;
   const store = await openStore({ url: databaseUrl, sqliteSynchronous: config.sqliteSynchronous });
@@ -90,6 +98,25 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
     cleanup.unshift(() => follower.stop());
     metrics.attach(store, follower, budget);
 
+    let exact: ExactScheme | null = null;
+    if (exactPlan) {
+      const x = await startExact(exactPlan, {
+        rpcUrl: config.rpcUrl,
+        transport: opts.transport,
+        rpcTimeout: config.rpcTimeout,
+        chainId,
+        token,
+        payee,
+        maxTimeoutSeconds: config.maxTimeoutSeconds,
+        store,
+        now: () => view.chainNow(),
+        logger,
+        observer: metrics.exactObserver,
+      });
+      exact = x;
+      cleanup.unshift(() => x.stop());
+    }
+
     const core = new PaymentCore({
       chainId,
       escrow,
@@ -109,6 +136,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       allowedHosts: allowedHosts(config),
       logger,
       observer: metrics.observer,
+      ...(exact ? { exact: exact.payments } : {}),
     });
     cleanup.unshift(() => core.close());
 
@@ -136,6 +164,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       metrics,
       logger,
       settlement: scheduler,
+      exact,
       health: () => checkHealth({ ids: { chainId, escrow, token, payee }, reader, follower, store }),
       close: () => (closing ??= stopAll()),
     };

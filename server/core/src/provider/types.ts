@@ -12,6 +12,7 @@ import type { SettlementConfig } from "../settlement/config";
 import type { SettlementJobOptions } from "../settlement/job";
 import type { SettlerKeyFallback } from "../settlement/key";
 import type { SettlementScheduler } from "../settlement/scheduler";
+import type { ExactScheme, ProviderExactOptions } from "../exact/setup";
 
 /** Environment variables (usually `process.env`). */
 export type Env = Record<string, string | undefined>;
@@ -38,6 +39,12 @@ export interface ProviderOptions {
    * when no settler key is known, or when the key may not settle for the payee.
    */
   settlement?: boolean | ProviderSettlementOptions;
+  /**
+   * The x402 `exact` scheme next to `channel` on fixed-price routes (docs/protocol.md § 5.8): EXACT (auto: on when a
+   * sender key is known), EXACT_PRIVATE_KEY; `false` here turns it off, `true` requires it, options override.
+   * Start is refused when the sender key is the settler key.
+   */
+  exact?: boolean | ProviderExactOptions;
 }
 
 /** Overrides of the in-process settlement job (embedding and tests). */
@@ -88,6 +95,8 @@ export interface Provider {
   readonly reader: ChainReader;
   readonly metrics: ServerMetrics;
   readonly logger: Logger;
+  /** The `exact` scheme (null when it is off): its payments (`reconcile()`), sender address, reconciler. */
+  readonly exact: ExactScheme | null;
   /** The in-process settlement scheduler (null when settlement runs elsewhere). */
   readonly settlement: SettlementScheduler | null;
   /** Checks the chain and the store now. */

@@ -45,6 +45,8 @@ import { migratePostgres } from "./migrate";
 import { PRUNE_FINALIZED_SQL } from "./prune";
 import { pgRowToChannel, type PgChannelRow } from "./rows";
 import { PgSettlementStore } from "./settlement";
+import { PgExactStore } from "./exact";
+import type { ExactStore, ExactStoreProvider } from "../exact-types";
 import { POSTGRES_MIGRATIONS, type PgMigration } from "./migrations";
 import { createPgPool, DEFAULT_PG_POOL, pgClientConfig, pgPoolSettingsFromEnv, redactUrl, type PgPoolSettings } from "./pool";
 import type { SettlementStore, SettlementStoreProvider } from "../settlement-types";
@@ -213,7 +215,7 @@ function chainColumns(id: string, chain: ChainChannel): unknown[] {
   ];
 }
 
-export class PostgresStore implements ChannelStore, SettlementStoreProvider {
+export class PostgresStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider {
   readonly kind = "postgres";
   /** The pool, for store extensions (settlement) that add tables and queries on the same database. */
   readonly pool: pg.Pool;
@@ -223,6 +225,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
   private readonly url: string;
   private closed = false;
   private settlement: PgSettlementStore | null = null;
+  private exact: PgExactStore | null = null;
   private readonly closeHooks: Array<() => Promise<void>> = [];
 
   private constructor(pool: pg.Pool, url: string, settings: PgPoolSettings) {
@@ -249,6 +252,12 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider {
   settlementStore(): SettlementStore {
     this.check();
     return (this.settlement ??= new PgSettlementStore(this));
+  }
+
+  /** The `exact` payments and sender nonces, on this database (server/store/exact-types.ts). */
+  exactStore(): ExactStore {
+    this.check();
+    return (this.exact ??= new PgExactStore(this));
   }
 
   /** Connects, applies the migrations (safe when several replicas start at once) and returns the store. */

@@ -29,6 +29,8 @@ export { sqliteFilename } from "./filename";
 import { SQLITE_MIGRATIONS, type SqliteMigration } from "./migrations";
 import { loadSqliteDriver } from "./driver";
 import { migrateSqlite } from "./migrate";
+import { SqliteExactStore } from "./exact";
+import type { ExactStore, ExactStoreProvider } from "../exact-types";
 import { SqliteSettlementStore } from "./settlement";
 import type { SettlementStore, SettlementStoreProvider } from "../settlement-types";
 
@@ -122,7 +124,7 @@ function chainSnapshotChanges(stored: StoredChannel, c: ChainChannel): boolean {
 }
 
 /** {@link ChannelStore} on SQLite. */
-export class SqliteStore implements ChannelStore, SettlementStoreProvider {
+export class SqliteStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider {
   readonly kind = "sqlite";
   /** The connection, for store extensions (settlement) that add their own tables and queries. */
   readonly db: Database.Database;
@@ -560,6 +562,13 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider {
   settlementStore(): SettlementStore {
     this.check();
     return (this.settlement ??= new SqliteSettlementStore(this));
+  }
+
+  private exact: ExactStore | null = null;
+  /** The `exact` payments and sender nonces, in this database (`../exact-types.ts`). */
+  exactStore(): ExactStore {
+    this.check();
+    return (this.exact ??= new SqliteExactStore(this));
   }
 
   async close(): Promise<void> {
