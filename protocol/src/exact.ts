@@ -1,6 +1,6 @@
 /**
  * The x402 `exact` scheme on EVM, as our server offers it next to `channel` and our client pays it (docs/protocol.md
- * § 5.7): one EIP-3009 `transferWithAuthorization` per paid request, submitted on chain by the provider (or its
+ * § 5.8, § 7.5): one EIP-3009 `transferWithAuthorization` per paid request, submitted on chain by the provider (or its
  * facilitator) before the request is served. Same envelope and strict decoding as the `channel` codec (wire.ts);
  * field names and shapes are those of the x402 SDK (`ExactEIP3009Payload`), so stock x402 clients and servers
  * interoperate. Only the EIP-3009 transfer method is supported (no Permit2).
