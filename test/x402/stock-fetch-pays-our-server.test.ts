@@ -8,6 +8,8 @@ import type { Hex } from "viem";
 import { x402Client, x402HTTPClient } from "@x402/core/client";
 import { validatePaymentRequired } from "@x402/core/schemas";
 import { decodePaymentResponseHeader, wrapFetchWithPayment } from "@x402/fetch";
+import { registerExactEvmScheme } from "@x402/evm/exact/client";
+import { privateKeyToAccount } from "viem/accounts";
 import { HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_RESPONSE, HEADER_PAYMENT_SIGNATURE, channelEscrowAbi, networkOf } from "@paychan/protocol";
 import type { Express } from "express";
 import type { ChannelClient } from "@paychan/client";
@@ -162,6 +164,33 @@ describe("x402 interop: stock @x402/fetch with our channel plug-in pays our serv
     const required = new x402HTTPClient(new x402Client()).getPaymentRequiredResponse((n) => replay.headers.get(n));
     expect(required.error).to.equal("voucher_reused");
     expect(replay.headers.get(HEADER_PAYMENT_REQUIRED)).to.be.a("string");
+    await agent.close();
+  });
+
+  it("a stock client holding both the stock exact scheme and our plug-in pays channel on our server (listed first): no transfer per call", async function () {
+    const idx = PAYER + 5;
+    const { agent } = testClient(idx, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
+    await mintUsdc(srv.token, chainClients(idx).address, USDC(10));
+    const network = networkOf(srv.chainId);
+    const channel = new ChannelSchemeClient(agent);
+    const client = new x402Client().register(network, channel).setSpendControls({ allowedAssets: [{ network, asset: srv.token }] });
+    registerExactEvmScheme(client, { signer: privateKeyToAccount(chainClients(idx).key), networks: [network] });
+    const pay = wrapFetchWithPayment(fetch, channel.attach(new x402HTTPClient(client)));
+    const offered = await fetch(`${srv.url}/v1/echo?msg=o`);
+    await offered.arrayBuffer();
+    const schemes = new x402HTTPClient(client).getPaymentRequiredResponse((n) => offered.headers.get(n)).accepts.map((a) => a.scheme);
+    expect(schemes).to.deep.equal(["channel", "exact"]);
+    const balance = () => srv.env.publicClient.readContract({ address: srv.token, abi: srv.env.usdc.abi, functionName: "balanceOf", args: [chainClients(idx).address] }) as Promise<bigint>;
+    for (let i = 0; i < 3; i++) {
+      const res = await pay(`${srv.url}/v1/echo?msg=b${i}`);
+      expect(res.status, await res.clone().text()).to.equal(200);
+      expect(decodePaymentResponseHeader(res.headers.get(HEADER_PAYMENT_RESPONSE)!).transaction).to.equal("");
+    }
+    const [ch] = agent.channels();
+    expect(ch.spent).to.equal(3n * PRICE);
+    const afterOpen = await balance();
+    expect((await pay(`${srv.url}/v1/echo?msg=more`)).status).to.equal(200);
+    expect(await balance()).to.equal(afterOpen); // the deposit pays; nothing moves on chain per call
     await agent.close();
   });
 
