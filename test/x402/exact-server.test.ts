@@ -30,7 +30,7 @@ import { exactStoreFor, type ExactPayment } from "@paychan/server";
 import type { ExpressPaywall } from "@paychan/express";
 import { paymentOf } from "@paychan/express";
 import { startTestServer, rpcUrl, type TestServer } from "../helpers/server";
-import { chainClients, mintUsdc } from "../helpers/client";
+import { chainClients, mintUsdc, testClient } from "../helpers/client";
 import { snapshot, revertTo } from "../helpers/chain";
 import { startRpcCounter, type RpcCounter } from "../helpers/rpc-counter";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
@@ -447,5 +447,51 @@ describePostgres("x402 interop: exact payments on PostgreSQL", function () {
     expect(new Set(nonces).size).to.equal(12);
     expect((await balanceOf(a, a.payee)) - before).to.equal(12n * PRICE);
     expect(counter.served - served).to.equal(12);
+  });
+
+  it("exact (stock client) and channel (our SDK) payments at once on two replicas sharing PostgreSQL, the settlement job running on both: no nonce collision, every payment accounted once", async function () {
+    const databaseUrl = await newTestDatabase("mixed");
+    const seen = { served: 0, schemes: [] as string[] };
+    const settlement = { config: { interval: 1, threshold: "0.000001" }, pollInterval: 50 };
+    const c = await startTestServer({ env: a.env, routes: routes(seen), databaseUrl, config: { maxTimeoutSeconds: 300 }, settlement });
+    const d = await startTestServer({ env: a.env, routes: routes(seen), databaseUrl, config: { maxTimeoutSeconds: 300 }, settlement });
+    const { agent } = testClient(12, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
+    try {
+      await mintUsdc(c.token, chainClients(12).address, USDC(10));
+      const before = await balanceOf(c, c.payee);
+      const payC = stockFetch(PAYER, c.chainId, c.token);
+      const payD = stockFetch(PAYER, d.chainId, d.token);
+      const N = 10;
+      // The first channel call opens the channel; then exact and channel calls run side by side on both replicas.
+      expect((await agent.fetch(`${c.url}/v1/echo?msg=open`)).status).to.equal(200);
+      const exact = Array.from({ length: N }, (_, i) => (i % 2 ? payC : payD)(`${(i % 2 ? c : d).url}/v1/echo?msg=x${i}`));
+      const channel = (async () => {
+        const out: Response[] = [];
+        for (let i = 0; i < N; i++) out.push(await agent.fetch(`${(i % 2 ? d : c).url}/v1/echo?msg=c${i}`));
+        return out;
+      })();
+      const [x, ch] = await Promise.all([Promise.all(exact), channel]);
+      for (const r of [...x, ...ch]) expect(r.status, await r.clone().text()).to.equal(200);
+      const hashes = x.map((r) => decodeExactPaymentResponse(r.headers.get(HEADER_PAYMENT_RESPONSE)).transaction);
+      const nonces = await Promise.all(hashes.map(async (h) => (await c.env.publicClient.getTransaction({ hash: h })).nonce));
+      expect(new Set(nonces).size, "one nonce per exact transfer").to.equal(N);
+
+      // Settlement claims the channel's charges (N + 1 calls); the exact transfers are already the payee's.
+      const [record] = agent.channels();
+      await until(async () => {
+        const row = await c.store.getChannel(record.id as Hex);
+        return row !== null && row.settled === BigInt(N + 1) * PRICE;
+      }, "the settlement job to settle the channel", 60_000);
+      expect((await c.store.getChannel(record.id as Hex))!.spent).to.equal(BigInt(N + 1) * PRICE);
+      expect((await balanceOf(c, c.payee)) - before).to.equal(BigInt(2 * N + 1) * PRICE);
+      expect(seen.served).to.equal(2 * N + 1);
+      expect(seen.schemes.filter((s) => s === "exact")).to.have.length(N);
+      const counts = await exactStoreFor(c.store).exactCounts();
+      expect(counts).to.deep.equal({ pending: 0, submitted: 0, confirmed: N, failed: 0 });
+    } finally {
+      await agent.close();
+      await d.close();
+      await c.close();
+    }
   });
 });
