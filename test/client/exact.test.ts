@@ -298,6 +298,43 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
     expect((await agent.fetch(`${stock.url}/v1/echo`)).status).to.equal(200);
   });
 
+  it("signs a window valid on the chain's clock too when the chain runs ahead of this machine (a local chain moved a day on)", async function () {
+    const s = await snapshot();
+    try {
+      await hre.network.provider.send("evm_increaseTime", [86_400]);
+      await hre.network.provider.send("evm_mine", []);
+      const { agent } = testClient(PAYER);
+      const before = await balanceOf(payee);
+      const res = await agent.fetch(`${stock.url}/v1/echo`);
+      expect(res.status, await res.clone().text()).to.equal(200);
+      const p = agent.paymentOf(res) as ExactPaymentInfo;
+      const block = await publicClient().getBlock({ blockTag: "latest" });
+      expect(p.authorization.validBefore > block.timestamp).to.equal(true);
+      expect(Number(p.authorization.validBefore) - Date.now() / 1000).to.be.greaterThan(86_000);
+      expect(await balanceOf(payee)).to.equal(before + PRICE);
+    } finally {
+      await revertTo(s);
+    }
+  });
+
+  it("pays our own provider's exact offer with prefer: \"exact\" (its 402 lists channel, then exact)", async function () {
+    const { agent, address } = testClient(PAYER, { prefer: "exact" });
+    const before = await balanceOf(srv.payee);
+    const payerBefore = await balanceOf(address);
+    for (let i = 0; i < 3; i++) {
+      const res = await agent.fetch(`${srv.url}/v1/echo?msg=e${i}`);
+      expect(res.status, await res.clone().text()).to.equal(200);
+      expect(await res.json()).to.deep.equal({ echo: `e${i}` });
+      const p = agent.paymentOf(res) as ExactPaymentInfo;
+      expect(p.scheme).to.equal("exact");
+      expect(p.receipt?.amount).to.equal(PRICE);
+      expect((await publicClient().getTransactionReceipt({ hash: p.transaction! })).status).to.equal("success");
+    }
+    expect(agent.channels()).to.have.length(0);
+    expect(await balanceOf(srv.payee)).to.equal(before + 3n * PRICE);
+    expect(await balanceOf(address)).to.equal(payerBefore - 3n * PRICE);
+  });
+
   describe("when a 402 offers both channel and exact", function () {
     let front: Awaited<ReturnType<typeof startBothFront>>;
     before(async function () {

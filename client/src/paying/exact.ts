@@ -5,6 +5,9 @@
  * USDC), `maxPrice`, `maxSpend` (counted with the channels' vouchers, reserved before the signature so concurrent calls
  * cannot pass it together), and the token's own EIP-712 domain (token-domain.ts). Each authorization has a fresh random
  * nonce and `validBefore` = now + min(the offer's `maxTimeoutSeconds`, `exactMaxTimeoutSeconds`); none is ever sent twice.
+ * "Now" covers both clocks that judge the window: this machine's (a stock facilitator's checks) and the chain's (the
+ * token's, and our provider's checks), whose offset is read from the latest block on first use, every 10 minutes, and
+ * after a provider refused a window.
  */
 import { toHex, type Address } from "viem";
 import {
@@ -16,6 +19,7 @@ import {
   type ExactAuthorization,
   type ExactRequirements,
 } from "@paychan/protocol";
+import { chainTime } from "../chain";
 import { ClientError, shortMessageOf } from "../errors";
 import { checkExactTrust, type TokenLimits } from "../limits";
 import type { ExactPaymentInfo } from "../options";
@@ -25,6 +29,15 @@ import type { ExactTotals } from "../store";
 
 /** `validAfter` is this far in the past: a provider's (or the chain's) clock a little behind ours still accepts it. */
 const VALID_AFTER_SLACK_SECONDS = 60n;
+/** How long a reading of the chain's clock offset is used. */
+const CLOCK_TTL_MS = 10 * 60_000;
+/** Refusals of an authorization's window: the chain's clock is read again before a new authorization. */
+const WINDOW_REFUSALS = new Set([
+  "authorization_not_yet_valid",
+  "authorization_expired",
+  "invalid_exact_evm_payload_authorization_valid_before",
+  "invalid_exact_evm_payload_authorization_valid_after",
+]);
 
 /**
  * Codes of our provider (docs/protocol.md § 5.8) saying it refused an `exact` authorization without using it, where a
@@ -65,8 +78,30 @@ export function exactMayRetry(code: string, reason?: string): boolean {
 /** Signs `exact` authorizations under the owner's limits and records what each paid call paid. */
 export class ExactPayer {
   private readonly payments = new WeakMap<Response, ExactPaymentInfo>();
+  /** Chain time − this machine's time (seconds), and when it was read. */
+  private clock?: { offset: number; at: number } | Promise<{ offset: number; at: number }>;
 
   constructor(private readonly s: ClientSession) {}
+
+  /** A provider refused an authorization with `code` / `reason`: after a window refusal, the chain's clock is read again. */
+  onRefused(code: string, reason?: string): void {
+    if (WINDOW_REFUSALS.has(reason ?? code)) this.clock = undefined;
+  }
+
+  /** The chain's clock offset (read when unknown or older than {@link CLOCK_TTL_MS}; a failed read is not kept). */
+  private async chainOffset(): Promise<number> {
+    const c = await this.clock;
+    if (c && Date.now() - c.at < CLOCK_TTL_MS) return c.offset;
+    const p = chainTime(this.s.ctx).then(
+      (t) => ({ offset: t - Date.now() / 1000, at: Date.now() }),
+      (e) => {
+        this.clock = undefined;
+        throw e;
+      },
+    );
+    this.clock = p;
+    return (await p).offset;
+  }
 
   /**
    * Throws `untrusted_terms` / `spending_limit` unless the owner's limits allow paying `offer` (nothing is signed);
@@ -90,23 +125,31 @@ export class ExactPayer {
       const total = signedTotal(this.s, offer.asset) + offer.amount;
       if (total > tl.maxSpend) throw new ClientError("spending_limit", `paying would bring the total signed to ${total}, above maxSpend ${tl.maxSpend}`);
     }
-    totals.signed += offer.amount; // reserved before the (asynchronous) signature
-    const now = BigInt(Math.floor(Date.now() / 1000));
-    const window = BigInt(Math.min(offer.maxTimeoutSeconds, this.s.exactMaxTimeoutSeconds));
-    const authorization: ExactAuthorization = {
-      from: this.s.payer,
-      to: offer.payTo,
-      value: offer.amount,
-      validAfter: now > VALID_AFTER_SLACK_SECONDS ? now - VALID_AFTER_SLACK_SECONDS : 0n,
-      validBefore: now + window,
-      nonce: toHex(globalThis.crypto.getRandomValues(new Uint8Array(32))),
-    };
+    totals.signed += offer.amount; // reserved before the (asynchronous) chain read and signature
     let signature: `0x${string}`;
+    let authorization: ExactAuthorization;
     try {
-      signature = await this.s.ctx.walletClient.signTypedData({ account: this.s.ctx.account, ...exactTypedData(offer, authorization) });
+      const offset = await this.chainOffset();
+      const wall = Math.floor(Date.now() / 1000);
+      const chain = Math.floor(Date.now() / 1000 + offset);
+      const earliest = BigInt(Math.min(wall, chain));
+      const window = BigInt(Math.min(offer.maxTimeoutSeconds, this.s.exactMaxTimeoutSeconds));
+      authorization = {
+        from: this.s.payer,
+        to: offer.payTo,
+        value: offer.amount,
+        validAfter: earliest > VALID_AFTER_SLACK_SECONDS ? earliest - VALID_AFTER_SLACK_SECONDS : 0n,
+        validBefore: BigInt(Math.max(wall, chain)) + window,
+        nonce: toHex(globalThis.crypto.getRandomValues(new Uint8Array(32))),
+      };
+      try {
+        signature = await this.s.ctx.walletClient.signTypedData({ account: this.s.ctx.account, ...exactTypedData(offer, authorization) });
+      } catch (e) {
+        throw new ClientError("chain_failure", `signing the exact authorization failed: ${shortMessageOf(e)}`, { cause: e });
+      }
     } catch (e) {
       totals.signed -= offer.amount; // nothing was signed
-      throw new ClientError("chain_failure", `signing the exact authorization failed: ${shortMessageOf(e)}`, { cause: e });
+      throw e;
     }
     const k = offer.asset.toLowerCase();
     this.s.stats.amountSigned[k] = (this.s.stats.amountSigned[k] ?? 0n) + offer.amount;

@@ -114,8 +114,10 @@ export class PayingFetch {
         await res.arrayBuffer().catch(() => undefined); // free the connection
         const code = challenge.error;
         const paidExact = payment !== undefined && "scheme" in payment;
-        if (paidExact) this.s.guard.onRefusedCall(origin); // the provider may hold the authorization: refused at once
-        else if (payment) {
+        if (paidExact) {
+          this.s.guard.onRefusedCall(origin); // the provider may hold the authorization: refused at once
+          this.exact.onRefused(code, challenge.reason);
+        } else if (payment) {
           paidRefused = true;
           this.s.guard.onRefusedAttempt(origin);
           await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
