@@ -17,13 +17,14 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import hre from "hardhat";
-import { erc20Abi, getAddress, type Address, type Hex } from "viem";
+import { erc20Abi, getAddress, verifyTypedData, type Address, type Hex } from "viem";
 import {
   HEADER_PAYMENT_REQUIRED,
   HEADER_PAYMENT_RESPONSE,
   HEADER_PAYMENT_SIGNATURE,
   decodeExactPaymentSignature,
   encodeExactPaymentResponse,
+  exactTypedData,
   paymentSignatureScheme,
   type ExactPaymentPayload,
 } from "@paychan/protocol";
@@ -296,6 +297,32 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
     expect(rec.sent.filter((h) => h !== undefined)).to.have.length(0);
     // The right domain still pays (the token's domain was read once and kept).
     expect((await agent.fetch(`${stock.url}/v1/echo`)).status).to.equal(200);
+  });
+
+  it("checks the domain of a token without eip712Domain() against its DOMAIN_SEPARATOR() (as FiatToken USDC)", async function () {
+    const fiatLike = (await hre.viem.deployContract("SeparatorOnlyToken")).address;
+    const { address } = chainClients(PAYER);
+    const tx = ("0x" + "ef".repeat(32)) as Hex;
+    let version = "2";
+    const responder = await startExactResponder((p) =>
+      p
+        ? { status: 200, headers: { [HEADER_PAYMENT_RESPONSE]: encodeExactPaymentResponse({ success: true, transaction: tx, network: "eip155:31337", payer: address }) } }
+        : { status: 402, headers: exactChallenge({ asset: fiatLike, payTo: payee, amount: PRICE, version }) },
+    );
+    try {
+      const { agent } = testClient(PAYER);
+      const res = await agent.fetch(`${responder.url}/x`);
+      expect(res.status).to.equal(200);
+      const [paid] = responder.payments.filter((x) => x !== undefined);
+      const ok = await verifyTypedData({ address, ...exactTypedData(paid!.accepted, paid!.payload.authorization), signature: paid!.payload.signature });
+      expect(ok).to.equal(true);
+      version = "1";
+      const e = await expectCode(agent.fetch(`${responder.url}/y`), "untrusted_terms");
+      expect(e.message).to.match(/DOMAIN_SEPARATOR/);
+      expect(responder.payments.filter((x) => x !== undefined)).to.have.length(1);
+    } finally {
+      await responder.close();
+    }
   });
 
   it("signs a window valid on the chain's clock too when the chain runs ahead of this machine (a local chain moved a day on)", async function () {
