@@ -40,7 +40,7 @@ import { Receipts } from "./paying/receipts";
 import { VoucherIssuer } from "./paying/vouchers";
 import type { FetchInput } from "./request";
 import { ClientSession } from "./session";
-import type { ChannelRecord, ChannelStore } from "./store";
+import type { ChannelRecord, ChannelStore, ExactTotals } from "./store";
 
 /** @internal See {@link ChannelClient.payingParts}. */
 export interface PayingParts {
@@ -161,6 +161,12 @@ export class ChannelClient {
   }
 
   // ------------------------------------------------------------------ management
+
+  /** What this payer signed and paid with the x402 `exact` scheme on this chain, per token (no chain reads). */
+  exactPayments(): ExactTotals[] {
+    const s = this.session;
+    return Object.values(s.state.exact ?? {}).filter((t) => t.chainId === s.chainId && t.payer.toLowerCase() === s.payer.toLowerCase());
+  }
 
   /** Every channel the store knows for this payer and chain (no chain reads). */
   channels(): ChannelRecord[] {

@@ -39,6 +39,7 @@ export {
   stateFromJson,
   type ChannelStore,
   type ChannelRecord,
+  type ExactTotals,
   type ClientState,
   type SessionKeyRecord,
   type RouteTerms,

@@ -480,6 +480,15 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
       expect(s.paidByScheme).to.deep.equal({ channel: 0, exact: 3 });
       expect(s.lastExact.transaction).to.match(/^0x[0-9a-f]{64}$/);
       expect(await balanceOf(payee)).to.equal(before + 5n * PRICE);
+      // `channel status` shows what exact signed and paid (kept in the state directory).
+      const st = await runCli(["status", "--json"], env, cwd);
+      expect(st.code, st.stderr).to.equal(0);
+      const sj = JSON.parse(st.stdout);
+      expect(sj.exact).to.have.length(1);
+      expect([sj.exact[0].signed, sj.exact[0].paid]).to.deep.equal([(5n * PRICE).toString(), (5n * PRICE).toString()]);
+      expect(sj.exact[0].lastTransaction).to.equal(s.lastExact.transaction);
+      const stText = await runCli(["status"], env, cwd);
+      expect(stText.stdout).to.match(/exact \(one transfer per call\): signed 0\.005 USDC, paid 0\.005 USDC, last transaction 0x[0-9a-f]{64}/);
       // --scheme channel: exact switched off, the 402 is the caller's.
       const off = await runCli(["call", `${stock.url}/v1/echo`, "--scheme", "channel"], env, cwd);
       expect(off.code).to.equal(1);

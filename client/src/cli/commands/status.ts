@@ -1,7 +1,7 @@
 /**
  * `channel status`: the payer, the session key and every channel, refreshed from the chain: deposit, spent, settled,
  * remaining and close state; and what the escrow owes the payer (refunds the token refused), per escrow and token
- * of the channels and of the deployment record.
+ * of the channels and of the deployment record; and the totals signed and paid with the x402 `exact` scheme.
  */
 import type { Address } from "viem";
 import type { Command, Context } from "../setup";
@@ -28,14 +28,19 @@ export const status: Command<void> = {
     const { amount, duration, shortHex, table, toJson } = require("../format") as typeof import("../format");
     const channels = await ctx.agent.status();
     const owed = await owedBalances(ctx);
+    const exact = ctx.agent.exactPayments();
     if (ctx.json) {
-      ctx.out(toJson({ payer: ctx.agent.payerAddress, signer: ctx.agent.signerAddress, chainId: ctx.agent.chainId, channels, owed }));
+      ctx.out(toJson({ payer: ctx.agent.payerAddress, signer: ctx.agent.signerAddress, chainId: ctx.agent.chainId, channels, owed, exact }));
       return 0;
     }
     ctx.out(`payer ${ctx.agent.payerAddress}   session key ${ctx.agent.signerAddress}   chain ${ctx.agent.chainId}`);
     for (const o of owed.filter((x) => x.amount > 0n)) {
       const flag = o.escrow === ctx.deployment?.escrow && o.token === ctx.deployment?.token ? "" : ` --escrow ${o.escrow} --token ${o.token}`;
       ctx.out(`owed: ${amount(o.amount, await ctx.tokenInfo(o.token))} by escrow ${shortHex(o.escrow, 4)} (refunds the token refused); take it with \`channel collect${flag}\``);
+    }
+    for (const x of exact) {
+      const t = await ctx.tokenInfo(x.token);
+      ctx.out(`exact (one transfer per call): signed ${amount(x.signed, t)}, paid ${amount(x.paid, t)}${x.lastTransaction ? `, last transaction ${x.lastTransaction}` : ""}`);
     }
     if (channels.length === 0) {
       ctx.out("no channels yet (one opens on the first paid call, or with `channel open`)");
