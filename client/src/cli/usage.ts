@@ -19,7 +19,8 @@ Commands:
        --scheme <s>            which x402 schemes to pay: auto (default: channel, else exact), channel, exact,
                                or an order such as exact,channel (CHANNEL_SCHEME). exact = one EIP-3009 transfer
                                per call signed by the payer's key: 2 round trips, an on-chain transfer each
-  status                       channels: deposit, spent, settled, remaining, close state; refunds owed by the escrow
+  status                       channels: deposit, spent, settled, remaining, close state; refunds owed by the escrow;
+                               totals signed and paid with exact
   open <payee> <amount>        open a channel to <payee> with <amount> tokens
   top-up <channelId> <amount>  add <amount> tokens to a channel
   close <channelId>            ask the provider to close cooperatively, else requestClose on chain
