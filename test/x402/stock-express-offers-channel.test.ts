@@ -9,7 +9,8 @@ import { expect } from "chai";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import express from "express";
-import type { Hex } from "viem";
+import { keccak256, toHex, type Hex } from "viem";
+import { randomBytes } from "node:crypto";
 import { paymentMiddleware, x402ResourceServer } from "@x402/express";
 import { x402Facilitator } from "@x402/core/facilitator";
 import { x402Client, x402HTTPClient } from "@x402/core/client";
@@ -29,7 +30,7 @@ import { createChannelX402, type ChannelX402 } from "@paychan/server/x402";
 import { ChannelSchemeClient } from "@paychan/client/x402";
 import { mockUsdcAbi } from "@paychan/demo";
 import { rpcUrl, tempDatabaseUrl, paymentHeaders } from "../helpers/server";
-import { deployEscrow, openChannel, USDC, type Env } from "../helpers/escrow";
+import { deployEscrow, openChannel, sessionKey, USDC, type Env } from "../helpers/escrow";
 import { chainClients, mintUsdc, testClient } from "../helpers/client";
 import { accountKey, snapshot, revertTo } from "../helpers/chain";
 import { startFaultProxy } from "../helpers/fault-proxy";
@@ -311,3 +312,70 @@ function interop(store: string, describeOn: (title: string, fn: (this: Mocha.Sui
 
 interop("SQLite", describe, async () => tempDatabaseUrl());
 interop("PostgreSQL", describePostgres, () => newTestDatabase("x402"));
+
+/** A GET from a chosen loopback address (another client "source"). */
+function getFrom(localAddress: string, url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, headers, localAddress, agent: false }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode!));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("x402 interop: the server plug-in passes the client's address to the per-source chain-read budget", function () {
+  this.timeout(120_000);
+  let snap: string;
+  let provider: Provider;
+  let app: Awaited<ReturnType<typeof stockApp>>;
+  let env: Env;
+
+  before(async function () {
+    snap = await snapshot();
+    env = await deployEscrow();
+    provider = await createProvider({
+      config: defaultConfig({
+        rpcUrl: await rpcUrl(),
+        escrow: env.escrow.address,
+        token: env.usdc.address,
+        payee: env.wallets[0].account.address,
+        databaseUrl: tempDatabaseUrl(),
+        chainPollInterval: 250,
+        logLevel: "silent",
+        chainReadsPerSource: 3,
+        chainReadsGlobal: 1_000,
+      }),
+      logger: createLogger("silent"),
+      settlement: false,
+    });
+    app = await stockApp(provider, createChannelX402(provider), true);
+  });
+
+  after(async function () {
+    await app?.close();
+    await provider?.close();
+    if (snap) await revertTo(snap);
+  });
+
+  const refusedBySource = async () => {
+    const text = await provider.metrics.registry.getSingleMetricAsString("channel_chain_reads_refused_total");
+    const line = text.split("\n").find((l) => l.startsWith('channel_chain_reads_refused_total{scope="source"}'));
+    return line ? Number(line.split(" ").pop()) : 0;
+  };
+
+  it("vouchers for unknown channels from one address exhaust its budget only; another address keeps its own", async function () {
+    const first = await fetch(`${app.url}/paid`);
+    await first.arrayBuffer();
+    const terms = decodePaymentRequired(first.headers.get(HEADER_PAYMENT_REQUIRED)).accepts[0];
+    const stranger = () => paymentHeaders(terms, new VoucherSigner(sessionKey().key, env.domain).sign(keccak256(toHex(randomBytes(32))) as Hex, PRICE));
+    const before = await refusedBySource();
+    for (let i = 0; i < 10; i++) expect(await getFrom("127.0.0.1", `${app.url}/paid`, stranger())).to.be.oneOf([402, 502]);
+    const afterOne = await refusedBySource();
+    expect(afterOne - before).to.be.at.least(10 - 3);
+    for (let i = 0; i < 3; i++) expect(await getFrom("127.0.0.2", `${app.url}/paid`, stranger())).to.be.oneOf([402, 502]);
+    expect(await refusedBySource()).to.equal(afterOne); // its own budget: not the first address's, not a shared one
+  });
+});

@@ -68,8 +68,9 @@ export class ChannelSchemeFacilitator implements SchemeNetworkFacilitator {
     }
     // The price is the route's (the matched requirements are the resource server's own, built by our scheme server).
     const price = parseWireAmount(requirements.amount, "requirements.amount");
-    const d = await this.core.authorizePayment(payment, { kind: "fixed", price });
     const key = voucherKey(payload.payload)!;
+    // The client's address for the per-source chain-read budget, as the scheme's before-verify hook saw it.
+    const d = await this.core.authorizePayment(payment, { kind: "fixed", price }, this.pending.takeSource(key));
     if (d.kind === "serve") {
       this.pending.hold(key, d.charge);
       return { isValid: true, payer: d.charge.payer };

@@ -13,10 +13,10 @@
 import type { FacilitatorClient } from "@x402/core/server";
 import { ChannelSchemeFacilitator, channelFacilitatorClient } from "./facilitator";
 import { PendingPayments } from "./pending";
-import { ChannelSchemeServer, type ChannelProviderParts } from "./scheme-server";
+import { ChannelSchemeServer, expressSource, type ChannelProviderParts } from "./scheme-server";
 
 export { ChannelSchemeFacilitator, channelFacilitatorClient } from "./facilitator";
-export { ChannelSchemeServer, type ChannelProviderParts } from "./scheme-server";
+export { ChannelSchemeServer, expressSource, type ChannelProviderParts } from "./scheme-server";
 
 /** The parts to plug one provider's `channel` scheme into the stock x402 resource server. */
 export interface ChannelX402 {
@@ -30,13 +30,23 @@ export interface ChannelX402 {
   facilitatorClient: FacilitatorClient;
 }
 
+/** Options of {@link createChannelX402}. */
+export interface ChannelX402Options {
+  /**
+   * The client's address of a paid request, from the stock server's transport context (for the per-source chain-read
+   * budget). Default: `req.ip` of `@x402/express`'s request (see {@link expressSource}); requests without one share a
+   * single budget.
+   */
+  sourceOf?: (transportContext: unknown) => string | undefined;
+}
+
 /** The `channel` scheme of `provider` (from `createProvider`) for the stock x402 resource server. */
-export function createChannelX402(provider: ChannelProviderParts): ChannelX402 {
+export function createChannelX402(provider: ChannelProviderParts, opts: ChannelX402Options = {}): ChannelX402 {
   const pending = new PendingPayments();
   const facilitator = new ChannelSchemeFacilitator(provider.core, pending);
   return {
     network: provider.core.network,
-    server: new ChannelSchemeServer(provider, facilitator, pending),
+    server: new ChannelSchemeServer(provider, facilitator, pending, opts.sourceOf ?? expressSource),
     facilitator,
     facilitatorClient: channelFacilitatorClient(facilitator),
   };

@@ -1,7 +1,8 @@
 /**
  * What the `channel` plug-in of the stock x402 resource server keeps between the SDK's calls of one paid request:
- * the charge committed at verify (finished at settle, released at cancel), and the channel hint of a refusal (added to
- * the 402 the stock server answers with). Keyed by the voucher (channel id, amount, signature): one voucher pays for
+ * the client's address (seen by the scheme's before-verify hook, used by verify), the charge committed at verify
+ * (finished at settle, released at cancel), and the channel hint of a refusal (added to the 402 the stock server
+ * answers with). Keyed by the voucher (channel id, amount, signature): one voucher pays for
  * at most one request, so a key names one request in progress.
  */
 import type { ChannelHint } from "@paychan/protocol";
@@ -23,6 +24,7 @@ export function voucherKey(payload: unknown): string | undefined {
 export class PendingPayments {
   private readonly charges = new Map<string, { charge: Charge; at: number }>();
   private readonly hints = new Map<string, ChannelHint>();
+  private readonly sources = new Map<string, string>();
 
   /** Keeps `charge` until {@link take}. */
   hold(key: string, charge: Charge): void {
@@ -50,6 +52,19 @@ export class PendingPayments {
     const h = this.hints.get(key);
     this.hints.delete(key);
     return h;
+  }
+
+  /** Keeps the client's address of a voucher about to be verified (the facilitator does not see the request). */
+  source(key: string, source: string): void {
+    if (this.sources.size >= MAX_HINTS) this.sources.delete(this.sources.keys().next().value as string);
+    this.sources.set(key, source);
+  }
+
+  /** The client's address of a voucher being verified, removed. */
+  takeSource(key: string): string | undefined {
+    const s = this.sources.get(key);
+    this.sources.delete(key);
+    return s;
   }
 
   /** Charges in progress (tests, metrics). */

@@ -14,11 +14,22 @@ import type {
   SchemePaymentRequiredContext,
   SupportedKind,
   VerifiedPaymentCanceledContext,
+  VerifyContext,
 } from "@x402/core/types";
 import { isPaymentErrorCode, parseTokenAmount, requirementsToJson, SCHEME } from "@paychan/protocol";
 import type { PaymentCore } from "../payments/core";
 import type { ChannelSchemeFacilitator } from "./facilitator";
 import { voucherKey, type PendingPayments } from "./pending";
+
+/**
+ * The client's address under `@x402/express`: the Express request's `req.ip` (which follows the app's `trust proxy`
+ * setting), else its socket's address. Other frameworks: pass `sourceOf` to `createChannelX402`.
+ */
+export function expressSource(transportContext: unknown): string | undefined {
+  const req = (transportContext as { request?: { adapter?: { req?: { ip?: unknown; socket?: { remoteAddress?: unknown } } } } } | undefined)?.request?.adapter?.req;
+  const ip = req?.ip ?? req?.socket?.remoteAddress;
+  return typeof ip === "string" && ip !== "" ? ip : undefined;
+}
 
 /** The provider facts the scheme server needs (a `Provider` from `createProvider` has them all). */
 export interface ChannelProviderParts {
@@ -37,6 +48,7 @@ export class ChannelSchemeServer implements SchemeNetworkServer {
   /** The hint of a refusal is not part of the terms a payment must echo. */
   readonly dynamicExtraFields = ["channel"];
   readonly schemeHooks = {
+    onBeforeVerify: async (ctx: VerifyContext) => this.noteSource(ctx),
     onVerifiedPaymentCanceled: (ctx: VerifiedPaymentCanceledContext) => this.facilitator.cancel(ctx.paymentPayload.payload, ctx.responseStatus),
   };
 
@@ -44,7 +56,15 @@ export class ChannelSchemeServer implements SchemeNetworkServer {
     private readonly p: ChannelProviderParts,
     private readonly facilitator: ChannelSchemeFacilitator,
     private readonly pending: PendingPayments,
+    private readonly sourceOf: (transportContext: unknown) => string | undefined = expressSource,
   ) {}
+
+  /** The client's address of a paid request, kept for verify (the per-source chain-read budget, docs/protocol.md § 10). */
+  private noteSource(ctx: VerifyContext): void {
+    const key = voucherKey(ctx.paymentPayload.payload);
+    const source = key === undefined ? undefined : this.sourceOf(ctx.transportContext);
+    if (key !== undefined && source) this.pending.source(key, source);
+  }
 
   /**
    * A route's price as our offer's amount: `{ amount, asset }` in atomic units of the provider's token, or money
