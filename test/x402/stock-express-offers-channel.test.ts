@@ -156,6 +156,20 @@ function interop(store: string, describeOn: (title: string, fn: (this: Mocha.Sui
       await agent.close();
     });
 
+    it("16 concurrent calls of our SDK on one channel through the stock middleware: each served once and charged once", async function () {
+      const { agent } = testClient(PAYER + 2, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
+      await mintUsdc(provider.token, chainClients(PAYER + 2).address, USDC(10));
+      expect((await agent.fetch(`${app.url}/paid?msg=open`)).status).to.equal(200);
+      const servedBefore = app.served();
+      const all = await Promise.all(Array.from({ length: 16 }, (_, i) => agent.fetch(`${app.url}/paid?msg=c${i}`)));
+      expect(all.map((r) => r.status)).to.deep.equal(Array(16).fill(200));
+      expect(app.served() - servedBefore).to.equal(16);
+      const [ch] = agent.channels();
+      expect((await provider.store.getChannel(ch.id as Hex))!.spent).to.equal(17n * PRICE);
+      expect(ch.spent).to.equal(17n * PRICE);
+      await agent.close();
+    });
+
     it("stock @x402/fetch with our client plug-in pays the stock server too (both ends stock, our scheme in between)", async function () {
       const { agent } = testClient(PAYER + 1, { limits: { maxPrice: "0.01", maxDeposit: "5" } });
       await mintUsdc(provider.token, chainClients(PAYER + 1).address, USDC(10));
