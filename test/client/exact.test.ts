@@ -390,12 +390,18 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
       expect(await balanceOf(payee)).to.equal(payeeBefore + PRICE);
     });
 
-    it("pays exact when the channel offer fails the limits (escrow not allow-listed), and never with schemes: [\"channel\"]", async function () {
+    it("pays exact when the channel offer fails the limits (escrow not allow-listed, minimum deposit above maxDeposit), and never with schemes: [\"channel\"]", async function () {
       const { agent } = testClient(PAYER, { limits: { maxDeposit: "5", maxPrice: "0.01", escrows: [getAddress("0x" + "11".repeat(20))] } });
       const res = await agent.fetch(`${front.url}/v1/echo?msg=hi`);
       expect(res.status, await res.clone().text()).to.equal(200);
       expect(agent.paymentOf(res)!.scheme).to.equal("exact");
       expect(agent.channels()).to.have.length(0);
+      // The channel's minimum deposit above maxDeposit, the price within maxPrice: exact.
+      const { agent: small } = testClient(PAYER, { limits: { maxDeposit: "0.002", maxPrice: "0.01", escrows: [srv.escrow] } });
+      const r2 = await small.fetch(`${front.url}/v1/echo?msg=hi`);
+      expect(r2.status, await r2.clone().text()).to.equal(200);
+      expect(small.paymentOf(r2)!.scheme).to.equal("exact");
+      expect(small.channels()).to.have.length(0);
       // Exact switched off: the channel offer is refused, and exact is not a fallback.
       const { agent: channelOnly } = testClient(PAYER, { schemes: ["channel"], limits: { maxDeposit: "5", maxPrice: "0.01", escrows: [getAddress("0x" + "11".repeat(20))] } });
       await expectCode(channelOnly.fetch(`${front.url}/v1/echo?msg=hi`), "untrusted_terms");

@@ -216,8 +216,12 @@ describe("protocol: the x402 exact codec", function () {
       const facilitator = new x402Facilitator();
       registerExactEvmScheme(facilitator, { signer: toFacilitatorEvmSigner(Object.assign(wallet, { address: facilitatorAccount.address }) as never), networks: "eip155:31337" });
       const ours: ExactRequirements = { ...offer, asset: token };
-      const now = BigInt(Math.floor(Date.now() / 1000));
-      const auth: ExactAuthorization = { from: payer.address, to: PAYEE, value: 1000n, validAfter: now - 60n, validBefore: now + 60n, nonce: `0x${"5a".repeat(32)}` };
+      // Valid on both clocks that judge it: the facilitator's (this machine's) and the chain's (which earlier tests of
+      // a whole run may have moved ahead).
+      const wall = BigInt(Math.floor(Date.now() / 1000));
+      const chain = (await wallet.getBlock({ blockTag: "latest" })).timestamp;
+      const [earliest, latest] = wall < chain ? [wall, chain] : [chain, wall];
+      const auth: ExactAuthorization = { from: payer.address, to: PAYEE, value: 1000n, validAfter: earliest - 60n, validBefore: latest + 60n, nonce: `0x${"5a".repeat(32)}` };
       const signature = await payer.signTypedData(exactTypedData(ours, auth));
       const header = encodeExactPaymentSignature({ x402Version: 2, accepted: ours, payload: { signature, authorization: auth } });
       const stockPayload = decodePaymentSignatureHeader(header);
