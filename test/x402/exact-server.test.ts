@@ -104,6 +104,32 @@ async function refusalCode(res: Response): Promise<{ status: number; code: strin
   return { status: res.status, code: body.error };
 }
 
+/** The store keeps the first transaction signed for a recorded payment (two processes reconciling it at once). */
+async function firstSignedWins(srv: TestServer): Promise<void> {
+  const store = exactStoreFor(srv.store);
+  const rnd = () => `0x${Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex")}` as Hex;
+  const rec = await store.recordExactPayment({
+    payer: chainClients(OTHER).address,
+    authNonce: rnd(),
+    payTo: srv.payee,
+    amount: PRICE,
+    validAfter: 0n,
+    validBefore: 1n,
+    signature: `0x${"11".repeat(65)}`,
+    resource: "/v1/echo",
+    sender: chainClients(OTHER).address, // a sender no server uses: nothing reconciles this row on chain
+    chainNonce: 7,
+  });
+  if (!rec.ok) throw new Error("not recorded");
+  expect(rec.payment.senderNonce).to.be.at.least(7);
+  const first = { txHash: rnd(), rawTx: "0x01" as Hex };
+  expect(await store.setExactTransaction(rec.payment.id, first.txHash, first.rawTx)).to.deep.equal(first);
+  expect(await store.setExactTransaction(rec.payment.id, rnd(), "0x02")).to.deep.equal(first);
+  const again = await store.recordExactPayment({ ...rec.payment, chainNonce: 0 });
+  expect(again.ok, "the same (payer, nonce) is recorded once").to.equal(false);
+  await store.finishExactPayment(rec.payment.id, { status: "failed", error: "test row" });
+}
+
 async function until(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
@@ -327,6 +353,26 @@ describe("x402 interop: exact payments when the RPC fails while settling", funct
       expect((await balanceOf(srv, srv.payee)) - before, "paid once").to.equal(PRICE);
     });
   }
+
+  it("a payment whose broadcast failed does not block the next ones: the next payment fills the nonce gap at once", async function () {
+    const rec = recordingFetch();
+    const pay = stockFetch(PAYER, srv.chainId, srv.token, rec.fetch);
+    const before = await balanceOf(srv, srv.payee);
+    rpc.fail(["eth_sendRawTransaction"]);
+    let res: Response;
+    try {
+      res = await pay(`${srv.url}/v1/echo?msg=gap`);
+    } finally {
+      rpc.fail([]);
+    }
+    expect(res.status).to.equal(503);
+    // At once (the periodic pass takes only payments open for 2 s and more): the next payment has the next nonce.
+    const next = await pay(`${srv.url}/v1/echo?msg=after-gap`);
+    expect(next.status, await next.clone().text()).to.equal(200);
+    const p = JSON.parse(Buffer.from(rec.sent[0], "base64").toString("utf8")).payload.authorization;
+    expect((await exactStoreFor(srv.store).getExactPayment(p.from, p.nonce))!.status).to.equal("confirmed");
+    expect((await balanceOf(srv, srv.payee)) - before).to.equal(2n * PRICE);
+  });
 });
 
 describe("x402 interop: exact payments across a restart, and the sender key rule", function () {
@@ -376,6 +422,15 @@ describe("x402 interop: exact payments across a restart, and the sender key rule
       expect(counter.served).to.equal(1);
     } finally {
       await second.close();
+    }
+  });
+
+  it("SQLite: a payment is recorded once per (payer, nonce), and the first transaction signed for it is the one kept", async function () {
+    const srv = await startTestServer({ exact: { reconcileIntervalMs: 0 } });
+    try {
+      await firstSignedWins(srv);
+    } finally {
+      await srv.close();
     }
   });
 
@@ -430,6 +485,10 @@ describePostgres("x402 interop: exact payments on PostgreSQL", function () {
     expect(await exactStoreFor(b.store).getExactPayment(p.from, p.nonce)).to.deep.include({ status: "confirmed", served: true });
     const replay = await fetch(`${b.url}/v1/echo`, { headers: { [HEADER_PAYMENT_SIGNATURE]: rec.sent[0] } });
     expect(await refusalCode(replay)).to.deep.equal({ status: 402, code: "authorization_used" });
+  });
+
+  it("PostgreSQL: a payment is recorded once per (payer, nonce), and the first transaction signed for it is the one kept", async function () {
+    await firstSignedWins(a);
   });
 
   it("two replicas sharing PostgreSQL and one exact sender key: 12 concurrent payments take 12 distinct nonces, all mined, the payee gains exactly 12 x price", async function () {

@@ -146,17 +146,33 @@ export class ExactPayments {
   /** Sign, record, broadcast, wait for the receipt. The payment is recorded already: every exit leaves it reconcilable. */
   private async submit(payment: ExactPayment, data: Hex, gas: bigint, fees: Awaited<ReturnType<ExactSender["fees"]>>): Promise<ExactOutcome> {
     const log = { scheme: "exact", payer: payment.payer, senderNonce: payment.senderNonce };
-    const signed = await this.sender.sign({ data, nonce: payment.senderNonce, gas, fees });
+    let signed = await this.sender.sign({ data, nonce: payment.senderNonce, gas, fees });
     try {
-      await this.store.setExactTransaction(payment.id, signed.hash, signed.raw);
+      // The first transaction stored wins (a reconciler elsewhere may have signed this recorded nonce already).
+      const stored = await this.store.setExactTransaction(payment.id, signed.hash, signed.raw);
+      signed = { hash: stored.txHash, raw: stored.rawTx };
     } catch (e) {
       // Unsigned in the store: the reconciler signs the same nonce again.
       return this.storeDown(e);
     }
     const t0 = process.hrtime.bigint();
+    const t0Ms = Date.now();
     try {
-      const sent = await this.sender.broadcast(signed.raw);
-      if (sent === "nonce_too_low" || sent === "underpriced") {
+      let sent = await this.sender.broadcast(signed.raw);
+      // Concurrent payments broadcast in any order; a node that queues no future nonce refuses a later one until the
+      // earlier ones arrive (they were recorded first, so they are being broadcast now).
+      // An earlier payment left open (its broadcast failed) holds the nonces behind it: it is reconciled now, not at
+      // the next pass.
+      let gapsFilled = false;
+      for (let wait = 10; sent === "nonce_too_high" && Date.now() - t0Ms < 5_000; wait = Math.min(wait * 2, 200)) {
+        await new Promise((res) => setTimeout(res, wait));
+        if (!gapsFilled && wait >= 80) {
+          gapsFilled = true;
+          await this.reconcileBelow(payment.senderNonce);
+        }
+        sent = await this.sender.broadcast(signed.raw);
+      }
+      if (sent !== "accepted" && sent !== "known") {
         // Left to the reconciler (which fails it when the nonce went elsewhere): nothing served.
         this.o.logger?.warn({ ...log, tx: signed.hash, sent }, "exact transfer not accepted by the node");
         return { kind: "unavailable", detail: "the transfer could not be submitted; it is being reconciled" };
@@ -217,6 +233,16 @@ export class ExactPayments {
     if (!(await this.store.claimExactServe(current.id))) return used();
     this.o.observer?.served?.();
     return { kind: "paid", payment: { ...current, status: "confirmed", served: true }, network: this.network };
+  }
+
+  /** Reconciles the open payments of this sender with a nonce below `nonce` that no request of this process holds. */
+  private async reconcileBelow(nonce: number): Promise<void> {
+    const open = await this.store.openExactPayments(Date.now() + 1, 50);
+    const me = this.sender.address.toLowerCase();
+    for (const p of open) {
+      if (p.sender.toLowerCase() !== me || p.senderNonce >= nonce || this.busy.has(p.id)) continue;
+      await reconcileExactPayment(p, this.store, this.sender, { logger: this.o.logger, observer: this.o.observer }).catch(() => undefined);
+    }
   }
 
   /** One reconcile pass over payments open for more than `olderThanMs` (default: twice the confirm timeout). */

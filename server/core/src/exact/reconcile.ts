@@ -36,9 +36,10 @@ export async function reconcileExactPayment(p: ExactPayment, store: ExactStore, 
       nonce: p.senderNonce,
       fees: await sender.fees(),
     });
-    await store.setExactTransaction(p.id, signed.hash, signed.raw);
-    hash = signed.hash;
-    raw = signed.raw;
+    // Another process may have signed it meanwhile: go on with the transaction stored first.
+    const stored = await store.setExactTransaction(p.id, signed.hash, signed.raw);
+    hash = stored.txHash;
+    raw = stored.rawTx;
   }
   const finish = async (r: { success: boolean; blockNumber: bigint; gasUsed: bigint }): Promise<ReconcileResult> => {
     const status = r.success ? "confirmed" : "failed";
@@ -60,13 +61,20 @@ export async function reconcileExactPayment(p: ExactPayment, store: ExactStore, 
   if (sent === "nonce_too_low") {
     const late = await sender.receipt(hash);
     if (late) return finish(late);
+    if (await sender.authorizationUsed(p.payer, p.authNonce)) {
+      // The authorization was used by another transaction (its `to` is the payee, so the payee was paid): confirmed.
+      await store.finishExactPayment(p.id, { status: "confirmed", error: `transferred by a transaction other than ${hash}` });
+      o.observer?.outcome?.("confirmed");
+      o.logger?.warn({ scheme: "exact", payer: p.payer, tx: hash }, "exact payment confirmed by the token's authorization state; its own transaction was replaced");
+      return "confirmed";
+    }
     // The nonce went to another transaction of this key (used outside this store): this transfer can never be mined.
     await store.finishExactPayment(p.id, { status: "failed", error: `sender nonce ${p.senderNonce} was used by another transaction` });
     o.observer?.outcome?.("failed");
     o.logger?.error({ scheme: "exact", payer: p.payer, senderNonce: p.senderNonce }, "exact transfer dropped: its sender nonce was used elsewhere");
     return "failed";
   }
-  o.logger?.warn({ scheme: "exact", tx: hash }, "exact transfer underpriced; kept for the next pass");
+  o.logger?.warn({ scheme: "exact", tx: hash, sent }, "exact transfer not taken by the node (underpriced, or an earlier nonce missing); kept for the next pass");
   return "unchanged";
 }
 

@@ -20,7 +20,7 @@ import { EIP3009_ABI } from "./token";
 import { splitSignature } from "./checks";
 
 /** What the node said to a raw transaction. */
-export type ExactBroadcast = "accepted" | "known" | "nonce_too_low" | "underpriced";
+export type ExactBroadcast = "accepted" | "known" | "nonce_too_low" | "nonce_too_high" | "underpriced";
 
 /** Fees of one transaction. */
 export type ExactFees = { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: "legacy"; gasPrice: bigint };
@@ -128,6 +128,8 @@ export class ExactSender {
       if (/already known|known transaction|already imported|alreadyknown|already exists/.test(text)) return "known";
       if (/nonce too low|nonce has already been used|nonce_expired|nonce is too low/.test(text)) return "nonce_too_low";
       if (/underpriced|replacement fee too low/.test(text)) return "underpriced";
+      // A node that does not queue future nonces (Hardhat automining): an earlier transfer is still on its way.
+      if (/nonce too high|can't be queued|cannot be queued/.test(text)) return "nonce_too_high";
       throw e;
     }
   }

@@ -70,8 +70,11 @@ export interface ExactStore {
    * with the same (payer, authorization nonce) exists (nothing written).
    */
   recordExactPayment(p: NewExactPayment): Promise<RecordExactResult>;
-  /** Stores the signed transaction of a `pending` payment (before it is broadcast). */
-  setExactTransaction(id: number, txHash: Hex, rawTx: Hex): Promise<void>;
+  /**
+   * Stores the signed transaction of a payment that has none yet (before it is broadcast) and returns the one stored:
+   * the first writer wins, so two processes signing the same recorded nonce both go on with one transaction.
+   */
+  setExactTransaction(id: number, txHash: Hex, rawTx: Hex): Promise<{ txHash: Hex; rawTx: Hex }>;
   /** `pending` → `submitted` (idempotent; a final status is kept). */
   markExactSubmitted(id: number): Promise<void>;
   /**

@@ -104,8 +104,10 @@ export class PgExactStore implements ExactStore {
     });
   }
 
-  async setExactTransaction(id: number, txHash: Hex, rawTx: Hex): Promise<void> {
-    await this.query("UPDATE exact_payments SET tx_hash = $2, raw_tx = $3, updated_at = $4 WHERE id = $1 AND status = 'pending'", [id, lower(txHash), rawTx, Date.now()]);
+  async setExactTransaction(id: number, txHash: Hex, rawTx: Hex): Promise<{ txHash: Hex; rawTx: Hex }> {
+    await this.query("UPDATE exact_payments SET tx_hash = $2, raw_tx = $3, updated_at = $4 WHERE id = $1 AND tx_hash IS NULL", [id, lower(txHash), rawTx, Date.now()]);
+    const r = (await this.query<Row>("SELECT tx_hash, raw_tx FROM exact_payments WHERE id = $1", [id])).rows[0];
+    return { txHash: r.tx_hash as Hex, rawTx: r.raw_tx as Hex };
   }
 
   async markExactSubmitted(id: number): Promise<void> {

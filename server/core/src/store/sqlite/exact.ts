@@ -79,7 +79,7 @@ export class SqliteExactStore implements ExactStore {
            status, served, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)`,
       ),
-      setTx: db.prepare("UPDATE exact_payments SET tx_hash = ?, raw_tx = ?, updated_at = ? WHERE id = ? AND status = 'pending'"),
+      setTx: db.prepare("UPDATE exact_payments SET tx_hash = ?, raw_tx = ?, updated_at = ? WHERE id = ? AND tx_hash IS NULL"),
       submitted: db.prepare("UPDATE exact_payments SET status = 'submitted', updated_at = ? WHERE id = ? AND status = 'pending'"),
       finish: db.prepare(
         "UPDATE exact_payments SET status = ?, block_number = ?, gas_used = ?, error = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'submitted')",
@@ -120,8 +120,10 @@ export class SqliteExactStore implements ExactStore {
     return this.recordTx(p);
   }
 
-  async setExactTransaction(id: number, txHash: Hex, rawTx: Hex): Promise<void> {
+  async setExactTransaction(id: number, txHash: Hex, rawTx: Hex): Promise<{ txHash: Hex; rawTx: Hex }> {
     this.st.setTx.run(lower(txHash), rawTx, Date.now(), id);
+    const r = this.st.byId.get(id)!;
+    return { txHash: r.tx_hash as Hex, rawTx: r.raw_tx as Hex };
   }
 
   async markExactSubmitted(id: number): Promise<void> {
