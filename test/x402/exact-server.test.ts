@@ -50,6 +50,7 @@ function routes(counter: { served: number; schemes: string[] }) {
       res.json({ echo: req.query.msg ?? null });
     });
     app.post("/v1/infer", paywall.meter({ max: "0.01" }), (_req, res) => res.json({ ok: true }));
+    app.get("/v1/other", paywall.charge({ price: "0.001" }), (_req, res) => res.json({ other: true })); // same price, another resource
   };
 }
 
@@ -343,7 +344,9 @@ describe("x402 interop: exact payments when the RPC fails while settling", funct
       expect(done!.served).to.equal(false);
       expect((await balanceOf(srv, srv.payee)) - before).to.equal(PRICE);
 
-      // The payer retries the same authorization: served once, then it is used.
+      // The payer retries the same authorization: not on another resource; served once on its own, then it is used.
+      const elsewhere = await fetch(`${srv.url}/v1/other`, { headers: { [HEADER_PAYMENT_SIGNATURE]: rec.sent[0] } });
+      expect(await refusalCode(elsewhere)).to.deep.equal({ status: 402, code: "authorization_used" });
       const again = await fetch(`${srv.url}/v1/echo?msg=retry`, { headers: { [HEADER_PAYMENT_SIGNATURE]: rec.sent[0] } });
       expect(again.status).to.equal(200);
       expect(decodeExactPaymentResponse(again.headers.get(HEADER_PAYMENT_RESPONSE)).transaction).to.equal(row.txHash);

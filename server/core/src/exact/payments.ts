@@ -95,7 +95,7 @@ export class ExactPayments {
     } catch (e) {
       return this.storeDown(e);
     }
-    if (known) return this.again(known, p);
+    if (known) return this.again(known, p, resource);
 
     // Chain checks, side by side: unused authorization, balance, the transfer simulates; nonce and fees for it.
     const data = this.sender.transferData(auth, p.payload.signature);
@@ -133,7 +133,7 @@ export class ExactPayments {
     } catch (e) {
       return this.storeDown(e);
     }
-    if (!rec.ok) return this.again(rec.existing, p);
+    if (!rec.ok) return this.again(rec.existing, p, resource);
     const payment = rec.payment;
     this.busy.add(payment.id);
     try {
@@ -208,12 +208,14 @@ export class ExactPayments {
 
   /**
    * The same authorization again. Served once: a confirmed payment whose request was never answered (the answer was
-   * a 503 while it settled) is served to the first retry carrying the same signature; an open one is reconciled now.
+   * a 503 while it settled) is served to the first retry carrying the same signature for the same resource; an open one
+   * is reconciled now.
    * Anything else is `authorization_used`.
    */
-  private async again(known: ExactPayment, p: ExactPaymentPayload): Promise<ExactOutcome> {
+  private async again(known: ExactPayment, p: ExactPaymentPayload, resource: string): Promise<ExactOutcome> {
     const used = () => this.refused("authorization_used", `authorization ${known.authNonce} of ${known.payer} was already used`);
-    if (known.signature.toLowerCase() !== p.payload.signature.toLowerCase() || known.served || known.status === "failed") {
+    const sameRequest = known.signature.toLowerCase() === p.payload.signature.toLowerCase() && pathOf(known.resource) === pathOf(resource);
+    if (!sameRequest || known.served || known.status === "failed") {
       if (known.status === "failed" && !known.served) return this.refused("transfer_failed", known.error ?? "the transfer of this authorization failed");
       return used();
     }
@@ -258,5 +260,14 @@ export class ExactPayments {
   private storeDown(e: unknown): ExactOutcome {
     this.o.logger?.error({ scheme: "exact", err: (e as Error)?.message }, "exact: the store failed");
     return { kind: "unavailable", detail: "the payment store is unavailable; try again" };
+  }
+}
+
+/** The path of a resource URL (the host part may differ between processes without PUBLIC_URL). */
+function pathOf(resource: string): string {
+  try {
+    return new URL(resource).pathname;
+  } catch {
+    return resource;
   }
 }
