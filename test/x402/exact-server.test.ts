@@ -210,6 +210,8 @@ describe("x402 interop: the stock exact client pays our server", function () {
     const metrics = await (await fetch(`${srv.url}/metrics`)).text();
     expect(metrics).to.match(/^paid_requests_total\{scheme="exact"\} 5$/m);
     expect(metrics).to.match(/^exact_payments_total\{status="confirmed"\} 5$/m);
+    expect(metrics).to.match(/^exact_payments\{status="confirmed"\} 5$/m);
+    expect(metrics).to.match(/^exact_payments\{status="pending"\} 0$/m);
   });
 
   it("the same authorization replayed is refused authorization_used, and no transaction is sent", async function () {

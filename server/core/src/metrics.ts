@@ -9,6 +9,7 @@ import type { ChannelStore } from "./store/types";
 import type { EventFollower } from "./chain/follower";
 import { configureSettlementMetrics } from "./settlement/metrics";
 import type { ExactObserver } from "./exact/reconcile";
+import type { ExactStore } from "./store/exact-types";
 
 /** Chain reads refused by the read budget, by the bucket that was empty (chain/read-budget.ts). */
 export interface ReadRefusals {
@@ -29,6 +30,8 @@ export interface ServerMetrics {
   exactObserver: ExactObserver;
   /** Wires the store/follower gauges and the read budget's refusals (read at scrape time). */
   attach(store: ChannelStore, follower: EventFollower, budget?: ReadRefusals): void;
+  /** Wires `exact_payments{status}` to the store's `exact` records (read at scrape time); the provider does when `exact` is on. */
+  attachExact(store: ExactStore): void;
   /** Wires `channel_connections_refused_total` to the listener's connection limits (read at scrape time). */
   attachConnections(connections: ConnectionRefusals): void;
 }
@@ -181,6 +184,22 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
       if (p.failed) failures.inc();
     },
   };
+  let exactStore: ExactStore | null = null;
+  new Gauge({
+    name: "exact_payments",
+    help: "exact payments in the store by status: pending and submitted are open (the reconciler finishes them), confirmed, failed",
+    labelNames: ["status"],
+    registers: [registry],
+    async collect() {
+      if (!exactStore) return;
+      try {
+        const c = await exactStore.exactCounts();
+        for (const [status, n] of Object.entries(c)) this.set({ status }, n);
+      } catch {
+        // store unavailable: no sample
+      }
+    },
+  });
   const exactObserver: ExactObserver = {
     outcome: (status) => exactPayments.inc({ status }),
     settled: (s) => exactSettle.observe(s),
@@ -194,6 +213,9 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
       store = s;
       follower = f;
       budget = b ?? null;
+    },
+    attachExact(s) {
+      exactStore = s;
     },
     attachConnections(c) {
       connections = c;

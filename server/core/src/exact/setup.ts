@@ -18,6 +18,7 @@ import type { ExactObserver } from "./reconcile";
 import { ExactSender } from "./sender";
 import { readTokenDomain } from "./token";
 import type { ChannelStore } from "../store/types";
+import type { ExactStore } from "../store/exact-types";
 
 /** Provider options of the `exact` scheme (embedding and tests). */
 export interface ProviderExactOptions {
@@ -85,6 +86,8 @@ export function planExact(env: ExactEnv | undefined, chainId: number, option: bo
 export interface ExactScheme {
   readonly payments: ExactPayments;
   readonly sender: Address;
+  /** The store of its payments. */
+  readonly store: ExactStore;
   /** Stops the reconciler (a pass in progress finishes). */
   stop(): Promise<void>;
 }
@@ -142,6 +145,7 @@ export async function startExact(
   p.logger.info({ scheme: "exact", sender: sender.address, keySource: plan.source, token: p.token, domain: tokenDomain }, "exact scheme offered");
   return {
     payments,
+    store: payments.store,
     sender: sender.address,
     async stop() {
       stopped = true;

@@ -115,6 +115,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       });
       exact = x;
       cleanup.unshift(() => x.stop());
+      metrics.attachExact(x.store);
     }
 
     const core = new PaymentCore({
