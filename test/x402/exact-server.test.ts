@@ -51,6 +51,7 @@ function routes(counter: { served: number; schemes: string[] }) {
     });
     app.post("/v1/infer", paywall.meter({ max: "0.01" }), (_req, res) => res.json({ ok: true }));
     app.get("/v1/other", paywall.charge({ price: "0.001" }), (_req, res) => res.json({ other: true })); // same price, another resource
+    app.get("/v1/quote", paywall.charge({ price: (req) => (req.query.big ? "0.002" : "0.001"), max: "0.002" }), (_req, res) => res.json({ quote: true }));
   };
 }
 
@@ -212,6 +213,16 @@ describe("x402 interop: the stock exact client pays our server", function () {
     expect(metrics).to.match(/^exact_payments_total\{status="confirmed"\} 5$/m);
     expect(metrics).to.match(/^exact_payments\{status="confirmed"\} 5$/m);
     expect(metrics).to.match(/^exact_payments\{status="pending"\} 0$/m);
+  });
+
+  it("a computed-price route offers exact at the price computed for the request, and is paid exactly that", async function () {
+    const offer = await exactOffer(srv, "/v1/quote?big=1");
+    expect(offer.amount).to.equal(2n * PRICE);
+    const before = await balanceOf(srv, srv.payee);
+    const res = await stockFetch(PAYER, srv.chainId, srv.token)(`${srv.url}/v1/quote?big=1`);
+    expect(res.status).to.equal(200);
+    expect(decodeExactPaymentResponse(res.headers.get(HEADER_PAYMENT_RESPONSE)).amount).to.equal(2n * PRICE);
+    expect((await balanceOf(srv, srv.payee)) - before).to.equal(2n * PRICE);
   });
 
   it("the same authorization replayed is refused authorization_used, and no transaction is sent", async function () {
