@@ -472,6 +472,105 @@ describe("x402 interop: exact payments across a restart, and the sender key rule
   });
 });
 
+/** A stock x402 facilitator (`x402Facilitator` + the stock exact EVM scheme) behind POST /verify and /settle. */
+async function startHttpFacilitator(key: Hex): Promise<{ url: string; calls: string[]; down: boolean; dropAfterSettle: boolean; close(): Promise<void> }> {
+  const { createWalletClient, custom, publicActions } = await import("viem");
+  const { hardhat } = await import("viem/chains");
+  const hre = (await import("hardhat")).default;
+  const express = (await import("express")).default;
+  const { x402Facilitator } = await import("@x402/core/facilitator");
+  const { registerExactEvmScheme: registerFacilitator } = await import("@x402/evm/exact/facilitator");
+  const { toFacilitatorEvmSigner } = await import("@x402/evm");
+  const account = privateKeyToAccount(key);
+  const wallet = createWalletClient({ account, chain: hardhat, transport: custom(hre.network.provider) }).extend(publicActions);
+  const signer = toFacilitatorEvmSigner(Object.assign(wallet, { address: account.address }) as never, { confirmationTimeoutMs: 30_000 } as never);
+  const facilitator = new x402Facilitator();
+  registerFacilitator(facilitator, { signer, networks: "eip155:31337" } as never);
+  const state = { calls: [] as string[], down: false, dropAfterSettle: false };
+  const app = express();
+  app.use(express.json());
+  for (const path of ["verify", "settle"] as const) {
+    app.post(`/${path}`, async (req, res) => {
+      state.calls.push(path);
+      if (state.down) return void res.socket?.destroy();
+      const out = await facilitator[path](req.body.paymentPayload, req.body.paymentRequirements);
+      if (path === "settle" && state.dropAfterSettle) return void res.socket?.destroy(); // settled, then the answer is lost
+      res.json(out);
+    });
+  }
+  const server = await new Promise<import("node:http").Server>((r) => {
+    const s = app.listen(0, "127.0.0.1", () => r(s));
+  });
+  const { port } = server.address() as import("node:net").AddressInfo;
+  return Object.assign(state, {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  });
+}
+
+describe("x402 interop: exact payments settled through a facilitator (FACILITATOR_URL)", function () {
+  this.timeout(240_000);
+  let snap: string;
+  const FACILITATOR = 14;
+
+  before(async () => (snap = await snapshot()));
+  after(async () => {
+    if (snap) await revertTo(snap);
+  });
+
+  it("the stock client pays; the facilitator verifies and submits the transfer; the payment is recorded, replays are refused; a facilitator that does not answer serves nothing; one whose settle answer is lost is reconciled from the token's authorization state", async function () {
+    const f = await startHttpFacilitator(chainClients(FACILITATOR).key);
+    const counter = { served: 0, schemes: [] as string[] };
+    const srv = await startTestServer({ routes: routes(counter), config: { maxTimeoutSeconds: 300 }, exact: { facilitatorUrl: f.url, reconcileIntervalMs: 0 } });
+    try {
+      await mintUsdc(srv.token, chainClients(PAYER).address, USDC(1));
+      const before = await balanceOf(srv, srv.payee);
+      const exactNonce = await senderNonce(srv);
+      const rec = recordingFetch();
+      const res = await stockFetch(PAYER, srv.chainId, srv.token, rec.fetch)(`${srv.url}/v1/echo?msg=f`);
+      expect(res.status, await res.clone().text()).to.equal(200);
+      const receipt = decodeExactPaymentResponse(res.headers.get(HEADER_PAYMENT_RESPONSE));
+      const tx = await srv.env.publicClient.getTransaction({ hash: receipt.transaction });
+      expect(getAddress(tx.from)).to.equal(chainClients(FACILITATOR).address);
+      expect(f.calls).to.deep.equal(["verify", "settle"]);
+      expect((await balanceOf(srv, srv.payee)) - before).to.equal(PRICE);
+      expect(await senderNonce(srv), "our own sender sent nothing").to.equal(exactNonce);
+      const p = JSON.parse(Buffer.from(rec.sent[0], "base64").toString("utf8")).payload.authorization;
+      const store = exactStoreFor(srv.store);
+      expect(await store.getExactPayment(p.from, p.nonce)).to.deep.include({ status: "confirmed", served: true, txHash: receipt.transaction });
+      const replay = await fetch(`${srv.url}/v1/echo`, { headers: { [HEADER_PAYMENT_SIGNATURE]: rec.sent[0] } });
+      expect(await refusalCode(replay)).to.deep.equal({ status: 402, code: "authorization_used" });
+      expect(f.calls).to.have.length(2);
+
+      f.down = true;
+      const rec2 = recordingFetch();
+      const down = await stockFetch(PAYER, srv.chainId, srv.token, rec2.fetch)(`${srv.url}/v1/echo?msg=down`);
+      expect(down.status).to.equal(503);
+      expect(counter.served).to.equal(1);
+
+      // The facilitator settles but its answer is lost: 503, nothing served; the token's authorization state confirms it.
+      f.down = false;
+      f.dropAfterSettle = true;
+      const rec3 = recordingFetch();
+      const lost = await stockFetch(PAYER, srv.chainId, srv.token, rec3.fetch)(`${srv.url}/v1/echo?msg=lost`);
+      expect(lost.status).to.equal(503);
+      expect(counter.served).to.equal(1);
+      const q = JSON.parse(Buffer.from(rec3.sent[0], "base64").toString("utf8")).payload.authorization;
+      expect((await store.getExactPayment(q.from, q.nonce))!.status).to.equal("pending");
+      await srv.server.exact!.payments.reconcile(0);
+      expect((await store.getExactPayment(q.from, q.nonce))!.status).to.equal("confirmed");
+      expect((await balanceOf(srv, srv.payee)) - before).to.equal(2n * PRICE);
+    } finally {
+      await srv.close();
+      await f.close();
+    }
+  });
+});
+
 describePostgres("x402 interop: exact payments on PostgreSQL", function () {
   this.timeout(240_000);
   let snap: string;

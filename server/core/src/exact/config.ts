@@ -1,6 +1,6 @@
 /**
  * The `exact` scheme's variables: EXACT (on, off, auto), EXACT_PRIVATE_KEY (the account that submits the transfers;
- * never logged), EXACT_CONFIRM_TIMEOUT and EXACT_RECONCILE_INTERVAL.
+ * never logged), FACILITATOR_URL (a facilitator submits them instead), EXACT_CONFIRM_TIMEOUT and EXACT_RECONCILE_INTERVAL.
  */
 import type { Hex } from "viem";
 import { isBytes32Hex } from "@paychan/protocol";
@@ -14,6 +14,8 @@ export interface ExactEnv {
   confirmTimeout: number;
   /** Seconds between reconcile passes over open payments. */
   reconcileInterval: number;
+  /** FACILITATOR_URL: an x402 facilitator that verifies and settles `exact` payments instead of our own key. */
+  facilitatorUrl?: string;
   /** EXACT_PRIVATE_KEY, only through this function. */
   privateKey(): Hex | undefined;
 }
@@ -28,6 +30,11 @@ export const EXACT_VARIABLES: ReadonlyArray<{ name: string; default: string; des
     name: "EXACT_PRIVATE_KEY",
     default: "(none; npm start on a local chain: Hardhat account #19)",
     description: "key that submits exact transfers (pays their gas; any funded account); must differ from SETTLER_PRIVATE_KEY; never logged",
+  },
+  {
+    name: "FACILITATOR_URL",
+    default: "(none: the provider submits exact transfers itself)",
+    description: "an x402 facilitator (POST /verify, /settle) that submits exact transfers instead of EXACT_PRIVATE_KEY; our checks, records and replay rule still apply",
   },
   { name: "EXACT_CONFIRM_TIMEOUT", default: "30", description: "seconds a paid exact request waits for its transfer to be mined (then 503; reconciled later)" },
   { name: "EXACT_RECONCILE_INTERVAL", default: "15", description: "seconds between passes finishing exact payments left open (crash, RPC failure)" },
@@ -63,8 +70,20 @@ export function parseExactEnv(env: Record<string, string | undefined>, problems:
     if (!isBytes32Hex(k) || /^0x0{64}$/.test(k)) problems.push("EXACT_PRIVATE_KEY must be 32 bytes of hex (the value is not shown)");
     else key = k.toLowerCase() as Hex;
   }
+  const facilitatorUrl = get("FACILITATOR_URL");
+  if (facilitatorUrl !== undefined) {
+    let ok = false;
+    try {
+      const u = new URL(facilitatorUrl);
+      ok = u.protocol === "http:" || u.protocol === "https:";
+    } catch {
+      ok = false;
+    }
+    if (!ok) problems.push(`FACILITATOR_URL=${JSON.stringify(facilitatorUrl)} must be an http(s) URL`);
+  }
   return {
     mode,
+    ...(facilitatorUrl !== undefined ? { facilitatorUrl } : {}),
     confirmTimeout: seconds("EXACT_CONFIRM_TIMEOUT", 30, 1, 3_600),
     reconcileInterval: seconds("EXACT_RECONCILE_INTERVAL", 15, 1, 86_400),
     privateKey: () => key,

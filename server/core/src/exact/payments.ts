@@ -10,7 +10,8 @@ import { EXACT_SCHEME, EXACT_TRANSFER_METHOD, networkOf, type ExactPaymentPayloa
 import type { ExactPayment, ExactStore } from "../store/exact-types";
 import { checkExactPayment, EXACT_VALIDITY_MARGIN, type ExactRefusal } from "./checks";
 import { reconcileExactPayment, reconcileExactPayments, type ExactObserver, type ReconcileResult } from "./reconcile";
-import { TransferRevertError, type ExactSender } from "./sender";
+import { ExactSender, TransferRevertError } from "./sender";
+import { FacilitatorUnavailableError, type HttpFacilitator } from "./facilitator";
 
 /** The outcome of one `exact` payment. */
 export type ExactOutcome =
@@ -38,6 +39,8 @@ export interface ExactPaymentsOptions {
   validityMargin?: number;
   logger?: Logger;
   observer?: ExactObserver;
+  /** Verify and settle through this facilitator (`FACILITATOR_URL`) instead of submitting with our own key. */
+  facilitator?: HttpFacilitator;
 }
 
 /** The provider's `exact` scheme: offers, payments, reconciliation. */
@@ -96,6 +99,7 @@ export class ExactPayments {
       return this.storeDown(e);
     }
     if (known) return this.again(known, p, resource);
+    if (this.o.facilitator) return this.payThroughFacilitator(this.o.facilitator, p, price, resource);
 
     // Chain checks, side by side: unused authorization, balance, the transfer simulates; nonce and fees for it.
     const data = this.sender.transferData(auth, p.payload.signature);
@@ -138,6 +142,78 @@ export class ExactPayments {
     this.busy.add(payment.id);
     try {
       return await this.submit(payment, data, gas, fees);
+    } finally {
+      this.busy.delete(payment.id);
+    }
+  }
+
+  /**
+   * The facilitator's path: the same checks, the record (sender: the zero address), then the facilitator's verify and
+   * settle; served when it reports the transfer done. A facilitator that does not answer leaves the payment open: the
+   * reconciler finishes it from the token's authorization state (used: confirmed; expired unused: failed).
+   */
+  private async payThroughFacilitator(f: HttpFacilitator, p: ExactPaymentPayload, price: bigint, resource: string): Promise<ExactOutcome> {
+    const auth = p.payload.authorization;
+    let used: boolean, balance: bigint;
+    try {
+      [used, balance] = await Promise.all([this.sender.authorizationUsed(auth.from, auth.nonce), this.sender.balanceOf(auth.from)]);
+    } catch (e) {
+      return this.chainDown(e, "checking the authorization");
+    }
+    if (used) return this.refused("authorization_used", `authorization ${auth.nonce} of ${auth.from} was already used on chain`);
+    if (balance < auth.value) return this.refused("insufficient_balance", `the payer holds ${balance}; the authorization needs ${auth.value}`);
+    const offer = this.offer(price);
+    try {
+      const v = await f.verify(p, offer);
+      if (!v.ok) return this.refused("transfer_failed", `the facilitator refused the payment: ${v.reason}`);
+    } catch (e) {
+      return this.facilitatorDown(e);
+    }
+    let rec;
+    try {
+      rec = await this.store.recordExactPayment({
+        payer: auth.from,
+        authNonce: auth.nonce,
+        payTo: auth.to,
+        amount: auth.value,
+        validAfter: auth.validAfter,
+        validBefore: auth.validBefore,
+        signature: p.payload.signature,
+        resource,
+        sender: ExactSender.FACILITATOR,
+        chainNonce: 0,
+      });
+    } catch (e) {
+      return this.storeDown(e);
+    }
+    if (!rec.ok) return this.again(rec.existing, p, resource);
+    const payment = rec.payment;
+    this.busy.add(payment.id);
+    const t0 = process.hrtime.bigint();
+    try {
+      let s;
+      try {
+        s = await f.settle(p, offer);
+      } catch (e) {
+        return this.facilitatorDown(e);
+      }
+      if (!s.ok) {
+        await this.store.finishExactPayment(payment.id, { status: "failed", error: `facilitator: ${s.reason}` });
+        this.o.observer?.outcome?.("failed");
+        return { kind: "refused", refusal: { code: "transfer_failed", detail: `the facilitator could not settle the payment: ${s.reason}` } };
+      }
+      await this.store.setExactTransaction(payment.id, s.transaction!, "0x");
+      this.o.observer?.outcome?.("submitted");
+      const r = await this.sender.receipt(s.transaction!).catch(() => null);
+      const done = await this.store.finishExactPayment(payment.id, { status: "confirmed", ...(r ? { blockNumber: r.blockNumber, gasUsed: r.gasUsed } : {}) }, true);
+      this.o.observer?.outcome?.("confirmed");
+      this.o.observer?.settled?.(Number(process.hrtime.bigint() - t0) / 1e9);
+      this.o.logger?.info({ scheme: "exact", payer: payment.payer, tx: s.transaction, facilitator: new URL(f.url).origin }, "exact payment settled by the facilitator");
+      if (!done.served || !done.payment) return { kind: "refused", refusal: { code: "authorization_used", detail: "this authorization's request was already served" } };
+      this.o.observer?.served?.();
+      return { kind: "paid", payment: done.payment, network: this.network };
+    } catch (e) {
+      return this.storeDown(e);
     } finally {
       this.busy.delete(payment.id);
     }
@@ -232,7 +308,8 @@ export class ExactPayments {
       if (r !== "confirmed") return { kind: "unavailable", detail: "this authorization is being settled; try again shortly" };
       current = (await this.store.getExactPayment(known.payer, known.authNonce)) ?? known;
     }
-    if (!(await this.store.claimExactServe(current.id))) return used();
+    // A payment confirmed from the token's state alone names no transaction to put in a receipt.
+    if (!current.txHash || !(await this.store.claimExactServe(current.id))) return used();
     this.o.observer?.served?.();
     return { kind: "paid", payment: { ...current, status: "confirmed", served: true }, network: this.network };
   }
@@ -255,6 +332,12 @@ export class ExactPayments {
   private chainDown(e: unknown, what: string): ExactOutcome {
     this.o.logger?.warn({ scheme: "exact", err: (e as Error)?.message?.split("\n")[0] }, `exact: chain failed while ${what}`);
     return { kind: "unavailable", detail: `the chain could not be reached while ${what}; nothing was served` };
+  }
+
+  private facilitatorDown(e: unknown): ExactOutcome {
+    const detail = e instanceof FacilitatorUnavailableError ? e.message : "the facilitator failed";
+    this.o.logger?.warn({ scheme: "exact", err: detail }, "exact: the facilitator failed");
+    return { kind: "unavailable", detail: "the facilitator could not be reached; nothing was served" };
   }
 
   private storeDown(e: unknown): ExactOutcome {

@@ -7,7 +7,7 @@
  */
 import type { Logger } from "pino";
 import type { ExactPayment, ExactStore } from "../store/exact-types";
-import type { ExactSender } from "./sender";
+import { ExactSender } from "./sender";
 
 export interface ExactObserver {
   /** A payment reached a status (`submitted`, `confirmed`, `failed`) or was refused before any transfer (`refused`). */
@@ -27,6 +27,7 @@ export type ReconcileResult = "confirmed" | "failed" | "submitted" | "unchanged"
  */
 export async function reconcileExactPayment(p: ExactPayment, store: ExactStore, sender: ExactSender, o: { logger?: Logger; observer?: ExactObserver } = {}): Promise<ReconcileResult> {
   if (p.status !== "pending" && p.status !== "submitted") return "unchanged";
+  if (p.sender.toLowerCase() === ExactSender.FACILITATOR) return reconcileFacilitated(p, store, sender, o);
   let hash = p.txHash;
   let raw = p.rawTx;
   if (!hash || !raw) {
@@ -75,6 +76,26 @@ export async function reconcileExactPayment(p: ExactPayment, store: ExactStore, 
     return "failed";
   }
   o.logger?.warn({ scheme: "exact", tx: hash, sent }, "exact transfer not taken by the node (underpriced, or an earlier nonce missing); kept for the next pass");
+  return "unchanged";
+}
+
+/**
+ * A payment a facilitator was settling when we lost track of it: the token's authorization state decides (used: the
+ * transfer happened, to the payee; unused past `validBefore`: it never can).
+ */
+async function reconcileFacilitated(p: ExactPayment, store: ExactStore, sender: ExactSender, o: { logger?: Logger; observer?: ExactObserver }): Promise<ReconcileResult> {
+  if (await sender.authorizationUsed(p.payer, p.authNonce)) {
+    await store.finishExactPayment(p.id, { status: "confirmed", ...(p.txHash ? {} : { error: "confirmed from the token's authorization state" }) });
+    o.observer?.outcome?.("confirmed");
+    o.logger?.info({ scheme: "exact", payer: p.payer }, "exact payment (facilitator) reconciled: confirmed");
+    return "confirmed";
+  }
+  const head = await sender.client.getBlock({ blockTag: "latest" });
+  if (head.timestamp >= p.validBefore) {
+    await store.finishExactPayment(p.id, { status: "failed", error: "the facilitator did not settle it before it expired" });
+    o.observer?.outcome?.("failed");
+    return "failed";
+  }
   return "unchanged";
 }
 

@@ -42,7 +42,8 @@ export interface ExactSenderOptions {
   transport?: Transport;
   chainId: number;
   token: Address;
-  privateKey: Hex;
+  /** The sender's key; absent when a facilitator submits the transfers (then only the chain reads are used). */
+  privateKey?: Hex;
   /** Timeout of one RPC call, ms. */
   timeout?: number;
 }
@@ -57,12 +58,18 @@ export class ExactSender {
   readonly token: Address;
   private readonly account: () => PrivateKeyAccount;
 
+  /** The sender of transfers submitted by a facilitator (no key of ours): the zero address in the store. */
+  static readonly FACILITATOR: Address = "0x0000000000000000000000000000000000000000";
+
   constructor(o: ExactSenderOptions) {
     const transport = o.transport ?? http(o.rpcUrl, { timeout: o.timeout ?? 10_000, retryCount: 0, batch: false });
     this.client = createPublicClient({ transport, cacheTime: 0 });
-    const account = privateKeyToAccount(o.privateKey);
-    this.account = () => account;
-    this.address = account.address;
+    const account = o.privateKey ? privateKeyToAccount(o.privateKey) : null;
+    this.account = () => {
+      if (!account) throw new Error("no exact sender key: transfers go through the facilitator");
+      return account;
+    };
+    this.address = account?.address ?? ExactSender.FACILITATOR;
     this.chainId = o.chainId;
     this.token = o.token;
   }

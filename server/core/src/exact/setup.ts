@@ -16,6 +16,7 @@ import { exactStoreFor } from "./store";
 import { ExactPayments } from "./payments";
 import type { ExactObserver } from "./reconcile";
 import { ExactSender } from "./sender";
+import { HttpFacilitator } from "./facilitator";
 import { readTokenDomain } from "./token";
 import type { ChannelStore } from "../store/types";
 import type { ExactStore } from "../store/exact-types";
@@ -26,6 +27,8 @@ export interface ProviderExactOptions {
   privateKey?: Hex;
   /** A key for when none is given, once the chain is known (the demo app: a Hardhat account on a local chain); null: none. */
   fallbackKey?: (o: { chainId: number }) => Hex | null;
+  /** A facilitator URL instead of FACILITATOR_URL. */
+  facilitatorUrl?: string;
   /** Overrides of EXACT_CONFIRM_TIMEOUT, ms. */
   confirmTimeoutMs?: number;
   /** Overrides of EXACT_RECONCILE_INTERVAL, ms (0: no periodic pass; `provider.exact.reconcile()` by hand). */
@@ -35,8 +38,11 @@ export interface ProviderExactOptions {
 }
 
 export interface ExactPlan {
-  key: Hex;
+  /** Absent when the facilitator submits the transfers. */
+  key?: Hex;
+  /** The sender (the zero address with a facilitator). */
   address: Address;
+  facilitatorUrl?: string;
   source: string;
   confirmTimeoutMs: number;
   reconcileIntervalMs: number;
@@ -62,8 +68,16 @@ export function planExact(env: ExactEnv | undefined, chainId: number, option: bo
     key = o.fallbackKey?.({ chainId }) ?? undefined;
     source = "local test account";
   }
+  const facilitatorUrl = o.facilitatorUrl ?? env?.facilitatorUrl;
+  const timing = {
+    confirmTimeoutMs: o.confirmTimeoutMs ?? (env?.confirmTimeout ?? 30) * 1000,
+    reconcileIntervalMs: o.reconcileIntervalMs ?? (env?.reconcileInterval ?? 15) * 1000,
+    pollMs: o.pollMs,
+  };
+  // A facilitator submits the transfers: no key of ours sends anything, no nonce to share.
+  if (facilitatorUrl) return { address: ExactSender.FACILITATOR, source: "FACILITATOR_URL", facilitatorUrl, ...timing };
   if (!key) {
-    if (mode === "on") throw new ExactPlanError("EXACT=on needs EXACT_PRIVATE_KEY (a funded key that submits the exact transfers); or set EXACT=off");
+    if (mode === "on") throw new ExactPlanError("EXACT=on needs EXACT_PRIVATE_KEY (a funded key that submits the exact transfers) or FACILITATOR_URL; or set EXACT=off");
     return null;
   }
   const address = privateKeyToAccount(key).address;
@@ -72,14 +86,7 @@ export function planExact(env: ExactEnv | undefined, chainId: number, option: bo
       `EXACT_PRIVATE_KEY must not be the settler key (${address}): exact transfers take their nonces from the store, settlements from the chain; use another funded key`,
     );
   }
-  return {
-    key,
-    address,
-    source,
-    confirmTimeoutMs: o.confirmTimeoutMs ?? (env?.confirmTimeout ?? 30) * 1000,
-    reconcileIntervalMs: o.reconcileIntervalMs ?? (env?.reconcileInterval ?? 15) * 1000,
-    pollMs: o.pollMs,
-  };
+  return { key, address, source, ...timing };
 }
 
 /** A running `exact` scheme: its payments and the periodic reconciler. */
@@ -125,6 +132,7 @@ export async function startExact(
     pollMs: plan.pollMs,
     logger: p.logger,
     observer: p.observer,
+    ...(plan.facilitatorUrl ? { facilitator: new HttpFacilitator(plan.facilitatorUrl, plan.confirmTimeoutMs) } : {}),
   });
   let running: Promise<unknown> | null = null;
   let stopped = false;
@@ -142,7 +150,10 @@ export async function startExact(
   pass(0);
   const timer = plan.reconcileIntervalMs > 0 ? setInterval(() => pass(), plan.reconcileIntervalMs) : null;
   timer?.unref?.();
-  p.logger.info({ scheme: "exact", sender: sender.address, keySource: plan.source, token: p.token, domain: tokenDomain }, "exact scheme offered");
+  p.logger.info(
+    { scheme: "exact", sender: plan.facilitatorUrl ? undefined : sender.address, keySource: plan.source, facilitator: plan.facilitatorUrl ? new URL(plan.facilitatorUrl).origin : undefined, token: p.token, domain: tokenDomain },
+    "exact scheme offered",
+  );
   return {
     payments,
     store: payments.store,
