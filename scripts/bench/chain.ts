@@ -39,6 +39,12 @@ export interface BenchChain {
 
 /** Starts the chain on a free port and deploys MockUSDC + ChannelEscrow. */
 export async function startBenchChain(): Promise<BenchChain> {
+  // Blocks may share a timestamp, so the chain's clock follows the wall clock as on a real chain. By default Hardhat
+  // mines each block one second after the previous one: the thousands of one-transaction blocks of a run (an `exact`
+  // call mines one) would move the chain's time far ahead of the wall clock that x402 clients sign their windows from.
+  // Set before the in-process network's first request, which creates it from this configuration.
+  const hre = require("hardhat") as typeof import("hardhat");
+  (hre.config.networks.hardhat as { allowBlocksWithSameTimestamp?: boolean }).allowBlocksWithSameTimestamp = true;
   const chain: LocalChain = await startLocalChain({ host: "127.0.0.1", port: 0 });
   const deployer = hardhatAccount(0);
   const d = await deployContracts({ rpcUrl: chain.rpcUrl, privateKey: deployer.key, deploymentsDir: null });

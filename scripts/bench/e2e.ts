@@ -81,7 +81,8 @@ export async function benchE2e(
     const account = privateKeyToAccount(hardhatAccount(PAYER).key);
     const publicClient = createPublicClient({ chain: c, transport: http(chain.rpcUrl), pollingInterval: 20 });
     const walletClient = createWalletClient({ account, chain: c, transport: http(chain.rpcUrl) });
-    const deposit = (BigInt(o.calls) * PRICE * 12n) / 10n; // 20% more than the calls need
+    // 20% more than the calls need, and at least the server's minimum deposit (MIN_DEPOSIT default: 1 USDC).
+    const deposit = BigInt(Math.max(1_000_000, Number((BigInt(o.calls) * PRICE * 12n) / 10n)));
     await chain.send(PAYER, chain.token, mockUsdcAbi as never, "mint", [account.address, deposit * 2n]);
     const balance = async (who: `0x${string}`) =>
       (await chain.publicClient.readContract({ address: chain.token, abi: mockUsdcAbi, functionName: "balanceOf", args: [who] })) as bigint;
@@ -95,6 +96,8 @@ export async function benchE2e(
       limits: { maxPrice: "0.01", maxDeposit: (Number(deposit) / 1e6).toString(), escrows: [chain.escrow] },
       // No automatic top-up inside the run: the deposit covers every call (a top-up is measured by npm run gas).
       policy: { deposit: (Number(deposit) / 1e6).toString(), autoTopUp: false },
+      // Channels only: a channel the limits refuse must fail the run, not fall back to paying `exact`.
+      schemes: ["channel"],
       onEvent: (e) => {
         if (e.type === "channel_opened") funding = e.method;
         if (e.type === "topped_up") funding += " + top-up";

@@ -1,14 +1,18 @@
 /**
- * `npm run bench`: the benchmarks of issue 7, in one bounded run (a few minutes; aborted after 9.5), printed as
- * Markdown tables and written to `docs/benchmarks.md` with the machine's description and the targets' pass/fail.
+ * `npm run bench`: the benchmarks of issues 7 and 12, in one bounded run (a few minutes; aborted after 9.5, plus the
+ * schemes section's allowance of 1 minute + 0.4 s per scheme call), printed as Markdown tables and written to
+ * `docs/benchmarks.md` with the machine's description and the targets' pass/fail.
  *
- *   npm run bench [-- --only verify,gas,http,e2e] [--duration 5] [--warmup 1] [--rounds 3] [--calls 10000] [--no-write]
+ *   npm run bench [-- --only verify,gas,http,e2e,schemes] [--duration 5] [--warmup 1] [--rounds 3] [--calls 10000]
+ *                 [--scheme-calls 1000] [--scheme-concurrency 8] [--no-write]
  *
  * Sections (each can fail without stopping the others; a failed section is reported and the exit code is 1):
  *   verify  vouchers verified per second, VoucherVerifier vs viem's verifyTypedData (scripts/bench/verify.ts)
  *   gas     gas per paid call, x402 `exact` vs channels (scripts/bench/gas-per-call.ts)
  *   http    the same trivial handler unpaid vs paid, SQLite FULL / NORMAL / PostgreSQL (scripts/bench/http.ts)
  *   e2e     one agent, 10,000 paid calls through the client SDK, then `npm run settle` (scripts/bench/e2e.ts)
+ *   schemes one paid call by path: channel (our SDK; stock @x402/fetch + our plug-in) vs x402 exact (the stock client;
+ *           our SDK): latency, calls/s, gas per paid call read from the chain (scripts/bench/schemes.ts)
  * A target that is not met does not change the exit code: the report says FAIL.
  */
 import fs from "node:fs";
@@ -21,11 +25,11 @@ import { measureGasPerCall } from "./gas-per-call";
 import { benchHttp } from "./http";
 import { cpuMeter, load, machineInfo } from "./machine";
 import { renderReport, targets, type BenchResults, type SectionLoad } from "./report";
+import { benchSchemes } from "./schemes";
 import { measureVoucherThroughput } from "./verify";
 
-const SECTIONS = ["verify", "gas", "http", "e2e"] as const;
+const SECTIONS = ["verify", "gas", "http", "e2e", "schemes"] as const;
 type Section = (typeof SECTIONS)[number];
-const DEADLINE_MS = 9.5 * 60_000;
 
 const { values: args } = parseArgs({
   options: {
@@ -34,6 +38,8 @@ const { values: args } = parseArgs({
     warmup: { type: "string", default: "1" },
     rounds: { type: "string", default: "3" },
     calls: { type: "string", default: "10000" },
+    "scheme-calls": { type: "string", default: "1000" },
+    "scheme-concurrency": { type: "string", default: "8" },
     "no-write": { type: "boolean", default: false },
     out: { type: "string", default: path.join("docs", "benchmarks.md") },
   },
@@ -54,6 +60,12 @@ if (!(duration > 0 && duration <= 30)) fail("--duration must be in (0, 30] secon
 if (!(warmup >= 0 && warmup <= 10)) fail("--warmup must be in [0, 10] seconds");
 if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 5)) fail("--rounds must be an integer in [1, 5]");
 if (!(Number.isInteger(calls) && calls > 0 && calls <= 100_000)) fail("--calls must be an integer in [1, 100000]");
+const schemeCalls = Number(args["scheme-calls"]);
+const schemeConcurrency = Number(args["scheme-concurrency"]);
+if (!(Number.isInteger(schemeCalls) && schemeCalls >= 4 && schemeCalls <= 5_000)) fail("--scheme-calls must be an integer in [4, 5000]");
+if (!(Number.isInteger(schemeConcurrency) && schemeConcurrency >= 0 && schemeConcurrency <= 64)) fail("--scheme-concurrency must be an integer in [0, 64]");
+// The exact paths mine one transaction per call (~70 ms each on an idle machine): the schemes section gets its own allowance.
+const DEADLINE_MS = 9.5 * 60_000 + (only.includes("schemes") ? 60_000 + schemeCalls * 400 : 0);
 
 const children = new Set<ChildHandle>();
 const log = (m: string) => console.error(`[bench] ${m}`);
@@ -103,6 +115,8 @@ async function main(): Promise<void> {
     if (h) results.http = { results: h.value, duration, warmup, rounds, load: h.load };
     const e = await section("e2e", results, () => benchE2e(chain!, { calls, concurrency: 16, log, children }));
     if (e) results.e2e = { result: e.value, load: e.load };
+    const sc = await section("schemes", results, () => benchSchemes(chain!, { calls: schemeCalls, concurrency: schemeConcurrency, log, children }));
+    if (sc) results.schemes = { results: sc.value, load: sc.load };
   } finally {
     for (const c of children) await c.stop();
     await chain?.close();
@@ -123,7 +137,7 @@ async function main(): Promise<void> {
 
 // Bounded: never run past the deadline, and never leave a child behind.
 const watchdog = setTimeout(() => {
-  console.error(`[bench] aborted: still running after ${DEADLINE_MS / 60_000} minutes`);
+  console.error(`[bench] aborted: still running after ${(DEADLINE_MS / 60_000).toFixed(1)} minutes`);
   for (const c of children) c.kill("SIGKILL");
   process.exit(1);
 }, DEADLINE_MS);

@@ -2,6 +2,7 @@
 import type { E2eResult } from "./e2e";
 import { CALLS_PER_CHANNEL, CHANNELS_PER_BATCH, perCall, X402_EXACT_REFERENCE_GAS, type GasResults } from "./gas-per-call";
 import type { HttpResults } from "./http";
+import type { SchemesResults } from "./schemes";
 import type { CpuShare, MachineInfo } from "./machine";
 import type { VoucherThroughput } from "./verify";
 
@@ -20,6 +21,7 @@ export interface BenchResults {
   gas?: { results: GasResults; load: SectionLoad };
   http?: { results: HttpResults; duration: number; warmup: number; rounds: number; load: SectionLoad };
   e2e?: { result: E2eResult; load: SectionLoad };
+  schemes?: { results: SchemesResults; load: SectionLoad };
   errors: Array<{ section: string; message: string }>;
 }
 
@@ -36,6 +38,8 @@ const int = (n: number | bigint) => (typeof n === "bigint" ? n : BigInt(Math.rou
 const times = (n: number) => `${n >= 10 ? int(n) : fix(n, 1)}×`;
 const fix = (n: number, d = 1) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }) : "n/a");
 const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(3) : "n/a");
+/** A ratio against a baseline: "N×", two significant digits below 1 (e.g. 0.045×). */
+const ratio = (n: number) => (!Number.isFinite(n) ? "n/a" : n >= 1 ? times(n) : `${n.toPrecision(2)}×`);
 
 function table(header: string[], rows: string[][], right: number[] = []): string {
   const align = header.map((_, i) => (right.includes(i) ? "---:" : "---"));
@@ -308,6 +312,74 @@ export function renderReport(r: BenchResults): string {
     );
     s.push("");
     s.push(loadNote(r.e2e.load, m.cores));
+    s.push("");
+  }
+
+  if (r.schemes) {
+    const sc = r.schemes.results;
+    const base = sc.paths.find((p) => p.id === 1);
+    s.push("## One paid call by scheme: `channel` vs x402 `exact` (issue 12)");
+    s.push("");
+    s.push(
+      `The real server (one process, SQLite NORMAL) serves \`GET /bench/paid\` (0.001 USDC; its 402 offers \`channel\` then \`exact\`) ` +
+        `on the local chain; each path pays it from this process: one untimed warm-up call (opens the channel), ${int(sc.calls)} ` +
+        `sequential calls (latency from request start to body read, in ms), then ${sc.concurrency ? `${int(Math.floor(sc.calls / 4))} calls with ${sc.concurrency} in flight` : "no concurrent phase"}. ` +
+        "Every call was served (200). An `exact` call is served only once its `transferWithAuthorization` is mined (Hardhat automine: " +
+        "one block per transaction). Ratios are against path (1).",
+    );
+    s.push("");
+    s.push(
+      table(
+        ["path", "scheme", "client", "HTTP requests / call", "p50", "p95", "mean", "calls/s sequential", `calls/s, ${sc.concurrency} in flight`, "p50 vs (1)", "calls/s vs (1)", `calls/s in flight vs (1)`],
+        sc.paths.map((p) => [
+          `(${p.id})`,
+          `\`${p.scheme}\``,
+          p.client,
+          fix(p.requestsPerCall, 1),
+          ms(p.sequential.p50),
+          ms(p.sequential.p95),
+          ms(p.sequential.mean),
+          fix(p.sequential.callsPerSecond, 0),
+          p.concurrent ? fix(p.concurrent.callsPerSecond, 0) : "n/a",
+          base ? ratio(p.sequential.p50 / base.sequential.p50) : "n/a",
+          base ? ratio(p.sequential.callsPerSecond / base.sequential.callsPerSecond) : "n/a",
+          base?.concurrent && p.concurrent ? ratio(p.concurrent.callsPerSecond / base.concurrent.callsPerSecond) : "n/a",
+        ]),
+        [3, 4, 5, 6, 7, 8, 9, 10, 11],
+      ),
+    );
+    s.push("");
+    const channel = sc.gas.find((g) => g.scheme === "channel");
+    s.push(
+      table(
+        ["scheme", "paid calls (paths)", "transactions", "gas", "gas / paid call", "vs `channel`", "what was mined"],
+        sc.gas.map((g) => [
+          `\`${g.scheme}\``,
+          `${int(g.paidCalls)} (${g.paths.map((x) => `(${x})`).join(", ")})`,
+          int(g.transactions),
+          int(g.gas),
+          fix(g.gasPerCall, 2),
+          channel ? ratio(g.gasPerCall / channel.gasPerCall) : "n/a",
+          g.detail,
+        ]),
+        [2, 3, 4, 5],
+      ),
+    );
+    s.push("");
+    s.push(
+      "Gas is read from the chain: for `channel`, every transaction mined while paths (1) and (2) ran (the SDK's funding; the server " +
+        "sends none) plus the settlement job's; for `exact`, the `gasUsed` of each transfer named by the call's receipt (`PAYMENT-RESPONSE`). " +
+        "A channel's cost per call falls with the calls it carries (see the gas section for 1 to 1,000 calls per channel and " +
+        "settle batches of 1 to 100 channels); `exact` costs the same on every call.",
+    );
+    s.push("");
+    for (const n of sc.notes) s.push(`- ${n}`);
+    if (sc.notes.length) s.push("");
+    s.push(
+      "The bench chain lets blocks share a timestamp, so its clock follows the wall clock that the exact clients sign their " +
+        `windows from (the latest block was ${sc.chainClockAheadSeconds} s from the wall clock at the end). ` +
+        loadNote(r.schemes.load, m.cores),
+    );
     s.push("");
   }
 
