@@ -325,25 +325,6 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
     }
   });
 
-  it("signs a window valid on the chain's clock too when the chain runs ahead of this machine (a local chain moved a day on)", async function () {
-    const s = await snapshot();
-    try {
-      await hre.network.provider.send("evm_increaseTime", [86_400]);
-      await hre.network.provider.send("evm_mine", []);
-      const { agent } = testClient(PAYER);
-      const before = await balanceOf(payee);
-      const res = await agent.fetch(`${stock.url}/v1/echo`);
-      expect(res.status, await res.clone().text()).to.equal(200);
-      const p = agent.paymentOf(res) as ExactPaymentInfo;
-      const block = await publicClient().getBlock({ blockTag: "latest" });
-      expect(p.authorization.validBefore > block.timestamp).to.equal(true);
-      expect(Number(p.authorization.validBefore) - Date.now() / 1000).to.be.greaterThan(86_000);
-      expect(await balanceOf(payee)).to.equal(before + PRICE);
-    } finally {
-      await revertTo(s);
-    }
-  });
-
   it("pays our own provider's exact offer with prefer: \"exact\" (its 402 lists channel, then exact)", async function () {
     const { agent, address } = testClient(PAYER, { prefer: "exact" });
     const before = await balanceOf(srv.payee);
@@ -505,5 +486,28 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
     } finally {
       await fs.rm(cwd, { recursive: true, force: true });
     }
+  });
+
+  // Last: it moves the chain's clock ahead and back (a real chain never goes back; a provider that saw the future block
+  // would judge later windows by it).
+  describe("when the chain's clock runs ahead", function () {
+    it("signs a window valid on the chain's clock too when the chain runs ahead of this machine (a local chain moved a day on)", async function () {
+      const s = await snapshot();
+      try {
+        await hre.network.provider.send("evm_increaseTime", [86_400]);
+        await hre.network.provider.send("evm_mine", []);
+        const { agent } = testClient(PAYER);
+        const before = await balanceOf(payee);
+        const res = await agent.fetch(`${stock.url}/v1/echo`);
+        expect(res.status, await res.clone().text()).to.equal(200);
+        const p = agent.paymentOf(res) as ExactPaymentInfo;
+        const block = await publicClient().getBlock({ blockTag: "latest" });
+        expect(p.authorization.validBefore > block.timestamp).to.equal(true);
+        expect(Number(p.authorization.validBefore) - Date.now() / 1000).to.be.greaterThan(86_000);
+        expect(await balanceOf(payee)).to.equal(before + PRICE);
+      } finally {
+        await revertTo(s);
+      }
+    });
   });
 });
