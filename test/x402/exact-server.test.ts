@@ -132,6 +132,24 @@ async function firstSignedWins(srv: TestServer): Promise<void> {
   await store.finishExactPayment(rec.payment.id, { status: "failed", error: "test row" });
 }
 
+/**
+ * The stock x402 client signs its validity window with this machine's clock. Earlier test files may have moved the
+ * shared local chain days ahead (evm_increaseTime without a revert), so inside these suites `Date.now` follows the
+ * chain's clock (the token checks the window against block time, and so does our server). Restored after.
+ */
+function followChainClock(): void {
+  const realNow = Date.now;
+  before(async () => {
+    const hre = (await import("hardhat")).default;
+    const block = (await hre.network.provider.send("eth_getBlockByNumber", ["latest", false])) as { timestamp: string };
+    const skewMs = Number(BigInt(block.timestamp)) * 1000 - realNow();
+    if (skewMs > 30_000) Date.now = () => realNow() + skewMs;
+  });
+  after(() => {
+    Date.now = realNow;
+  });
+}
+
 async function until(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
@@ -142,6 +160,7 @@ async function until(cond: () => Promise<boolean>, what: string, ms = 20_000): P
 
 describe("x402 interop: the stock exact client pays our server", function () {
   this.timeout(240_000);
+  followChainClock();
   let snap: string;
   let srv: TestServer;
   const counter = { served: 0, schemes: [] as string[] };
@@ -306,6 +325,7 @@ describe("x402 interop: the stock exact client pays our server", function () {
 
 describe("x402 interop: exact payments when the RPC fails while settling", function () {
   this.timeout(240_000);
+  followChainClock();
   let snap: string;
   let srv: TestServer;
   let rpc: RpcCounter;
@@ -393,6 +413,7 @@ describe("x402 interop: exact payments when the RPC fails while settling", funct
 
 describe("x402 interop: exact payments across a restart, and the sender key rule", function () {
   this.timeout(240_000);
+  followChainClock();
   let snap: string;
 
   before(async () => (snap = await snapshot()));
@@ -514,6 +535,7 @@ async function startHttpFacilitator(key: Hex): Promise<{ url: string; calls: str
 
 describe("x402 interop: exact payments settled through a facilitator (FACILITATOR_URL)", function () {
   this.timeout(240_000);
+  followChainClock();
   let snap: string;
   const FACILITATOR = 14;
 
@@ -573,6 +595,7 @@ describe("x402 interop: exact payments settled through a facilitator (FACILITATO
 
 describePostgres("x402 interop: exact payments on PostgreSQL", function () {
   this.timeout(240_000);
+  followChainClock();
   let snap: string;
   let a: TestServer;
   let b: TestServer;
