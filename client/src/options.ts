@@ -75,6 +75,8 @@ export type ClientEvent =
   | { type: "top_up_failed"; channelId: Hex; error: unknown }
   | { type: "resynced"; channelId: Hex; accepted: bigint; spent: bigint }
   | { type: "retry"; url: string; serverCode: string }
+  /** The 402 offered a scheme the owner prefers, whose offers the limits refused (`error`): the next scheme pays. */
+  | { type: "scheme_passed_over"; url: string; scheme: PaymentScheme; error: unknown }
   /** A call paid with `exact` was served: the provider's receipt names the transfer's transaction. */
   | { type: "exact_paid"; url: string; asset: Address; payTo: Address; amount: bigint; nonce: Hex; txHash?: Hex }
   | { type: "store_error"; error: unknown };

@@ -372,10 +372,13 @@ describe("client: pays the x402 exact scheme (stock @x402/express provider)", fu
     });
 
     it("pays exact when the channel offer fails the limits (escrow not allow-listed, minimum deposit above maxDeposit), and never with schemes: [\"channel\"]", async function () {
-      const { agent } = testClient(PAYER, { limits: { maxDeposit: "5", maxPrice: "0.01", escrows: [getAddress("0x" + "11".repeat(20))] } });
+      const events: ClientEvent[] = [];
+      const { agent } = testClient(PAYER, { onEvent: (e) => events.push(e), limits: { maxDeposit: "5", maxPrice: "0.01", escrows: [getAddress("0x" + "11".repeat(20))] } });
       const res = await agent.fetch(`${front.url}/v1/echo?msg=hi`);
       expect(res.status, await res.clone().text()).to.equal(200);
       expect(agent.paymentOf(res)!.scheme).to.equal("exact");
+      const passed = events.filter((e) => e.type === "scheme_passed_over") as Array<{ scheme: string; error: ClientError }>;
+      expect(passed.map((e) => [e.scheme, e.error.code])).to.deep.equal([["channel", "untrusted_terms"]]); // the owner hears why
       expect(agent.channels()).to.have.length(0);
       // The channel's minimum deposit above maxDeposit, the price within maxPrice: exact.
       const { agent: small } = testClient(PAYER, { limits: { maxDeposit: "0.002", maxPrice: "0.01", escrows: [srv.escrow] } });

@@ -116,6 +116,7 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
   if (opts.escrow && !isAddress(opts.escrow)) throw new UsageError("--escrow must be an address");
   if (opts.token && !isAddress(opts.token)) throw new UsageError("--token must be an address");
   const closeDelay = opts["close-delay"] === undefined ? undefined : positiveInt(opts["close-delay"], "--close-delay", 0);
+  const passedOver = new Set<string>();
   const onEvent = (e: ClientEvent) => {
     if (opts.json) return;
     if (e.type === "channel_opened") err(`opened channel ${e.channelId} (${e.method}, tx ${shortHex(e.txHash)})`);
@@ -123,6 +124,10 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
     else if (e.type === "topped_up") err(`topped up channel ${shortHex(e.channelId)} (tx ${shortHex(e.txHash)})`);
     else if (e.type === "top_up_failed") err(`top-up of ${shortHex(e.channelId)} failed: ${shortMessageOf(e.error)}`);
     else if (e.type === "store_error") err(`state not saved: ${shortMessageOf(e.error)}`);
+    else if (e.type === "scheme_passed_over" && !passedOver.has(e.scheme)) {
+      passedOver.add(e.scheme); // once per run, not once per call
+      err(`not paying ${e.scheme}: ${shortMessageOf(e.error)}; paying the next scheme offered`);
+    }
   };
   const agent = createChannelClient({
     account,

@@ -124,7 +124,7 @@ export class PayingFetch {
         }
         const offers = payableOffers(this.s, challenge);
         if (!offers) throw refused(code, res.status, challenge.reason);
-        const offer = await chooseScheme(this.s, this.exact, offers);
+        const offer = await chooseScheme(this.s, this.exact, offers, (scheme, error) => this.s.emit({ type: "scheme_passed_over", url: req.url, scheme, error }));
         if (offer.scheme === "channel") rememberRoute(this.s, key, offer);
         if (!payment) {
           // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.

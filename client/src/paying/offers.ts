@@ -26,20 +26,29 @@ export function payableOffers(s: ClientSession, o: Offers): Offers | undefined {
   return accepts.length + exact.length > 0 ? { accepts, exact } : undefined;
 }
 
-/** The offer to pay: the first, in the owner's order of schemes, that the limits allow. Throws the first refusal. */
-export async function chooseScheme(s: ClientSession, exact: ExactPayer, offers: Offers): Promise<Offer> {
-  let first: unknown;
+/**
+ * The offer to pay: the first, in the owner's order of schemes, that the limits allow. Throws the first refusal.
+ * When a more preferred scheme's offers were all refused, `onPassedOver` hears which scheme and the first refusal.
+ */
+export async function chooseScheme(
+  s: ClientSession,
+  exact: ExactPayer,
+  offers: Offers,
+  onPassedOver?: (scheme: Offer["scheme"], error: unknown) => void,
+): Promise<Offer> {
+  let first: { scheme: Offer["scheme"]; error: unknown } | undefined;
   for (const scheme of s.schemes) {
     const list: Offer[] = scheme === "channel" ? offers.accepts : offers.exact;
     for (const offer of list) {
       try {
         if (offer.scheme === "channel") await assertAllowed(s, offer);
         else await exact.assertAllowed(offer);
+        if (first && first.scheme !== offer.scheme) onPassedOver?.(first.scheme, first.error);
         return offer;
       } catch (e) {
-        first ??= e;
+        first ??= { scheme, error: e };
       }
     }
   }
-  throw first;
+  throw first?.error;
 }
