@@ -9,6 +9,7 @@ import { channelEscrowAbi, encodeSettleItems } from "@paychan/protocol";
 import hre from "hardhat";
 import { DAY, sessionKey, USDC, type OpenedChannel } from "../../helpers/escrow";
 import { advanceTime, settlementHarness, type SettlementHarness } from "../../helpers/settlement";
+import { revertTo, snapshot } from "../../helpers/chain";
 
 async function metricValue(registry: { getSingleMetricAsString(n: string): Promise<string> }, name: string, labels = ""): Promise<number> {
   const text = await registry.getSingleMetricAsString(name);
@@ -19,10 +20,15 @@ async function metricValue(registry: { getSingleMetricAsString(n: string): Promi
 describe("settlement: batches on the real chain", function () {
   this.timeout(120_000);
   let h: SettlementHarness;
+  let snap: string;
   before(async () => {
+    snap = await snapshot();
     h = await settlementHarness();
   });
-  after(async () => h?.close());
+  after(async () => {
+    await h?.close();
+    await revertTo(snap); // its days of advanceTime must not stay: later tests sign windows from the wall clock
+  });
 
   it("settles 50 channels in one transaction, skipping a bad signature, an already settled and a withdrawn channel", async () => {
     const chans: Array<OpenedChannel & { spent: bigint }> = [];

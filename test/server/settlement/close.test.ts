@@ -10,7 +10,7 @@ import { parseEther, toHex, type Hex } from "viem";
 import { channelEscrowAbi, CLOSE_PATH, signCloseRequest } from "@paychan/protocol";
 import { mockUsdcAbi } from "@paychan/demo";
 import { createSettlement, resolveSettlementConfig, SettlementRevertError, SettlementScheduler, type SettlementConfig } from "@paychan/server";
-import { accountKey } from "../../helpers/chain";
+import { accountKey, revertTo, snapshot } from "../../helpers/chain";
 import { DAY, openChannel, sessionKey, USDC, type OpenedChannel } from "../../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../../helpers/server";
 import { advanceTime } from "../../helpers/settlement";
@@ -22,14 +22,19 @@ describe("settlement: close requests with the real server", function () {
   this.timeout(120_000);
   let srv: TestServer;
   const operator = sessionKey();
+  let snap: string;
 
   before(async () => {
+    snap = await snapshot();
     srv = await startTestServer({ config: { metricsPerChannel: true } }); // the close-deadline gauge below names the channel
     await hre.network.provider.send("hardhat_setBalance", [operator.address, toHex(parseEther("10"))]);
     const h = await srv.env.wallets[0].writeContract({ address: srv.escrow, abi: channelEscrowAbi, functionName: "setOperator", args: [operator.address, true] });
     await srv.env.publicClient.waitForTransactionReceipt({ hash: h });
   });
-  after(async () => srv?.close());
+  after(async () => {
+    await srv?.close();
+    await revertTo(snap); // the close deadline's advanceTime must not stay: later tests sign windows from the wall clock
+  });
 
   function settlement(config: Partial<SettlementConfig> = {}) {
     return createSettlement({
