@@ -31,6 +31,11 @@ export const PAYMENT_ERROR_CODES = [
   "authorization_signature_invalid",
   "insufficient_balance",
   "transfer_failed",
+  // gasless opens (docs/protocol.md § 5.9); the authorization_* codes and insufficient_balance above apply too
+  "open_unsupported",
+  "open_channel_mismatch",
+  "open_limit",
+  "open_failed",
 ] as const;
 export type PaymentErrorCode = (typeof PAYMENT_ERROR_CODES)[number];
 
@@ -74,6 +79,11 @@ export const PAYMENT_ERROR_RECOVERY: Readonly<Record<PaymentErrorCode, RefusalRe
   authorization_signature_invalid: REQUEST, // the payer's key does not sign as the authorization's `from`
   insufficient_balance: REQUEST, // after the payer is funded
   transfer_failed: VOUCHER, // the transfer reverted on chain; nothing was served or paid
+  // gasless opens: the channel named was not opened
+  open_unsupported: CHANNEL, // this provider does not open channels: open one yourself
+  open_channel_mismatch: { retry: false, channelUnusable: true }, // the payload's channel id is not the one its parameters give
+  open_limit: VOUCHER, // too many opens by this payer in flight or recently: later
+  open_failed: CHANNEL, // the open reverted on chain: nothing was opened, served or paid
 };
 
 /** The codes only the `exact` scheme refuses with (a channel payment never gets them). */
@@ -87,6 +97,9 @@ export const EXACT_ERROR_CODES = [
   "insufficient_balance",
   "transfer_failed",
 ] as const satisfies readonly PaymentErrorCode[];
+
+/** The codes only a gasless open refuses with (with the `authorization_*` codes and `insufficient_balance`). */
+export const OPEN_ERROR_CODES = ["open_unsupported", "open_channel_mismatch", "open_limit", "open_failed"] as const satisfies readonly PaymentErrorCode[];
 
 /** Codes the accounting transaction can refuse a voucher with (docs/protocol.md § 6), decided on the stored row. */
 export const ACCEPT_REFUSAL_CODES = ["voucher_too_low", "voucher_reused", "insufficient_voucher", "exceeds_deposit", "channel_closing", "channel_finalized"] as const satisfies readonly PaymentErrorCode[];

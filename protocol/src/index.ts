@@ -9,6 +9,7 @@ export * from "./errors";
 export * from "./amounts";
 export * from "./wire";
 export * from "./exact";
+export * from "./open";
 export * from "./close";
 export * from "./token";
 export * from "./onchain";

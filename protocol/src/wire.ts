@@ -10,6 +10,7 @@ import { isPaymentErrorCode, PaymentError, type PaymentErrorCode } from "./error
 import { ESCROW_DOMAIN_NAME, ESCROW_DOMAIN_VERSION } from "./eip712";
 import { parseExactRequirements, exactRequirementsToJson, EXACT_SCHEME, type ExactRequirements } from "./exact";
 import { address, bad, bytes32, fromBase64Json, networkField, obj, signature, str, toBase64Json, uint } from "./decode";
+import { openAuthorizationToJson, openTermsToJson, parseOpenAuthorization, parseOpenTerms, type OpenAuthorization, type OpenTerms } from "./open";
 
 import {
   HEADER_PAYMENT_REQUIRED,
@@ -65,6 +66,8 @@ export interface ChannelRequirements {
     version: typeof ESCROW_DOMAIN_VERSION;
     minDeposit: bigint;
     minCloseDelay: number;
+    /** Present when the provider opens channels from the payer's signature (gasless opens, § 5.9). */
+    open?: OpenTerms;
     channel?: ChannelHint;
   };
 }
@@ -91,6 +94,8 @@ export interface VoucherPayload {
   channelId: Hex;
   cumulativeAmount: bigint;
   signature: Hex;
+  /** The payer's signed deposit when the provider is to open the channel (gasless open, § 5.9). */
+  open?: OpenAuthorization;
 }
 
 /** The `PAYMENT-SIGNATURE` header. */
@@ -122,6 +127,7 @@ export function requirementsToJson(r: ChannelRequirements): Record<string, unkno
     minDeposit: formatWireAmount(r.extra.minDeposit),
     minCloseDelay: r.extra.minCloseDelay,
   };
+  if (r.extra.open) extra.open = openTermsToJson(r.extra.open);
   if (r.extra.channel) {
     const c = r.extra.channel;
     extra.channel = {
@@ -164,6 +170,7 @@ export function encodePaymentSignature(p: PaymentPayload): string {
       channelId: p.payload.channelId,
       cumulativeAmount: formatWireAmount(p.payload.cumulativeAmount),
       signature: p.payload.signature,
+      ...(p.payload.open ? { open: openAuthorizationToJson(p.payload.open) } : {}),
     },
   });
 }
@@ -243,6 +250,7 @@ export function parseRequirements(v: unknown, field = "accepted"): ChannelRequir
       minCloseDelay: uint(e.minCloseDelay, `${field}.extra.minCloseDelay`, 30 * 86_400),
     },
   };
+  if (e.open !== undefined) out.extra.open = parseOpenTerms(e.open, `${field}.extra.open`);
   if (e.channel !== undefined) out.extra.channel = channelHint(e.channel);
   return out;
 }
@@ -301,15 +309,13 @@ export function decodePaymentSignature(header: unknown): PaymentPayload {
   version(p.x402Version);
   const accepted = parseRequirements(p.accepted, "accepted");
   const v = obj(p.payload, "payload");
-  return {
-    x402Version: X402_VERSION,
-    accepted,
-    payload: {
-      channelId: bytes32(v.channelId, "payload.channelId"),
-      cumulativeAmount: parseWireAmount(v.cumulativeAmount, "payload.cumulativeAmount"),
-      signature: signature(v.signature, "payload.signature"),
-    },
+  const payload: VoucherPayload = {
+    channelId: bytes32(v.channelId, "payload.channelId"),
+    cumulativeAmount: parseWireAmount(v.cumulativeAmount, "payload.cumulativeAmount"),
+    signature: signature(v.signature, "payload.signature"),
   };
+  if (v.open !== undefined) payload.open = parseOpenAuthorization(v.open);
+  return { x402Version: X402_VERSION, accepted, payload };
 }
 
 /** Decodes a `PAYMENT-RESPONSE` header. */

@@ -48,6 +48,10 @@ const ERRORS: Readonly<Record<ServerErrorCode, { status: number; title: string }
   authorization_signature_invalid: { status: 403, title: "Invalid authorization signature" },
   insufficient_balance: { status: 400, title: "Payer balance too low" },
   transfer_failed: { status: 409, title: "Transfer failed on chain" },
+  open_unsupported: { status: 400, title: "Provider does not open channels" },
+  open_channel_mismatch: { status: 400, title: "Open does not name its channel" },
+  open_limit: { status: 429, title: "Too many opens by this payer" },
+  open_failed: { status: 409, title: "Open failed on chain" },
   // service codes
   upstream_unavailable: { status: 503, title: "Upstream unavailable" },
   request_too_large: { status: 413, title: "Request too large" },
