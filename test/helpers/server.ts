@@ -55,6 +55,8 @@ export interface TestServerOptions {
   settlement?: ProviderServerOptions["settlement"];
   /** The x402 `exact` scheme (default: on, sent by Hardhat account #19; see `ProviderServerOptions.exact`). */
   exact?: ProviderServerOptions["exact"];
+  /** Gasless opens (default: auto, on with the exact sender; see `ProviderServerOptions.gaslessOpen`). */
+  gaslessOpen?: ProviderServerOptions["gaslessOpen"];
 }
 
 export interface TestServer {
@@ -137,7 +139,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     logLevel: level,
     ...opts.config,
   });
-  const server = await startProviderServer({ config, routes: opts.routes, logger: createLogger(level), settlement: opts.settlement, exact: opts.exact });
+  const server = await startProviderServer({ config, routes: opts.routes, logger: createLogger(level), settlement: opts.settlement, exact: opts.exact, gaslessOpen: opts.gaslessOpen });
   return {
     url: server.url,
     rpcUrl: url,

@@ -12,6 +12,7 @@ import { getAddress, isAddress, type Address } from "viem";
 import { MAX_CLOSE_DELAY, MIN_CLOSE_DELAY as CONTRACT_MIN_CLOSE_DELAY, ZERO_ADDRESS_PATTERN } from "@paychan/protocol";
 import { parseSettlementEnv, SETTLEMENT_VARIABLES, type SettlementEnv } from "./settlement/config";
 import { EXACT_VARIABLES, parseExactEnv, type ExactEnv } from "./exact/config";
+import { GASLESS_OPEN_VARIABLES, parseGaslessOpenEnv, type GaslessOpenEnv } from "./open/config";
 
 export type SqliteSynchronous = "FULL" | "NORMAL";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -93,6 +94,8 @@ export interface ServerConfig {
   settlement?: SettlementEnv;
   /** The x402 `exact` scheme's variables (EXACT, EXACT_PRIVATE_KEY, ...); the key only through `exact.privateKey()`. */
   exact?: ExactEnv;
+  /** Gasless opens' variables (GASLESS_OPEN, OPEN_FEE, OPENS_PER_PAYER; docs/protocol.md § 5.9). */
+  gaslessOpen?: GaslessOpenEnv;
 }
 
 /** A configuration that cannot work; `problems` has one line per variable. */
@@ -159,12 +162,13 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; default: string; de
   { name: "LOG_LEVEL", default: "info", description: "fatal, error, warn, info, debug, trace or silent" },
   ...SETTLEMENT_VARIABLES,
   ...EXACT_VARIABLES,
+  ...GASLESS_OPEN_VARIABLES,
 ];
 
 type Env = Record<string, string | undefined>;
 
 /** The variable behind each configuration field (an object configuration is checked by the variables' rules). */
-export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig, "settlement" | "exact">, string>> = {
+export const CONFIG_FIELD_VARIABLES: Readonly<Record<Exclude<keyof ServerConfig, "settlement" | "exact" | "gaslessOpen">, string>> = {
   rpcUrl: "RPC_URL",
   chainId: "CHAIN_ID",
   escrow: "ESCROW_ADDRESS",
@@ -369,6 +373,7 @@ export function loadConfig(env: Env = process.env, o: { partial?: boolean } = {}
     logLevel: oneOf("LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     settlement: parseSettlementEnv(env, problems),
     exact: parseExactEnv(env, problems),
+    gaslessOpen: parseGaslessOpenEnv(env, problems),
   };
   if (!o.partial && config.rpcUrl !== undefined && config.payee === undefined) {
     problems.push("PAYEE_ADDRESS is required when RPC_URL is set (the address channels must pay)");

@@ -55,6 +55,7 @@ export { EventFollower, type EventFollowerOptions } from "./chain/follower";
 export * from "./store";
 export * from "./settlement";
 export * from "./exact";
+export * from "./open";
 export {
   runSettleCommand,
   SETTLE_EXIT,

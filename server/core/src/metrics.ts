@@ -10,6 +10,8 @@ import type { EventFollower } from "./chain/follower";
 import { configureSettlementMetrics } from "./settlement/metrics";
 import type { ExactObserver } from "./exact/reconcile";
 import type { ExactStore } from "./store/exact-types";
+import type { GaslessOpenObserver } from "./open/reconcile";
+import type { GaslessOpenStore } from "./store/open-types";
 
 /** Chain reads refused by the read budget, by the bucket that was empty (chain/read-budget.ts). */
 export interface ReadRefusals {
@@ -32,6 +34,10 @@ export interface ServerMetrics {
   attach(store: ChannelStore, follower: EventFollower, budget?: ReadRefusals): void;
   /** Wires `exact_payments{status}` to the store's `exact` records (read at scrape time); the provider does when `exact` is on. */
   attachExact(store: ExactStore): void;
+  /** Gasless opens' hooks (open/opens.ts): `gasless_opens_total{status}`, `gasless_open_seconds`. */
+  openObserver: GaslessOpenObserver;
+  /** Wires `gasless_opens{status}` to the store's open records (read at scrape time). */
+  attachOpens(store: GaslessOpenStore): void;
   /** Wires `channel_connections_refused_total` to the listener's connection limits (read at scrape time). */
   attachConnections(connections: ConnectionRefusals): void;
 }
@@ -63,6 +69,34 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
     help: "Time from broadcast to the confirmed receipt of an exact payment's transfer (paid requests)",
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 30],
     registers: [registry],
+  });
+  const opensTotal = new Counter({
+    name: "gasless_opens_total",
+    help: "gasless opens (the provider opens the channel from the payer's signature) by outcome: submitted, confirmed, failed (reverted or dropped), refused (before any transaction)",
+    labelNames: ["status"],
+    registers: [registry],
+  });
+  const openSeconds = new Histogram({
+    name: "gasless_open_seconds",
+    help: "Time from broadcast to the receipt of a gasless open (paid requests)",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 30],
+    registers: [registry],
+  });
+  let openStore: GaslessOpenStore | null = null;
+  new Gauge({
+    name: "gasless_opens",
+    help: "gasless opens in the store by status: pending and submitted are open (the reconciler finishes them), confirmed, failed",
+    labelNames: ["status"],
+    registers: [registry],
+    async collect() {
+      if (!openStore) return;
+      try {
+        const c = await openStore.openCounts();
+        for (const [status, n] of Object.entries(c)) this.set({ status }, n);
+      } catch {
+        // store unavailable: no sample
+      }
+    },
   });
   const refused = new Counter({
     name: "channel_payment_refusals_total",
@@ -216,6 +250,13 @@ export function createMetrics(opts: { defaults?: boolean; perChannel?: boolean }
     },
     attachExact(s) {
       exactStore = s;
+    },
+    openObserver: {
+      outcome: (status) => opensTotal.inc({ status }),
+      opened: (s) => openSeconds.observe(s),
+    },
+    attachOpens(s) {
+      openStore = s;
     },
     attachConnections(c) {
       connections = c;

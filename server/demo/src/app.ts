@@ -16,6 +16,7 @@ import {
   type Logger,
   type Provider,
   type ProviderExactOptions,
+  type ProviderGaslessOpenOptions,
   type ProviderSettlementOptions,
   type ServerConfig,
   type ServerErrorCode,
@@ -48,6 +49,8 @@ export interface ProviderServerOptions {
    * EXACT_PRIVATE_KEY, Hardhat account #19 submits the transfers.
    */
   exact?: boolean | ProviderExactOptions;
+  /** Gasless opens (GASLESS_OPEN, OPEN_FEE, OPENS_PER_PAYER; docs/protocol.md § 5.9): `false` off, `true` required, options override. */
+  gaslessOpen?: boolean | ProviderGaslessOpenOptions;
 }
 
 /** A running server: the provider's parts, its Express app and its listener. */
@@ -77,6 +80,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     defaultDatabaseUrl: opts.defaultDatabaseUrl,
     settlement: demoSettlement(opts),
     exact: opts.exact === false ? false : { fallbackKey: localExactKey, ...(typeof opts.exact === "object" ? opts.exact : {}) },
+    gaslessOpen: opts.gaslessOpen,
   });
   try {
     const { app, paywall } = buildApp(provider, opts.routes);

@@ -314,14 +314,21 @@ export class ExactPayments {
     return { kind: "paid", payment: { ...current, status: "confirmed", served: true }, network: this.network };
   }
 
+  /**
+   * Other transactions of this sender key taken from the same nonce allocator (gasless opens, docs/protocol.md § 5.9):
+   * reconciled below a nonce gap with the payments.
+   */
+  otherBelow?: (nonce: number) => Promise<void>;
+
   /** Reconciles the open payments of this sender with a nonce below `nonce` that no request of this process holds. */
-  private async reconcileBelow(nonce: number): Promise<void> {
+  async reconcileBelow(nonce: number): Promise<void> {
     const open = await this.store.openExactPayments(Date.now() + 1, 50);
     const me = this.sender.address.toLowerCase();
     for (const p of open) {
       if (p.sender.toLowerCase() !== me || p.senderNonce >= nonce || this.busy.has(p.id)) continue;
       await reconcileExactPayment(p, this.store, this.sender, { logger: this.o.logger, observer: this.o.observer }).catch(() => undefined);
     }
+    await this.otherBelow?.(nonce).catch(() => undefined);
   }
 
   /** One reconcile pass over payments open for more than `olderThanMs` (default: twice the confirm timeout). */

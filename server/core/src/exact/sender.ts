@@ -93,10 +93,13 @@ export class ExactSender {
     return this.client.getTransactionCount({ address: this.address, blockTag: "pending" });
   }
 
-  /** Gas of the transfer (+25 %); {@link TransferRevertError} when it would revert. */
-  async estimate(data: Hex): Promise<bigint> {
+  /**
+   * Gas of the transfer (+25 %), or of a call to `to` (a gasless open: the escrow); {@link TransferRevertError} when it
+   * would revert.
+   */
+  async estimate(data: Hex, to: Address = this.token): Promise<bigint> {
     try {
-      const g = BigInt((await this.client.request({ method: "eth_estimateGas", params: [{ from: this.address, to: this.token, data }] })) as Hex);
+      const g = BigInt((await this.client.request({ method: "eth_estimateGas", params: [{ from: this.address, to, data }] })) as Hex);
       return (g * 5n) / 4n;
     } catch (e) {
       if (/revert/i.test(errorText(e))) throw new TransferRevertError(`the transfer would revert: ${firstLine(e)}`);
@@ -115,9 +118,9 @@ export class ExactSender {
     return { type: "legacy", gasPrice: await this.client.getGasPrice() };
   }
 
-  /** Signs the transfer transaction (nothing is sent). */
-  async sign(t: { data: Hex; nonce: number; gas?: bigint; fees: ExactFees }): Promise<{ raw: Hex; hash: Hex }> {
-    const base = { chainId: this.chainId, to: this.token, data: t.data, nonce: t.nonce, gas: t.gas ?? FALLBACK_GAS, value: 0n };
+  /** Signs the transfer transaction, or a call to `to` (a gasless open: the escrow); nothing is sent. */
+  async sign(t: { data: Hex; nonce: number; gas?: bigint; fees: ExactFees; to?: Address }): Promise<{ raw: Hex; hash: Hex }> {
+    const base = { chainId: this.chainId, to: t.to ?? this.token, data: t.data, nonce: t.nonce, gas: t.gas ?? FALLBACK_GAS, value: 0n };
     const raw =
       t.fees.type === "eip1559"
         ? await this.account().signTransaction({ ...base, type: "eip1559", maxFeePerGas: t.fees.maxFeePerGas, maxPriorityFeePerGas: t.fees.maxPriorityFeePerGas })

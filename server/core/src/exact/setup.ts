@@ -95,6 +95,11 @@ export interface ExactScheme {
   readonly sender: Address;
   /** The store of its payments. */
   readonly store: ExactStore;
+  /**
+   * Adds work to every reconcile pass (at start: run once now; then every EXACT_RECONCILE_INTERVAL): gasless opens
+   * share the sender key and its reconciler (docs/protocol.md § 5.9).
+   */
+  addReconciler(name: string, pass: (olderThanMs?: number) => Promise<Record<string, number>>): void;
   /** Stops the reconciler (a pass in progress finishes). */
   stop(): Promise<void>;
 }
@@ -136,6 +141,16 @@ export async function startExact(
   });
   let running: Promise<unknown> | null = null;
   let stopped = false;
+  const starts: Promise<void>[] = [];
+  const others: Array<{ name: string; pass: (olderThanMs?: number) => Promise<Record<string, number>> }> = [];
+  const runOther = async (o: (typeof others)[number], olderThanMs?: number) => {
+    try {
+      const d = await o.pass(olderThanMs);
+      if ((d.confirmed ?? 0) + (d.failed ?? 0) + (d.submitted ?? 0) > 0) p.logger.info({ scheme: o.name, ...d }, `${o.name} reconciled`);
+    } catch (e) {
+      p.logger.warn({ scheme: o.name, err: (e as Error)?.message?.split("\n")[0] }, `${o.name} reconcile pass failed; retrying later`);
+    }
+  };
   const pass = (olderThanMs?: number) => {
     if (stopped || running) return;
     running = payments
@@ -144,6 +159,9 @@ export async function startExact(
         if (d.confirmed + d.failed + d.submitted > 0) p.logger.info({ scheme: "exact", ...d }, "exact payments reconciled");
       })
       .catch((e) => p.logger.warn({ scheme: "exact", err: (e as Error)?.message?.split("\n")[0] }, "exact reconcile pass failed; retrying later"))
+      .then(async () => {
+        for (const o of others) await runOther(o, olderThanMs);
+      })
       .finally(() => (running = null));
   };
   // At start every open payment is a leftover of a previous process (or of another replica, which ignores repeats).
@@ -158,10 +176,17 @@ export async function startExact(
     payments,
     store: payments.store,
     sender: sender.address,
+    addReconciler(name, fn) {
+      const o = { name, pass: fn };
+      others.push(o);
+      // Its start pass: every open row is a leftover of a previous process (or another replica's, which ignores repeats).
+      if (!stopped) starts.push(runOther(o, 0));
+    },
     async stop() {
       stopped = true;
       if (timer) clearInterval(timer);
       await running;
+      await Promise.all(starts);
     },
   };
 }

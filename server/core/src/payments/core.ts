@@ -50,6 +50,7 @@ import { problem, PROBLEM_CONTENT_TYPE, type ErrorContext, type ProblemBody, typ
 import { maxCharge, type RoutePricing } from "./pricing";
 import { SignaturePool } from "./signature-pool";
 import type { ExactPayments } from "../exact/payments";
+import type { GaslessOpens } from "../open/opens";
 
 /** A request as the core needs it (header names lowercase, as Node gives them). */
 export interface PaymentRequest {
@@ -106,6 +107,11 @@ export interface PaymentCoreOptions {
    * accept `exact` payments (settled on chain before the handler runs).
    */
   exact?: ExactPayments;
+  /**
+   * Gasless opens (docs/protocol.md § 5.9): when set, every channel offer carries `extra.open`, and a payment whose
+   * payload carries `open` has its channel opened by the provider first (first charge: price + fee).
+   */
+  opens?: GaslessOpens;
 }
 
 /** A reply that is not "serve": status, headers and a problem body. */
@@ -178,6 +184,11 @@ export class Charge {
     readonly committed: StoredChannel,
     /** The voucher amount that paid for this request (a metered reservation's key in the store). */
     readonly voucher: bigint = 0n,
+    /**
+     * The open fee in `reserved` (a gasless open's first charge, docs/protocol.md § 5.9): charged whatever the handler
+     * does (the open happened), never released.
+     */
+    readonly fee: bigint = 0n,
   ) {}
 
   /**
@@ -187,13 +198,13 @@ export class Charge {
   report(amount: bigint): void {
     if (this.finished) return; // the response is over (e.g. the client went away); nothing left to change
     if (typeof amount !== "bigint" || amount < 0n) throw new RangeError("a charge is a non-negative bigint of atomic units");
-    if (amount > this.reserved) throw new RangeError(`charge ${amount} is above the reserved maximum ${this.reserved}`);
+    if (amount > this.reserved - this.fee) throw new RangeError(`charge ${amount} is above the reserved maximum ${this.reserved - this.fee}`);
     this.actual = amount;
   }
 
-  /** What this request costs: the reported amount, else the reservation. */
+  /** What this request costs: the reported amount, else the reservation (with the open fee, if any). */
   get amount(): bigint {
-    return this.actual ?? this.reserved;
+    return this.actual === null ? this.reserved : this.actual + this.fee;
   }
 
   /** The `PAYMENT-RESPONSE` header as of now. */
@@ -223,7 +234,7 @@ export class Charge {
     if (this.finished) return;
     this.finished = true;
     const fail = failed || status >= 500;
-    const release = fail ? this.reserved : this.reserved - this.amount;
+    const release = fail ? this.reserved - this.fee : this.reserved - this.amount;
     try {
       if (this.metered) {
         const r = await this.core.store.finishReservation(this.channelId, this.voucher, this.reserved - release);
@@ -322,6 +333,7 @@ export class PaymentCore {
         minCloseDelay: this.o.minCloseDelay,
       },
     };
+    if (this.o.opens) r.extra.open = this.o.opens.terms();
     if (hint) r.extra.channel = hint;
     return r;
   }
@@ -456,6 +468,14 @@ export class PaymentCore {
     }
     if (a.amount < price) return this.reply("requirements_mismatch", `this request costs up to ${price}; the payment accepted ${a.amount}`, req, pricing);
 
+    // A gasless open (§ 5.9): the provider opens the channel first; the voucher then goes the ordinary way.
+    let fee = 0n;
+    if (payment.payload.open) {
+      const opened = await this.gaslessOpen(payment, price, req, pricing);
+      if (opened.kind === "reply") return opened;
+      fee = opened.fee;
+    }
+
     const { channelId, cumulativeAmount: v, signature } = payment.payload;
     let chain: ChainChannel | null;
     try {
@@ -514,18 +534,52 @@ export class PaymentCore {
     let result;
     const t1 = process.hrtime.bigint();
     try {
-      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price, window, reserve: pricing.kind === "metered" });
+      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price + fee, window, reserve: pricing.kind === "metered" });
     } catch (e) {
       this.logger?.error({ err: (e as Error).message, channelId }, "store failed while accepting a voucher");
       return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
     }
     this.observer?.accountingCommitted?.(Number(process.hrtime.bigint() - t1) / 1e9);
     if (!result.ok) {
-      const detail = REFUSAL_DETAIL[result.code](v, result.channel, price);
+      const detail = REFUSAL_DETAIL[result.code](v, result.channel, price + fee);
       return this.reply(result.code, detail, req, pricing, await this.hint(chain, result.channel));
     }
-    this.observer?.served?.(price);
-    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price, pricing.kind === "metered", result.channel, v) };
+    this.observer?.served?.(price + fee);
+    if (fee > 0n) this.logger?.info({ scheme: "channel", open: { channelId, payer: chain.payer, fee: String(fee) } }, "first charge of a gasless open: price + fee");
+    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price + fee, pricing.kind === "metered", result.channel, v, fee) };
+  }
+
+  /**
+   * The open of a payment carrying `payload.open` (§ 5.9): check 1 here (the provider opens channels; the offer echoed
+   * is the current one, `extra.open` included), checks 2-9 and the submission in open/opens.ts. Answers the fee of the
+   * first charge once the channel exists on chain (known to the view), or a reply. The fee is charged only to the
+   * first voucher accepted on a channel this provider opened.
+   */
+  private async gaslessOpen(payment: PaymentPayload, price: bigint, req: PaymentRequest | undefined, pricing: RoutePricing): Promise<PaymentReply | { kind: "ready"; fee: bigint }> {
+    const opens = this.o.opens;
+    if (!opens) return this.reply("open_unsupported", "this provider does not open channels (no extra.open in its offer): open the channel yourself", req, pricing);
+    const terms = opens.terms();
+    const echoed = payment.accepted.extra.open;
+    if (!echoed || echoed.method !== terms.method || echoed.fee !== terms.fee) {
+      return this.reply("requirements_mismatch", `this provider's open terms are ${terms.method} with a fee of ${terms.fee}; the payment accepted others`, req, pricing);
+    }
+    const out = await opens.open(payment, price);
+    if (out.kind === "refused") return this.reply(out.code as ServerErrorCode, out.detail, req, pricing);
+    if (out.kind === "unavailable") return this.reply("upstream_unavailable", out.detail);
+    const { channelId, open } = payment.payload;
+    let stored: StoredChannel | null;
+    try {
+      // Known to the server as the follower would make it: read from the escrow now (a negative cache is passed over).
+      await this.view.refresh(channelId, open!.signer);
+      stored = await this.store.getChannel(channelId);
+    } catch (e) {
+      if (e instanceof ServiceError) return this.upstreamReply(e, "reading the opened channel");
+      this.logger?.error({ err: (e as Error).message, channelId }, "store failed after a gasless open");
+      return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
+    }
+    // The fee is the first charge's: a channel this provider opened that has not accepted a voucher yet.
+    const fee = out.open && out.open.status === "confirmed" && (stored?.accepted ?? 0n) === 0n ? out.open.fee : 0n;
+    return { kind: "ready", fee };
   }
 
   /** An `exact` payment: decoded, checked, settled on chain (exact/payments.ts); served only once the transfer is confirmed. */

@@ -27,6 +27,8 @@ import { connectChain } from "./chain-checks";
 import { checkHealth } from "./health";
 import { planSettlement, startSettlement } from "./settlement";
 import { ExactPlanError, planExact, startExact, type ExactScheme } from "../exact/setup";
+import { GaslessOpenPlanError, planGaslessOpen, startGaslessOpens } from "../open/setup";
+import type { GaslessOpens } from "../open/opens";
 import { ProviderStartError, type Provider, type ProviderOptions } from "./types";
 
 export * from "./types";
@@ -65,6 +67,13 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
     exactPlan = planExact(config.exact, chainId, opts.exact, settlement?.key ?? config.settlement?.privateKey());
   } catch (e) {
     if (e instanceof ExactPlanError) throw new ProviderStartError(`refusing to start: ${e.message}`);
+    throw e;
+  }
+  let openPlan;
+  try {
+    openPlan = planGaslessOpen(config.gaslessOpen, opts.gaslessOpen, exactPlan);
+  } catch (e) {
+    if (e instanceof GaslessOpenPlanError) throw new ProviderStartError(`refusing to start: ${e.message}`);
     throw e;
   }
 
@@ -118,6 +127,32 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       metrics.attachExact(x.store);
     }
 
+    const minDeposit = parseTokenAmount(config.minDeposit, decimals);
+    let opens: GaslessOpens | null = null;
+    if (openPlan && exact && exactPlan) {
+      try {
+        opens = await startGaslessOpens(openPlan, {
+          exact,
+          exactPlan,
+          chainId,
+          escrow,
+          token,
+          payee,
+          decimals,
+          minDeposit,
+          minCloseDelay: config.minCloseDelay,
+          store,
+          now: () => view.chainNow(),
+          logger,
+          observer: metrics.openObserver,
+        });
+      } catch (e) {
+        if (e instanceof GaslessOpenPlanError) throw new ProviderStartError(`refusing to start: ${e.message}`);
+        throw e;
+      }
+      if (opens) metrics.attachOpens(opens.store);
+    }
+
     const core = new PaymentCore({
       chainId,
       escrow,
@@ -125,7 +160,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       payee,
       view,
       store,
-      minDeposit: parseTokenAmount(config.minDeposit, decimals),
+      minDeposit,
       minCloseDelay: config.minCloseDelay,
       closeSafetyMargin: config.closeSafetyMargin,
       maxInFlight: config.maxInFlight,
@@ -138,6 +173,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       logger,
       observer: metrics.observer,
       ...(exact ? { exact: exact.payments } : {}),
+      ...(opens ? { opens } : {}),
     });
     cleanup.unshift(() => core.close());
 
@@ -166,6 +202,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       logger,
       settlement: scheduler,
       exact,
+      opens,
       health: () => checkHealth({ ids: { chainId, escrow, token, payee }, reader, follower, store }),
       close: () => (closing ??= stopAll()),
     };

@@ -13,6 +13,8 @@ import type { SettlementJobOptions } from "../settlement/job";
 import type { SettlerKeyFallback } from "../settlement/key";
 import type { SettlementScheduler } from "../settlement/scheduler";
 import type { ExactScheme, ProviderExactOptions } from "../exact/setup";
+import type { GaslessOpens } from "../open/opens";
+import type { ProviderGaslessOpenOptions } from "../open/setup";
 
 /** Environment variables (usually `process.env`). */
 export type Env = Record<string, string | undefined>;
@@ -45,6 +47,12 @@ export interface ProviderOptions {
    * Start is refused when the sender key is the settler key.
    */
   exact?: boolean | ProviderExactOptions;
+  /**
+   * Gasless opens (docs/protocol.md § 5.9): GASLESS_OPEN (auto: on when the `exact` scheme has its own sender key and
+   * the token has EIP-3009), OPEN_FEE, OPENS_PER_PAYER; `false` here turns them off, `true` requires them (start is
+   * refused without the sender key or EIP-3009), options override the fee and the per-payer bound.
+   */
+  gaslessOpen?: boolean | ProviderGaslessOpenOptions;
 }
 
 /** Overrides of the in-process settlement job (embedding and tests). */
@@ -97,6 +105,8 @@ export interface Provider {
   readonly logger: Logger;
   /** The `exact` scheme (null when it is off): its payments (`reconcile()`), sender address, reconciler. */
   readonly exact: ExactScheme | null;
+  /** Gasless opens (null when off): their store (`reconcile()`; the exact reconciler runs them too). */
+  readonly opens: GaslessOpens | null;
   /** The in-process settlement scheduler (null when settlement runs elsewhere). */
   readonly settlement: SettlementScheduler | null;
   /** Checks the chain and the store now. */

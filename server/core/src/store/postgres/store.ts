@@ -47,6 +47,8 @@ import { pgRowToChannel, type PgChannelRow } from "./rows";
 import { PgSettlementStore } from "./settlement";
 import { PgExactStore } from "./exact";
 import type { ExactStore, ExactStoreProvider } from "../exact-types";
+import { PgGaslessOpenStore } from "./open";
+import type { GaslessOpenStore, GaslessOpenStoreProvider } from "../open-types";
 import { POSTGRES_MIGRATIONS, type PgMigration } from "./migrations";
 import { createPgPool, DEFAULT_PG_POOL, pgClientConfig, pgPoolSettingsFromEnv, redactUrl, type PgPoolSettings } from "./pool";
 import type { SettlementStore, SettlementStoreProvider } from "../settlement-types";
@@ -215,7 +217,7 @@ function chainColumns(id: string, chain: ChainChannel): unknown[] {
   ];
 }
 
-export class PostgresStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider {
+export class PostgresStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider, GaslessOpenStoreProvider {
   readonly kind = "postgres";
   /** The pool, for store extensions (settlement) that add tables and queries on the same database. */
   readonly pool: pg.Pool;
@@ -258,6 +260,13 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
   exactStore(): ExactStore {
     this.check();
     return (this.exact ??= new PgExactStore(this));
+  }
+
+  private opens: PgGaslessOpenStore | null = null;
+  /** Gasless opens (docs/protocol.md § 5.9), on this database, sharing the `exact` sender nonces. */
+  gaslessOpenStore(): GaslessOpenStore {
+    this.check();
+    return (this.opens ??= new PgGaslessOpenStore(this));
   }
 
   /** Connects, applies the migrations (safe when several replicas start at once) and returns the store. */

@@ -31,6 +31,8 @@ import { loadSqliteDriver } from "./driver";
 import { migrateSqlite } from "./migrate";
 import { SqliteExactStore } from "./exact";
 import type { ExactStore, ExactStoreProvider } from "../exact-types";
+import { SqliteGaslessOpenStore } from "./open";
+import type { GaslessOpenStore, GaslessOpenStoreProvider } from "../open-types";
 import { SqliteSettlementStore } from "./settlement";
 import type { SettlementStore, SettlementStoreProvider } from "../settlement-types";
 
@@ -124,7 +126,7 @@ function chainSnapshotChanges(stored: StoredChannel, c: ChainChannel): boolean {
 }
 
 /** {@link ChannelStore} on SQLite. */
-export class SqliteStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider {
+export class SqliteStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider, GaslessOpenStoreProvider {
   readonly kind = "sqlite";
   /** The connection, for store extensions (settlement) that add their own tables and queries. */
   readonly db: Database.Database;
@@ -569,6 +571,13 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider, Exact
   exactStore(): ExactStore {
     this.check();
     return (this.exact ??= new SqliteExactStore(this));
+  }
+
+  private opens: GaslessOpenStore | null = null;
+  /** Gasless opens (docs/protocol.md § 5.9), in this database, sharing the `exact` sender nonces (`../open-types.ts`). */
+  gaslessOpenStore(): GaslessOpenStore {
+    this.check();
+    return (this.opens ??= new SqliteGaslessOpenStore(this));
   }
 
   async close(): Promise<void> {
