@@ -33,6 +33,7 @@ import { startTestServer, type TestServer } from "../helpers/server";
 import { mintUsdc } from "../helpers/client";
 import { latestTimestamp, revertTo, snapshot } from "../helpers/chain";
 import { nextSalt } from "../helpers/escrow";
+import { signCancelAuthorization } from "../helpers/usdc";
 
 const PRICE = 1_000n; // /v1/echo: 0.001 USDC
 const DEPOSIT = 2_000_000n; // 2 USDC
@@ -222,4 +223,128 @@ describe("gasless opens: a payer holding only the token opens a channel through 
   }
 });
 
-export { until, PRICE, DEPOSIT, DAY, SENDER, decodePaymentRequired };
+
+describe("gasless opens: hostile opens are refused with their code, and no transaction is sent", function () {
+  this.timeout(240_000);
+  const FEE = 1_000n;
+  const FIRST = PRICE + FEE;
+  let snap: string;
+  let srv: TestServer;
+  let terms: ChannelRequirements;
+  const counter = { served: 0 };
+  const seen = new Set<string>();
+
+  before(async () => {
+    snap = await snapshot();
+    srv = await startTestServer({ routes: routes(counter), gaslessOpen: { fee: FEE, opensPerPayer: 3 } });
+    terms = await srv.terms("/v1/echo");
+  });
+  after(async () => {
+    await srv?.close();
+    if (snap) await revertTo(snap);
+  });
+
+  /** Sends `headers` and checks the refusal (402 with PAYMENT-REQUIRED unless said otherwise). */
+  async function expectRefused(what: string, headers: Record<string, string>, code: string, status = 402, path = "/v1/echo"): Promise<void> {
+    const res = await fetch(`${srv.url}${path}`, { method: path === "/v1/echo" ? "GET" : "POST", headers });
+    expect(await refusal(res), what).to.deep.equal({ status, code });
+    if (status === 402) expect(res.headers.get(HEADER_PAYMENT_REQUIRED), what).to.be.a("string");
+    seen.add(code);
+  }
+
+  it("each bad field of an open, and each bad chain state, is refused with its code before any transaction of the provider's sender", async function () {
+    const p = gaslessPayer();
+    const poor = gaslessPayer(); // holds no token
+    const blocked = gaslessPayer();
+    const cancelled = gaslessPayer();
+    const stranger = gaslessPayer();
+    // Set up before counting (mintUsdc sends from Hardhat #19, the exact sender).
+    for (const x of [p, blocked, cancelled]) await mintUsdc(srv.token, x.address, 5_000_000n);
+    await srv.env.wallets[0].writeContract({ address: srv.token, abi: srv.env.usdc.abi, functionName: "blacklist", args: [blocked.address, true] });
+    const now = await latestTimestamp();
+    // An authorization the payer cancelled at the token (EIP-3009 cancelAuthorization): its nonce is used.
+    const gone = await signedOpen(srv, cancelled);
+    const goneId = openChannelId(gone, srv.chainId, srv.escrow);
+    const { authorizationNonce } = await import("@paychan/protocol");
+    const nonceOfGone = authorizationNonce(goneId, gone.closeDelay);
+    const cancel = await signCancelAuthorization(cancelled.key, srv.chainId, srv.token, nonceOfGone);
+    await srv.env.wallets[2].writeContract({ address: srv.token, abi: srv.env.usdc.abi, functionName: "cancelAuthorization", args: [cancelled.address, nonceOfGone, cancel] });
+
+    const ok = await signedOpen(srv, p);
+    const otherSalt = await signedOpen(srv, p);
+    const withOffer = (extra: Partial<ChannelRequirements["extra"]>) => ({ ...terms, extra: { ...terms.extra, ...extra } });
+    const cases: Array<[string, Record<string, string>, string, number?]> = [
+      ["another open fee in accepted", openHeaders(srv, withOffer({ open: { method: "eip3009", fee: 0n } }), ok, FIRST, { session: p.session }), "requirements_mismatch"],
+      ["no extra.open in accepted", openHeaders(srv, withOffer({ open: undefined }), ok, FIRST, { session: p.session }), "requirements_mismatch"],
+      ["wrong payee", openHeaders(srv, terms, await signedOpen(srv, p, { payee: srv.env.wallets[3].account.address }), FIRST, { session: p.session }), "channel_payee_mismatch"],
+      ["wrong token", openHeaders(srv, terms, await signedOpen(srv, p, { token: srv.escrow }), FIRST, { session: p.session }), "channel_token_mismatch"],
+      ["channel id of other parameters", openHeaders(srv, terms, ok, FIRST, { session: p.session, channelId: openChannelId(otherSalt, srv.chainId, srv.escrow) }), "open_channel_mismatch"],
+      ["deposit below the minimum", openHeaders(srv, terms, await signedOpen(srv, p, { amount: 999_999n }), FIRST, { session: p.session }), "deposit_too_small"],
+      ["close delay below the server's minimum", openHeaders(srv, terms, await signedOpen(srv, p, { closeDelay: 3_600 }), FIRST, { session: p.session }), "close_delay_too_short"],
+      ["not yet valid", openHeaders(srv, terms, await signedOpen(srv, p, { validAfter: now + 3_600n, validBefore: now + 7_200n }), FIRST, { session: p.session }), "authorization_not_yet_valid"],
+      ["expired window", openHeaders(srv, terms, await signedOpen(srv, p, { validBefore: now - 1n }), FIRST, { session: p.session }), "authorization_expired"],
+      ["signed by another key", openHeaders(srv, terms, await signedOpen(srv, p, {}, stranger.key), FIRST, { session: p.session }), "authorization_signature_invalid"],
+      ["voucher by another session key", openHeaders(srv, terms, ok, FIRST, { session: stranger.session }), "invalid_signature"],
+      ["voucher below price + fee", openHeaders(srv, terms, ok, FIRST - 1n, { session: p.session }), "insufficient_voucher"],
+      ["voucher above the deposit", openHeaders(srv, terms, ok, DEPOSIT + 1n, { session: p.session }), "exceeds_deposit"],
+      ["authorization cancelled (used) at the token", openHeaders(srv, terms, gone, FIRST, { session: cancelled.session }), "authorization_used"],
+      ["payer's balance below the deposit", openHeaders(srv, terms, await signedOpen(srv, poor), FIRST, { session: poor.session }), "insufficient_balance"],
+      ["a payer the token blacklists (the open would revert)", openHeaders(srv, terms, await signedOpen(srv, blocked), FIRST, { session: blocked.session }), "open_failed"],
+    ];
+    const nonce = await senderNonce(srv);
+    const served = counter.served;
+    for (const [what, headers, code, status] of cases) await expectRefused(what, headers, code, status);
+    expect(await senderNonce(srv), "no transaction of the provider's sender").to.equal(nonce);
+    expect(counter.served, "nothing served").to.equal(served);
+    expect((await gaslessOpenStoreFor(srv.store).openCounts()).pending, "nothing recorded").to.equal(0);
+
+    // The good open still works afterwards (nothing above spent its authorization).
+    const res = await fetch(`${srv.url}/v1/echo`, { headers: openHeaders(srv, terms, ok, FIRST, { session: p.session }) });
+    expect(res.status, await res.clone().text()).to.equal(200);
+    expect(decodePaymentResponse(res.headers.get(HEADER_PAYMENT_RESPONSE)).amount).to.equal(FIRST);
+    expect(await senderNonce(srv)).to.equal(nonce + 1);
+    // The same open again: the channel exists, the voucher was used.
+    await expectRefused("the same open again", openHeaders(srv, terms, ok, FIRST, { session: p.session }), "voucher_reused");
+    expect(await senderNonce(srv)).to.equal(nonce + 1);
+  });
+
+  it("a flood of opens by one payer: OPENS_PER_PAYER (3) opened, the next refused open_limit (429 outside a paid route's 402) with no transaction", async function () {
+    const p = gaslessPayer();
+    await mintUsdc(srv.token, p.address, 20_000_000n);
+    const opens = [];
+    for (let i = 0; i < 5; i++) opens.push(await signedOpen(srv, p));
+    const nonce = await senderNonce(srv);
+    // One opened already by the test above belongs to another payer: this payer starts at 0.
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${srv.url}/v1/echo`, { headers: openHeaders(srv, terms, opens[i], FIRST, { session: p.session }) });
+      expect(r.status, await r.clone().text()).to.equal(200);
+    }
+    expect(await senderNonce(srv)).to.equal(nonce + 3);
+    await expectRefused("a fourth open within the hour", openHeaders(srv, terms, opens[3], FIRST, { session: p.session }), "open_limit");
+    await expectRefused("a fifth", openHeaders(srv, terms, opens[4], FIRST, { session: p.session }), "open_limit");
+    expect(await senderNonce(srv)).to.equal(nonce + 3);
+    const { httpStatusOf } = await import("@paychan/server");
+    expect(httpStatusOf("open_limit", "endpoint")).to.equal(429);
+  });
+
+  it("a provider with gasless opens off: no extra.open in its offers, and an open is refused open_unsupported with no transaction", async function () {
+    const off = await startTestServer({ env: srv.env, routes: routes(counter), gaslessOpen: false });
+    try {
+      const t = await off.terms("/v1/echo");
+      expect(t.extra.open).to.equal(undefined);
+      const p = gaslessPayer();
+      await mintUsdc(off.token, p.address, 5_000_000n);
+      const nonce = await senderNonce(off);
+      const res = await fetch(`${off.url}/v1/echo`, { headers: openHeaders(off, { ...t, extra: { ...t.extra, open: { method: "eip3009", fee: 0n } } }, await signedOpen(off, p), PRICE, { session: p.session }) });
+      expect(await refusal(res)).to.deep.equal({ status: 402, code: "open_unsupported" });
+      seen.add("open_unsupported");
+      expect(await senderNonce(off)).to.equal(nonce);
+    } finally {
+      await off.close();
+    }
+  });
+
+  it("covers every open refusal code", function () {
+    expect([...seen].filter((c) => (OPEN_ERROR_CODES as readonly string[]).includes(c)).sort()).to.deep.equal([...OPEN_ERROR_CODES].sort());
+  });
+});
