@@ -18,6 +18,7 @@ import type { ChannelRequirements } from "@paychan/protocol";
 import { ChannelBook } from "./channels/book";
 import { closeChannel, requestClose, withdraw, type CloseMode } from "./channels/closing";
 import { collect } from "./channels/collecting";
+import { GaslessOpens } from "./channels/gasless";
 import { openRequestedChannel, type OpenChannelParams } from "./channels/opening";
 import { owedToPayer } from "./channels/owed";
 import { ChannelSelector } from "./channels/selection";
@@ -48,6 +49,7 @@ export interface PayingParts {
   book: ChannelBook;
   vouchers: VoucherIssuer;
   receipts: Receipts;
+  gasless: GaslessOpens;
 }
 
 /**
@@ -66,6 +68,7 @@ export class ChannelClient {
   private readonly receipts: Receipts;
   private readonly vouchers: VoucherIssuer;
   private readonly paying: PayingFetch;
+  private readonly gasless: GaslessOpens;
 
   constructor(options: ChannelClientOptions) {
     const s = new ClientSession(options);
@@ -76,10 +79,11 @@ export class ChannelClient {
     this.stats = s.stats;
     this.book = new ChannelBook(s);
     this.topUps = new TopUps(s, this.book);
-    const selector = new ChannelSelector(s, this.book, options.discoverFromBlock ?? 0n);
-    this.receipts = new Receipts(s);
-    this.vouchers = new VoucherIssuer(s, selector, this.topUps);
-    this.paying = new PayingFetch(s, this.book, this.vouchers, this.receipts);
+    this.gasless = new GaslessOpens(s, this.book);
+    const selector = new ChannelSelector(s, this.book, options.discoverFromBlock ?? 0n, this.gasless);
+    this.receipts = new Receipts(s, this.gasless);
+    this.vouchers = new VoucherIssuer(s, selector, this.topUps, this.book, this.gasless);
+    this.paying = new PayingFetch(s, this.book, this.vouchers, this.receipts, this.gasless);
     // Callers pass `agent.fetch` around as a plain function.
     this.fetch = this.fetch.bind(this);
   }
@@ -142,7 +146,7 @@ export class ChannelClient {
    * Not a stable API.
    */
   payingParts(): PayingParts {
-    return { session: this.session, book: this.book, vouchers: this.vouchers, receipts: this.receipts };
+    return { session: this.session, book: this.book, vouchers: this.vouchers, receipts: this.receipts, gasless: this.gasless };
   }
 
   /** The remembered terms of the routes this client paid. */
@@ -241,7 +245,7 @@ export class ChannelClient {
   /** Every channel of this payer, refreshed from the chain. */
   async status(): Promise<ChannelStatusInfo[]> {
     await this.ready();
-    return channelStatus(this.session, this.book);
+    return channelStatus(this.session, this.book, this.gasless);
   }
 }
 

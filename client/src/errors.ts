@@ -27,6 +27,9 @@ export const CLIENT_ERROR_CODES = [
   "store_locked", // another live process holds the state directory's lock (one process at a time per directory)
   "insecure_store", // the state directory or a file in it is owned by another user, or writable by group or others
   "unverified_escrow", // the escrow is not allow-listed and its code or EIP-712 domain is not the released ChannelEscrow's
+  "insufficient_gas", // a channel must be opened and the payer cannot pay the gas of its own open, with no gasless open possible
+  "gasless_unavailable", // gaslessOpen "always", and the provider offers no gasless open (no extra.open)
+  "open_refused", // the provider refused to open the channel from the payer's signature (serverCode says why); nothing was served
 ] as const;
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
 

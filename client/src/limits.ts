@@ -46,6 +46,12 @@ export interface SpendingLimits {
    * Default {@link DEFAULT_MAX_CONSECUTIVE_REFUSALS} (3).
    */
   maxConsecutiveRefusals?: number;
+  /**
+   * Highest fee a provider may add to the first charge of a channel it opens from the payer's signature (gasless
+   * open, docs/protocol.md § 7.6), token units or atomic. Default: `maxPrice`. A higher fee is refused before anything is
+   * signed (`spending_limit`). The fee is also counted in `maxSpend` (it is part of the first voucher).
+   */
+  maxOpenFee?: Amount;
   /** Allowed tokens. */
   assets?: readonly string[];
   /** Allowed CAIP-2 networks (the client's own chain is always required anyway). */
@@ -74,6 +80,8 @@ export interface TokenLimits {
   maxDepositPerProvider: bigint;
   /** {@link SpendingLimits.maxUnservedPerChannel} (default 32 × maxPrice). */
   maxUnserved: bigint;
+  /** {@link SpendingLimits.maxOpenFee} (default maxPrice). */
+  maxOpenFee: bigint;
 }
 
 /** Converts an {@link Amount} to atomic units of a token with `decimals` decimals. */
@@ -101,6 +109,7 @@ export function tokenLimits(limits: SpendingLimits, decimals: number): TokenLimi
       limits.maxDepositPerProvider === undefined ? 2n * maxDeposit : toAtomic(limits.maxDepositPerProvider, decimals, "limits.maxDepositPerProvider"),
     maxUnserved:
       limits.maxUnservedPerChannel === undefined ? DEFAULT_UNSERVED_PRICES * maxPrice : toAtomic(limits.maxUnservedPerChannel, decimals, "limits.maxUnservedPerChannel"),
+    maxOpenFee: limits.maxOpenFee === undefined ? maxPrice : toAtomic(limits.maxOpenFee, decimals, "limits.maxOpenFee"),
   };
 }
 
@@ -121,7 +130,7 @@ export function validateLimits(limits: SpendingLimits): void {
       throw new ClientError("invalid_argument", `limits.${f} must be a ${f === "maxCloseDelay" ? "non-negative" : "positive"} integer`);
     }
   }
-  for (const f of ["maxPrice", "maxDeposit", "maxSpend", "maxDepositPerProvider", "maxUnservedPerChannel"] as const) {
+  for (const f of ["maxPrice", "maxDeposit", "maxSpend", "maxDepositPerProvider", "maxUnservedPerChannel", "maxOpenFee"] as const) {
     const v = limits[f];
     if (typeof v === "string" && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v.trim())) {
       throw new ClientError("invalid_argument", `limits.${f} is not an amount: ${JSON.stringify(v)}`);

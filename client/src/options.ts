@@ -21,7 +21,29 @@ export interface ChannelPolicy {
   autoTopUp?: boolean;
   /** "auto": fund with EIP-2612 `openWithPermit` when the token supports it; "never": approve + open. Default "auto". */
   permit?: "auto" | "never";
+  /**
+   * Gasless opens (docs/protocol.md § 5.9, § 7.6): the provider opens the channel from the payer's signed EIP-3009
+   * authorization, carried in the first paid request, and adds its `extra.open.fee` to the first charge.
+   * - "auto" (default): gasless when the offer has `extra.open` and the payer cannot pay the gas of its own open
+   *   (native balance < {@link OWN_OPEN_GAS} × the current `maxFeePerGas`); otherwise the payer opens and pays the gas.
+   * - "always": gasless whenever a channel is opened for a 402 (the payer never sends an open or a top-up); a provider
+   *   that does not offer it is refused (`gasless_unavailable`).
+   * - "never": the payer always opens itself; without gas for it, `insufficient_gas`.
+   * A channel the provider opened is not topped up with a transaction while gasless applies: a new channel is opened the
+   * same way and the old one closed cooperatively (§ 5.9 "Top-ups").
+   */
+  gaslessOpen?: GaslessOpenMode;
 }
+
+/** See {@link ChannelPolicy.gaslessOpen}. */
+export type GaslessOpenMode = "auto" | "always" | "never";
+
+/**
+ * The gas the payer's own open may take, for the "has the payer gas?" test of {@link ChannelPolicy.gaslessOpen}:
+ * `approve` (≤ 46,000) + `open` on a new payee/token pair (161,826 in test/gas-snapshot.json), rounded up; the
+ * one-transaction `openWithPermit` (125,934) is below it.
+ */
+export const OWN_OPEN_GAS = 210_000n;
 
 /** Options of {@link createChannelClient}. */
 export interface ChannelClientOptions {
@@ -70,6 +92,16 @@ export const DEFAULT_EXACT_MAX_TIMEOUT_SECONDS = 120;
 /** Something the client did, for logs and progress output. */
 export type ClientEvent =
   | { type: "channel_opened"; channelId: Hex; deposit: bigint; method: string; txHash: Hex }
+  /**
+   * Before the payer signs a gasless open (the provider will open the channel and add `fee` to the first charge):
+   * what is about to be signed. `reason`: "no_gas" (auto, the payer cannot pay its own open) or "always" (policy).
+   */
+  | { type: "gasless_open_signing"; channelId: Hex; payee: Address; token: Address; deposit: bigint; fee: bigint; reason: "no_gas" | "always" }
+  /** The provider opened the channel from the payer's signature (its first paid call was served); `fee` was charged. */
+  | { type: "channel_opened_by_provider"; channelId: Hex; deposit: bigint; fee: bigint; txHash?: Hex }
+  /** A gasless channel ran out: a new one is opened and `channelId` is closed cooperatively once idle (§ 5.9 top-ups). */
+  | { type: "channel_replaced"; channelId: Hex }
+  | { type: "close_failed"; channelId: Hex; error: unknown }
   | { type: "channel_recovered"; channelId: Hex; deposit: bigint }
   | { type: "topped_up"; channelId: Hex; amount: bigint; deposit: bigint; txHash: Hex }
   | { type: "top_up_failed"; channelId: Hex; error: unknown }
@@ -97,6 +129,11 @@ export interface ChannelPaymentInfo {
   receipt?: PaymentResponse;
   /** HTTP requests this call took (1 in steady state). */
   requests: number;
+  /**
+   * Present when this call carried a gasless open (the provider opened the channel from the payer's signature):
+   * `fee` is the open fee included in its charge (the receipt's amount is price + fee).
+   */
+  open?: { openedBy: "provider"; fee: bigint; deposit: bigint };
 }
 
 /** What a call paid with an EIP-3009 authorization (scheme `exact`): exactly `price`, in one on-chain transfer. */
@@ -124,6 +161,10 @@ export interface ClientStats {
   challenges: number;
   retries: number;
   channelsOpened: number;
+  /** Channels the provider opened from the payer's signature (included in `channelsOpened`). */
+  gaslessOpens: number;
+  /** Open fees charged by providers (in served first calls of gasless channels), per token (atomic units). */
+  openFees: Record<string, bigint>;
   topUps: number;
   /** Sum of receipt amounts, per token (atomic units): what the provider's receipts SAY was charged. */
   amountPaid: Record<string, bigint>;
@@ -154,6 +195,12 @@ export interface ChannelStatusInfo {
   closesAt?: number;
   closeDelay: number;
   origin?: string;
+  /** "provider": opened by the provider from the payer's signature (gasless open); "payer": by the payer's transaction. */
+  openedBy: "payer" | "provider";
+  /** The open fee the provider charged (gasless opens; 0 otherwise). */
+  openFee: bigint;
+  /** The open transaction, when known (a gasless open's is read from the chain's `ChannelOpened` event). */
+  openTx?: Hex;
 }
 
 /** What {@link ChannelClient.withdraw} did. */

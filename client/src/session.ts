@@ -77,6 +77,8 @@ export class ClientSession {
     challenges: 0,
     retries: 0,
     channelsOpened: 0,
+    gaslessOpens: 0,
+    openFees: {},
     topUps: 0,
     amountPaid: {},
     amountSigned: {},

@@ -6,12 +6,15 @@
 import type { Address, Hex } from "viem";
 import {
   formatWireAmount,
+  openAuthorizationToJson,
+  parseOpenAuthorization,
   parsePaymentResponse,
   parseRequirements,
   parseWireAmount,
   paymentResponseToJson,
   requirementsToJson as protocolRequirementsToJson,
   type ChannelRequirements,
+  type OpenAuthorization,
   type PaymentResponse,
 } from "@paychan/protocol";
 import { ClientError } from "./errors";
@@ -61,6 +64,15 @@ export interface ChannelRecord {
   /** Base URL (origin) of the provider that asked for this channel; used for the cooperative close. */
   origin?: string;
   openTx?: Hex;
+  /** "provider": a gasless open (docs/protocol.md § 5.9), submitted by the provider; absent: the payer's own open. */
+  openedBy?: "provider";
+  /** The open fee of a gasless open (added by the provider to the first charge; counted in the first voucher). */
+  openFee?: bigint;
+  /**
+   * The payer's signed authorization of a gasless open, kept while the channel is "opening" (so a retry after a crash,
+   * a 503 or a lost answer resends the same open: same salt, same nonce, idempotent on the provider) and afterwards.
+   */
+  openAuthorization?: OpenAuthorization;
   /** Milliseconds since the epoch. */
   openedAt: number;
   /** The last `PAYMENT-RESPONSE` received on this channel. */
@@ -144,6 +156,8 @@ export function stateToJson(state: ClientState): Json {
     for (const f of AMOUNT_FIELDS) out[f] = formatWireAmount(c[f]);
     if (c.served !== undefined) out.served = formatWireAmount(c.served);
     if (c.lastReceipt) out.lastReceipt = paymentResponseToJson(c.lastReceipt);
+    if (c.openFee !== undefined) out.openFee = formatWireAmount(c.openFee);
+    if (c.openAuthorization) out.openAuthorization = openAuthorizationToJson(c.openAuthorization);
     channels[id] = out;
   }
   const routes: Json = {};
@@ -168,6 +182,8 @@ export function stateFromJson(j: unknown): ClientState {
       for (const f of AMOUNT_FIELDS) (c as Json)[f] = parseWireAmount(raw[f], `channels.${id}.${f}`);
       if (raw.served !== undefined) c.served = parseWireAmount(raw.served, `channels.${id}.served`);
       if (raw.lastReceipt) c.lastReceipt = parsePaymentResponse(raw.lastReceipt);
+      if (raw.openFee !== undefined) c.openFee = parseWireAmount(raw.openFee, `channels.${id}.openFee`);
+      if (raw.openAuthorization !== undefined) c.openAuthorization = parseOpenAuthorization(raw.openAuthorization, `channels.${id}.openAuthorization`);
       if (typeof c.id !== "string" || typeof c.chainId !== "number") throw new Error(`channel ${id} is malformed`);
       channels[id] = c;
     }

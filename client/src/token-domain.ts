@@ -50,6 +50,43 @@ export class TokenDomains {
     if (getAddress(k.verifyingContract) !== getAddress(token)) throw refuse(`the token's domain names ${k.verifyingContract}`);
   }
 
+  /**
+   * The token's own EIP-712 name and version on this chain (to sign a gasless open's authorization under): from
+   * `eip712Domain()`, else `name()` / `version()` checked against its `DOMAIN_SEPARATOR()`. Throws `untrusted_terms`
+   * when the token publishes no usable domain (or one for another chain or contract), `chain_failure` on a failed read.
+   */
+  async domainOf(chainId: number, token: Address): Promise<{ name: string; version: string }> {
+    const k = await this.read(token);
+    const refuse = (why: string) =>
+      new ClientError("untrusted_terms", `the token ${getAddress(token)} has no EIP-712 domain to sign an authorization under: ${why}`, {
+        details: "A gasless open needs a token with EIP-3009 (receiveWithAuthorization) and its own EIP-712 domain.",
+      });
+    if (k.kind === "domain") {
+      if (k.chainId !== BigInt(chainId)) throw refuse(`its domain is for chain ${k.chainId}`);
+      if (getAddress(k.verifyingContract) !== getAddress(token)) throw refuse(`its domain names ${k.verifyingContract}`);
+      return { name: k.name, version: k.version };
+    }
+    if (k.kind === "none") throw refuse("no eip712Domain(), DOMAIN_SEPARATOR() or version()");
+    const named = await this.readNameVersion(getAddress(token));
+    if (!named) throw refuse("DOMAIN_SEPARATOR() without name() and version()");
+    await this.assertDomain(chainId, token, named.name, named.version); // the separator must match
+    return named;
+  }
+
+  private async readNameVersion(token: Address): Promise<{ name: string; version: string } | undefined> {
+    try {
+      const pc = this.ctx.publicClient;
+      const [name, version] = await Promise.all([
+        pc.readContract({ address: token, abi: domainAbi, functionName: "name" }),
+        pc.readContract({ address: token, abi: domainAbi, functionName: "version" }),
+      ]);
+      return { name: name as string, version: version as string };
+    } catch (e) {
+      if (isRevert(e)) return undefined;
+      throw chainFailure(`reading name() and version() of ${token}`, e);
+    }
+  }
+
   private read(token: Address): Promise<Known> | Known {
     const key = token.toLowerCase();
     let k = this.known.get(key);

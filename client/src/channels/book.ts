@@ -16,6 +16,19 @@ export interface ChannelFlags {
   verified: boolean;
   /** Excluded from new calls by this process (the provider refused it for a reason that will not pass). */
   excluded: boolean;
+  /**
+   * A gasless open not yet seen on chain that this process carries in its paid requests (`payload.open`, § 5.9):
+   * the channel may be paid on while "opening".
+   */
+  pendingOpen?: boolean;
+  /** A call is carrying the pending open: others wait for its outcome (then pay as ordinary vouchers). */
+  openGate?: Promise<void>;
+  /** The pending open's authorization must be signed again (its window was refused or ran out). */
+  resign?: boolean;
+  /** Paid calls on this channel whose answer is not handled yet. */
+  inFlight: number;
+  /** A gasless channel that ran out: closed cooperatively once idle and its replacement is open (§ 5.9 top-ups). */
+  replaced?: boolean;
 }
 
 /** The key of an (escrow, payee, token) triple: calls with terms of the same key share a channel. */
@@ -35,7 +48,7 @@ export class ChannelBook {
   flagsOf(ch: ChannelRecord): ChannelFlags {
     let r = this.flags.get(ch.id);
     if (!r) {
-      r = { verified: false, excluded: false };
+      r = { verified: false, excluded: false, inFlight: 0 };
       this.flags.set(ch.id, r);
     }
     return r;
@@ -47,10 +60,15 @@ export class ChannelBook {
     for (const [k, c] of this.current) if (c === ch) this.current.delete(k);
   }
 
-  /** Whether a call with `terms` may pay on `ch`: open, verified, not excluded, and closing no sooner than asked. */
+  /**
+   * Whether a call with `terms` may pay on `ch`: open, verified, not excluded, and closing no sooner than asked; or a
+   * gasless open this process carries (pending), while the provider still offers gasless opens.
+   */
   usable(ch: ChannelRecord, terms: ChannelRequirements): boolean {
     const r = this.flagsOf(ch);
-    return ch.status === "open" && r.verified && !r.excluded && ch.closeDelay >= terms.extra.minCloseDelay;
+    if (r.excluded || ch.closeDelay < terms.extra.minCloseDelay) return false;
+    if (ch.status === "opening") return Boolean(ch.openAuthorization && r.pendingOpen && terms.extra.open);
+    return ch.status === "open" && r.verified;
   }
 
   /** The stored channel `id` (any letter case); throws `unknown_channel`. */

@@ -13,7 +13,9 @@ import type { ClientSession } from "../session";
 import { assertAllowed, assertEscrow, closeDelayFor, depositFor, signedTotal } from "../spending";
 import type { ChannelRecord } from "../store";
 import { openChannelTx } from "../transactions";
+import { providerChannels } from "../provider-guard";
 import type { ChannelBook } from "./book";
+import { chooseOpen, type GaslessOpens } from "./gasless";
 
 /** The exact parameters of a channel to open (checked against the contract's bounds, not against the limits). */
 export interface OpenRequest {
@@ -97,24 +99,43 @@ export async function openChannel(s: ClientSession, book: ChannelBook, p: OpenRe
   }
 }
 
-/** Opens a channel for a 402's terms: deposit and close delay from the policy, within the limits and `maxSpend`. */
-export async function openChannelFor(s: ClientSession, book: ChannelBook, terms: ChannelRequirements, origin: string): Promise<ChannelRecord> {
+/**
+ * Opens a channel for a 402's terms: deposit and close delay from the policy, within the limits and `maxSpend`; by the
+ * payer's own transaction, or gaslessly by the provider (channels/gasless.ts: `policy.gaslessOpen`, the payer's gas,
+ * the offer's `extra.open`, its fee within `maxOpenFee` and `maxSpend`). A gasless open returns the record "opening":
+ * the first paid call carries it.
+ */
+export async function openChannelFor(
+  s: ClientSession,
+  book: ChannelBook,
+  gasless: GaslessOpens,
+  terms: ChannelRequirements,
+  origin: string,
+): Promise<ChannelRecord> {
   const tl = await assertAllowed(s, terms);
   const amount = await depositFor(s, terms, tl);
-  if (tl.maxSpend !== undefined && signedTotal(s, terms.asset) + terms.amount > tl.maxSpend) {
-    throw new ClientError("spending_limit", `the total signed would go above maxSpend ${tl.maxSpend}`);
-  }
   const closeDelay = closeDelayFor(s, terms);
+  const way = await chooseOpen(s, terms, tl);
+  const first = terms.amount + (way.gasless ? way.fee : 0n);
+  if (tl.maxSpend !== undefined && signedTotal(s, terms.asset) + first > tl.maxSpend) {
+    throw new ClientError("spending_limit", `the total signed would go above maxSpend ${tl.maxSpend}${way.gasless ? ` (the first call pays the open fee ${way.fee})` : ""}`);
+  }
+  if (way.gasless && first > amount) throw new ClientError("spending_limit", `the deposit ${amount} does not cover the first call's price and open fee (${first})`);
+  // Closing channels of this provider may have been finalized since: re-read them, so they stop counting in the caps.
+  for (const c of providerChannels(book.channels(), origin, terms.payTo)) {
+    if (c.status === "closing") await book.verify(c, true).catch(() => undefined);
+  }
   // The per-provider caps and the streak rule; nothing awaited between this check and the record's creation.
   s.guard.admitOpen(origin, terms.payTo, amount, tl, book.channels());
-  return openChannel(s, book, {
+  const req: OpenRequest = {
     escrow: getAddress(terms.extra.escrow),
     payee: getAddress(terms.payTo),
     token: getAddress(terms.asset),
     amount,
     closeDelay,
     origin,
-  });
+  };
+  return way.gasless ? gasless.open(req, way) : openChannel(s, book, req);
 }
 
 /** Opens the channel the owner asks for (`channel open`), after the allow-lists. */

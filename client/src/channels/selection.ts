@@ -8,6 +8,7 @@ import type { ChannelRequirements } from "@paychan/protocol";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
 import { termsKey, type ChannelBook } from "./book";
+import type { GaslessOpens } from "./gasless";
 import { openChannelFor } from "./opening";
 import { recoverChannels } from "./recovery";
 
@@ -22,6 +23,7 @@ export class ChannelSelector {
     private readonly s: ClientSession,
     private readonly book: ChannelBook,
     private readonly discoverFrom: bigint | false,
+    private readonly gasless: GaslessOpens,
   ) {}
 
   /**
@@ -55,7 +57,9 @@ export class ChannelSelector {
       .filter((c) => this.matches(c, terms) && (c.status === "open" || c.status === "opening") && !this.book.flagsOf(c).excluded)
       .sort((a, b) => (b.deposit - b.signed > a.deposit - a.signed ? 1 : -1));
     for (const c of candidates) {
-      await this.book.verify(c);
+      // A gasless open not yet confirmed: on chain by now, or carried again (same authorization), or given up.
+      if (c.status === "opening" && c.openAuthorization) await this.gasless.reconsider(c, terms);
+      else await this.book.verify(c);
       if (this.book.usable(c, terms)) return this.use(key, c, origin);
     }
     if (this.discoverFrom !== false && !this.discovered.has(key)) {
@@ -64,7 +68,7 @@ export class ChannelSelector {
       const found = await recoverChannels(this.s, this.book, terms, this.discoverFrom).catch(() => []);
       for (const c of found) if (this.book.usable(c, terms)) return this.use(key, c, origin);
     }
-    return this.use(key, await openChannelFor(this.s, this.book, terms, origin), origin);
+    return this.use(key, await openChannelFor(this.s, this.book, this.gasless, terms, origin), origin);
   }
 
   private use(key: string, ch: ChannelRecord, origin: string): ChannelRecord {

@@ -7,13 +7,17 @@ import type { ChannelStatusInfo } from "../options";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
 import type { ChannelBook } from "./book";
+import type { GaslessOpens } from "./gasless";
 
 /** Every channel of this payer and chain, with its open channels re-read from their escrows. */
-export async function channelStatus(s: ClientSession, book: ChannelBook): Promise<ChannelStatusInfo[]> {
+export async function channelStatus(s: ClientSession, book: ChannelBook, gasless: GaslessOpens): Promise<ChannelStatusInfo[]> {
   const mine = book.channels();
   const byEscrow = new Map<string, ChannelRecord[]>();
+  // The transaction of a provider's open is read from its ChannelOpened event (best effort; once).
+  await Promise.all(mine.filter((c) => c.openedBy === "provider" && !c.openTx && c.status !== "opening").map((c) => gasless.findOpenTx(c).catch(() => undefined)));
   for (const c of mine) {
-    if (c.status === "finalized" || c.status === "missing") continue;
+    // A pending gasless open is not on chain yet: reading it would mark it missing.
+    if (c.status === "finalized" || c.status === "missing" || (c.status === "opening" && c.openAuthorization)) continue;
     const k = c.escrow.toLowerCase();
     byEscrow.set(k, [...(byEscrow.get(k) ?? []), c]);
   }
@@ -36,10 +40,13 @@ export async function channelStatus(s: ClientSession, book: ChannelBook): Promis
     signed: c.signed,
     spent: c.spent,
     accepted: c.accepted,
-    remaining: c.status === "finalized" || c.status === "missing" ? 0n : c.deposit - max(c.signed, c.spent),
+    remaining: c.status === "finalized" || c.status === "missing" || c.status === "opening" ? 0n : c.deposit - max(c.signed, c.spent),
     status: c.status,
     closesAt: c.closesAt,
     closeDelay: c.closeDelay,
     origin: c.origin,
+    openedBy: c.openedBy ?? "payer",
+    openFee: c.openFee ?? 0n,
+    openTx: c.openTx,
   }));
 }

@@ -26,7 +26,9 @@ export class TopUps {
 
   /** Starts a background top-up when the channel runs low (never blocks the call that noticed). */
   maybeTopUp(ch: ChannelRecord, price: bigint): void {
-    if (this.s.policy.autoTopUp === false || this.inFlight.get(ch.id)) return;
+    // A channel the provider opened (gasless) is not topped up in the background: the payer may have no gas. When it
+    // runs out, a call replaces it with a new gasless channel, or tops it up when the payer pays gas (vouchers.ts).
+    if (this.s.policy.autoTopUp === false || this.inFlight.get(ch.id) || ch.openedBy === "provider") return;
     const d = this.s.tokens.knownDecimals(ch.token);
     if (d === undefined) return;
     if (ch.deposit - ch.signed >= this.threshold(ch, price, d)) return;

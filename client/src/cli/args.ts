@@ -39,6 +39,8 @@ export function parseArgv(argv: string[]) {
       "on-chain": { type: "boolean" },
       to: { type: "string" },
       scheme: { type: "string" },
+      gasless: { type: "string" },
+      "max-open-fee": { type: "string" },
     },
   });
 }
@@ -70,8 +72,9 @@ export function checkCommonOptions(opts: Opts): void {
   if (opts.token && !looksLikeAddress(opts.token)) throw new UsageError("--token must be an address");
   if (opts["close-delay"] !== undefined) positiveInt(opts["close-delay"], "--close-delay", 0);
   schemesOption(opts);
+  gaslessOption(opts);
   for (const o of ["max-close-delay", "max-channels", "max-refusals"] as const) if (opts[o] !== undefined) positiveInt(opts[o], `--${o}`, 0);
-  for (const o of ["max-price", "max-deposit", "max-spend", "max-deposit-per-provider", "max-unserved"] as const) {
+  for (const o of ["max-price", "max-deposit", "max-spend", "max-deposit-per-provider", "max-unserved", "max-open-fee"] as const) {
     const v = opts[o];
     if (v !== undefined && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v)) throw new UsageError(`--${o} must be an amount in token units, e.g. 0.5`);
   }
@@ -89,6 +92,16 @@ export function schemesOption(opts: Opts): ("channel" | "exact")[] {
     throw new UsageError(`--scheme must be auto, channel, exact, or an ordered list such as exact,channel (got ${JSON.stringify(v)})`);
   }
   return list as ("channel" | "exact")[];
+}
+
+/**
+ * Gasless opens (docs/protocol.md § 7.6): --gasless, else CHANNEL_GASLESS, else `auto` (the provider opens the channel
+ * from the payer's signature when the payer has no gas for its own open and the provider offers it); `always`; `never`.
+ */
+export function gaslessOption(opts: Opts): "auto" | "always" | "never" {
+  const v = (opts.gasless ?? process.env.CHANNEL_GASLESS ?? "auto").trim();
+  if (v !== "auto" && v !== "always" && v !== "never") throw new UsageError(`--gasless must be auto, always or never (got ${JSON.stringify(v)})`);
+  return v;
 }
 
 /** A channel id (or a prefix of one) is present; which channel it names is resolved against the store later. */

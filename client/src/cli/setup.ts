@@ -13,7 +13,7 @@ import { ClientError, shortMessageOf } from "../errors";
 import { FileStore } from "../file-store";
 import type { SpendingLimits } from "../limits";
 import type { ClientEvent } from "../options";
-import { positiveInt, rpcUrlOf, schemesOption, type Opts } from "./args";
+import { gaslessOption, positiveInt, rpcUrlOf, schemesOption, type Opts } from "./args";
 import { shortHex, type TokenInfo } from "./format";
 import { LOCAL_CHAIN_IDS } from "./key";
 import { UsageError } from "./usage";
@@ -82,6 +82,7 @@ export function limitsOf(opts: Opts, escrows: string[] | undefined, assets?: str
     maxDepositPerProvider: opts["max-deposit-per-provider"] ?? env.CHANNEL_MAX_DEPOSIT_PER_PROVIDER,
     maxUnservedPerChannel: opts["max-unserved"] ?? env.CHANNEL_MAX_UNSERVED,
     maxConsecutiveRefusals: intOption(opts["max-refusals"] ?? env.CHANNEL_MAX_REFUSALS, "--max-refusals"),
+    maxOpenFee: opts["max-open-fee"] ?? env.CHANNEL_MAX_OPEN_FEE,
     escrows,
     assets,
   };
@@ -120,6 +121,12 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
   const onEvent = (e: ClientEvent) => {
     if (opts.json) return;
     if (e.type === "channel_opened") err(`opened channel ${e.channelId} (${e.method}, tx ${shortHex(e.txHash)})`);
+    else if (e.type === "gasless_open_signing") {
+      const why = e.reason === "no_gas" ? "the payer has no gas for its own open" : "--gasless always";
+      err(`signing a gasless open of channel ${shortHex(e.channelId)} (${why}): the provider opens it, deposit ${e.deposit}, open fee ${e.fee} (atomic units) added to the first call`);
+    } else if (e.type === "channel_opened_by_provider") err(`channel ${e.channelId} opened by the provider (gasless), open fee ${e.fee} (atomic units)`);
+    else if (e.type === "channel_replaced") err(`channel ${shortHex(e.channelId)} ran out: opening a new one gaslessly; the old one is closed cooperatively`);
+    else if (e.type === "close_failed") err(`cooperative close of ${shortHex(e.channelId)} failed: ${shortMessageOf(e.error)}`);
     else if (e.type === "channel_recovered") err(`recovered channel ${e.channelId} from the chain`);
     else if (e.type === "topped_up") err(`topped up channel ${shortHex(e.channelId)} (tx ${shortHex(e.txHash)})`);
     else if (e.type === "top_up_failed") err(`top-up of ${shortHex(e.channelId)} failed: ${shortMessageOf(e.error)}`);
@@ -138,7 +145,7 @@ export async function setup(opts: Opts, key: Hex, err: (s: string) => void): Pro
     }),
     // The limits count in the units of the token of --token or the deployment record; without either, in USDC.
     limits: limitsOf(opts, escrows, opts.token ? [opts.token] : deployment ? [deployment.token] : undefined),
-    policy: { deposit: opts.deposit, closeDelay },
+    policy: { deposit: opts.deposit, closeDelay, gaslessOpen: gaslessOption(opts) },
     schemes: schemesOption(opts),
     discoverFromBlock: deployment?.blockNumber !== undefined ? BigInt(deployment.blockNumber) : 0n,
     onEvent,

@@ -19,8 +19,8 @@ Commands:
        --scheme <s>            which x402 schemes to pay: auto (default: channel, else exact), channel, exact,
                                or an order such as exact,channel (CHANNEL_SCHEME). exact = one EIP-3009 transfer
                                per call signed by the payer's key: 2 round trips, an on-chain transfer each
-  status                       channels: deposit, spent, settled, remaining, close state; refunds owed by the escrow;
-                               totals signed and paid with exact
+  status                       channels: deposit, spent, settled, remaining, close state, who opened it (and the open
+                               fee); refunds owed by the escrow; totals signed and paid with exact
   open <payee> <amount>        open a channel to <payee> with <amount> tokens
   top-up <channelId> <amount>  add <amount> tokens to a channel
   close <channelId>            ask the provider to close cooperatively, else requestClose on chain
@@ -47,6 +47,11 @@ Options:
   --max-unserved <amount>      most signed and not served per channel (default 32 × max-price; CHANNEL_MAX_UNSERVED)
   --max-refusals <N>           paid calls a provider may refuse in a row before nothing more is signed for it
                                (default 3; CHANNEL_MAX_REFUSALS)
+  --gasless <mode>             who opens a channel (CHANNEL_GASLESS): auto (default: the provider opens it from the
+                               payer's signature when the payer has no gas and the provider offers it), always (never
+                               an own open), never (always an own open; no gas: error insufficient_gas)
+  --max-open-fee <amount>      highest open fee a provider may add to a gasless channel's first call (default
+                               max-price; CHANNEL_MAX_OPEN_FEE)
   --deposit <amount>           deposit of a new channel (default: min(max-deposit, 1000 × price), ≥ the provider's minimum)
   --escrow <address>           trusted escrow (default: the deployment record's, when there is one, else any
                                contract whose code is the released ChannelEscrow's)

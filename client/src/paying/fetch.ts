@@ -21,6 +21,7 @@ import {
   type PaymentRequired,
 } from "@paychan/protocol";
 import type { ChannelBook } from "../channels/book";
+import type { GaslessOpens } from "../channels/gasless";
 import { ClientError } from "../errors";
 import { normalizeRequest, routeKey, type FetchInput } from "../request";
 import type { ClientSession } from "../session";
@@ -55,6 +56,7 @@ export class PayingFetch {
     private readonly book: ChannelBook,
     private readonly vouchers: VoucherIssuer,
     private readonly receipts: Receipts,
+    private readonly gasless: GaslessOpens,
     private readonly exact: ExactPayer = new ExactPayer(s),
   ) {}
 
@@ -83,61 +85,70 @@ export class PayingFetch {
           : terms.scheme === "exact"
             ? await this.exact.prepare(terms)
             : await this.vouchers.prepare(terms, origin);
-        const headers = new Headers(req.init.headers);
-        if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
-        let res: Response;
         try {
-          res = await this.s.http(req.url, { ...req.init, headers });
-        } catch (e) {
-          // A paid request that failed in transport once connected (dropped or reset, an answer that cannot be
-          // parsed): the provider may hold the voucher and served nothing, a refused paid call. The caller's own
-          // abort or timeout (not an http_failure) is not the provider's doing.
-          if (payment && voucherMayHaveLeft(e)) paidRefused = true;
-          throw e;
-        }
-        requests++;
-        if (res.status !== 402) {
-          if (payment) {
-            if ("scheme" in payment) this.exact.onServed(payment, res, requests, req.url);
-            else this.receipts.onServed(payment, res, requests);
-            if (res.status < 500) this.s.guard.onServed(origin);
-            else this.s.guard.onRefusedCall(origin);
+          const headers = new Headers(req.init.headers);
+          if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
+          let res: Response;
+          try {
+            res = await this.s.http(req.url, { ...req.init, headers });
+          } catch (e) {
+            // A paid request that failed in transport once connected (dropped or reset, an answer that cannot be
+            // parsed): the provider may hold the voucher and served nothing, a refused paid call. The caller's own
+            // abort or timeout (not an http_failure) is not the provider's doing.
+            if (payment && voucherMayHaveLeft(e)) paidRefused = true;
+            throw e;
           }
-          return res;
+          requests++;
+          if (res.status !== 402) {
+            if (payment) {
+              if ("scheme" in payment) this.exact.onServed(payment, res, requests, req.url);
+              else this.receipts.onServed(payment, res, requests);
+              if (res.status < 500) this.s.guard.onServed(origin);
+              else this.s.guard.onRefusedCall(origin);
+            }
+            return res;
+          }
+          const challenge = this.readChallenge(res);
+          if (!challenge) {
+            if (payment) this.s.guard.onRefusedCall(origin); // paid, and not served
+            return res; // not a 402 of the channel scheme: the caller's business
+          }
+          this.s.stats.challenges++;
+          await res.arrayBuffer().catch(() => undefined); // free the connection
+          const code = challenge.error;
+          let openRetry = false;
+          const paidExact = payment !== undefined && "scheme" in payment;
+          if (paidExact) {
+            this.s.guard.onRefusedCall(origin); // the provider may hold the authorization: refused at once
+            this.exact.onRefused(code, challenge.reason);
+          } else if (payment) {
+            paidRefused = true;
+            this.s.guard.onRefusedAttempt(origin);
+            if (payment.open) {
+              // A refused gasless open: the chain says whether it happened; otherwise a retry may pass, or it was refused.
+              if (!(await this.gasless.onRefused(payment, code, challenge))) throw openRefused(code, res.status, challenge.reason);
+              openRetry = true;
+            } else await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
+          }
+          const offers = payableOffers(this.s, challenge);
+          if (!offers) throw refused(code, res.status, challenge.reason);
+          const offer = await chooseScheme(this.s, this.exact, offers, (scheme, error) => this.s.emit({ type: "scheme_passed_over", url: req.url, scheme, error }));
+          if (offer.scheme === "channel") rememberRoute(this.s, key, offer);
+          if (!payment) {
+            // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.
+            if (probed) throw refused(code, res.status, "the provider asked for payment twice");
+            probed = true;
+          } else {
+            const mayRetry = paidExact ? exactMayRetry(code, challenge.reason) : openRetry || retryable(code);
+            if (retried || !mayRetry) throw openRetry ? openRefused(code, res.status, challenge.reason) : refused(code, res.status, challenge.reason);
+            retried = true;
+            this.s.stats.retries++;
+            this.s.emit({ type: "retry", url: req.url, serverCode: code });
+          }
+          terms = offer;
+        } finally {
+          if (payment && !("scheme" in payment)) payment.finish(); // after its answer was applied: waiters see it
         }
-        const challenge = this.readChallenge(res);
-        if (!challenge) {
-          if (payment) this.s.guard.onRefusedCall(origin); // paid, and not served
-          return res; // not a 402 of the channel scheme: the caller's business
-        }
-        this.s.stats.challenges++;
-        await res.arrayBuffer().catch(() => undefined); // free the connection
-        const code = challenge.error;
-        const paidExact = payment !== undefined && "scheme" in payment;
-        if (paidExact) {
-          this.s.guard.onRefusedCall(origin); // the provider may hold the authorization: refused at once
-          this.exact.onRefused(code, challenge.reason);
-        } else if (payment) {
-          paidRefused = true;
-          this.s.guard.onRefusedAttempt(origin);
-          await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
-        }
-        const offers = payableOffers(this.s, challenge);
-        if (!offers) throw refused(code, res.status, challenge.reason);
-        const offer = await chooseScheme(this.s, this.exact, offers, (scheme, error) => this.s.emit({ type: "scheme_passed_over", url: req.url, scheme, error }));
-        if (offer.scheme === "channel") rememberRoute(this.s, key, offer);
-        if (!payment) {
-          // No voucher was sent: this 402 gave the route's terms, which the next attempt pays.
-          if (probed) throw refused(code, res.status, "the provider asked for payment twice");
-          probed = true;
-        } else {
-          const mayRetry = paidExact ? exactMayRetry(code, challenge.reason) : retryable(code);
-          if (retried || !mayRetry) throw refused(code, res.status, challenge.reason);
-          retried = true;
-          this.s.stats.retries++;
-          this.s.emit({ type: "retry", url: req.url, serverCode: code });
-        }
-        terms = offer;
       }
     } catch (e) {
       if (paidRefused) this.s.guard.onRefusedCall(origin); // the call ended without being served
@@ -160,6 +171,15 @@ export class PayingFetch {
       throw new ClientError("untrusted_terms", "the provider's PAYMENT-REQUIRED is malformed", { cause: e });
     }
   }
+}
+
+/** A gasless open the provider refused (nothing was opened or served). */
+function openRefused(code: string, status: number, extra?: string): ClientError {
+  return new ClientError("open_refused", `the provider refused to open the channel from the payer's signature: ${code}${extra ? ` (${extra.slice(0, 120)})` : ""}`, {
+    serverCode: code,
+    status,
+    details: "Nothing was served. The signed open is kept and sent again by the next call (the provider opens it at most once).",
+  });
 }
 
 function refused(code: string, status: number, extra?: string): ClientError {

@@ -3,7 +3,8 @@
  * accepted / spent, only when consistent with what we signed), and what each paid response paid.
  */
 import { HEADER_PAYMENT_RESPONSE, decodePaymentResponse, type PaymentResponse } from "@paychan/protocol";
-import type { PaymentInfo } from "../options";
+import type { GaslessOpens } from "../channels/gasless";
+import type { ChannelPaymentInfo, PaymentInfo } from "../options";
 import type { ClientSession } from "../session";
 import type { Payment } from "./vouchers";
 
@@ -22,18 +23,24 @@ export function readReceipt(res: Response): PaymentResponse | undefined {
 export class Receipts {
   private readonly payments = new WeakMap<Response, PaymentInfo>();
 
-  constructor(private readonly s: ClientSession) {}
+  constructor(
+    private readonly s: ClientSession,
+    private readonly gasless: GaslessOpens,
+  ) {}
 
   /** Records that `res`, served after `requests` HTTP requests, was paid with `payment`; applies its receipt. */
   onServed(payment: Payment, res: Response, requests: number): void {
     const ch = payment.channel;
     if (res.status < 500) this.markServed(payment);
-    const info: PaymentInfo = { channelId: ch.id, cumulativeAmount: payment.voucher.cumulativeAmount, price: payment.terms.amount, requests };
+    const info: ChannelPaymentInfo = { channelId: ch.id, cumulativeAmount: payment.voucher.cumulativeAmount, price: payment.terms.amount, requests };
+    if (payment.open && res.status < 500) info.open = { openedBy: "provider", fee: ch.openFee ?? 0n, deposit: payment.open.amount };
     const h = res.headers.get(HEADER_PAYMENT_RESPONSE);
     if (h) {
       try {
         const r = decodePaymentResponse(h);
         if (this.apply(payment, r)) info.receipt = r;
+        // A receipt for the channel: the provider opened it (it serves only once the channel exists, § 5.9).
+        if (info.receipt && payment.open) this.gasless.confirm(ch);
       } catch {
         // A malformed receipt changes nothing we rely on.
       }
@@ -61,7 +68,9 @@ export class Receipts {
     return true;
   }
 
-  /** A paid call was served (status below 500): its voucher counts as served (what `maxUnservedPerChannel` measures). */
+  /**
+   * A paid call was served (status below 500): its voucher counts as served (what `maxUnservedPerChannel` measures).
+   */
   markServed(payment: Payment): void {
     const ch = payment.channel;
     if (ch.served === undefined || payment.voucher.cumulativeAmount > ch.served) {

@@ -5,8 +5,9 @@
  * the owner's `maxSpend`, nor more than `maxUnservedPerChannel` above the highest voucher served; a short deposit waits
  * for a top-up (twice at most), then fails `insufficient_funds`.
  */
-import { X402_VERSION, encodePaymentSignature, type ChannelRequirements, type Voucher } from "@paychan/protocol";
-import { max } from "../bigint";
+import { X402_VERSION, encodePaymentSignature, type ChannelRequirements, type OpenAuthorization, type Voucher } from "@paychan/protocol";
+import type { ChannelBook } from "../channels/book";
+import { checkOpenFee, openBase, pendingDeposit, type GaslessOpens } from "../channels/gasless";
 import type { ChannelSelector } from "../channels/selection";
 import type { TopUps } from "../channels/top-ups";
 import { ClientError } from "../errors";
@@ -22,7 +23,17 @@ export interface Payment {
   terms: ChannelRequirements;
   /** The `PAYMENT-SIGNATURE` header value. */
   header: string;
+  /** The gasless open this call carries (`payload.open`, docs/protocol.md § 5.9), when the channel is not open yet. */
+  open?: OpenAuthorization;
+  /**
+   * Call once the answer to this payment was handled (served, refused, or failed): lets the calls waiting for a
+   * carried open go on, and counts the channel's calls in flight. Idempotent.
+   */
+  finish(): void;
 }
+
+/** How long a call waits for another call carrying the same gasless open before carrying it too (the provider submits it once, § 5.9). */
+const OPEN_GATE_MAX_WAIT_MS = 60_000;
 
 /** Signs the vouchers of paid calls on the channels the selector picks, topping up when a deposit is short. */
 export class VoucherIssuer {
@@ -30,19 +41,35 @@ export class VoucherIssuer {
     private readonly s: ClientSession,
     private readonly selector: ChannelSelector,
     private readonly topUps: TopUps,
+    private readonly book: ChannelBook,
+    private readonly gasless: GaslessOpens,
   ) {}
 
   /** The payment of one call at `terms` (checked against the limits first), on a channel for `origin`. */
   async prepare(terms: ChannelRequirements, origin: string): Promise<Payment> {
     const tl = await assertAllowed(this.s, terms);
     let ch = await this.selector.channelFor(terms, origin);
-    for (let attempt = 0; ; attempt++) {
+    let carryAnyway = false;
+    for (let attempt = 0; ; ) {
+      if (ch.status === "opening" && ch.openAuthorization) {
+        checkOpenFee(terms.extra.open?.fee ?? ch.openFee ?? 0n, tl);
+        await this.gasless.refresh(ch);
+        // A pending gasless open: one call at a time carries it; the others wait for its outcome. Nothing is awaited
+        // between this check and reserve(), which takes the gate.
+        const gate = this.book.flagsOf(ch).openGate;
+        if (gate && !carryAnyway) {
+          carryAnyway = !(await waitFor(gate, OPEN_GATE_MAX_WAIT_MS));
+          ch = await this.selector.channelFor(terms, origin);
+          continue;
+        }
+      }
       const payment = this.reserve(ch, terms, tl);
       if (payment) return payment;
-      if (attempt >= 2) {
+      if (attempt++ >= 2) {
         throw new ClientError("insufficient_funds", `channel ${ch.id} has ${ch.deposit - ch.signed} left, the call needs ${terms.amount}`);
       }
-      await this.topUps.fund(ch, terms.amount);
+      if (await this.gasless.shouldReplace(ch)) this.gasless.replace(ch); // a new gasless channel, § 5.9 top-ups
+      else await this.topUps.fund(ch, terms.amount);
       ch = await this.selector.channelFor(terms, origin);
     }
   }
@@ -50,8 +77,10 @@ export class VoucherIssuer {
   /** Signs the next voucher on `ch` for one call at `terms.amount`, or returns undefined when the deposit is short. */
   private reserve(ch: ChannelRecord, terms: ChannelRequirements, tl: TokenLimits): Payment | undefined {
     const price = terms.amount;
-    const next = max(ch.signed, ch.accepted, ch.spent) + price;
-    if (next > ch.deposit) return undefined;
+    const pending = ch.status === "opening" && ch.openAuthorization !== undefined;
+    if (pending && terms.extra.open) ch.openFee = terms.extra.open.fee; // checked against maxOpenFee by prepare
+    const next = openBase(ch) + price;
+    if (next > (pending ? pendingDeposit(ch) : ch.deposit)) return undefined;
     ch.served ??= ch.signed;
     if (next - ch.served > tl.maxUnserved) {
       throw new ClientError("spending_limit", `channel ${ch.id} has ${ch.signed - ch.served} signed and not served; one more call would be above maxUnservedPerChannel ${tl.maxUnserved}`);
@@ -68,8 +97,42 @@ export class VoucherIssuer {
     const voucher = this.s.signerFor(ch.escrow).sign(ch.id, next);
     this.s.stats.vouchersSigned++;
     this.s.persister.schedule();
-    this.topUps.maybeTopUp(ch, price);
-    const header = encodePaymentSignature({ x402Version: X402_VERSION, accepted: terms, payload: voucher });
-    return { channel: ch, voucher, terms, header };
+    if (!pending) this.topUps.maybeTopUp(ch, price);
+    const open = pending ? ch.openAuthorization : undefined;
+    const flags = this.book.flagsOf(ch);
+    let release: (() => void) | undefined;
+    if (open) {
+      const gate = new Promise<void>((r) => (release = r));
+      flags.openGate = gate;
+      const inner = release!;
+      release = () => {
+        if (flags.openGate === gate) flags.openGate = undefined;
+        inner();
+      };
+    }
+    this.gasless.begin(ch);
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      release?.();
+      this.gasless.end(ch);
+    };
+    const header = encodePaymentSignature({ x402Version: X402_VERSION, accepted: terms, payload: open ? { ...voucher, open } : voucher });
+    return { channel: ch, voucher, terms, header, open, finish };
+  }
+}
+
+/** Waits for `p`, at most `ms`; true when it settled in time. */
+async function waitFor(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((r) => {
+    timer = setTimeout(() => r(false), ms);
+    timer.unref?.();
+  });
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -24,6 +24,7 @@ import {
   SCHEME,
   X402_VERSION,
   formatWireAmount,
+  openAuthorizationToJson,
   isPaymentErrorCode,
   parsePaymentResponse,
   parseRequirements,
@@ -133,11 +134,13 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
     // As our fetch does: allow-lists, maxPrice, escrow verification, then the channel (opened or topped up) and the
     // voucher under maxSpend and maxUnservedPerChannel.
     const payment = await vouchers.prepare(terms, seen.origin);
-    const payload = {
+    const payload: Record<string, unknown> = {
       channelId: payment.voucher.channelId,
       cumulativeAmount: formatWireAmount(payment.voucher.cumulativeAmount),
       signature: payment.voucher.signature,
     };
+    // A gasless open (docs/protocol.md § 5.9): the provider opens the channel from the payer's signature.
+    if (payment.open) payload.open = openAuthorizationToJson(payment.open);
     this.pending.set(payload, { payment, origin: seen.origin, required: seen.required });
     return { x402Version: X402_VERSION, payload };
   }
@@ -150,7 +153,15 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
     const p = this.pending.get(ctx.paymentPayload.payload);
     if (!p) return;
     this.pending.delete(ctx.paymentPayload.payload);
-    const { session: s, book, receipts } = this.parts;
+    try {
+      return await this.answer(p, ctx);
+    } finally {
+      p.payment.finish(); // after the answer was applied: calls waiting for a carried open see it
+    }
+  }
+
+  private async answer(p: Pending, ctx: PaymentResponseContext): Promise<void | { recovered: true }> {
+    const { session: s, book, receipts, gasless } = this.parts;
     const served = ctx.settleResponse?.success === true;
     if (served) {
       receipts.markServed(p.payment);
@@ -161,6 +172,7 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
       } catch {
         // A malformed receipt changes nothing we rely on.
       }
+      if (p.payment.open) gasless.confirm(p.payment.channel); // served: the provider opened it
       return;
     }
     const refusal = ctx.paymentRequired ? channelRefusal(ctx.paymentRequired) : undefined;
@@ -170,12 +182,14 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
     }
     s.stats.challenges++;
     s.guard.onRefusedAttempt(p.origin);
+    let mayRetry = retryable(refusal.error);
     try {
-      await learnFromRefusal(s, book, p.payment.channel, refusal.error, refusal);
+      if (p.payment.open) mayRetry = await gasless.onRefused(p.payment, refusal.error, refusal);
+      else await learnFromRefusal(s, book, p.payment.channel, refusal.error, refusal);
     } catch {
       // An untrusted hint teaches nothing; the refusal still counts.
     }
-    if (retryable(refusal.error) && !this.retried.has(p.required)) {
+    if (mayRetry && !this.retried.has(p.required)) {
       this.retried.add(p.required);
       s.stats.retries++;
       s.emit({ type: "retry", url: ctx.paymentPayload.resource?.url ?? p.origin, serverCode: refusal.error });

@@ -156,6 +156,8 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
     lastReceipt: last?.receipt,
     lastExact: lastExact ? { transaction: lastExact.transaction, payTo: lastExact.payTo, price: lastExact.price } : undefined,
     requests: ctx.agent.stats.httpRequests,
+    gaslessOpens: ctx.agent.stats.gaslessOpens,
+    openFees: token ? (ctx.agent.stats.openFees[token.toLowerCase()] ?? 0n) : 0n,
   };
   if (ctx.json) ctx.out(toJson(summary));
   else {
@@ -163,6 +165,7 @@ async function callMany(ctx: Context, { url, n, c, init, verbose }: CallInput): 
     ctx.out(`latency p50 ${ms(summary.latencyMs.p50)}  p99 ${ms(summary.latencyMs.p99)}  max ${ms(summary.latencyMs.max)}`);
     ctx.out(`amount paid ${amount(amountPaid, t)}${last ? `  on channel ${shortHex(last.channelId)}` : ""}  (${ctx.agent.stats.httpRequests} HTTP requests)`);
     ctx.out(`amount signed ${token ? amount(summary.amountSigned, t) : `${summary.amountSigned} (atomic units)`}  (what the provider could settle; "paid" is what its receipts say)`);
+    if (summary.gaslessOpens) ctx.out(`channels opened by the provider (gasless): ${summary.gaslessOpens}, open fees ${amount(summary.openFees, t)}`);
     if (last) ctx.out(`last receipt: ${await receiptLine(ctx, last)}`);
     if (lastExact) ctx.out(`last exact receipt: ${await receiptLine(ctx, lastExact)}`);
     ctx.out(`${n} calls in ${elapsed.toFixed(2)} s: ${(n / elapsed).toFixed(1)} calls/s with ${c} in flight`);
@@ -186,6 +189,8 @@ async function receiptLine(ctx: Context, p: PaymentInfo): Promise<string> {
   const ch = ctx.agent.channels().find((c) => c.id === p.channelId);
   const t = ch ? await ctx.tokenInfo(ch.token) : { decimals: 0, symbol: "" };
   const r = p.receipt;
-  if (!r) return `paid on ${shortHex(p.channelId)} with voucher ${amount(p.cumulativeAmount, t)} (no receipt)`;
-  return `paid ${amount(r.amount, t)} on ${shortHex(p.channelId)}: spent ${amount(r.extra.spent, t)} of ${amount(r.extra.deposit, t)}, remaining ${amount(r.extra.remaining, t)}`;
+  // A gasless open: the provider opened the channel from the payer's signature and charged its fee with this call.
+  const opened = p.open ? ` (channel opened by the provider: open fee ${amount(p.open.fee, t)} included${ch?.openTx ? `, tx ${ch.openTx}` : ""})` : "";
+  if (!r) return `paid on ${shortHex(p.channelId)} with voucher ${amount(p.cumulativeAmount, t)} (no receipt)${opened}`;
+  return `paid ${amount(r.amount, t)} on ${shortHex(p.channelId)}: spent ${amount(r.extra.spent, t)} of ${amount(r.extra.deposit, t)}, remaining ${amount(r.extra.remaining, t)}${opened}`;
 }

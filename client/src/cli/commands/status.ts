@@ -47,16 +47,22 @@ export const status: Command<void> = {
       return 0;
     }
     const now = Math.floor(Date.now() / 1000);
-    const rows = [["CHANNEL", "PAYEE", "DEPOSIT", "SPENT", "SETTLED", "REMAINING", "STATE"]];
+    const rows = [["CHANNEL", "PAYEE", "DEPOSIT", "SPENT", "SETTLED", "REMAINING", "STATE", "OPENED BY"]];
+    const notes: string[] = [];
     for (const c of channels) {
       const t = await ctx.tokenInfo(c.token);
       let state: string = c.status;
       if (c.status === "closing" && c.closesAt) state = `closing (withdraw ${c.closesAt <= now ? "now" : `in ${duration(c.closesAt - now)}`})`;
       else if (c.status === "closing") state = "closing (cooperative)";
       else if (c.status === "missing") state = "missing (not on this chain)";
-      rows.push([shortHex(c.channelId), shortHex(c.payee, 4), amount(c.deposit, t), amount(c.spent, t), amount(c.settled, t), amount(c.remaining, t), state]);
+      else if (c.status === "opening" && c.openedBy === "provider") state = "opening (gasless: sent with the next paid call)";
+      // Gasless opens: the provider sent the open (and paid its gas) and charged the fee with the first call.
+      const by = c.openedBy === "provider" ? `provider (fee ${amount(c.openFee, t)})` : "payer";
+      rows.push([shortHex(c.channelId), shortHex(c.payee, 4), amount(c.deposit, t), amount(c.spent, t), amount(c.settled, t), amount(c.remaining, t), state, by]);
+      if (c.openedBy === "provider" && c.openTx) notes.push(`${shortHex(c.channelId)} opened by the provider in transaction ${c.openTx}`);
     }
     ctx.out(table(rows));
+    for (const n of notes) ctx.out(n);
     return 0;
   },
 };
