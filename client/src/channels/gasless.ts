@@ -12,7 +12,7 @@
  * channel once); when the chain shows the channel, it is paid on as any other. A channel the provider opened is topped up
  * by a new gasless channel, and the old one is closed cooperatively once idle (§ 5.9 "Top-ups").
  */
-import type { Hex } from "viem";
+import type { Address, Hex } from "viem";
 import { randomBytes } from "node:crypto";
 import {
   OPEN_METHOD,
@@ -30,18 +30,28 @@ import { ClientError, shortMessageOf } from "../errors";
 import type { TokenLimits } from "../limits";
 import { OWN_OPEN_GAS, type GaslessOpenMode } from "../options";
 import { applyHint } from "../paying/resync";
-import type { Payment } from "../paying/vouchers";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
 import { requireBalance } from "../transactions";
 import { termsKey, type ChannelBook } from "./book";
 import { closeChannel } from "./closing";
-import type { OpenRequest } from "./opening";
 
 /** Validity of a gasless open's authorization: `validBefore` = max(this machine's clock, the chain's) + this (seconds). */
 export const OPEN_AUTHORIZATION_SECONDS = 3600n;
 /** Re-sign the authorization when less than this is left of its window (seconds). */
 const RESIGN_MARGIN_SECONDS = 60n;
+
+/** The parameters of a channel to open (opening.ts's `OpenRequest`). */
+export interface GaslessOpenRequest {
+  escrow: Address;
+  payee: Address;
+  token: Address;
+  /** Deposit, atomic units. */
+  amount: bigint;
+  /** Seconds. */
+  closeDelay: number;
+  origin?: string;
+}
 
 /** How a channel for a 402 is opened. */
 export type OpenWay = { gasless: false } | { gasless: true; fee: bigint; reason: "no_gas" | "always" };
@@ -129,7 +139,7 @@ export class GaslessOpens {
    * Creates the record of a gasless open (synchronously, right after the caps admitted it), signs its authorization
    * with the payer's wallet, and makes it durable before returning: nothing has been sent yet.
    */
-  async open(p: OpenRequest, way: { fee: bigint; reason: "no_gas" | "always" }): Promise<ChannelRecord> {
+  async open(p: GaslessOpenRequest, way: { fee: bigint; reason: "no_gas" | "always" }): Promise<ChannelRecord> {
     const s = this.s;
     const salt = `0x${randomBytes(32).toString("hex")}` as Hex;
     const id = computeChannelId({ chainId: s.chainId, escrow: p.escrow, payer: s.payer, payee: p.payee, token: p.token, signer: s.signerAddress, salt });
@@ -277,13 +287,12 @@ export class GaslessOpens {
   }
 
   /**
-   * A paid call carrying `ch`'s open was refused with `code`. When the chain shows the channel, the open happened
+   * A paid call carrying `ch`'s open was refused with `code` (the 402 `challenge`). When the chain shows the channel, the open happened
    * (the answer was lost or the provider saw it first): it is an ordinary channel and the call may be retried with a
    * fresh voucher. Otherwise: whether a retry may pass (a new window, new terms, a fresh voucher, or, after
    * `open_unsupported`, another way to open); false means the open was refused (`open_refused`).
    */
-  async onRefused(payment: Payment, code: string, challenge: PaymentRequired): Promise<boolean> {
-    const ch = payment.channel;
+  async onRefused(ch: ChannelRecord, code: string, challenge: PaymentRequired): Promise<boolean> {
     const f = this.book.flagsOf(ch);
     const oc = await readChannel(this.s.ctx, ch.escrow, ch.id, ch.signer).catch(() => undefined);
     if (oc && oc.payer.toLowerCase() === ch.payer.toLowerCase()) {

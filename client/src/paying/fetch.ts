@@ -126,7 +126,7 @@ export class PayingFetch {
             this.s.guard.onRefusedAttempt(origin);
             if (payment.open) {
               // A refused gasless open: the chain says whether it happened; otherwise a retry may pass, or it was refused.
-              if (!(await this.gasless.onRefused(payment, code, challenge))) throw openRefused(code, res.status, challenge.reason);
+              if (!(await this.gasless.onRefused(payment.channel, code, challenge))) throw openRefused(code, res.status, challenge.reason);
               openRetry = true;
             } else await learnFromRefusal(this.s, this.book, payment.channel, code, challenge);
           }

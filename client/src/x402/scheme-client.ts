@@ -184,7 +184,7 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
     s.guard.onRefusedAttempt(p.origin);
     let mayRetry = retryable(refusal.error);
     try {
-      if (p.payment.open) mayRetry = await gasless.onRefused(p.payment, refusal.error, refusal);
+      if (p.payment.open) mayRetry = await gasless.onRefused(p.payment.channel, refusal.error, refusal);
       else await learnFromRefusal(s, book, p.payment.channel, refusal.error, refusal);
     } catch {
       // An untrusted hint teaches nothing; the refusal still counts.
