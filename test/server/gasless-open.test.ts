@@ -34,6 +34,11 @@ import { mintUsdc } from "../helpers/client";
 import { latestTimestamp, revertTo, snapshot } from "../helpers/chain";
 import { nextSalt } from "../helpers/escrow";
 import { signCancelAuthorization } from "../helpers/usdc";
+import { describePostgres, newTestDatabase } from "../helpers/postgres";
+import { startServerProcess } from "../helpers/process";
+import { rpcUrl } from "../helpers/server";
+import hre from "hardhat";
+import { encodeExactPaymentSignature, exactTypedData, decodeExactPaymentResponse, type ExactAuthorization, type ExactRequirements } from "@paychan/protocol";
 
 const PRICE = 1_000n; // /v1/echo: 0.001 USDC
 const DEPOSIT = 2_000_000n; // 2 USDC
@@ -346,5 +351,192 @@ describe("gasless opens: hostile opens are refused with their code, and no trans
 
   it("covers every open refusal code", function () {
     expect([...seen].filter((c) => (OPEN_ERROR_CODES as readonly string[]).includes(c)).sort()).to.deep.equal([...OPEN_ERROR_CODES].sort());
+  });
+});
+
+/** Sends the same open `n` times at once, spread over `servers`; returns the answers. */
+async function sameOpenAtOnce(servers: TestServer[], n: number, fee: bigint) {
+  const srv = servers[0];
+  const payer = gaslessPayer();
+  await mintUsdc(srv.token, payer.address, 5_000_000n);
+  const terms = await srv.terms("/v1/echo");
+  const open = await signedOpen(srv, payer);
+  const headers = openHeaders(srv, terms, open, PRICE + fee, { session: payer.session });
+  const nonce = await senderNonce(srv);
+  const answers = await Promise.all(Array.from({ length: n }, (_, i) => fetch(`${servers[i % servers.length].url}/v1/echo?msg=${i}`, { headers })));
+  const statuses = await Promise.all(answers.map(async (r) => (r.status === 200 ? "served" : (await refusal(r)).code)));
+  const id = openChannelId(open, srv.chainId, srv.escrow);
+  return { statuses, id, open, payer, nonce, receipts: answers.filter((r) => r.status === 200).map((r) => decodePaymentResponse(r.headers.get(HEADER_PAYMENT_RESPONSE))) };
+}
+
+describe("gasless opens: the same open many times at once", function () {
+  this.timeout(240_000);
+  let snap: string;
+  before(async () => (snap = await snapshot()));
+  after(async () => {
+    if (snap) await revertTo(snap);
+  });
+
+  it("20 copies of one open on one server: one transaction sent, exactly one request served (price + fee), the others voucher_reused", async function () {
+    const counter = { served: 0 };
+    const srv = await startTestServer({ routes: routes(counter), gaslessOpen: { fee: 2_000n } });
+    try {
+      const r = await sameOpenAtOnce([srv], 20, 2_000n);
+      expect(r.statuses.filter((x) => x === "served")).to.have.length(1);
+      expect(r.statuses.filter((x) => x !== "served")).to.deep.equal(Array(19).fill("voucher_reused"));
+      expect(r.receipts[0].amount).to.equal(PRICE + 2_000n);
+      expect(await senderNonce(srv), "one open transaction").to.equal(r.nonce + 1);
+      expect(counter.served).to.equal(1);
+      expect((await srv.store.getChannel(r.id))!.spent).to.equal(PRICE + 2_000n);
+      expect(await gaslessOpenStoreFor(srv.store).openCounts()).to.deep.equal({ pending: 0, submitted: 0, confirmed: 1, failed: 0 });
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it("exact transfers and gasless opens at once from the one sender key: every transaction takes its own nonce, all mined, all served", async function () {
+    const counter = { served: 0 };
+    const srv = await startTestServer({ routes: routes(counter), config: { maxTimeoutSeconds: 300 } });
+    try {
+      const terms = await srv.terms("/v1/echo");
+      const res402 = await fetch(`${srv.url}/v1/echo`);
+      const offer = decodePaymentRequired(res402.headers.get(HEADER_PAYMENT_REQUIRED)).exact![0] as ExactRequirements;
+      const exactPayer = gaslessPayer();
+      const openers = Array.from({ length: 4 }, () => gaslessPayer());
+      await mintUsdc(srv.token, exactPayer.address, 1_000_000n);
+      for (const o of openers) await mintUsdc(srv.token, o.address, 3_000_000n);
+      const now = await latestTimestamp();
+      const exactHeaders = await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          const nonce = `0x${Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex")}` as Hex;
+          const a: ExactAuthorization = { from: exactPayer.address, to: offer.payTo, value: offer.amount, validAfter: 0n, validBefore: now + 3_600n, nonce };
+          const signature = await signTypedData({ privateKey: exactPayer.key, ...exactTypedData(offer, a) });
+          return { [HEADER_PAYMENT_SIGNATURE]: encodeExactPaymentSignature({ x402Version: X402_VERSION, accepted: offer, payload: { signature, authorization: a } }) };
+        }),
+      );
+      const openHs = await Promise.all(openers.map(async (o) => openHeaders(srv, terms, await signedOpen(srv, o), PRICE, { session: o.session })));
+      const nonce = await senderNonce(srv);
+      const all = [...exactHeaders.map((h) => ({ kind: "exact", h })), ...openHs.map((h) => ({ kind: "open", h }))].sort(() => Math.random() - 0.5);
+      const answers = await Promise.all(all.map((x) => fetch(`${srv.url}/v1/echo`, { headers: x.h })));
+      for (const a of answers) expect(a.status, await a.clone().text()).to.equal(200);
+      const hashes: Hex[] = [];
+      answers.forEach((a, i) => {
+        if (all[i].kind === "exact") hashes.push(decodeExactPaymentResponse(a.headers.get(HEADER_PAYMENT_RESPONSE)).transaction);
+      });
+      for (const o of openHs) {
+        const p = JSON.parse(Buffer.from(o[HEADER_PAYMENT_SIGNATURE], "base64").toString("utf8")).payload;
+        hashes.push((await gaslessOpenStoreFor(srv.store).getOpen(p.channelId))!.txHash!);
+      }
+      const txs = await Promise.all(hashes.map((hash) => srv.env.publicClient.getTransaction({ hash })));
+      expect(new Set(txs.map((t) => t.nonce)).size, "12 distinct nonces").to.equal(12);
+      for (const t of txs) expect(getAddress(t.from)).to.equal(SENDER);
+      for (const h of hashes) expect((await srv.env.publicClient.getTransactionReceipt({ hash: h })).status).to.equal("success");
+      expect(await senderNonce(srv)).to.equal(nonce + 12);
+      expect(counter.served).to.equal(12);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describePostgres("gasless opens: two replicas sharing PostgreSQL", function () {
+  this.timeout(240_000);
+  let snap: string;
+  before(async () => (snap = await snapshot()));
+  after(async () => {
+    if (snap) await revertTo(snap);
+  });
+
+  it("20 copies of one open over two replicas: one transaction, one request served, the others voucher_reused; the open recorded once", async function () {
+    const databaseUrl = await newTestDatabase("gasless");
+    const counter = { served: 0 };
+    const a = await startTestServer({ routes: routes(counter), databaseUrl, gaslessOpen: { fee: 1_000n } });
+    const b = await startTestServer({ env: a.env, routes: routes(counter), databaseUrl, gaslessOpen: { fee: 1_000n } });
+    try {
+      const r = await sameOpenAtOnce([a, b], 20, 1_000n);
+      expect(r.statuses.filter((x) => x === "served")).to.have.length(1);
+      expect(r.statuses.filter((x) => x !== "served")).to.deep.equal(Array(19).fill("voucher_reused"));
+      expect(await senderNonce(a), "one open transaction").to.equal(r.nonce + 1);
+      expect(counter.served).to.equal(1);
+      expect(await gaslessOpenStoreFor(b.store).openCounts()).to.deep.equal({ pending: 0, submitted: 0, confirmed: 1, failed: 0 });
+      expect((await b.store.getChannel(r.id))!.spent).to.equal(PRICE + 1_000n);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+});
+
+describe("gasless opens: SIGKILL of the server between broadcast and confirmation", function () {
+  this.timeout(240_000);
+  let snap: string;
+  before(async () => (snap = await snapshot()));
+  after(async () => {
+    await hre.network.provider.send("evm_setAutomine", [true]);
+    if (snap) await revertTo(snap);
+  });
+
+  it("after a restart the open is finished once (one transaction), the channel exists once, and the retried request is served once", async function () {
+    const { deployEscrow } = await import("../helpers/escrow");
+    const env = await deployEscrow();
+    const { tempDatabaseUrl } = await import("../helpers/server");
+    const databaseUrl = tempDatabaseUrl();
+    const child = await startServerProcess({
+      RPC_URL: await rpcUrl(),
+      ESCROW_ADDRESS: env.escrow.address,
+      TOKEN_ADDRESS: env.usdc.address,
+      PAYEE_ADDRESS: env.wallets[0].account.address,
+      DATABASE_URL: databaseUrl,
+      GASLESS_OPEN: "on",
+      OPEN_FEE: "0.001",
+      CHAIN_POLL_INTERVAL: "250",
+    });
+    const payer = gaslessPayer();
+    const fake = { chainId: 31337, escrow: env.escrow.address, token: env.usdc.address, payee: env.wallets[0].account.address, domain: env.domain, env } as unknown as TestServer;
+    await mintUsdc(env.usdc.address, payer.address, 5_000_000n);
+    const first = await fetch(`${child.url}/v1/echo`);
+    const terms = decodePaymentRequired(first.headers.get(HEADER_PAYMENT_REQUIRED)).accepts[0];
+    expect(terms.extra.open).to.deep.equal({ method: "eip3009", fee: 1_000n });
+    const open = await signedOpen(fake, payer);
+    const id = openChannelId(open, 31337, env.escrow.address);
+    const headers = openHeaders(fake, terms, open, 2n * PRICE, { session: payer.session });
+    const nonce = await senderNonce(fake);
+
+    // Blocks stop being mined: the open is broadcast and waits in the node's pool; the server is killed meanwhile.
+    await hre.network.provider.send("evm_setAutomine", [false]);
+    let srv: TestServer | null = null;
+    try {
+      const pending = fetch(`${child.url}/v1/echo?msg=crash`, { headers }).then((r) => r.status, () => "killed");
+      await until(async () => (await senderNonce(fake)) === nonce + 1, "the open to be broadcast");
+      child.kill("SIGKILL");
+      await child.exited;
+      expect(await pending).to.equal("killed");
+      const mid = (await env.publicClient.readContract({ address: env.escrow.address, abi: env.escrow.abi, functionName: "getChannel", args: [id, open.signer] })) as { payer: Address };
+      expect(BigInt(mid.payer), "not opened yet").to.equal(0n);
+
+      // A new process on the same database: its start pass finds the recorded open and broadcasts it again (known).
+      const counter = { served: 0 };
+      srv = await startTestServer({ env, databaseUrl, routes: routes(counter), gaslessOpen: { fee: 1_000n } });
+      const opens = gaslessOpenStoreFor(srv.store);
+      expect((await opens.getOpen(id))!.status).to.be.oneOf(["pending", "submitted"]);
+      await hre.network.provider.send("evm_setAutomine", [true]);
+      await hre.network.provider.send("evm_mine", []);
+
+      const again = await fetch(`${srv.url}/v1/echo?msg=retry`, { headers });
+      expect(again.status, await again.clone().text()).to.equal(200);
+      expect(decodePaymentResponse(again.headers.get(HEADER_PAYMENT_RESPONSE)).amount).to.equal(2n * PRICE);
+      const third = await fetch(`${srv.url}/v1/echo?msg=retry`, { headers });
+      expect(await refusal(third)).to.deep.equal({ status: 402, code: "voucher_reused" });
+      expect(counter.served).to.equal(1);
+      expect(await senderNonce(fake), "the open was sent once").to.equal(nonce + 1);
+      expect((await opens.getOpen(id))!.status).to.equal("confirmed");
+      const ch = (await env.publicClient.readContract({ address: env.escrow.address, abi: env.escrow.abi, functionName: "getChannel", args: [id, open.signer] })) as { payer: Address; deposit: bigint };
+      expect(getAddress(ch.payer)).to.equal(getAddress(payer.address));
+      expect(ch.deposit).to.equal(DEPOSIT);
+    } finally {
+      await hre.network.provider.send("evm_setAutomine", [true]);
+      child.kill("SIGKILL");
+      await srv?.close();
+    }
   });
 });
