@@ -37,6 +37,7 @@ import { signCancelAuthorization } from "../helpers/usdc";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { startServerProcess } from "../helpers/process";
 import { rpcUrl } from "../helpers/server";
+import { startRpcCounter, type RpcCounter } from "../helpers/rpc-counter";
 import hre from "hardhat";
 import { encodeExactPaymentSignature, exactTypedData, decodeExactPaymentResponse, type ExactAuthorization, type ExactRequirements } from "@paychan/protocol";
 
@@ -52,6 +53,7 @@ export function routes(counter: { served: number }) {
       counter.served++;
       res.json({ echo: req.query.msg ?? null, paid: String(paymentOf(res)!.amount) });
     });
+    app.get("/v1/fail", paywall.charge({ price: "0.001" }), (_req, res) => void res.status(500).json({ error: "handler failed" }));
     app.post("/v1/infer", paywall.meter({ max: "0.01" }), (_req, res) => {
       counter.served++;
       paymentOf(res)!.charge(2_500n);
@@ -538,5 +540,122 @@ describe("gasless opens: SIGKILL of the server between broadcast and confirmatio
       child.kill("SIGKILL");
       await srv?.close();
     }
+  });
+});
+
+describe("gasless opens: the chain failing or the open reverting while it is submitted", function () {
+  this.timeout(240_000);
+  let snap: string;
+  let rpc: RpcCounter;
+  let srv: TestServer;
+  let terms: ChannelRequirements;
+  const counter = { served: 0 };
+
+  before(async () => {
+    snap = await snapshot();
+    rpc = await startRpcCounter(await rpcUrl());
+    srv = await startTestServer({ routes: routes(counter), rpcUrl: rpc.url, gaslessOpen: { fee: 1_000n }, exact: { confirmTimeoutMs: 1_000, reconcileIntervalMs: 200 } });
+    terms = await srv.terms("/v1/echo");
+  });
+  after(async () => {
+    await hre.network.provider.send("evm_setAutomine", [true]);
+    await srv?.close();
+    await rpc?.close();
+    if (snap) await revertTo(snap);
+  });
+
+  for (const method of ["eth_sendRawTransaction", "eth_getTransactionReceipt"]) {
+    it(`${method} failing: 503 upstream_unavailable and nothing served; the reconciler finishes the open once the RPC is back; the same request is then served once`, async function () {
+      const payer = gaslessPayer();
+      await mintUsdc(srv.token, payer.address, 5_000_000n);
+      const open = await signedOpen(srv, payer);
+      const id = openChannelId(open, srv.chainId, srv.escrow);
+      const headers = openHeaders(srv, terms, open, 2n * PRICE, { session: payer.session });
+      const nonce = await senderNonce(srv);
+      const served = counter.served;
+      rpc.fail([method]);
+      let res: Response;
+      try {
+        res = await fetch(`${srv.url}/v1/echo?msg=down`, { headers });
+      } finally {
+        rpc.fail([]);
+      }
+      expect(await refusal(res)).to.deep.equal({ status: 503, code: "upstream_unavailable" });
+      expect(counter.served, "nothing served").to.equal(served);
+      const store = gaslessOpenStoreFor(srv.store);
+      const row = (await store.getOpen(id))!;
+      expect(row.status).to.be.oneOf(["pending", "submitted"]);
+      expect(row.rawTx, "signed and recorded before the broadcast").to.be.a("string");
+      await until(async () => (await store.getOpen(id))!.status === "confirmed", "the reconciler to finish the open");
+      const again = await fetch(`${srv.url}/v1/echo?msg=retry`, { headers });
+      expect(again.status, await again.clone().text()).to.equal(200);
+      expect(decodePaymentResponse(again.headers.get(HEADER_PAYMENT_RESPONSE)).amount).to.equal(PRICE + 1_000n);
+      const third = await fetch(`${srv.url}/v1/echo?msg=retry`, { headers });
+      expect(await refusal(third)).to.deep.equal({ status: 402, code: "voucher_reused" });
+      expect(counter.served - served).to.equal(1);
+      expect(await senderNonce(srv), "one open transaction").to.equal(nonce + 1);
+    });
+  }
+
+  it("an open that reverts when mined (the payer blacklisted after the simulation): open_failed, nothing opened, served or charged", async function () {
+    const payer = gaslessPayer();
+    await mintUsdc(srv.token, payer.address, 5_000_000n);
+    const open = await signedOpen(srv, payer);
+    const id = openChannelId(open, srv.chainId, srv.escrow);
+    const headers = openHeaders(srv, terms, open, 2n * PRICE, { session: payer.session });
+    const nonce = await senderNonce(srv);
+    const served = counter.served;
+    await hre.network.provider.send("evm_setAutomine", [false]);
+    try {
+      const answer = fetch(`${srv.url}/v1/echo?msg=revert`, { headers });
+      await until(async () => (await senderNonce(srv)) === nonce + 1, "the open to be broadcast");
+      // The token's owner blacklists the payer in the same block, ahead of the open (a higher tip).
+      await srv.env.wallets[0].writeContract({
+        address: srv.token,
+        abi: srv.env.usdc.abi,
+        functionName: "blacklist",
+        args: [payer.address, true],
+        maxPriorityFeePerGas: 50_000_000_000n,
+        maxFeePerGas: 100_000_000_000n,
+      } as never);
+      await hre.network.provider.send("evm_mine", []);
+      await hre.network.provider.send("evm_setAutomine", [true]);
+      expect(await refusal(await answer)).to.deep.equal({ status: 402, code: "open_failed" });
+    } finally {
+      await hre.network.provider.send("evm_setAutomine", [true]);
+    }
+    expect((await gaslessOpenStoreFor(srv.store).getOpen(id))!.status).to.equal("failed");
+    expect(counter.served).to.equal(served);
+    expect(await srv.store.getChannel(id)).to.equal(null);
+    const ch = (await srv.env.publicClient.readContract({ address: srv.escrow, abi: srv.env.escrow.abi, functionName: "getChannel", args: [id, open.signer] })) as { payer: Address };
+    expect(BigInt(ch.payer)).to.equal(0n);
+    // Sent again: the open is known failed (never re-submitted).
+    const again = await fetch(`${srv.url}/v1/echo`, { headers });
+    expect(await refusal(again)).to.deep.equal({ status: 402, code: "open_failed" });
+    expect(await senderNonce(srv)).to.equal(nonce + 1);
+  });
+
+  it("a metered route opened gaslessly: the first charge is the reported amount + fee; a handler failing keeps the fee only", async function () {
+    const payer = gaslessPayer();
+    await mintUsdc(srv.token, payer.address, 5_000_000n);
+    const mterms = await srv.terms("/v1/infer", { method: "POST" });
+    expect(mterms.extra.open).to.deep.equal({ method: "eip3009", fee: 1_000n });
+    const open = await signedOpen(srv, payer);
+    const id = openChannelId(open, srv.chainId, srv.escrow);
+    const res = await fetch(`${srv.url}/v1/infer`, { method: "POST", headers: openHeaders(srv, mterms, open, 10_000n + 1_000n, { session: payer.session }) });
+    expect(res.status, await res.clone().text()).to.equal(200);
+    expect(decodePaymentResponse(res.headers.get(HEADER_PAYMENT_RESPONSE)).amount).to.equal(2_500n + 1_000n);
+    await until(async () => (await srv.store.getChannel(id))!.reserved === 0n, "the reservation to finish");
+    expect((await srv.store.getChannel(id))!.spent).to.equal(3_500n);
+
+    // A handler failing (500) on the first request: the price is released, the fee (the open happened) stays charged.
+    const other = gaslessPayer();
+    await mintUsdc(srv.token, other.address, 5_000_000n);
+    const o2 = await signedOpen(srv, other);
+    const id2 = openChannelId(o2, srv.chainId, srv.escrow);
+    const fterms = await srv.terms("/v1/fail");
+    const failed = await fetch(`${srv.url}/v1/fail`, { headers: openHeaders(srv, fterms, o2, PRICE + 1_000n, { session: other.session }) });
+    expect(failed.status).to.equal(500);
+    await until(async () => (await srv.store.getChannel(id2))!.spent === 1_000n, "the price to be released");
   });
 });

@@ -167,6 +167,12 @@ export class GaslessOpens {
       return this.chainDown(e, "checking the open");
     }
     if (exists) return { kind: "ready", fee: 0n, open: null };
+    if (used || gas instanceof TransferRevertError) {
+      // The reads are not one snapshot: a concurrent request's open of this very channel may have been recorded and
+      // mined between them (the authorization then reads used and the open reverts). Its record, or the channel, says so.
+      const settled = await this.openedMeanwhile(id, a.signer);
+      if (settled) return settled;
+    }
     if (used) return this.refused("authorization_used", `the open's authorization of ${a.payer} was already used or cancelled on chain`);
     if (balance < a.amount) return this.refused("insufficient_balance", `the payer holds ${balance}; the deposit needs ${a.amount}`);
     if (gas instanceof TransferRevertError) return this.refused("open_failed", gas.message.replace("the transfer", "the open"));
@@ -199,6 +205,18 @@ export class GaslessOpens {
     } finally {
       this.busy.delete(rec.open.id);
     }
+  }
+
+  /** The outcome when this channel's open was recorded, or the channel appeared, since this request looked; else null. */
+  private async openedMeanwhile(id: Hex, signer: Address): Promise<OpenOutcome | null> {
+    try {
+      const rec = await this.store.getOpen(id);
+      if (rec) return this.outcomeOf(rec);
+      if (await channelExists(this.sender.client, this.o.escrow, id, signer)) return { kind: "ready", fee: 0n, open: null };
+    } catch (e) {
+      return this.chainDown(e, "re-reading the channel");
+    }
+    return null;
   }
 
   /** Sign, record, broadcast, wait for the receipt. The open is recorded already: every exit leaves it reconcilable. */
