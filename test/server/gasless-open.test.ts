@@ -19,6 +19,7 @@ import {
   HEADER_PAYMENT_RESPONSE,
   HEADER_PAYMENT_SIGNATURE,
   OPEN_ERROR_CODES,
+  authorizationNonce,
   openChannelId,
   openTypedData,
   VoucherSigner,
@@ -26,17 +27,17 @@ import {
   type ChannelRequirements,
   type OpenAuthorization,
 } from "@paychan/protocol";
-import { gaslessOpenStoreFor } from "@paychan/server";
+import { gaslessOpenStoreFor, httpStatusOf } from "@paychan/server";
 import type { ExpressPaywall } from "@paychan/express";
 import { paymentOf } from "@paychan/express";
 import { startTestServer, type TestServer } from "../helpers/server";
 import { mintUsdc } from "../helpers/client";
 import { latestTimestamp, revertTo, snapshot } from "../helpers/chain";
-import { nextSalt } from "../helpers/escrow";
+import { deployEscrow, nextSalt } from "../helpers/escrow";
 import { signCancelAuthorization } from "../helpers/usdc";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { startServerProcess } from "../helpers/process";
-import { rpcUrl } from "../helpers/server";
+import { rpcUrl, tempDatabaseUrl } from "../helpers/server";
 import { startRpcCounter, type RpcCounter } from "../helpers/rpc-counter";
 import hre from "hardhat";
 import { encodeExactPaymentSignature, exactTypedData, decodeExactPaymentResponse, type ExactAuthorization, type ExactRequirements } from "@paychan/protocol";
@@ -272,7 +273,6 @@ describe("gasless opens: hostile opens are refused with their code, and no trans
     // An authorization the payer cancelled at the token (EIP-3009 cancelAuthorization): its nonce is used.
     const gone = await signedOpen(srv, cancelled);
     const goneId = openChannelId(gone, srv.chainId, srv.escrow);
-    const { authorizationNonce } = await import("@paychan/protocol");
     const nonceOfGone = authorizationNonce(goneId, gone.closeDelay);
     const cancel = await signCancelAuthorization(cancelled.key, srv.chainId, srv.token, nonceOfGone);
     await srv.env.wallets[2].writeContract({ address: srv.token, abi: srv.env.usdc.abi, functionName: "cancelAuthorization", args: [cancelled.address, nonceOfGone, cancel] });
@@ -330,7 +330,6 @@ describe("gasless opens: hostile opens are refused with their code, and no trans
     await expectRefused("a fourth open within the hour", openHeaders(srv, terms, opens[3], FIRST, { session: p.session }), "open_limit");
     await expectRefused("a fifth", openHeaders(srv, terms, opens[4], FIRST, { session: p.session }), "open_limit");
     expect(await senderNonce(srv)).to.equal(nonce + 3);
-    const { httpStatusOf } = await import("@paychan/server");
     expect(httpStatusOf("open_limit", "endpoint")).to.equal(429);
   });
 
@@ -479,9 +478,7 @@ describe("gasless opens: SIGKILL of the server between broadcast and confirmatio
   });
 
   it("after a restart the open is finished once (one transaction), the channel exists once, and the retried request is served once", async function () {
-    const { deployEscrow } = await import("../helpers/escrow");
     const env = await deployEscrow();
-    const { tempDatabaseUrl } = await import("../helpers/server");
     const databaseUrl = tempDatabaseUrl();
     const child = await startServerProcess({
       RPC_URL: await rpcUrl(),

@@ -568,17 +568,20 @@ export class PaymentCore {
     if (out.kind === "unavailable") return this.reply("upstream_unavailable", out.detail);
     const { channelId, open } = payment.payload;
     let stored: StoredChannel | null;
+    let ours: Awaited<ReturnType<typeof opens.store.getOpen>>;
     try {
       // Known to the server as the follower would make it: read from the escrow now (a negative cache is passed over).
       await this.view.refresh(channelId, open!.signer);
-      stored = await this.store.getChannel(channelId);
+      [stored, ours] = await Promise.all([this.store.getChannel(channelId), out.open ? Promise.resolve(out.open) : opens.store.getOpen(channelId)]);
     } catch (e) {
       if (e instanceof ServiceError) return this.upstreamReply(e, "reading the opened channel");
       this.logger?.error({ err: (e as Error).message, channelId }, "store failed after a gasless open");
       return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
     }
-    // The fee is the first charge's: a channel this provider opened that has not accepted a voucher yet.
-    const fee = out.open && out.open.status === "confirmed" && (stored?.accepted ?? 0n) === 0n ? out.open.fee : 0n;
+    // The fee is the first charge's: a channel this provider opened (recorded, not failed: the channel exists, so a
+    // record still open was mined) that has not accepted a voucher yet. A concurrent repeat of the open that found the
+    // channel on chain before the opener's request accepted its voucher charges it the same.
+    const fee = ours && ours.status !== "failed" && (stored?.accepted ?? 0n) === 0n ? ours.fee : 0n;
     return { kind: "ready", fee };
   }
 
