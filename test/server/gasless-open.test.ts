@@ -27,7 +27,7 @@ import {
   type ChannelRequirements,
   type OpenAuthorization,
 } from "@paychan/protocol";
-import { gaslessOpenStoreFor, httpStatusOf } from "@paychan/server";
+import { ConfigError, GaslessOpenPlanError, gaslessOpenStoreFor, httpStatusOf, loadConfig, planExact, planGaslessOpen, supportsEip3009 } from "@paychan/server";
 import type { ExpressPaywall } from "@paychan/express";
 import { paymentOf } from "@paychan/express";
 import { startTestServer, type TestServer } from "../helpers/server";
@@ -654,5 +654,28 @@ describe("gasless opens: the chain failing or the open reverting while it is sub
     const failed = await fetch(`${srv.url}/v1/fail`, { headers: openHeaders(srv, fterms, o2, PRICE + 1_000n, { session: other.session }) });
     expect(failed.status).to.equal(500);
     await until(async () => (await srv.store.getChannel(id2))!.spent === 1_000n, "the price to be released");
+  });
+});
+
+describe("gasless opens: configuration", function () {
+  this.timeout(60_000);
+
+  it("GASLESS_OPEN, OPEN_FEE, OPENS_PER_PAYER are read and checked; on without the provider's own sender key refuses to start; auto stays off; a token without EIP-3009 is told apart", async function () {
+    expect(loadConfig({}).gaslessOpen).to.deep.equal({ mode: "auto", fee: "0", opensPerPayer: 3 });
+    expect(loadConfig({ GASLESS_OPEN: "on", OPEN_FEE: "0.01", OPENS_PER_PAYER: "5" }).gaslessOpen).to.deep.equal({ mode: "on", fee: "0.01", opensPerPayer: 5 });
+    expect(() => loadConfig({ GASLESS_OPEN: "maybe", OPEN_FEE: "-1", OPENS_PER_PAYER: "0" })).to.throw(ConfigError, /GASLESS_OPEN[\s\S]*OPEN_FEE[\s\S]*OPENS_PER_PAYER/);
+    const key = generatePrivateKey();
+    const exact = planExact(loadConfig({ EXACT_PRIVATE_KEY: key }).exact, 31337, undefined, undefined);
+    expect(planGaslessOpen(loadConfig({}).gaslessOpen, undefined, exact)).to.deep.equal({ mode: "auto", fee: "0", opensPerPayer: 3 });
+    expect(planGaslessOpen(loadConfig({ GASLESS_OPEN: "off" }).gaslessOpen, undefined, exact)).to.equal(null);
+    expect(planGaslessOpen(loadConfig({}).gaslessOpen, undefined, null), "auto without a sender key").to.equal(null);
+    expect(() => planGaslessOpen(loadConfig({ GASLESS_OPEN: "on" }).gaslessOpen, undefined, null)).to.throw(GaslessOpenPlanError, /EXACT_PRIVATE_KEY/);
+    const facilitated = planExact(loadConfig({ FACILITATOR_URL: "http://127.0.0.1:1" }).exact, 31337, undefined, undefined);
+    expect(() => planGaslessOpen(undefined, true, facilitated), "a facilitator's exact scheme has no key of ours").to.throw(GaslessOpenPlanError);
+
+    const env = await deployEscrow();
+    const fee = await hre.viem.deployContract("FeeOnTransferToken");
+    expect(await supportsEip3009(env.publicClient as never, env.usdc.address)).to.equal(true);
+    expect(await supportsEip3009(env.publicClient as never, fee.address)).to.equal(false);
   });
 });
