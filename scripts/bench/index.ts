@@ -3,8 +3,8 @@
  * schemes section's allowance of 1 minute + 0.4 s per scheme call), printed as Markdown tables and written to
  * `docs/benchmarks.md` with the machine's description and the targets' pass/fail.
  *
- *   npm run bench [-- --only verify,gas,http,e2e,schemes] [--duration 5] [--warmup 1] [--rounds 3] [--calls 10000]
- *                 [--scheme-calls 1000] [--scheme-concurrency 8] [--no-write]
+ *   npm run bench [-- --only verify,gas,http,e2e,schemes,gasless] [--duration 5] [--warmup 1] [--rounds 3] [--calls 10000]
+ *                 [--scheme-calls 1000] [--scheme-concurrency 8] [--gasless-agents 20] [--no-write]
  *
  * Sections (each can fail without stopping the others; a failed section is reported and the exit code is 1):
  *   verify  vouchers verified per second, VoucherVerifier vs viem's verifyTypedData (scripts/bench/verify.ts)
@@ -13,6 +13,8 @@
  *   e2e     one agent, 10,000 paid calls through the client SDK, then `npm run settle` (scripts/bench/e2e.ts)
  *   schemes one paid call by path: channel (our SDK; stock @x402/fetch + our plug-in) vs x402 exact (the stock client;
  *           our SDK): latency, calls/s, gas per paid call read from the chain (scripts/bench/schemes.ts)
+ *   gasless fresh USDC-only agents whose channels the provider opens: gas of each provider-submitted open, first call
+ *           vs later calls, against an agent opening its own channel (scripts/bench/gasless.ts)
  * A target that is not met does not change the exit code: the report says FAIL.
  */
 import fs from "node:fs";
@@ -26,9 +28,10 @@ import { benchHttp } from "./http";
 import { cpuMeter, load, machineInfo } from "./machine";
 import { renderReport, targets, type BenchResults, type SectionLoad } from "./report";
 import { benchSchemes } from "./schemes";
+import { benchGasless } from "./gasless";
 import { measureVoucherThroughput } from "./verify";
 
-const SECTIONS = ["verify", "gas", "http", "e2e", "schemes"] as const;
+const SECTIONS = ["verify", "gas", "http", "e2e", "schemes", "gasless"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values: args } = parseArgs({
@@ -40,6 +43,7 @@ const { values: args } = parseArgs({
     calls: { type: "string", default: "10000" },
     "scheme-calls": { type: "string", default: "1000" },
     "scheme-concurrency": { type: "string", default: "8" },
+    "gasless-agents": { type: "string", default: "20" },
     "no-write": { type: "boolean", default: false },
     out: { type: "string", default: path.join("docs", "benchmarks.md") },
   },
@@ -65,7 +69,10 @@ const schemeConcurrency = Number(args["scheme-concurrency"]);
 if (!(Number.isInteger(schemeCalls) && schemeCalls >= 4 && schemeCalls <= 5_000)) fail("--scheme-calls must be an integer in [4, 5000]");
 if (!(Number.isInteger(schemeConcurrency) && schemeConcurrency >= 0 && schemeConcurrency <= 64)) fail("--scheme-concurrency must be an integer in [0, 64]");
 // The exact paths mine one transaction per call (~70 ms each on an idle machine): the schemes section gets its own allowance.
-const DEADLINE_MS = 9.5 * 60_000 + (only.includes("schemes") ? 60_000 + schemeCalls * 400 : 0);
+const gaslessAgents = Number(args["gasless-agents"]);
+if (!(Number.isInteger(gaslessAgents) && gaslessAgents >= 1 && gaslessAgents <= 200)) fail("--gasless-agents must be an integer in [1, 200]");
+const DEADLINE_MS =
+  9.5 * 60_000 + (only.includes("schemes") ? 60_000 + schemeCalls * 400 : 0) + (only.includes("gasless") ? 30_000 + gaslessAgents * 2_000 : 0);
 
 const children = new Set<ChildHandle>();
 const log = (m: string) => console.error(`[bench] ${m}`);
@@ -117,6 +124,8 @@ async function main(): Promise<void> {
     if (e) results.e2e = { result: e.value, load: e.load };
     const sc = await section("schemes", results, () => benchSchemes(chain!, { calls: schemeCalls, concurrency: schemeConcurrency, log, children }));
     if (sc) results.schemes = { results: sc.value, load: sc.load };
+    const gl = await section("gasless", results, () => benchGasless(chain!, { agents: gaslessAgents, calls: 20, log, children }));
+    if (gl) results.gasless = { results: gl.value, load: gl.load };
   } finally {
     for (const c of children) await c.stop();
     await chain?.close();

@@ -150,7 +150,7 @@ describe("protocol: gasless opens (open.ts)", () => {
       expect([ch.payer, ch.deposit]).to.deep.equal([payer.address, USDC(5)]);
       expect(await env.publicClient.getBalance({ address: payer.address })).to.equal(0n);
       const voucher = new VoucherSigner(session, env.domain).sign(id, 1250n);
-      const digest = await env.escrow.read.voucherDigest([id, 1250n]);
+      const digest = (await env.escrow.read.voucherDigest([id, 1250n])) as Hex;
       expect(getAddress(recoverDigestSigner(hexToBytes(digest), voucher.signature)!)).to.equal(unsigned.signer);
     });
   });
