@@ -121,6 +121,9 @@ export async function openChannelFor(
     throw new ClientError("spending_limit", `the total signed would go above maxSpend ${tl.maxSpend}${way.gasless ? ` (the first call pays the open fee ${way.fee})` : ""}`);
   }
   if (way.gasless && first > amount) throw new ClientError("spending_limit", `the deposit ${amount} does not cover the first call's price and open fee (${first})`);
+  if (way.gasless && first > tl.maxUnserved) {
+    throw new ClientError("spending_limit", `the first call's price and open fee (${first}) are above maxUnservedPerChannel ${tl.maxUnserved}`);
+  }
   // Closing channels of this provider may have been finalized since: re-read them, so they stop counting in the caps.
   for (const c of providerChannels(book.channels(), origin, terms.payTo)) {
     if (c.status === "closing") await book.verify(c, true).catch(() => undefined);
