@@ -36,6 +36,9 @@ export const PAYMENT_ERROR_CODES = [
   "open_channel_mismatch",
   "open_limit",
   "open_failed",
+  // streamed responses paid per unit (docs/protocol.md § 5.10): refusals of a top-up side request
+  "stream_not_found",
+  "stream_channel_mismatch",
 ] as const;
 export type PaymentErrorCode = (typeof PAYMENT_ERROR_CODES)[number];
 
@@ -84,6 +87,9 @@ export const PAYMENT_ERROR_RECOVERY: Readonly<Record<PaymentErrorCode, RefusalRe
   open_channel_mismatch: { retry: false, channelUnusable: true }, // the payload's channel id is not the one its parameters give
   open_limit: VOUCHER, // too many opens by this payer in flight or recently: later
   open_failed: CHANNEL, // the open reverted on chain: nothing was opened, served or paid
+  // top-ups of a stream: the stream ended, lives on another replica, or is another channel's; the stream is unaffected
+  stream_not_found: REQUEST,
+  stream_channel_mismatch: REQUEST,
 };
 
 /** The codes only the `exact` scheme refuses with (a channel payment never gets them). */
@@ -100,6 +106,9 @@ export const EXACT_ERROR_CODES = [
 
 /** The codes only a gasless open refuses with (with the `authorization_*` codes and `insufficient_balance`). */
 export const OPEN_ERROR_CODES = ["open_unsupported", "open_channel_mismatch", "open_limit", "open_failed"] as const satisfies readonly PaymentErrorCode[];
+
+/** The codes only a stream's top-up side request refuses with (§ 5.10; the voucher codes of § 6 apply too). */
+export const STREAM_ERROR_CODES = ["stream_not_found", "stream_channel_mismatch"] as const satisfies readonly PaymentErrorCode[];
 
 /** Codes the accounting transaction can refuse a voucher with (docs/protocol.md § 6), decided on the stored row. */
 export const ACCEPT_REFUSAL_CODES = ["voucher_too_low", "voucher_reused", "insufficient_voucher", "exceeds_deposit", "channel_closing", "channel_finalized"] as const satisfies readonly PaymentErrorCode[];

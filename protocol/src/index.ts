@@ -10,6 +10,7 @@ export * from "./amounts";
 export * from "./wire";
 export * from "./exact";
 export * from "./open";
+export * from "./stream";
 export * from "./close";
 export * from "./token";
 export * from "./onchain";

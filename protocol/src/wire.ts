@@ -11,6 +11,7 @@ import { ESCROW_DOMAIN_NAME, ESCROW_DOMAIN_VERSION } from "./eip712";
 import { parseExactRequirements, exactRequirementsToJson, EXACT_SCHEME, type ExactRequirements } from "./exact";
 import { address, bad, bytes32, fromBase64Json, networkField, obj, signature, str, toBase64Json, uint } from "./decode";
 import { openAuthorizationToJson, openTermsToJson, parseOpenAuthorization, parseOpenTerms, type OpenAuthorization, type OpenTerms } from "./open";
+import { parseStreamTerms, streamTermsToJson, type StreamTerms } from "./stream-terms";
 
 import {
   HEADER_PAYMENT_REQUIRED,
@@ -68,6 +69,8 @@ export interface ChannelRequirements {
     minCloseDelay: number;
     /** Present when the provider opens channels from the payer's signature (gasless opens, § 5.9). */
     open?: OpenTerms;
+    /** Present on a streamed route paid per unit (§ 5.10); then `amount` is the initial reservation. */
+    stream?: StreamTerms;
     channel?: ChannelHint;
   };
 }
@@ -128,6 +131,7 @@ export function requirementsToJson(r: ChannelRequirements): Record<string, unkno
     minCloseDelay: r.extra.minCloseDelay,
   };
   if (r.extra.open) extra.open = openTermsToJson(r.extra.open);
+  if (r.extra.stream) extra.stream = streamTermsToJson(r.extra.stream);
   if (r.extra.channel) {
     const c = r.extra.channel;
     extra.channel = {
@@ -251,6 +255,10 @@ export function parseRequirements(v: unknown, field = "accepted"): ChannelRequir
     },
   };
   if (e.open !== undefined) out.extra.open = parseOpenTerms(e.open, `${field}.extra.open`);
+  if (e.stream !== undefined) {
+    out.extra.stream = parseStreamTerms(e.stream, `${field}.extra.stream`);
+    if (out.amount < out.extra.stream.unitPrice) bad(`${field}.amount (the stream's reservation) must cover one unit`);
+  }
   if (e.channel !== undefined) out.extra.channel = channelHint(e.channel);
   return out;
 }

@@ -52,6 +52,8 @@ const ERRORS: Readonly<Record<ServerErrorCode, { status: number; title: string }
   open_channel_mismatch: { status: 400, title: "Open does not name its channel" },
   open_limit: { status: 429, title: "Too many opens by this payer" },
   open_failed: { status: 409, title: "Open failed on chain" },
+  stream_not_found: { status: 404, title: "Stream not found" },
+  stream_channel_mismatch: { status: 400, title: "Top-up names another channel" },
   // service codes
   upstream_unavailable: { status: 503, title: "Upstream unavailable" },
   request_too_large: { status: 413, title: "Request too large" },
