@@ -61,6 +61,7 @@ describe("PostgreSQL store: pool settings from the environment", () => {
     expect(
       pgPoolSettingsFromEnv({
         PG_POOL_MAX: "25",
+        PG_ACCEPT_CONNECTIONS: "3",
         PG_IDLE_TIMEOUT_MS: "0",
         PG_CONNECT_TIMEOUT_MS: "2500",
         PG_STATEMENT_TIMEOUT_MS: "750",
@@ -70,6 +71,7 @@ describe("PostgreSQL store: pool settings from the environment", () => {
       }),
     ).to.deep.equal({
       max: 25,
+      acceptConnections: 3,
       idleTimeoutMs: 0,
       connectTimeoutMs: 2500,
       statementTimeoutMs: 750,

@@ -8,11 +8,11 @@ import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { expect } from "chai";
-import fc from "fast-check";
 import { SqliteStore } from "@paychan/server";
 import { GroupCommit } from "../../../server/core/src/store/sqlite/group-commit";
 import type { AcceptVoucherResult, ChainChannel } from "@paychan/server";
 import { accept, binding, sig, snapshot } from "./conformance";
+import { batchedEqualsOneByOne } from "./group-commit-property";
 
 describe("SQLite group commit", () => {
   let dir: string;
@@ -84,45 +84,21 @@ describe("SQLite group commit", () => {
   });
 
   it("property: random concurrent accepts on a few channels end as the same accepts one by one (answers, rows, used sets)", async () => {
-    // Each channel as the chain view saw it at block 10, and after a top-up at block 11 (requests may carry either).
-    const chans = [snapshot({ deposit: 400n }), snapshot({ deposit: 250n }), snapshot({ deposit: 1_000n })].map((c) => [c, { ...c, block: 11n, deposit: c.deposit + 100n }]);
-    const op = fc.record({
-      ch: fc.integer({ min: 0, max: 2 }),
-      seen: fc.integer({ min: 0, max: 1 }),
-      v: fc.integer({ min: 0, max: 60 }).map((x) => BigInt(x) * 10n),
-      charge: fc.constantFrom(5n, 10n, 20n),
+    await batchedEqualsOneByOne({
+      runs: 60,
+      async open(label) {
+        const st = new SqliteStore({ url: path.join(dir, `${label}.sqlite`), synchronous: "NORMAL" });
+        await st.bind(binding());
+        return st;
+      },
+      async dump(st) {
+        const db = (st as SqliteStore).db;
+        return {
+          rows: db.prepare("SELECT channel_id, accepted, accepted_signature, spent, floor, deposit, chain_block FROM channels ORDER BY channel_id").all(),
+          used: db.prepare("SELECT channel_id, amount FROM used_vouchers ORDER BY channel_id, amount").all(),
+        };
+      },
     });
-    // Several bursts: each burst is one event-loop turn (one batch), bursts one after the other.
-    const bursts = fc.array(fc.array(op, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 });
-    let run = 0;
-    await fc.assert(
-      fc.asyncProperty(bursts, async (bs) => {
-        run++;
-        const a = new SqliteStore({ url: path.join(dir, `batched-${run}.sqlite`), synchronous: "NORMAL" });
-        const b = new SqliteStore({ url: path.join(dir, `serial-${run}.sqlite`), synchronous: "NORMAL" });
-        try {
-          await a.bind(binding());
-          await b.bind(binding());
-          const shape = (r: AcceptVoucherResult) =>
-            r.ok ? { ok: true, accepted: r.channel.accepted, spent: r.channel.spent, floor: r.channel.floor, deposit: r.channel.deposit, block: r.channel.block } : { ok: false, code: r.code };
-          for (const burst of bs) {
-            const batched = await Promise.all(burst.map((o) => accept(a, chans[o.ch][o.seen], o.v, o.charge, 60n)));
-            const serial: AcceptVoucherResult[] = [];
-            for (const o of burst) serial.push(await accept(b, chans[o.ch][o.seen], o.v, o.charge, 60n));
-            expect(batched.map(shape)).to.deep.equal(serial.map(shape));
-          }
-          const dump = (st: SqliteStore) => ({
-            rows: st.db.prepare("SELECT channel_id, accepted, accepted_signature, spent, floor, deposit, chain_block FROM channels ORDER BY channel_id").all(),
-            used: st.db.prepare("SELECT channel_id, amount FROM used_vouchers ORDER BY channel_id, amount").all(),
-          });
-          expect(dump(a)).to.deep.equal(dump(b));
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      }),
-      { numRuns: 60 },
-    );
   });
 
   it("an accept that throws fails alone; the others of its batch are committed", async () => {

@@ -8,8 +8,13 @@ import pg from "pg";
 
 /** Pool settings (all times in ms). */
 export interface PgPoolSettings {
-  /** Most connections per server process (`PG_POOL_MAX`, default 10). */
+  /** Most connections per server process for everything but accepting vouchers (`PG_POOL_MAX`, default 10). */
   max: number;
+  /**
+   * Connections of the paid path's own pool (`PG_ACCEPT_CONNECTIONS`, default 2): at most this many group-commit
+   * batches of accepts run at once, each on its own connection, apart from the pool of everything else.
+   */
+  acceptConnections: number;
   /** Idle connections are closed after this (`PG_IDLE_TIMEOUT_MS`, default 30,000; 0 = never). */
   idleTimeoutMs: number;
   /** Time to get a connection (new or from the pool) before failing (`PG_CONNECT_TIMEOUT_MS`, default 5,000). */
@@ -26,6 +31,7 @@ export interface PgPoolSettings {
 
 export const DEFAULT_PG_POOL: Readonly<PgPoolSettings> = {
   max: 10,
+  acceptConnections: 2,
   idleTimeoutMs: 30_000,
   connectTimeoutMs: 5_000,
   statementTimeoutMs: 5_000,
@@ -36,7 +42,8 @@ export const DEFAULT_PG_POOL: Readonly<PgPoolSettings> = {
 
 /** The environment variables {@link pgPoolSettingsFromEnv} reads (for README / --help). */
 export const PG_POOL_VARIABLES: ReadonlyArray<{ name: string; default: string; description: string }> = [
-  { name: "PG_POOL_MAX", default: "10", description: "most PostgreSQL connections per server process" },
+  { name: "PG_POOL_MAX", default: "10", description: "most PostgreSQL connections per server process, besides the paid path's PG_ACCEPT_CONNECTIONS" },
+  { name: "PG_ACCEPT_CONNECTIONS", default: "2", description: "connections of the paid path (batches of accepted vouchers written at once)" },
   { name: "PG_IDLE_TIMEOUT_MS", default: "30000", description: "idle pooled connections are closed after this, ms (0 = never)" },
   { name: "PG_CONNECT_TIMEOUT_MS", default: "5000", description: "time to obtain a connection before the request fails with 503, ms" },
   { name: "PG_STATEMENT_TIMEOUT_MS", default: "5000", description: "server-side limit for one statement, ms (0 = none)" },
@@ -64,6 +71,7 @@ export function pgPoolSettingsFromEnv(env: Record<string, string | undefined> = 
   };
   const s: PgPoolSettings = {
     max: int("PG_POOL_MAX", DEFAULT_PG_POOL.max, 1, 1_000),
+    acceptConnections: int("PG_ACCEPT_CONNECTIONS", DEFAULT_PG_POOL.acceptConnections, 1, 100),
     idleTimeoutMs: int("PG_IDLE_TIMEOUT_MS", DEFAULT_PG_POOL.idleTimeoutMs, 0, 86_400_000),
     connectTimeoutMs: int("PG_CONNECT_TIMEOUT_MS", DEFAULT_PG_POOL.connectTimeoutMs, 100, 600_000),
     statementTimeoutMs: int("PG_STATEMENT_TIMEOUT_MS", DEFAULT_PG_POOL.statementTimeoutMs, 0, 86_400_000),
@@ -121,9 +129,9 @@ export function pgClientConfig(url: string, s: PgPoolSettings, extraOptions: str
   } as pg.ClientConfig;
 }
 
-/** Creates the pool (see {@link pgClientConfig} for the session settings). */
-export function createPgPool(url: string, s: PgPoolSettings): pg.Pool {
-  const pool = new pg.Pool({ ...pgClientConfig(url, s), max: s.max, idleTimeoutMillis: s.idleTimeoutMs } as pg.PoolConfig);
+/** Creates a pool of `max` connections (see {@link pgClientConfig} for the session settings). */
+export function createPgPool(url: string, s: PgPoolSettings, max = s.max): pg.Pool {
+  const pool = new pg.Pool({ ...pgClientConfig(url, s), max, idleTimeoutMillis: s.idleTimeoutMs } as pg.PoolConfig);
   // An idle client losing its connection (server restart, network) must not crash the process; the pool drops it.
   pool.on("error", () => undefined);
   return pool;

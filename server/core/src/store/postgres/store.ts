@@ -3,23 +3,31 @@
  *
  * Isolation reasoning (READ COMMITTED, PostgreSQL's default, on purpose):
  *
- * - Accepting a voucher is one transaction that first takes the channel's ROW LOCK (`SELECT ... FOR UPDATE`).
- *   Every write to a channel's accounting (accept, release, close request, chain snapshots) locks that row first,
- *   so all of them serialise per channel, across connections, processes and replicas. In READ COMMITTED a
- *   `FOR UPDATE` that had to wait returns the row's NEWEST committed version (not the statement's snapshot), so the
- *   pure rule `decideVoucher` (server/payments/accounting.ts, shared with SQLite) runs on exactly the state the
- *   previous holder committed. Different channels never wait on each other. SERIALIZABLE would add aborts and
- *   retries on the hot path without protecting anything more than this lock already does.
+ * - Accepts are group-committed (./group-commit.ts, ./accept-batch.ts): the accepts queued while earlier batches
+ *   were being written share ONE transaction on the paid path's own connections (`PG_ACCEPT_CONNECTIONS`), which
+ *   first takes the ROW LOCKS of all its channels (`SELECT ... FOR UPDATE`, in channel-id order). Every write to a
+ *   channel's accounting (accepts, release, close request, chain snapshots) locks that row first, and every
+ *   multi-row writer locks in id order, so all of them serialise per channel, across connections, processes and
+ *   replicas, without deadlocking each other. In READ COMMITTED a `FOR UPDATE` that had to wait returns the row's
+ *   NEWEST committed version (not the statement's snapshot), so the pure rule `decideVoucher`
+ *   (server/payments/accounting.ts, shared with SQLite) runs, item after item in queue order, on exactly the state
+ *   the previous holder committed, as earlier items of the batch left it in memory. Each channel is written once per
+ *   batch; each caller is answered once the batch committed. Different channels never wait on each other.
+ *   SERIALIZABLE would add aborts and retries on the hot path without protecting anything more than the locks do.
  * - The used-voucher check must NOT be a subquery of the locking SELECT: such a subquery would read the
  *   statement's snapshot taken BEFORE the lock wait and miss the used row the previous holder just committed
- *   (two copies of one voucher would both pass). Instead the write statement inserts the used row with
- *   `ON CONFLICT DO NOTHING` and only updates the channel if that insert happened: a unique-index check sees every
- *   committed row regardless of snapshots, and the primary key (channel, amount) makes a double use impossible even
- *   if the lock were bypassed. The only refusal that needs "used?" before writing (`insufficient_voucher` vs the
- *   earlier-ranked `voucher_reused`) reads it in a separate statement, after the lock, with a fresh snapshot.
+ *   (two copies of one voucher would both pass). The batch's write inserts its used rows with
+ *   `ON CONFLICT DO NOTHING` and compares the count: a unique-index check sees every committed row regardless of
+ *   snapshots, and the primary key (channel, amount) makes a double use impossible even if the lock were bypassed.
+ *   A conflict rolls the batch back and starts it over with the used set read in a statement of its own after the
+ *   locks (fresh snapshot); that read is also made up front when the answer depends on it otherwise
+ *   (`insufficient_voucher` vs the earlier-ranked `voucher_reused`, or an amount the batch's final floor passes).
  * - A channel's first voucher has no row to lock: the row is inserted with `ON CONFLICT DO NOTHING`; a concurrent
- *   first voucher blocks on the uncommitted key, then finds the conflict and starts over, locking the row that
- *   the winner committed.
+ *   first voucher blocks on the uncommitted key, then finds the conflict, and its batch starts over, locking the
+ *   row that the winner committed.
+ * - A batch that fails (a statement, the commit) is run again item by item, each in its own transaction, so only the
+ *   failing accept fails; the rest of the store (chain state, releases, settlement, pruning, reads) uses the other
+ *   pool, so it never waits for a free connection behind paid-path batches (only, briefly, for a channel's row lock).
  * - Refusals roll back (nothing is written; a rolled-back transaction does not wait for a WAL flush).
  * - Every session runs with `synchronous_commit = on` (see ./pool.ts): COMMIT returns once the WAL is on disk,
  *   so the paid handler only runs for durable accounting.
@@ -44,6 +52,8 @@ import {
 import { migratePostgres } from "./migrate";
 import { PRUNE_FINALIZED_SQL } from "./prune";
 import { pgRowToChannel, type PgChannelRow } from "./rows";
+import { ACCEPT_BATCH_SQL, idOf, planAccepts, writeParams } from "./accept-batch";
+import { PgGroupCommit } from "./group-commit";
 import { PgSettlementStore } from "./settlement";
 import { PgExactStore } from "./exact";
 import type { ExactStore, ExactStoreProvider } from "../exact-types";
@@ -63,6 +73,7 @@ export interface PostgresStoreOptions {
 }
 
 const lower = (s: string) => s.toLowerCase();
+const NONE_USED: ReadonlySet<string> = new Set();
 
 function amountParam(v: bigint): string {
   if (v < 0n || v > MAX_UINT128) throw new RangeError(`amount out of range: ${v}`);
@@ -91,35 +102,12 @@ const COLUMNS = `channel_id, payer, payee, token, signer, deposit, settled, clos
 
 const SQL = {
   lock: "SELECT * FROM channels WHERE channel_id = $1 FOR UPDATE",
-  isUsed: "SELECT 1 FROM used_vouchers WHERE channel_id = $1 AND amount = $2",
-  // Existing channel: record the voucher as used (only if new), then the accounting and the merged chain state.
-  acceptExisting: `
-    WITH used AS (
-      INSERT INTO used_vouchers (channel_id, amount) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING amount
-    ), upd AS (
-      UPDATE channels c SET accepted = $3, accepted_signature = $4, spent = $5, floor = $6, updated_at = $7, reserved = $15,
-        ${MERGE_CHAIN("c", { deposit: "$8", settled: "$9", cra: "$10", ca: "$11", fin: "$12", block: "$13" })}
-      WHERE c.channel_id = $1 AND EXISTS (SELECT 1 FROM used)
-      RETURNING c.*
-    ), pruned AS (
-      DELETE FROM used_vouchers WHERE $14::boolean AND channel_id = $1 AND amount <= $6 AND EXISTS (SELECT 1 FROM used)
-    ), res AS (
-      INSERT INTO reservations (channel_id, voucher, amount, created_at) SELECT $1, $2, $16, $7 WHERE $17::boolean AND EXISTS (SELECT 1 FROM used)
-    )
-    SELECT * FROM upd`,
-  // New channel: insert it (unless a concurrent first voucher just did) and its first used voucher.
-  acceptNew: `
-    WITH ins AS (
-      INSERT INTO channels (${COLUMNS}, reserved)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $17, $19)
-      ON CONFLICT (channel_id) DO NOTHING
-      RETURNING *
-    ), used AS (
-      INSERT INTO used_vouchers (channel_id, amount) SELECT channel_id, $18 FROM ins
-    ), res AS (
-      INSERT INTO reservations (channel_id, voucher, amount, created_at) SELECT channel_id, $18, $20, $17 FROM ins WHERE $21::boolean
-    )
-    SELECT * FROM ins`,
+  // A batch's rows, locked in id order (every multi-row writer locks in this order: no deadlock between replicas).
+  lockBatch: "SELECT * FROM channels WHERE channel_id = ANY($1::text[]) ORDER BY channel_id FOR UPDATE",
+  // Which of a batch's (channel, amount) pairs are used; a statement of its own, after the locks (see the file comment).
+  usedOf: `
+    SELECT u.channel_id, u.amount::text AS amount FROM used_vouchers u
+    JOIN unnest($1::text[], $2::numeric[]) AS x(id, amount) ON u.channel_id = x.id AND u.amount = x.amount`,
   release: "UPDATE channels SET spent = GREATEST(spent - $2, 0), updated_at = $3 WHERE channel_id = $1 RETURNING *",
   // Ends one reservation: its row goes (at most once, whoever deletes it first) and the channel's books move with it.
   // A charge above the reservation's amount matches no row (nothing changes; the caller tells the two cases apart).
@@ -219,8 +207,18 @@ function chainColumns(id: string, chain: ChainChannel): unknown[] {
 
 export class PostgresStore implements ChannelStore, SettlementStoreProvider, ExactStoreProvider, GaslessOpenStoreProvider {
   readonly kind = "postgres";
-  /** The pool, for store extensions (settlement) that add tables and queries on the same database. */
+  /**
+   * The pool of everything but accepting vouchers (chain state, releases and reservations, settlement, pruning,
+   * reads), also for store extensions (settlement) that add tables and queries on the same database.
+   */
   readonly pool: pg.Pool;
+  /** The paid path's own connections (`settings.acceptConnections`): batches of accepts never wait for the other pool. */
+  private readonly acceptPool: pg.Pool;
+  /** Accepts share transactions (./group-commit.ts, {@link acceptBatch}). */
+  private readonly accepts: PgGroupCommit<AcceptVoucherInput, AcceptVoucherResult>;
+  private closing = false;
+  /** Transactions run again after a deadlock or serialization failure (tests; every multi-row writer locks in id order). */
+  retriedTransactions = 0;
   /** The URL without its password (messages). */
   readonly displayUrl: string;
   readonly settings: PgPoolSettings;
@@ -232,6 +230,8 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
 
   private constructor(pool: pg.Pool, url: string, settings: PgPoolSettings) {
     this.pool = pool;
+    this.acceptPool = createPgPool(url, settings, settings.acceptConnections);
+    this.accepts = new PgGroupCommit((inputs) => this.acceptBatch(inputs), settings.acceptConnections);
     this.url = url;
     this.displayUrl = redactUrl(url);
     this.settings = settings;
@@ -306,10 +306,10 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     return this.tx(async (c) => ({ value: await fn(c), commit: true }));
   }
 
-  private async tx<T>(fn: (client: pg.PoolClient) => Promise<TxOutcome<T>>): Promise<T> {
+  private async tx<T>(fn: (client: pg.PoolClient) => Promise<TxOutcome<T>>, pool: pg.Pool = this.pool): Promise<T> {
     this.check();
     for (let attempt = 1; ; attempt++) {
-      const client = await this.pool.connect();
+      const client = await pool.connect();
       let broken: Error | undefined;
       try {
         await client.query("BEGIN");
@@ -332,6 +332,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (code && RETRYABLE.has(code) && attempt < 5 && !broken) {
+          this.retriedTransactions++;
           await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
           continue;
         }
@@ -369,81 +370,58 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
   }
 
+  /**
+   * Accepts a voucher through the group commit (./group-commit.ts): the accepts queued while batches are being
+   * written share one transaction (see {@link acceptBatch}); this answers once that transaction committed.
+   */
   async acceptVoucher(input: AcceptVoucherInput): Promise<AcceptVoucherResult> {
-    const id = lower(input.chain.channelId);
-    const v = input.amount;
-    const vText = amountParam(v);
+    if (this.closing) throw new Error("store is closed");
+    // Bad amounts fail their own caller here, never a batch.
+    amountParam(input.amount);
     amountParam(input.charge);
-    const chain = input.chain;
-    return this.tx<AcceptVoucherResult>(async (c) => {
-      const refuse = (code: Exclude<AcceptVoucherResult, { ok: true }>["code"], channel: StoredChannel | null) => ({
-        value: { ok: false as const, code, channel },
-        commit: false,
-      });
-      // At most one restart: when a concurrent first voucher inserted the row between our lock attempt and insert.
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const row = (await c.query<PgChannelRow>(q("lock", [id]))).rows[0];
-        const current = row ? pgRowToChannel(row) : null;
-        if (current?.finalized) return refuse("channel_finalized", current);
-        if (current && current.payerCloseRequestedAt !== 0) return refuse("channel_closing", current);
-        const deposit = current && current.deposit > chain.deposit ? current.deposit : chain.deposit;
-        const state = { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, reserved: current?.reserved ?? 0n, floor: current?.floor ?? 0n, deposit };
-        const reserve = input.reserve === true;
-        // "used" is settled by the write itself (see the file comment); it changes the answer before writing only
-        // when the rule would otherwise say insufficient_voucher, which ranks after voucher_reused.
-        let d = decideVoucher(state, v, false, input.charge, input.window, reserve);
-        if (!d.ok && d.code === "insufficient_voucher" && current) {
-          const used = (await c.query(q("isUsed", [id, vText]))).rowCount! > 0;
-          d = decideVoucher(state, v, used, input.charge, input.window, reserve);
-        }
-        if (!d.ok) return refuse(d.code, current);
+    return this.accepts.submit(input);
+  }
+
+  /** Transactions the accepts ran (a batch counts once), for tests and metrics. */
+  get acceptTransactions(): number {
+    return this.accepts.transactions;
+  }
+
+  /**
+   * Accepts `inputs` in ONE transaction on the accept pool: lock the batch's channel rows in id order, read which of
+   * its amounts are used, decide every item in order in memory (./accept-batch.ts), write once, commit. Refusals
+   * only: rolled back. A concurrent first voucher of another replica on a channel new to this batch (the insert finds
+   * the row) starts the batch over, when it will lock that row; deadlocks and serialization failures are retried by
+   * {@link tx}.
+   */
+  private async acceptBatch(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[]> {
+    const ids = [...new Set(inputs.map(idOf))].sort();
+    const pairs: [string[], string[]] = [inputs.map(idOf), inputs.map((x) => amountParam(x.amount))];
+    // The used read is skipped when the write can tell instead: see {@link planAccepts}'s `needsUsed`.
+    let readUsed = false;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const out = await this.tx<AcceptVoucherResult[] | null>(async (c) => {
+        const locked = await c.query<PgChannelRow>(q("lockBatch", [ids]));
+        const rows = new Map(locked.rows.map((r) => [r.channel_id, pgRowToChannel(r)]));
         const now = Date.now();
-        // The stored signature is always the one of the voucher for `accepted`.
-        const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
-        if (current) {
-          const r = await c.query<PgChannelRow>(
-            q("acceptExisting", [
-              id,
-              vText,
-              amountParam(d.accepted),
-              signature,
-              amountParam(d.spent),
-              amountParam(d.floor),
-              now,
-              amountParam(chain.deposit),
-              amountParam(chain.settled),
-              chain.closeRequestedAt,
-              chain.closesAt,
-              chain.finalized,
-              chain.block.toString(),
-              d.prune,
-              amountParam(d.reserved),
-              amountParam(input.charge),
-              reserve,
-            ]),
-          );
-          if (!r.rows[0]) return refuse("voucher_reused", current);
-          return { value: { ok: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
+        let plan = planAccepts(inputs, rows, NONE_USED, now);
+        if (readUsed || plan.needsUsed) {
+          // After the locks, in a statement of its own: its snapshot sees what earlier lock holders committed.
+          const usedRows = await c.query<{ channel_id: string; amount: string }>(q("usedOf", pairs));
+          plan = planAccepts(inputs, rows, new Set(usedRows.rows.map((r) => `${r.channel_id}:${r.amount}`)), now, true);
         }
-        const r = await c.query<PgChannelRow>(
-          q("acceptNew", [
-            ...chainColumns(id, chain),
-            amountParam(d.accepted),
-            signature,
-            amountParam(d.spent),
-            amountParam(d.floor),
-            now,
-            vText,
-            amountParam(d.reserved),
-            amountParam(input.charge),
-            reserve,
-          ]),
-        );
-        if (r.rows[0]) return { value: { ok: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
-        // Lost the race for the first voucher: the row exists now; decide again under its lock.
-      }
-      throw new Error(`channel ${id}: could not insert or lock the row`);
-    });
+        if (!plan.writes) return { value: plan.results, commit: false };
+        const w = writeParams(plan, now);
+        const got = (await c.query<{ updated: number; inserted: number; used: number }>({ name: "cs_acceptBatch", text: ACCEPT_BATCH_SQL, values: w.values })).rows[0];
+        // Short: an amount was used after all (decided without the used read), or another replica inserted a channel
+        // new to this batch first. Nothing of it is committed; the next attempt reads the used set under the locks.
+        if (got.updated !== w.expect.updated || got.inserted !== w.expect.inserted || got.used !== w.expect.used) return { value: null, commit: false };
+        return { value: plan.results, commit: true };
+      }, this.acceptPool);
+      if (out) return out;
+      readUsed = true;
+    }
+    throw new Error(`could not write a batch of ${inputs.length} accepts: its channels kept changing under it`);
   }
 
   async releaseCharge(channelId: Hex, amount: bigint): Promise<StoredChannel | null> {
@@ -564,10 +542,13 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closing) return;
+    // Accepts already queued are answered (committed) before the pools end.
+    this.closing = true;
+    await this.accepts.drain();
     this.closed = true;
     for (const h of this.closeHooks.splice(0)) await h().catch(() => undefined);
-    await this.pool.end();
+    await Promise.all([this.pool.end(), this.acceptPool.end()]);
   }
 }
 

@@ -1,0 +1,224 @@
+/**
+ * The accepts of one PostgreSQL group commit (./group-commit.ts), decided in memory between one read and one write.
+ *
+ * Inside the batch's transaction the store (./store.ts) locks every channel row the batch touches, in channel-id
+ * order (`FOR UPDATE`) and, when needed (see {@link AcceptPlan.needsUsed}), reads which of the batch's voucher amounts
+ * are already used (a separate statement, so its snapshot is taken after the locks and sees what earlier holders
+ * committed). {@link planAccepts} decides
+ * the items in queue order with the shared pure rule (`decideVoucher`), each on the row as the earlier items of the
+ * batch left it in memory — exactly what running them one after the other would read — and {@link writeParams}
+ * turns the outcome into ONE statement ({@link ACCEPT_BATCH_SQL}): each touched channel written once (an UPDATE of
+ * the locked rows, or an INSERT of the new ones, in id order), the used vouchers and reservations as multi-row
+ * inserts, the used set pruned once per channel below its final floor.
+ */
+import type { Hex } from "viem";
+import { MAX_UINT128 } from "@paychan/protocol";
+import { decideVoucher } from "../../payments/accounting";
+import type { AcceptVoucherInput, AcceptVoucherResult, ChainChannel, StoredChannel } from "../types";
+
+/** One channel as the batch holds it. */
+interface Held {
+  /** The row as the transaction would read it now (null: not stored and nothing accepted yet). */
+  channel: StoredChannel | null;
+  /** Whether the row was stored before the batch (UPDATE) or is new (INSERT). */
+  stored: boolean;
+  /** `floor` as read (used vouchers up to the final floor are pruned once). */
+  floorAtRead: bigint;
+  /** Amounts this batch accepted on the channel. */
+  used: bigint[];
+  /** Accepted at least once in this batch: written at the end. */
+  dirty: boolean;
+}
+
+export interface AcceptPlan {
+  results: AcceptVoucherResult[];
+  /** Channels to write, in id order. */
+  held: Array<[string, Held]>;
+  reservations: Array<{ id: string; voucher: bigint; amount: bigint }>;
+  /** Whether anything was accepted (else the transaction rolls back: a refusal writes nothing). */
+  writes: boolean;
+  /**
+   * Decided without the used read (`usedKnown` false), whether it is needed after all: an amount refused as
+   * `insufficient_voucher` on a stored channel (used or not changes the code: `voucher_reused` ranks first), or
+   * accepted at or below its channel's final floor (not inserted, so the write could not tell it was used). Any other
+   * accepted amount that was in fact used makes the write's used insert fall short, and the batch starts over.
+   */
+  needsUsed: boolean;
+}
+
+/** Lowercase channel id of an input. */
+export const idOf = (input: AcceptVoucherInput): string => input.chain.channelId.toLowerCase();
+
+/**
+ * The chain fields after merging snapshot `p` into row `t` (the rule of the store's SQL `MERGE_CHAIN`): a newer or
+ * equal block wins, except that `settled` never goes down and `finalized` never goes back.
+ */
+function mergeChain(t: StoredChannel, p: ChainChannel): Pick<StoredChannel, "deposit" | "settled" | "closeRequestedAt" | "closesAt" | "finalized" | "block"> {
+  if (t.block > p.block) return { deposit: t.deposit, settled: t.settled, closeRequestedAt: t.closeRequestedAt, closesAt: t.closesAt, finalized: t.finalized, block: t.block };
+  return {
+    deposit: p.deposit,
+    settled: t.settled > p.settled ? t.settled : p.settled,
+    closeRequestedAt: p.closeRequestedAt,
+    closesAt: p.closesAt,
+    finalized: t.finalized || p.finalized,
+    block: p.block,
+  };
+}
+
+/**
+ * Decides `inputs` in order on `rows` (the locked rows by lowercase id; absent = not stored) with `used` (the
+ * already-used amounts among the inputs', as `${id}:${amount}`), at time `now`.
+ */
+export function planAccepts(
+  inputs: readonly AcceptVoucherInput[],
+  rows: ReadonlyMap<string, StoredChannel>,
+  used: ReadonlySet<string>,
+  now: number,
+  usedKnown = false,
+): AcceptPlan {
+  const held = new Map<string, Held>();
+  const reservations: AcceptPlan["reservations"] = [];
+  let writes = false;
+  let needsUsed = false;
+  const results = inputs.map((input): AcceptVoucherResult => {
+    const id = idOf(input);
+    let h = held.get(id);
+    if (!h) {
+      const row = rows.get(id) ?? null;
+      h = { channel: row, stored: row !== null, floorAtRead: row?.floor ?? 0n, used: [], dirty: false };
+      held.set(id, h);
+    }
+    const current = h.channel;
+    if (current?.finalized) return { ok: false, code: "channel_finalized", channel: current };
+    if (current && current.payerCloseRequestedAt !== 0) return { ok: false, code: "channel_closing", channel: current };
+    const v = input.amount;
+    const chain = input.chain;
+    const isUsed = h.used.includes(v) || (h.stored && used.has(`${id}:${v}`));
+    const deposit = current && current.deposit > chain.deposit ? current.deposit : chain.deposit;
+    const reserve = input.reserve === true;
+    const d = decideVoucher(
+      { accepted: current?.accepted ?? 0n, spent: current?.spent ?? 0n, reserved: current?.reserved ?? 0n, floor: current?.floor ?? 0n, deposit },
+      v,
+      isUsed,
+      input.charge,
+      input.window,
+      reserve,
+    );
+    if (!d.ok) {
+      if (d.code === "insufficient_voucher" && h.stored && !usedKnown) needsUsed = true;
+      return { ok: false, code: d.code, channel: current };
+    }
+    // The stored signature is always the one of the voucher for `accepted`.
+    const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
+    const accounting = { accepted: d.accepted, acceptedSignature: signature, spent: d.spent, reserved: d.reserved, floor: d.floor, updatedAt: now };
+    h.channel = current
+      ? { ...current, ...mergeChain(current, chain), ...accounting }
+      : {
+          channelId: id as Hex,
+          payer: chain.payer,
+          payee: chain.payee,
+          token: chain.token,
+          signer: chain.signer,
+          deposit: chain.deposit,
+          settled: chain.settled,
+          closeDelay: chain.closeDelay,
+          closeRequestedAt: chain.closeRequestedAt,
+          closesAt: chain.closesAt,
+          finalized: chain.finalized,
+          block: chain.block,
+          ...accounting,
+          payerCloseRequestedAt: 0,
+          closeRequestSignature: null,
+          createdAt: now,
+        };
+    h.used.push(v);
+    h.dirty = true;
+    writes = true;
+    if (reserve) reservations.push({ id, voucher: v, amount: input.charge });
+    return { ok: true, channel: h.channel };
+  });
+  const sorted = [...held.entries()].filter(([, h]) => h.dirty).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  if (!usedKnown && sorted.some(([, h]) => h.stored && h.used.some((v) => v <= h.channel!.floor))) needsUsed = true;
+  return { results, held: sorted, reservations, writes, needsUsed };
+}
+
+function amount(v: bigint): string {
+  if (v < 0n || v > MAX_UINT128) throw new RangeError(`amount out of range: ${v}`);
+  return v.toString(10);
+}
+
+/**
+ * The batch's one write: `upd` the stored rows (final values: the rows are locked, nothing else changed them),
+ * `ins` the new ones (id order; a concurrent first voucher of another replica makes the count fall short and the
+ * caller starts over), `used` the accepted amounts above each channel's final floor (the others would be pruned at
+ * once; a conflict here means the used read missed one, and the caller starts over), `pruned` the used set up to
+ * each final floor that rose, `res` the reservations. Answers the three counts.
+ */
+export const ACCEPT_BATCH_SQL = `
+  WITH upd AS (
+    UPDATE channels c SET deposit = u.deposit, settled = u.settled, close_requested_at = u.cra, closes_at = u.ca,
+      finalized = u.fin, chain_block = u.blk, accepted = u.accepted, accepted_signature = u.sig, spent = u.spent,
+      floor = u.floor, reserved = u.reserved, updated_at = $13
+    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[],
+                $8::numeric[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[])
+      AS u(id, deposit, settled, cra, ca, fin, blk, accepted, sig, spent, floor, reserved)
+    WHERE c.channel_id = u.id
+    RETURNING 1
+  ), ins AS (
+    INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at,
+      closes_at, finalized, chain_block, accepted, accepted_signature, spent, floor, reserved, payer_close_requested_at,
+      created_at, updated_at)
+    SELECT n.id, n.payer, n.payee, n.token, n.signer, n.deposit, n.settled, n.cd, n.cra, n.ca, n.fin, n.blk, n.accepted,
+      n.sig, n.spent, n.floor, n.reserved, 0, $13, $13
+    FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::numeric[], $20::numeric[],
+                $21::bigint[], $22::bigint[], $23::bigint[], $24::boolean[], $25::bigint[], $26::numeric[], $27::text[],
+                $28::numeric[], $29::numeric[], $30::numeric[])
+      AS n(id, payer, payee, token, signer, deposit, settled, cd, cra, ca, fin, blk, accepted, sig, spent, floor, reserved)
+    ORDER BY n.id
+    ON CONFLICT (channel_id) DO NOTHING
+    RETURNING 1
+  ), used AS (
+    INSERT INTO used_vouchers (channel_id, amount)
+    SELECT * FROM unnest($31::text[], $32::numeric[]) ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+  ), pruned AS (
+    DELETE FROM used_vouchers d USING unnest($33::text[], $34::numeric[]) AS p(id, floor)
+    WHERE d.channel_id = p.id AND d.amount <= p.floor
+  ), res AS (
+    INSERT INTO reservations (channel_id, voucher, amount, created_at)
+    SELECT r.id, r.voucher, r.amount, $13 FROM unnest($35::text[], $36::numeric[], $37::numeric[]) AS r(id, voucher, amount)
+  )
+  SELECT (SELECT count(*) FROM upd)::int AS updated, (SELECT count(*) FROM ins)::int AS inserted, (SELECT count(*) FROM used)::int AS used`;
+
+/** The parameters of {@link ACCEPT_BATCH_SQL} for `plan`, and the counts it must answer. */
+export function writeParams(plan: AcceptPlan, now: number): { values: unknown[]; expect: { updated: number; inserted: number; used: number } } {
+  const upd: unknown[][] = Array.from({ length: 12 }, () => []);
+  const ins: unknown[][] = Array.from({ length: 17 }, () => []);
+  const used: [string[], string[]] = [[], []];
+  const prune: [string[], string[]] = [[], []];
+  for (const [id, h] of plan.held) {
+    const c = h.channel!;
+    const acc = [amount(c.accepted), c.acceptedSignature, amount(c.spent), amount(c.floor), amount(c.reserved)];
+    const chain = [amount(c.deposit), amount(c.settled)];
+    const times = [c.closeRequestedAt, c.closesAt, c.finalized, c.block.toString()];
+    const row = h.stored
+      ? [id, ...chain, ...times, ...acc]
+      : [id, c.payer, c.payee, c.token, c.signer, ...chain, c.closeDelay, ...times, ...acc];
+    row.forEach((x, i) => (h.stored ? upd : ins)[i].push(x));
+    for (const v of [...h.used].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (v <= c.floor) continue;
+      used[0].push(id);
+      used[1].push(amount(v));
+    }
+    if (h.stored && c.floor > h.floorAtRead) {
+      prune[0].push(id);
+      prune[1].push(amount(c.floor));
+    }
+  }
+  const res = [plan.reservations.map((r) => r.id), plan.reservations.map((r) => amount(r.voucher)), plan.reservations.map((r) => amount(r.amount))];
+  return {
+    values: [...upd, now, ...ins, ...used, ...prune, ...res],
+    expect: { updated: upd[0].length, inserted: ins[0].length, used: used[0].length },
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * Group commit for PostgreSQL (the asynchronous sibling of `../sqlite/group-commit.ts`): accepts submitted while a
+ * batch is being written are queued; at the end of the event-loop turn (`setImmediate`), and whenever one of at most
+ * `maxInFlight` batches finishes, everything queued (up to `maxBatch`) goes out as ONE batch: one transaction, one
+ * commit (one WAL flush). Every caller gets its own result only once the transaction holding its item committed.
+ *
+ * If a batch throws (a statement, the commit, or retries exhausted), nothing of it was committed; its items are then
+ * run again one by one, each in its own transaction, so one bad item fails only its own caller. An error without a
+ * SQLSTATE while doing so (the database unreachable, a connection lost) fails the items still waiting with it at once
+ * rather than making each wait for its own connection timeout.
+ */
+export class PgGroupCommit<I, R> {
+  private queue: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+  private scheduled = false;
+  private inFlight = 0;
+  private idle: Array<() => void> = [];
+  /** Transactions started so far for batches (a batch counts once; its one-by-one retry counts each item). */
+  transactions = 0;
+
+  /**
+   * @param run          runs items in ONE transaction and returns their results in order (also called with one item)
+   * @param maxInFlight  batches running at once (each holds one connection)
+   * @param maxBatch     most items per batch
+   */
+  constructor(
+    private readonly run: (inputs: readonly I[]) => Promise<R[]>,
+    private readonly maxInFlight = 2,
+    private readonly maxBatch = 256,
+  ) {}
+
+  /** Queues `input`; resolves with its result once the transaction that holds it has committed. */
+  submit(input: I): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ input, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Calls waiting for a batch to start. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** Resolves once nothing is queued or running (for close). */
+  drain(): Promise<void> {
+    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise((r) => this.idle.push(r));
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || this.inFlight >= this.maxInFlight) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
+        const items = this.queue.splice(0, this.maxBatch);
+        this.inFlight++;
+        void this.runItems(items).finally(() => {
+          this.inFlight--;
+          if (this.queue.length === 0 && this.inFlight === 0) for (const r of this.idle.splice(0)) r();
+          this.schedule();
+        });
+      }
+    });
+  }
+
+  private async runItems(items: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }>): Promise<void> {
+    try {
+      this.transactions++;
+      const results = await this.run(items.map((x) => x.input));
+      for (let i = 0; i < items.length; i++) items[i].resolve(results[i]);
+      return;
+    } catch (e) {
+      if (items.length === 1) return items[0].reject(e);
+    }
+    // Rolled back as a whole: each item alone, in queue order.
+    for (let i = 0; i < items.length; i++) {
+      try {
+        this.transactions++;
+        items[i].resolve((await this.run([items[i].input]))[0]);
+      } catch (e) {
+        items[i].reject(e);
+        if (!hasSqlState(e)) {
+          for (const x of items.slice(i + 1)) x.reject(e);
+          return;
+        }
+      }
+    }
+  }
+}
+
+/** Whether `e` is an error PostgreSQL answered (a five-character SQLSTATE), as opposed to a connection failure. */
+function hasSqlState(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith("08") && !code.startsWith("57P");
+}
