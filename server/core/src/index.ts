@@ -56,6 +56,7 @@ export * from "./store";
 export * from "./settlement";
 export * from "./exact";
 export * from "./open";
+export * from "./stream";
 export {
   runSettleCommand,
   SETTLE_EXIT,

@@ -23,7 +23,7 @@ import {
 } from "@paychan/server";
 import { bodyLimit, createPaywall, errorHandler, limitConnections, notFound, type ConnectionGuard, type ExpressPaywall, type Paywall } from "@paychan/express";
 import { localExactKey, localSettlerKey } from "./accounts";
-import { demoRoutes } from "./routes";
+import { chatRoutes, demoRoutes } from "./routes";
 
 export type { ProviderSettlementOptions } from "@paychan/server";
 
@@ -93,6 +93,7 @@ export async function startProviderServer(opts: ProviderServerOptions): Promise<
     let closing: Promise<void> | null = null;
     const close = () =>
       (closing ??= (async () => {
+        await provider.streams.close(); // live streams end with their receipts (server_closing) before the listener goes
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();
@@ -145,7 +146,11 @@ function buildApp(provider: Provider, routes: ProviderServerOptions["routes"]): 
   app.get("/healthz", paywall.healthz());
   app.get("/metrics", paywall.metrics());
   app.use(paywall.closeRoute());
-  (routes ?? ((a, p) => demoRoutes(a, p, { bodyLimit: Math.min(config.maxBodyBytes, 64 * 1024) })))(app, paywall);
+  (routes ??
+    ((a, p) => {
+      demoRoutes(a, p, { bodyLimit: Math.min(config.maxBodyBytes, 64 * 1024) });
+      chatRoutes(a, p, { bodyLimit: Math.min(config.maxBodyBytes, 64 * 1024) });
+    }))(app, paywall);
   app.use(notFound());
   app.use(errorHandler({ logger }));
   return { app, paywall };

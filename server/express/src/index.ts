@@ -24,5 +24,6 @@ export {
   type MeterOptions,
   type PaymentLocals,
 } from "./paywall";
+export { streamOf, type StreamHandler, type StreamOptions } from "./stream";
 export { bodyLimit, errorHandler, isBodyParseError, notFound, sendProblem } from "./problems";
 export { limitConnections, type ConnectionGuard, type ConnectionLimitOptions } from "./connections";

@@ -19,7 +19,8 @@
  * a transfer, not a charge on a channel). `paymentOf(res).scheme` says which scheme paid.
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { problem, PROBLEM_CONTENT_TYPE, toAtomic, type Charge, type ExactGrant, type PaymentCore, type PaymentReply, type PriceInput, type RoutePricing } from "@paychan/server";
+import { problem, PROBLEM_CONTENT_TYPE, toAtomic, type Charge, type ExactGrant, type PaymentCore, type PaymentReply, type PriceInput, type RoutePricing, type StreamRegistry } from "@paychan/server";
+import { streamHandlers, type StreamHandler, type StreamOptions } from "./stream";
 
 /** `res.locals.payment` on a paid route. */
 export interface PaymentLocals {
@@ -59,6 +60,8 @@ export interface ExpressPaywallOptions {
   decimals: number;
   /** A paid handler that has not sent headers after this many ms gets 504 and its charge released. */
   handlerTimeout?: number;
+  /** The provider's paid streams (`provider.streams`): needed by `stream` and `streamVoucherHandler`. */
+  streams?: StreamRegistry;
 }
 
 export interface ExpressPaywall {
@@ -67,6 +70,14 @@ export interface ExpressPaywall {
   meter(opts: MeterOptions): RequestHandler;
   /** Handler for `POST /channel/close` (needs a JSON body parser before it). */
   closeHandler(): RequestHandler;
+  /**
+   * A streamed route paid per unit (docs/protocol.md § 5.10): the request's voucher reserves `reserve`; `handler` writes
+   * Server-Sent Events with `stream.send(data, { event?, id?, units? })`, each charged `unitPrice` × units when written;
+   * top-ups are asked in band; the receipt is the last event and the `PAYMENT-RESPONSE` trailer.
+   */
+  stream(opts: StreamOptions, handler: StreamHandler): RequestHandler;
+  /** Handler for the top-up side request, mounted at `POST /channel/streams/:id/voucher` (the path the events name). */
+  streamVoucherHandler(): RequestHandler;
 }
 
 /** The payment locals of a paid response, if any. */
@@ -169,6 +180,7 @@ export function createExpressPaywall(core: PaymentCore, opts: ExpressPaywallOpti
 
   return {
     core,
+    ...streamHandlers(core, opts.streams, decimals, sourceOf),
     charge(o: ChargeOptions): RequestHandler {
       const meta = { description: o.description, mimeType: o.mimeType };
       if (typeof o.price === "function") {

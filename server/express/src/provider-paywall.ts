@@ -17,7 +17,7 @@ import { createExpressPaywall, type ExpressPaywall } from "./paywall";
 import { isBodyParseError, sendProblem } from "./problems";
 
 /** What the paywall uses of a provider. */
-export type PaywallProvider = Pick<Provider, "core" | "decimals" | "config" | "health" | "metrics" | "logger">;
+export type PaywallProvider = Pick<Provider, "core" | "decimals" | "config" | "health" | "metrics" | "logger"> & Partial<Pick<Provider, "streams">>;
 
 export interface PaywallOptions {
   /** A paid handler that has not sent headers after this many ms gets 504 and its charge released (default HANDLER_TIMEOUT). */
@@ -41,7 +41,7 @@ export function createPaywall(provider: PaywallProvider, opts: PaywallOptions = 
   // The paywall's own endpoints answer their failures themselves (problem+json, details only in the log), whatever
   // error handler the app has.
   const failed = (e: unknown, msg: string) => provider.logger.error({ err: (e as Error)?.message, stack: (e as Error)?.stack }, msg);
-  const base = createExpressPaywall(provider.core, { decimals: provider.decimals, handlerTimeout: opts.handlerTimeout ?? provider.config.handlerTimeout });
+  const base = createExpressPaywall(provider.core, { decimals: provider.decimals, handlerTimeout: opts.handlerTimeout ?? provider.config.handlerTimeout, streams: provider.streams });
   return {
     ...base,
     closeRoute() {

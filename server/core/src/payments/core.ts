@@ -334,6 +334,7 @@ export class PaymentCore {
       },
     };
     if (this.o.opens) r.extra.open = this.o.opens.terms();
+    if (pricing.kind === "stream") r.extra.stream = pricing.terms;
     if (hint) r.extra.channel = hint;
     return r;
   }
@@ -395,11 +396,11 @@ export class PaymentCore {
     return h;
   }
 
-  private upstreamReply(e: unknown, what: string): PaymentReply {
+  private upstreamReply(e: unknown, what: string, context: ErrorContext = "payment"): PaymentReply {
     const detail = e instanceof ServiceError ? e.shortMessage : `${what} failed`;
     if (!(e instanceof ServiceError)) this.logger?.error({ err: (e as Error)?.message }, `${what} failed`);
     // Over the chain-read budget (chain/read-budget.ts): 503 overloaded with Retry-After, like load shedding.
-    return this.reply(e instanceof ServiceError && e.code === "overloaded" ? "overloaded" : "upstream_unavailable", detail);
+    return this.reply(e instanceof ServiceError && e.code === "overloaded" ? "overloaded" : "upstream_unavailable", detail, undefined, undefined, undefined, context);
   }
 
   /**
@@ -477,14 +478,48 @@ export class PaymentCore {
     }
 
     const { channelId, cumulativeAmount: v, signature } = payment.payload;
+    const checked = await this.checkVoucher(payment, req, pricing, source);
+    if (checked.kind === "reply") return checked;
+    const chain = checked.chain;
+
+    // One atomic, durable transaction; nothing is written when it refuses.
+    const window = this.window(price);
+    let result;
+    const t1 = process.hrtime.bigint();
+    try {
+      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price + fee, window, reserve: pricing.kind !== "fixed" });
+    } catch (e) {
+      this.logger?.error({ err: (e as Error).message, channelId }, "store failed while accepting a voucher");
+      return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
+    }
+    this.observer?.accountingCommitted?.(Number(process.hrtime.bigint() - t1) / 1e9);
+    if (!result.ok) {
+      const detail = REFUSAL_DETAIL[result.code](v, result.channel, price + fee);
+      return this.reply(result.code, detail, req, pricing, await this.hint(chain, result.channel));
+    }
+    this.observer?.served?.(price + fee);
+    if (fee > 0n) this.logger?.info({ scheme: "channel", open: { channelId, payer: chain.payer, fee: String(fee) } }, "first charge of a gasless open: price + fee");
+    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price + fee, pricing.kind !== "fixed", result.channel, v, fee) };
+  }
+
+  /**
+   * The checks of a voucher before its accounting transaction (docs/protocol.md § 6 rules 1-2): the channel (memory →
+   * store → chain), the SIGNATURE (always, before anything else about the channel or the amount), payee, token,
+   * finalized, close delay, deposit minimum, pending close, and `v <= deposit` (one chain re-read first). Answers the
+   * channel snapshot to accept on, or the reply (in `context`: a paid route's 402s, or an endpoint's plain statuses,
+   * e.g. a stream's top-up side request, § 5.10). Never writes anything.
+   */
+  async checkVoucher(payment: PaymentPayload, req?: PaymentRequest, pricing?: RoutePricing, source?: string, context: ErrorContext = "payment"): Promise<PaymentReply | { kind: "checked"; chain: ChainChannel }> {
+    const { channelId, cumulativeAmount: v, signature } = payment.payload;
+    const ctx = context;
     let chain: ChainChannel | null;
     try {
       // The escrow names a channel by (id, signer): a channel we have not seen is read with the voucher's signer.
       chain = await this.view.get(channelId, () => this.verifier.recover(channelId, v, signature), source);
     } catch (e) {
-      return this.upstreamReply(e, "reading the channel");
+      return this.upstreamReply(e, "reading the channel", ctx);
     }
-    if (!chain) return this.reply("unknown_channel", `the escrow has no channel ${channelId}`, req, pricing);
+    if (!chain) return this.reply("unknown_channel", `the escrow has no channel ${channelId}`, req, pricing, undefined, ctx);
 
     // The signature, before anything else about the channel or the voucher's amount.
     const t0 = process.hrtime.bigint();
@@ -500,13 +535,13 @@ export class PaymentCore {
       const detail = mismatch
         ? `the voucher is not signed by the signer of channel ${channelId}; only key (ECDSA) signers are accepted, not contract (ERC-1271) signers`
         : `the voucher is not an ECDSA signature of the channel's signer ${chain.signer}; only key (ECDSA) signers are accepted, not contract (ERC-1271) signers`;
-      return this.reply("invalid_signature", detail, req, pricing);
+      return this.reply("invalid_signature", detail, req, pricing, undefined, ctx);
     }
 
     const checked = await this.checkChannel(chain);
     if ("code" in checked) {
-      if (checked.code === "upstream_unavailable") return this.reply(checked.code, checked.detail);
-      return this.reply(checked.code, checked.detail, req, pricing, await this.hint(chain));
+      if (checked.code === "upstream_unavailable") return this.reply(checked.code, checked.detail, undefined, undefined, undefined, ctx);
+      return this.reply(checked.code, checked.detail, req, pricing, await this.hint(chain), ctx);
     }
     chain = checked.chain;
 
@@ -516,37 +551,19 @@ export class PaymentCore {
       try {
         fresh = await this.view.refresh(channelId, chain.signer);
       } catch (e) {
-        return this.upstreamReply(e, "re-reading the channel");
+        return this.upstreamReply(e, "re-reading the channel", ctx);
       }
       if (fresh) chain = fresh;
       if (!fresh || v > fresh.deposit) {
-        return this.reply("exceeds_deposit", `voucher ${v} is above the deposit ${chain.deposit}`, req, pricing, await this.hint(chain));
+        return this.reply("exceeds_deposit", `voucher ${v} is above the deposit ${chain.deposit}`, req, pricing, await this.hint(chain), ctx);
       }
       const again = await this.checkChannel(fresh, true);
       if ("code" in again) {
-        if (again.code === "upstream_unavailable") return this.reply(again.code, again.detail);
-        return this.reply(again.code, again.detail, req, pricing, await this.hint(fresh));
+        if (again.code === "upstream_unavailable") return this.reply(again.code, again.detail, undefined, undefined, undefined, ctx);
+        return this.reply(again.code, again.detail, req, pricing, await this.hint(fresh), ctx);
       }
     }
-
-    // One atomic, durable transaction; nothing is written when it refuses.
-    const window = this.window(price);
-    let result;
-    const t1 = process.hrtime.bigint();
-    try {
-      result = await this.store.acceptVoucher({ chain, amount: v, signature, charge: price + fee, window, reserve: pricing.kind === "metered" });
-    } catch (e) {
-      this.logger?.error({ err: (e as Error).message, channelId }, "store failed while accepting a voucher");
-      return this.reply("upstream_unavailable", "the payment store is unavailable; try again");
-    }
-    this.observer?.accountingCommitted?.(Number(process.hrtime.bigint() - t1) / 1e9);
-    if (!result.ok) {
-      const detail = REFUSAL_DETAIL[result.code](v, result.channel, price + fee);
-      return this.reply(result.code, detail, req, pricing, await this.hint(chain, result.channel));
-    }
-    this.observer?.served?.(price + fee);
-    if (fee > 0n) this.logger?.info({ scheme: "channel", open: { channelId, payer: chain.payer, fee: String(fee) } }, "first charge of a gasless open: price + fee");
-    return { kind: "serve", charge: new Charge(this, chain.channelId, chain.payer, price + fee, pricing.kind === "metered", result.channel, v, fee) };
+    return { kind: "checked", chain };
   }
 
   /**

@@ -29,6 +29,9 @@ import { planSettlement, startSettlement } from "./settlement";
 import { ExactPlanError, planExact, startExact, type ExactScheme } from "../exact/setup";
 import { GaslessOpenPlanError, planGaslessOpen, startGaslessOpens } from "../open/setup";
 import type { GaslessOpens } from "../open/opens";
+import { StreamRegistry } from "../stream/registry";
+import { streamStoreFor } from "../stream/store";
+import { createStreamMetrics } from "../stream/metrics";
 import { ProviderStartError, type Provider, type ProviderOptions } from "./types";
 
 export * from "./types";
@@ -177,6 +180,11 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
     });
     cleanup.unshift(() => core.close());
 
+    // Paid streams: their stream reservations are swept at start (dead processes' streams charged their checkpoints).
+    const streams: StreamRegistry = new StreamRegistry({ core, store, streams: streamStoreFor(store), logger, observer: createStreamMetrics(metrics.registry, (): number => streams.size) });
+    await streams.start();
+    cleanup.unshift(() => streams.close());
+
     let scheduler: SettlementScheduler | null = null;
     if (settlement) {
       const parts = { config, transport: opts.transport, chainId, escrow, token, payee, decimals, store, reader, view, metrics, logger };
@@ -201,6 +209,7 @@ export async function createProvider(opts: ProviderOptions = {}): Promise<Provid
       metrics,
       logger,
       settlement: scheduler,
+      streams,
       exact,
       opens,
       health: () => checkHealth({ ids: { chainId, escrow, token, payee }, reader, follower, store }),

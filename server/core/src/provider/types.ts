@@ -15,6 +15,7 @@ import type { SettlementScheduler } from "../settlement/scheduler";
 import type { ExactScheme, ProviderExactOptions } from "../exact/setup";
 import type { GaslessOpens } from "../open/opens";
 import type { ProviderGaslessOpenOptions } from "../open/setup";
+import type { StreamRegistry } from "../stream/registry";
 
 /** Environment variables (usually `process.env`). */
 export type Env = Record<string, string | undefined>;
@@ -107,6 +108,8 @@ export interface Provider {
   readonly exact: ExactScheme | null;
   /** Gasless opens (null when off): their store (`reconcile()`; the exact reconciler runs them too). */
   readonly opens: GaslessOpens | null;
+  /** Paid streams of this process (docs/protocol.md § 5.10): routes, top-ups, the sweeper of dead processes' streams. */
+  readonly streams: StreamRegistry;
   /** The in-process settlement scheduler (null when settlement runs elsewhere). */
   readonly settlement: SettlementScheduler | null;
   /** Checks the chain and the store now. */

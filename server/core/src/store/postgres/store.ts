@@ -119,10 +119,11 @@ const SQL = {
     FROM r WHERE c.channel_id = $1
     RETURNING c.*`,
   // Abandoned reservations: dropped without a charge, channels locked in id order (as every multi-row write).
-  expiredReservations: "SELECT channel_id FROM reservations WHERE created_at < $1 ORDER BY channel_id",
+  // Metered reservations only: a stream's (checkpoint_at set) ends by its stream or the stream sweeper, charged.
+  expiredReservations: "SELECT channel_id FROM reservations WHERE created_at < $1 AND checkpoint_at IS NULL ORDER BY channel_id",
   expireReservations: `
     WITH r AS (
-      DELETE FROM reservations WHERE channel_id = ANY($1::text[]) AND created_at < $2 RETURNING channel_id, amount
+      DELETE FROM reservations WHERE channel_id = ANY($1::text[]) AND created_at < $2 AND checkpoint_at IS NULL RETURNING channel_id, amount
     ), s AS (
       SELECT channel_id, sum(amount) AS amount, count(*) AS n FROM r GROUP BY channel_id
     ), u AS (

@@ -192,7 +192,8 @@ export class SqliteStore implements ChannelStore, SettlementStoreProvider, Exact
       getReservation: db.prepare<[string, string], { amount: string }>("SELECT amount FROM reservations WHERE channel_id = ? AND voucher = ?"),
       deleteReservation: db.prepare("DELETE FROM reservations WHERE channel_id = ? AND voucher = ?"),
       expiredReservations: db.prepare<[number], { channel_id: string; voucher: string; amount: string }>(
-        "SELECT channel_id, voucher, amount FROM reservations WHERE created_at < ? ORDER BY channel_id",
+        // Metered reservations only: a stream's (checkpoint_at set) ends by its stream or the stream sweeper, charged.
+        "SELECT channel_id, voucher, amount FROM reservations WHERE created_at < ? AND checkpoint_at IS NULL ORDER BY channel_id",
       ),
       setReservedSpent: db.prepare("UPDATE channels SET reserved = ?, spent = ?, updated_at = ? WHERE channel_id = ?"),
       ...finalizedPruneStatements(db),
