@@ -3,13 +3,16 @@
  * app read by a minimal hand-written client (test/helpers/stream-client.ts) that answers top-ups with vouchers of the
  * channel's session key; the store and the escrow checked after each stream.
  */
+import http from "node:http";
 import { expect } from "chai";
 import type { Express } from "express";
-import { erc20Abi } from "viem";
-import { chatRoutes, chatToken } from "@paychan/demo";
+import { erc20Abi, type Hex } from "viem";
+import { decodeStreamReceiptTrailer, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
+import { chatRoutes, chatToken, demoRoutes } from "@paychan/demo";
 import type { ExpressPaywall } from "@paychan/express";
-import { openChannel, USDC } from "../helpers/escrow";
-import { startTestServer, type TestServer } from "../helpers/server";
+import type { PaidStream } from "@paychan/server";
+import { openChannel, sessionKey, USDC } from "../helpers/escrow";
+import { call, paymentHeaders, startTestServer, type TestServer } from "../helpers/server";
 import { TestPayer } from "../helpers/stream-client";
 
 const PRICE = 10n; // 0.00001 USDC per token
@@ -59,5 +62,238 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
     } finally {
       await srv.close();
     }
+  });
+
+  describe("on one server with test routes next to the demo's", () => {
+    let srv: TestServer;
+    /** Streams the test routes opened, by the `tag` of their request body. */
+    const opened = new Map<string, PaidStream>();
+    let release: () => void = () => undefined;
+    let gate: Promise<void> = Promise.resolve();
+
+    function testRoutes(app: Express, paywall: ExpressPaywall): void {
+      demoRoutes(app, paywall);
+      chatRoutes(app, paywall);
+      // Writes `n` events, then waits until the stream ends (the client goes away, or the server closes).
+      app.post(
+        "/t/hold",
+        (req, _res, next) => {
+          let body = "";
+          req.on("data", (d) => (body += d));
+          req.on("end", () => {
+            req.body = JSON.parse(body || "{}");
+            next();
+          });
+        },
+        paywall.stream({ unitPrice: PRICE, reserve: 100_000n }, async (stream, req) => {
+          opened.set(req.body.tag, stream);
+          for (let i = 0; i < req.body.n; i++) await stream.send(`e${i}`);
+          await new Promise<void>((r) => stream.signal.addEventListener("abort", () => r()));
+        }),
+      );
+      // A small reservation (10 units, top-ups of 10): asks for a top-up at once; 6 events, then the test's gate, then 14 more.
+      app.post(
+        "/t/gate",
+        (req, _res, next) => {
+          req.body = {};
+          next();
+        },
+        paywall.stream({ unitPrice: PRICE, reserve: 100n, topUp: 100n, deadlineMs: 30_000 }, async (stream) => {
+          for (let i = 0; i < 6; i++) await stream.send(`g${i}`);
+          await gate;
+          for (let i = 6; i < 20; i++) await stream.send(`g${i}`);
+        }),
+      );
+      // Ignores top-ups quickly: deadline 300 ms.
+      app.post(
+        "/t/short-deadline",
+        (req, _res, next) => {
+          req.body = {};
+          next();
+        },
+        paywall.stream({ unitPrice: PRICE, reserve: 50n, topUp: 50n, deadlineMs: 300 }, async (stream) => {
+          for (let i = 0; i < 100; i++) await stream.send(`s${i}`);
+        }),
+      );
+    }
+
+    before(async () => {
+      srv = await startTestServer({ routes: testRoutes });
+    });
+    after(async () => {
+      release();
+      await srv?.close();
+    });
+
+    const post = (body: unknown) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const termsOf = (path: string, body: unknown = {}): Promise<ChannelRequirements> => srv.terms(path, post(body));
+    const stored = async (id: Hex) => (await srv.store.getChannel(id))!;
+
+    it("a client that aborts after N events of a handler that wrote N and waits is charged exactly N × price (units written before the server saw the close)", async () => {
+      const ch = await openChannel(srv.env);
+      const payer = new TestPayer(srv.url, ch);
+      const terms = await termsOf("/t/hold");
+      const run = await payer.stream("/t/hold", { n: 37, tag: "abort" }, terms, { abortAfter: 37 });
+      expect(run.frames.map((f) => f.data)).to.deep.equal(Array.from({ length: 37 }, (_, i) => `e${i}`));
+      expect(run.receipt).to.equal(undefined);
+      await until(async () => (await stored(ch.id)).reserved === 0n, "the stream's end after the client left");
+      expect((await stored(ch.id)).spent).to.equal(37n * PRICE);
+      const s = opened.get("abort")!;
+      expect(s.ended).to.equal(true);
+      expect(s.units).to.equal(37n);
+    });
+
+    it("the final receipt is also the PAYMENT-RESPONSE trailer (chunked response, Trailer header)", async () => {
+      const ch = await openChannel(srv.env);
+      const terms = await termsOf("/v1/chat", { prompt: "x", max_tokens: 5 });
+      const headers = { "content-type": "application/json", ...paymentHeaders(terms, ch.voucher.sign(ch.id, terms.amount)) };
+      const { body, trailers, head } = await new Promise<{ body: string; trailers: NodeJS.Dict<string>; head: http.IncomingHttpHeaders }>((resolve, reject) => {
+        const req = http.request(`${srv.url}/v1/chat`, { method: "POST", headers }, (res) => {
+          let b = "";
+          res.setEncoding("utf8");
+          res.on("data", (d) => (b += d));
+          res.on("end", () => resolve({ body: b, trailers: res.trailers, head: res.headers }));
+        });
+        req.on("error", reject);
+        req.end(JSON.stringify({ prompt: "x", max_tokens: 5 }));
+      });
+      expect(head["content-type"]).to.match(/^text\/event-stream/);
+      expect(head.trailer).to.match(/payment-response/i);
+      expect(head["payment-response"]).to.equal(undefined);
+      const receipt = decodeStreamReceiptTrailer(trailers["payment-response"]);
+      expect(receipt.amount).to.equal(5n * PRICE);
+      expect(receipt.extra.stream).to.deep.include({ units: 5n, reason: "complete" });
+      expect(body.trimEnd().split("\n\n").pop()).to.equal(`event: payment-receipt\ndata: ${JSON.stringify({ success: true, transaction: "", network: receipt.network, payer: receipt.payer, amount: "50", extra: { channelId: receipt.extra.channelId, accepted: receipt.extra.accepted.toString(), spent: receipt.extra.spent.toString(), deposit: receipt.extra.deposit.toString(), remaining: receipt.extra.remaining.toString(), stream: { id: receipt.extra.stream.id, units: "5", reason: "complete" } } })}`);
+    });
+
+    it("a client that ignores top-ups gets at most the reservation, then a clean end with a receipt (top_up_timeout)", async () => {
+      const ch = await openChannel(srv.env);
+      const payer = new TestPayer(srv.url, ch);
+      const terms = await termsOf("/t/short-deadline");
+      const run = await payer.stream("/t/short-deadline", {}, terms, { topUp: false });
+      expect(run.ended).to.equal(true);
+      expect(run.frames.length).to.equal(5); // 50 / 10
+      expect(run.needs.length).to.be.at.least(1);
+      expect(run.receipt!.amount).to.equal(50n);
+      expect(run.receipt!.extra.stream).to.deep.include({ units: 5n, reason: "top_up_timeout" });
+      const c = await stored(ch.id);
+      expect(c.spent).to.equal(50n);
+      expect(c.reserved).to.equal(0n);
+    });
+
+    it("the demo chat: a client that never answers top-ups gets the 1,000 tokens of its reservation and a receipt of 0.01", async () => {
+      const ch = await openChannel(srv.env);
+      const payer = new TestPayer(srv.url, ch);
+      const terms = await termsOf("/v1/chat", { prompt: "p", max_tokens: 3000 });
+      const run = await payer.stream("/v1/chat", { prompt: "p", max_tokens: 3000 }, terms, { topUp: false });
+      expect(run.frames.length).to.equal(1000);
+      expect(run.receipt!.amount).to.equal(RESERVE);
+      expect(run.receipt!.extra.stream.reason).to.equal("top_up_timeout");
+      expect((await stored(ch.id)).spent).to.equal(RESERVE);
+    });
+
+    it("hostile top-ups (another channel, a lower amount, a replay, another key's signature, an unknown or finished stream) are refused with their codes; the stream goes on unaffected", async () => {
+      let opening!: () => void;
+      gate = new Promise<void>((r) => (opening = r));
+      release = opening;
+      const ch = await openChannel(srv.env);
+      const other = await openChannel(srv.env);
+      const payer = new TestPayer(srv.url, ch);
+      const terms = await termsOf("/t/gate");
+      const firstVoucher = payer.signed + terms.amount;
+      let checked: Promise<void> | null = null;
+      const refusals: Record<string, { status: number; code?: string }> = {};
+      const run = await payer.stream("/t/gate", {}, terms, {
+        topUp: false,
+        onFrame: (f, r) => {
+          if (f.data !== "g5" || checked) return;
+          checked = (async () => {
+            const need = r.needs[0];
+            const at = (a: { status: number; code?: string }) => ({ status: a.status, code: a.code });
+            refusals.otherChannel = at(await payer.topUp(terms, need, other.voucher.sign(other.id, 1_000_000n)));
+            refusals.lower = at(await payer.topUp(terms, need, ch.voucher.sign(ch.id, firstVoucher + 1n)));
+            refusals.replay = at(await payer.topUp(terms, need, ch.voucher.sign(ch.id, firstVoucher)));
+            const stranger = new VoucherSigner(sessionKey().key, srv.domain);
+            refusals.otherKey = at(await payer.topUp(terms, need, stranger.sign(ch.id, firstVoucher + 10_000n)));
+            refusals.unknown = at(await payer.topUp(terms, { ...need, url: `/channel/streams/${"0".repeat(32)}/voucher` }, ch.voucher.sign(ch.id, firstVoucher + 20_000n)));
+            const before = await stored(ch.id);
+            expect(before.accepted).to.equal(firstVoucher);
+            // then a good one: the stream goes on
+            const good = await payer.topUp(terms, need, payer.next(need.amount));
+            refusals.good = at(good);
+            release();
+          })();
+        },
+      });
+      await checked;
+      expect(refusals).to.deep.equal({
+        otherChannel: { status: 400, code: "stream_channel_mismatch" },
+        lower: { status: 400, code: "insufficient_voucher" },
+        replay: { status: 409, code: "voucher_reused" },
+        otherKey: { status: 403, code: "invalid_signature" },
+        unknown: { status: 404, code: "stream_not_found" },
+        good: { status: 200, code: undefined },
+      });
+      // 20 events: 10 in the first reservation, 10 in the good top-up's (asked again when low: not answered, not needed).
+      expect(run.receipt!.extra.stream).to.deep.include({ units: 20n, reason: "complete" });
+      const units = 20n;
+      expect(run.frames.map((f) => f.data)).to.deep.equal(Array.from({ length: Number(units) }, (_, i) => `g${i}`));
+      expect((await stored(ch.id)).spent).to.equal(units * PRICE);
+      // the stream is over: a top-up for it is stream_not_found, and nothing is written
+      const late = await payer.topUp(terms, run.needs[0], ch.voucher.sign(ch.id, payer.signed + 100n));
+      expect({ status: late.status, code: late.code }).to.deep.equal({ status: 404, code: "stream_not_found" });
+      expect((await stored(ch.id)).accepted).to.equal(payer.signed);
+    });
+
+    it("bad chat input (missing prompt, max_tokens out of range or not an integer, not JSON) is a 400 before any charge, with a valid voucher attached", async () => {
+      const ch = await openChannel(srv.env);
+      const terms = await termsOf("/v1/chat", { prompt: "p", max_tokens: 5 });
+      const headers = { ...paymentHeaders(terms, ch.voucher.sign(ch.id, terms.amount)), "content-type": "application/json" };
+      for (const body of [
+        JSON.stringify({ max_tokens: 5 }),
+        JSON.stringify({ prompt: "", max_tokens: 5 }),
+        JSON.stringify({ prompt: "p" }),
+        JSON.stringify({ prompt: "p", max_tokens: 0 }),
+        JSON.stringify({ prompt: "p", max_tokens: 20_001 }),
+        JSON.stringify({ prompt: "p", max_tokens: "5" }),
+        JSON.stringify({ prompt: "p", max_tokens: 1.5 }),
+        JSON.stringify([1]),
+        "not json",
+      ]) {
+        const a = await call(`${srv.url}/v1/chat`, { method: "POST", headers, body });
+        expect(a.status, body).to.equal(400);
+        expect(a.headers.get("payment-required"), body).to.equal(null);
+      }
+      expect(await srv.store.getChannel(ch.id)).to.equal(null);
+      // the same voucher then pays a good request
+      const ok = await new TestPayer(srv.url, ch).stream("/v1/chat", { prompt: "p", max_tokens: 5 }, terms);
+      expect(ok.receipt!.amount).to.equal(50n);
+    });
+
+    it("eight concurrent streams on one channel plus ordinary paid calls: all served, charges exact", async () => {
+      const ch = await openChannel(srv.env, { deposit: USDC(10) });
+      const payer = new TestPayer(srv.url, ch);
+      const chat = await termsOf("/v1/chat", { prompt: "c", max_tokens: 5 });
+      const echo = await srv.terms("/v1/echo");
+      const lengths = [2500, 1800, 3100, 900, 2200, 1500, 2700, 1200];
+      const streams = lengths.map((n, k) => payer.stream("/v1/chat", { prompt: `c${k}`, max_tokens: n }, chat));
+      const calls = Array.from({ length: 40 }, async () => {
+        const a = await call(`${srv.url}/v1/echo?msg=x`, { headers: paymentHeaders(echo, payer.next(echo.amount)) });
+        return a.status;
+      });
+      const runs = await Promise.all(streams);
+      expect(await Promise.all(calls)).to.deep.equal(calls.map(() => 200));
+      runs.forEach((r, k) => {
+        expect(r.frames.length, `stream ${k}`).to.equal(lengths[k]);
+        r.frames.forEach((f, i) => expect(JSON.parse(f.data).t).to.equal(chatToken(`c${k}`, i)));
+        expect(r.receipt!.amount).to.equal(BigInt(lengths[k]) * PRICE);
+        expect(r.topUps.every((a) => a.status === 200), `stream ${k} top-ups`).to.equal(true);
+      });
+      const c = await stored(ch.id);
+      const total = lengths.reduce((a, b) => a + b, 0);
+      expect(c.spent).to.equal(BigInt(total) * PRICE + 40n * echo.amount);
+      expect(c.reserved).to.equal(0n);
+      expect(c.accepted).to.equal(payer.signed);
+    });
   });
 });
