@@ -16,7 +16,7 @@ const PER_SOURCE = 20;
 const MAX = 40;
 
 /** Resolves once `cond()` holds (checked every few ms), failing after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 5_000): Promise<void> {
+async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);

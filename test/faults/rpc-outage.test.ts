@@ -20,7 +20,11 @@ import { startProxiedServer, type ProxiedServer } from "../helpers/proxied-serve
 import { paymentHeaders } from "../helpers/server";
 
 const PRICE = 1_000n;
-const RPC_TIMEOUT = 600;
+/**
+ * The server's RPC timeout: far above a read's normal time even on a busy machine (two suites on two cores), so only
+ * the outages below fail reads, never the machine's load.
+ */
+const RPC_TIMEOUT = 3_000;
 
 interface Answer {
   status: number;
@@ -31,7 +35,7 @@ interface Answer {
 }
 
 describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, delay)", function () {
-  this.timeout(120_000);
+  this.timeout(300_000);
   let env: Env;
   let proxy: FaultProxy;
   let server: ServerProcess;
@@ -43,7 +47,7 @@ describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, dela
 
   const pay = async (c: OpenedChannel, v: bigint): Promise<Answer> => {
     const t0 = performance.now();
-    const res = await fetch(`${server.url}/v1/echo?msg=rpc`, { headers: paymentHeaders(terms, c.voucher.sign(c.id, v)), signal: AbortSignal.timeout(30_000) });
+    const res = await fetch(`${server.url}/v1/echo?msg=rpc`, { headers: paymentHeaders(terms, c.voucher.sign(c.id, v)), signal: AbortSignal.timeout(20 * RPC_TIMEOUT) });
     const text = await res.text();
     const a: Answer = {
       status: res.status,
@@ -91,11 +95,13 @@ describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, dela
 
   for (const o of outages) {
     it(`${o.label}: reads needed → 503 in bounded time, nothing free, nothing written; served again after healing`, async () => {
+      // The outage starts first: the fresh channels are opened while the server cannot see the chain (else its event
+      // follower, polling every 200 ms, may have read them into memory already, and no request would need a read).
+      proxy.mode(o.mode, { delayMs: o.delayMs });
       const fresh: OpenedChannel[] = [];
       for (let i = 0; i < 4; i++) fresh.push(await openChannel(env, { payerIndex: 2 + i, deposit: USDC(1) }));
       // The known channel's deposit grows on chain while the server cannot see it.
       const knownDeposit = (await readDeposit(known)) as bigint;
-      proxy.mode(o.mode, { delayMs: o.delayMs });
       await topUp(known, USDC(1));
 
       const probe = openSqliteProbe(databaseUrl);
@@ -149,6 +155,8 @@ describe("faults: chain RPC unreachable behind a fault proxy (refuse, drop, dela
   }
 
   it(`a delay below the RPC timeout only slows reads down: everything is served`, async () => {
+    // Opened while the server cannot see the chain, so each request needs its read (see above), then the chain is slow.
+    proxy.down();
     const fresh: OpenedChannel[] = [];
     for (let i = 0; i < 3; i++) fresh.push(await openChannel(env, { payerIndex: 2 + i, deposit: USDC(1) }));
     const delayMs = RPC_TIMEOUT / 12; // a read is one or two round trips: well inside the timeout

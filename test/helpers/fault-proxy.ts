@@ -27,6 +27,11 @@ export interface FaultProxy {
   readonly current: FaultMode;
   /** Connections accepted so far, and how many of them were refused. */
   readonly stats: { connections: number; refused: number; droppedChunks: number };
+  /**
+   * How many chunks sent towards the target so far (forwarded, delayed or dropped) contain `text`, e.g.
+   * `"eth_blockNumber"`: lets a test wait until its callers' requests reached the proxy, instead of sleeping.
+   */
+  sent(text: string): number;
   down(): void;
   up(): void;
   close(): Promise<void>;
@@ -38,6 +43,8 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   let mode: FaultMode = "pass";
   let delayMs = 0;
   const stats = { connections: 0, refused: 0, droppedChunks: 0 };
+  /** The chunks sent towards the target (the last 10,000), for {@link FaultProxy.sent}. */
+  const upstreamChunks: string[] = [];
   const sockets = new Set<net.Socket>();
 
   const destroyAll = () => {
@@ -90,6 +97,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
+    client.on("data", (chunk: Buffer) => {
+      upstreamChunks.push(chunk.toString("latin1"));
+      if (upstreamChunks.length > 10_000) upstreamChunks.shift();
+    });
     forward(client, upstream);
     forward(upstream, client);
   });
@@ -104,6 +115,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       return mode;
     },
     stats,
+    sent: (text) => upstreamChunks.filter((c) => c.includes(text)).length,
     mode(m, opts = {}) {
       // Leaving "drop": the open connections lost bytes mid-stream and cannot carry anything sensible any more.
       const reset = m === "refuse" || (mode === "drop" && m !== "drop");

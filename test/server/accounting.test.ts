@@ -11,6 +11,7 @@ import { demoRoutes, generate, mockUsdcAbi } from "@paychan/demo";
 import type { SqliteStore } from "@paychan/server";
 import { openChannel, USDC, type OpenedChannel } from "../helpers/escrow";
 import { call, startTestServer, type TestServer } from "../helpers/server";
+import { until } from "../helpers/wait";
 
 const PRICE = 1000n; // 0.001 USDC
 
@@ -137,9 +138,9 @@ describe("server: accounting over HTTP", () => {
     const r = decodePaymentResponse(a.headers.get("payment-response"));
     expect(r.amount).to.equal(charged);
     expect(r.extra.spent).to.equal(charged);
-    // the release of max - actual is committed when the response finishes
-    await new Promise((r) => setTimeout(r, 50));
-    expect((await srv.store.getChannel(ch.id))!).to.deep.include({ spent: charged, accepted: 10_000n });
+    // the release of max - actual is committed when the response finishes (after the client has the body)
+    await until(async () => (await srv.store.getChannel(ch.id))!.reserved === 0n, "the reservation to be finished");
+    expect((await srv.store.getChannel(ch.id))!).to.deep.include({ spent: charged, reserved: 0n, accepted: 10_000n });
   });
 
   it("a computed price is charged per request and echoed as the offer's amount", async () => {

@@ -55,7 +55,10 @@ export async function submitClose(cy: SettlementCycle, c: StoredChannel): Promis
     ch = await cy.o.store.requestCooperativeClose(chainOf(ch), nowS);
     cy.log?.info({ channelId: ch.channelId, closesAt: ch.closesAt }, "close requested on chain: charges stopped, closing");
   }
-  const dueAt = (ch.payerCloseRequestedAt + cy.o.config.closeGrace) * 1000;
+  // The mark is in whole seconds, rounded down: a grace counted from it could be up to 1 s short (all of a 1 s grace
+  // on a busy machine), so a grace runs from the end of the mark's second.
+  const grace = cy.o.config.closeGrace;
+  const dueAt = grace > 0 ? (ch.payerCloseRequestedAt + 1 + grace) * 1000 : 0;
   if (Date.now() < dueAt) {
     r.nextDueAt = r.nextDueAt === null ? dueAt : Math.min(r.nextDueAt, dueAt);
     return null;
