@@ -35,6 +35,8 @@ export interface StreamRun {
   ended: boolean;
   /** The body of a non-stream answer (e.g. a 400 or 402). */
   body?: string;
+  /** Why the body broke off (the connection dropped), when it did and `dropOk` allowed it. */
+  dropped?: Error;
 }
 
 export interface StreamCallOptions {
@@ -44,6 +46,8 @@ export interface StreamCallOptions {
   abortAfter?: number;
   /** Extra headers. */
   headers?: Record<string, string>;
+  /** A dropped connection (e.g. the server killed) ends the run instead of throwing (default false). */
+  dropOk?: boolean;
   /** Called for each handler event. */
   onFrame?(f: SseFrame, run: StreamRun): void;
 }
@@ -60,6 +64,16 @@ export class TestPayer {
   next(amount: bigint): Voucher {
     this.signed += amount;
     return this.ch.voucher.sign(this.ch.id, this.signed);
+  }
+
+  /** {@link stream} continuing `from`'s vouchers (the same channel, another server URL). */
+  async streamFrom(from: TestPayer, path: string, body: unknown, terms: ChannelRequirements, o: StreamCallOptions = {}): Promise<StreamRun> {
+    this.signed = from.signed;
+    try {
+      return await this.stream(path, body, terms, o);
+    } finally {
+      from.signed = this.signed;
+    }
   }
 
   /** A top-up side request with `voucher` for the stream `need` names. */
@@ -94,7 +108,14 @@ export class TestPayer {
           if (f.event === STREAM_EVENT_NEED_VOUCHER) {
             const need = decodeNeedVoucher(f.data);
             run.needs.push(need);
-            if (o.topUp !== false) pending.push(this.topUp(terms, need, this.next(need.amount)).then((a) => run.topUps.push(a)));
+            if (o.topUp !== false) pending.push(
+              this.topUp(terms, need, this.next(need.amount)).then(
+                (a) => run.topUps.push(a),
+                (e) => {
+                  if (!o.dropOk) throw e;
+                },
+              ),
+            );
           } else if (f.event === STREAM_EVENT_RECEIPT) {
             run.receipt = decodeStreamReceipt(f.data);
           } else {
@@ -110,7 +131,8 @@ export class TestPayer {
       }
       run.ended = true;
     } catch (e) {
-      if (!ac.signal.aborted) throw e;
+      if (o.dropOk && !ac.signal.aborted) run.dropped = e as Error;
+      else if (!ac.signal.aborted) throw e;
     }
     await Promise.all(pending);
     return run;
