@@ -3,14 +3,16 @@
  * app read by a minimal hand-written client (test/helpers/stream-client.ts) that answers top-ups with vouchers of the
  * channel's session key; the store and the escrow checked after each stream.
  */
+import fs from "node:fs";
 import http from "node:http";
+import path from "node:path";
 import { expect } from "chai";
 import type { Express } from "express";
 import { erc20Abi, type Hex } from "viem";
 import { decodeStreamReceiptTrailer, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
 import { chatRoutes, chatToken, demoRoutes } from "@paychan/demo";
 import type { ExpressPaywall } from "@paychan/express";
-import type { PaidStream } from "@paychan/server";
+import { SqliteStore, type PaidStream } from "@paychan/server";
 import { openChannel, sessionKey, USDC } from "../helpers/escrow";
 import { call, paymentHeaders, startTestServer, type TestServer } from "../helpers/server";
 import { TestPayer } from "../helpers/stream-client";
@@ -102,6 +104,33 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
           for (let i = 0; i < 6; i++) await stream.send(`g${i}`);
           await gate;
           for (let i = 6; i < 20; i++) await stream.send(`g${i}`);
+        }),
+      );
+      const noBody = (req: { body?: unknown }, _res: unknown, next: () => void) => {
+        req.body = {};
+        next();
+      };
+      // Three events, then the handler throws; or it throws before any; or it answers a 400 itself.
+      app.post(
+        "/t/fail-after",
+        noBody,
+        paywall.stream({ unitPrice: PRICE, reserve: 1000n }, async (stream) => {
+          for (let i = 0; i < 3; i++) await stream.send(`f${i}`);
+          throw new Error("boom");
+        }),
+      );
+      app.post(
+        "/t/fail-before",
+        noBody,
+        paywall.stream({ unitPrice: PRICE, reserve: 1000n }, async () => {
+          throw new Error("boom");
+        }),
+      );
+      app.post(
+        "/t/refuse",
+        noBody,
+        paywall.stream({ unitPrice: PRICE, reserve: 1000n }, async (_stream, _req, res) => {
+          res.status(400).json({ error: "bad_request" });
         }),
       );
       // Ignores top-ups quickly: deadline 300 ms.
@@ -243,6 +272,9 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
       const late = await payer.topUp(terms, run.needs[0], ch.voucher.sign(ch.id, payer.signed + 100n));
       expect({ status: late.status, code: late.code }).to.deep.equal({ status: 404, code: "stream_not_found" });
       expect((await stored(ch.id)).accepted).to.equal(payer.signed);
+      const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+      expect(metrics).to.match(/^channel_stream_top_ups_total\{result="stream_channel_mismatch"\} 1$/m);
+      expect(metrics).to.match(/^channel_stream_top_ups_total\{result="invalid_signature"\} 1$/m);
     });
 
     it("bad chat input (missing prompt, max_tokens out of range or not an integer, not JSON) is a 400 before any charge, with a valid voucher attached", async () => {
@@ -270,6 +302,24 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
       expect(ok.receipt!.amount).to.equal(50n);
     });
 
+    it("a handler failing after its first events: receipt handler_error, the delivered events charged; failing (or answering 400) before any: nothing charged", async () => {
+      const ch = await openChannel(srv.env);
+      const payer = new TestPayer(srv.url, ch);
+      const after = await payer.stream("/t/fail-after", {}, await termsOf("/t/fail-after"));
+      expect(after.frames.map((f) => f.data)).to.deep.equal(["f0", "f1", "f2"]);
+      expect(after.receipt!.extra.stream).to.deep.include({ units: 3n, reason: "handler_error" });
+      expect(after.receipt!.amount).to.equal(3n * PRICE);
+      const before = await payer.stream("/t/fail-before", {}, await termsOf("/t/fail-before"));
+      expect(before.status).to.equal(500);
+      const refused = await payer.stream("/t/refuse", {}, await termsOf("/t/refuse"));
+      expect(refused.status).to.equal(400);
+      const c = await stored(ch.id);
+      expect(c.spent).to.equal(3n * PRICE);
+      expect(c.reserved).to.equal(0n);
+      const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+      expect(metrics).to.match(/^channel_streams_total\{reason="handler_error"\} 1$/m);
+    });
+
     it("eight concurrent streams on one channel plus ordinary paid calls: all served, charges exact", async () => {
       const ch = await openChannel(srv.env, { deposit: USDC(10) });
       const payer = new TestPayer(srv.url, ch);
@@ -295,5 +345,48 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
       expect(c.reserved).to.equal(0n);
       expect(c.accepted).to.equal(payer.signed);
     });
+  });
+
+  it("a server closing ends its live streams cleanly: the receipt (server_closing) as the last event, the delivered events charged", async () => {
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const srv = await startTestServer({
+      routes: (app, paywall) =>
+        app.post(
+          "/t/forever",
+          (req, _res, next) => {
+            req.body = {};
+            next();
+          },
+          paywall.stream({ unitPrice: PRICE, reserve: 100_000n }, async (stream) => {
+            for (let i = 0; i < 7; i++) await stream.send(`x${i}`);
+            started();
+            await new Promise<void>((r) => stream.signal.addEventListener("abort", () => r()));
+          }),
+        ),
+    });
+    let closed = false;
+    try {
+      const ch = await openChannel(srv.env);
+      const terms = await srv.terms("/t/forever", { method: "POST" });
+      const payer = new TestPayer(srv.url, ch);
+      const run = payer.stream("/t/forever", {}, terms);
+      await running;
+      const closing = srv.close({ keepDatabase: true });
+      const r = await run;
+      await closing;
+      closed = true;
+      expect(r.frames.length).to.equal(7);
+      expect(r.receipt!.extra.stream).to.deep.include({ units: 7n, reason: "server_closing" });
+      expect(r.receipt!.amount).to.equal(7n * PRICE);
+      const store = new SqliteStore({ url: srv.databaseUrl });
+      const c = (await store.getChannel(ch.id))!;
+      await store.close();
+      fs.rmSync(path.dirname(srv.databaseUrl), { recursive: true, force: true });
+      expect(c.spent).to.equal(7n * PRICE);
+      expect(c.reserved).to.equal(0n);
+    } finally {
+      if (!closed) await srv.close();
+    }
   });
 });

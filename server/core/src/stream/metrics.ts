@@ -12,7 +12,7 @@ export interface StreamObserver {
 /** Registers the stream metrics on `registry`; `live()` is read at scrape time. */
 export function createStreamMetrics(registry: Registry, live: () => number): StreamObserver {
   new Gauge({
-    name: "channel_streams",
+    name: "channel_streams_live",
     help: "Paid streams live in this process",
     registers: [registry],
     collect() {
