@@ -47,7 +47,7 @@ describe("store: SQLite specifics", () => {
     expect(migrateSqlite(db, [...SQLITE_MIGRATIONS, extra])).to.deep.equal([150]);
     expect(migrateSqlite(db, [...SQLITE_MIGRATIONS, extra])).to.deep.equal([]);
     const rows = db.prepare("SELECT version FROM schema_migrations ORDER BY version").all() as Array<{ version: number }>;
-    expect(rows.map((r) => r.version)).to.deep.equal([...SQLITE_MIGRATIONS.map((m) => m.version), 150]);
+    expect(rows.map((r) => r.version)).to.deep.equal([...SQLITE_MIGRATIONS.map((m) => m.version), 150].sort((a, b) => a - b));
     expect(() => migrateSqlite(db, [extra, extra])).to.throw(/duplicate/);
     db.close();
   });
