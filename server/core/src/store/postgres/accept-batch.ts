@@ -2,14 +2,14 @@
  * The accepts of one PostgreSQL group commit (./group-commit.ts), decided in memory between one read and one write.
  *
  * Inside the batch's transaction the store (./store.ts) locks every channel row the batch touches, in channel-id
- * order (`FOR UPDATE`) and, when needed (see {@link AcceptPlan.needsUsed}), reads which of the batch's voucher amounts
- * are already used (a separate statement, so its snapshot is taken after the locks and sees what earlier holders
- * committed). {@link planAccepts} decides
+ * order (`FOR UPDATE`), then reads which of the batch's voucher amounts are already used (a statement of its own, so
+ * its snapshot is taken after the locks and sees what earlier holders committed); `BEGIN` and both reads go as one
+ * simple query (one round trip). {@link planAccepts} decides
  * the items in queue order with the shared pure rule (`decideVoucher`), each on the row as the earlier items of the
  * batch left it in memory — exactly what running them one after the other would read — and {@link writeParams}
- * turns the outcome into ONE statement ({@link ACCEPT_BATCH_SQL}): each touched channel written once (an UPDATE of
- * the locked rows, or an INSERT of the new ones, in id order), the used vouchers and reservations as multi-row
- * inserts, the used set pruned once per channel below its final floor.
+ * turns the outcome into ONE statement ({@link ACCEPT_BATCH_SQL}, sent with `COMMIT`: the second round trip): each
+ * touched channel written once (an UPDATE of the locked rows, or an INSERT of the new ones, in id order), the used
+ * vouchers and reservations as multi-row inserts, the used set pruned once per channel below its final floor.
  */
 import type { Hex } from "viem";
 import { MAX_UINT128 } from "@paychan/protocol";
@@ -37,13 +37,6 @@ export interface AcceptPlan {
   reservations: Array<{ id: string; voucher: bigint; amount: bigint }>;
   /** Whether anything was accepted (else the transaction rolls back: a refusal writes nothing). */
   writes: boolean;
-  /**
-   * Decided without the used read (`usedKnown` false), whether it is needed after all: an amount refused as
-   * `insufficient_voucher` on a stored channel (used or not changes the code: `voucher_reused` ranks first), or
-   * accepted at or below its channel's final floor (not inserted, so the write could not tell it was used). Any other
-   * accepted amount that was in fact used makes the write's used insert fall short, and the batch starts over.
-   */
-  needsUsed: boolean;
 }
 
 /** Lowercase channel id of an input. */
@@ -69,17 +62,10 @@ function mergeChain(t: StoredChannel, p: ChainChannel): Pick<StoredChannel, "dep
  * Decides `inputs` in order on `rows` (the locked rows by lowercase id; absent = not stored) with `used` (the
  * already-used amounts among the inputs', as `${id}:${amount}`), at time `now`.
  */
-export function planAccepts(
-  inputs: readonly AcceptVoucherInput[],
-  rows: ReadonlyMap<string, StoredChannel>,
-  used: ReadonlySet<string>,
-  now: number,
-  usedKnown = false,
-): AcceptPlan {
+export function planAccepts(inputs: readonly AcceptVoucherInput[], rows: ReadonlyMap<string, StoredChannel>, used: ReadonlySet<string>, now: number): AcceptPlan {
   const held = new Map<string, Held>();
   const reservations: AcceptPlan["reservations"] = [];
   let writes = false;
-  let needsUsed = false;
   const results = inputs.map((input): AcceptVoucherResult => {
     const id = idOf(input);
     let h = held.get(id);
@@ -104,10 +90,7 @@ export function planAccepts(
       input.window,
       reserve,
     );
-    if (!d.ok) {
-      if (d.code === "insufficient_voucher" && h.stored && !usedKnown) needsUsed = true;
-      return { ok: false, code: d.code, channel: current };
-    }
+    if (!d.ok) return { ok: false, code: d.code, channel: current };
     // The stored signature is always the one of the voucher for `accepted`.
     const signature = !current || v > current.accepted ? input.signature : current.acceptedSignature;
     const accounting = { accepted: d.accepted, acceptedSignature: signature, spent: d.spent, reserved: d.reserved, floor: d.floor, updatedAt: now };
@@ -138,8 +121,7 @@ export function planAccepts(
     return { ok: true, channel: h.channel };
   });
   const sorted = [...held.entries()].filter(([, h]) => h.dirty).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  if (!usedKnown && sorted.some(([, h]) => h.stored && h.used.some((v) => v <= h.channel!.floor))) needsUsed = true;
-  return { results, held: sorted, reservations, writes, needsUsed };
+  return { results, held: sorted, reservations, writes };
 }
 
 function amount(v: bigint): string {
@@ -147,12 +129,16 @@ function amount(v: bigint): string {
   return v.toString(10);
 }
 
+/** The text of the error {@link ACCEPT_BATCH_SQL} raises when its counts fall short (nothing of the batch is kept). */
+export const BATCH_CONFLICT = "accept batch conflict";
+
 /**
  * The batch's one write: `upd` the stored rows (final values: the rows are locked, nothing else changed them),
  * `ins` the new ones (id order; a concurrent first voucher of another replica makes the count fall short and the
  * caller starts over), `used` the accepted amounts above each channel's final floor (the others would be pruned at
- * once; a conflict here means the used read missed one, and the caller starts over), `pruned` the used set up to
- * each final floor that rose, `res` the reservations. Answers the three counts.
+ * once; a conflict here means the used read missed one), `pruned` the used set up to each final floor that rose,
+ * `res` the reservations. When a count falls short the statement fails (a cast of {@link BATCH_CONFLICT} to int), so
+ * the transaction is aborted, the COMMIT sent with it does not run, and the caller starts over.
  */
 export const ACCEPT_BATCH_SQL = `
   WITH upd AS (
@@ -189,10 +175,11 @@ export const ACCEPT_BATCH_SQL = `
     INSERT INTO reservations (channel_id, voucher, amount, created_at)
     SELECT r.id, r.voucher, r.amount, $13 FROM unnest($35::text[], $36::numeric[], $37::numeric[]) AS r(id, voucher, amount)
   )
-  SELECT (SELECT count(*) FROM upd)::int AS updated, (SELECT count(*) FROM ins)::int AS inserted, (SELECT count(*) FROM used)::int AS used`;
+  SELECT (CASE WHEN (SELECT count(*) FROM upd) = $38 AND (SELECT count(*) FROM ins) = $39 AND (SELECT count(*) FROM used) = $40
+               THEN '1' ELSE '${BATCH_CONFLICT}' END)::int AS ok`;
 
 /** The parameters of {@link ACCEPT_BATCH_SQL} for `plan`, and the counts it must answer. */
-export function writeParams(plan: AcceptPlan, now: number): { values: unknown[]; expect: { updated: number; inserted: number; used: number } } {
+export function writeParams(plan: AcceptPlan, now: number): unknown[] {
   const upd: unknown[][] = Array.from({ length: 12 }, () => []);
   const ins: unknown[][] = Array.from({ length: 17 }, () => []);
   const used: [string[], string[]] = [[], []];
@@ -217,8 +204,30 @@ export function writeParams(plan: AcceptPlan, now: number): { values: unknown[];
     }
   }
   const res = [plan.reservations.map((r) => r.id), plan.reservations.map((r) => amount(r.voucher)), plan.reservations.map((r) => amount(r.amount))];
-  return {
-    values: [...upd, now, ...ins, ...used, ...prune, ...res],
-    expect: { updated: upd[0].length, inserted: ins[0].length, used: used[0].length },
+  return [...upd, now, ...ins, ...used, ...prune, ...res, upd[0].length, ins[0].length, used[0].length];
+}
+
+/**
+ * `sql` with its `$n` parameters written inline as SQL literals (strings escaped by pg's `escapeLiteral`, numbers
+ * checked to be integers, arrays as `ARRAY[...]`; every array parameter in the text carries its cast). For the batch's
+ * statements sent as ONE simple query with `BEGIN` or `COMMIT`: node-postgres does not pipeline, so this is how a
+ * batch costs two round trips instead of four.
+ */
+export function inline(sql: string, values: readonly unknown[], escapeLiteral: (s: string) => string): string {
+  const one = (v: unknown): string => {
+    if (v === null || v === undefined) return "NULL";
+    if (typeof v === "boolean") return v ? "TRUE" : "FALSE";
+    if (typeof v === "number") {
+      if (!Number.isSafeInteger(v)) throw new RangeError(`not an integer parameter: ${v}`);
+      return String(v);
+    }
+    if (typeof v === "string") return escapeLiteral(v);
+    if (Array.isArray(v)) return `ARRAY[${v.map(one).join(",")}]`;
+    throw new TypeError(`unsupported parameter type ${typeof v}`);
   };
+  return sql.replace(/\$(\d+)/g, (_, n: string) => {
+    const i = Number(n) - 1;
+    if (i < 0 || i >= values.length) throw new RangeError(`no parameter $${n}`);
+    return one(values[i]);
+  });
 }

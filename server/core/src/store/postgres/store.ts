@@ -52,7 +52,7 @@ import {
 import { migratePostgres } from "./migrate";
 import { PRUNE_FINALIZED_SQL } from "./prune";
 import { pgRowToChannel, type PgChannelRow } from "./rows";
-import { ACCEPT_BATCH_SQL, idOf, planAccepts, writeParams } from "./accept-batch";
+import { ACCEPT_BATCH_SQL, BATCH_CONFLICT, idOf, inline, planAccepts, writeParams } from "./accept-batch";
 import { PgGroupCommit } from "./group-commit";
 import { PgSettlementStore } from "./settlement";
 import { PgExactStore } from "./exact";
@@ -73,7 +73,6 @@ export interface PostgresStoreOptions {
 }
 
 const lower = (s: string) => s.toLowerCase();
-const NONE_USED: ReadonlySet<string> = new Set();
 
 function amountParam(v: bigint): string {
   if (v < 0n || v > MAX_UINT128) throw new RangeError(`amount out of range: ${v}`);
@@ -389,40 +388,45 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
   }
 
   /**
-   * Accepts `inputs` in ONE transaction on the accept pool: lock the batch's channel rows in id order, read which of
-   * its amounts are used, decide every item in order in memory (./accept-batch.ts), write once, commit. Refusals
-   * only: rolled back. A concurrent first voucher of another replica on a channel new to this batch (the insert finds
-   * the row) starts the batch over, when it will lock that row; deadlocks and serialization failures are retried by
-   * {@link tx}.
+   * Accepts `inputs` in ONE transaction of two round trips on the accept pool: `BEGIN`, the batch's channel rows
+   * locked in id order and the used read (one simple query); then, when anything was accepted, the batch's one write
+   * with `COMMIT` (./accept-batch.ts); refusals only: `ROLLBACK`. A concurrent first voucher of another replica on a
+   * channel new to this batch (the insert finds the row: the write fails with {@link BATCH_CONFLICT}) starts the
+   * batch over, when it locks that row; so do deadlocks and serialization failures.
    */
   private async acceptBatch(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[]> {
+    this.check();
     const ids = [...new Set(inputs.map(idOf))].sort();
     const pairs: [string[], string[]] = [inputs.map(idOf), inputs.map((x) => amountParam(x.amount))];
-    // The used read is skipped when the write can tell instead: see {@link planAccepts}'s `needsUsed`.
-    let readUsed = false;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const out = await this.tx<AcceptVoucherResult[] | null>(async (c) => {
-        const locked = await c.query<PgChannelRow>(q("lockBatch", [ids]));
-        const rows = new Map(locked.rows.map((r) => [r.channel_id, pgRowToChannel(r)]));
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.acceptPool.connect();
+      const esc = (x: string) => client.escapeLiteral(x);
+      let broken: Error | undefined;
+      try {
+        // Each statement of a simple query takes its own snapshot: the used read's follows the locks.
+        const read = (await client.query(`BEGIN; ${inline(SQL.lockBatch, [ids], esc)}; ${inline(SQL.usedOf, pairs, esc)}`)) as unknown as pg.QueryResult[];
+        const rows = new Map((read[1].rows as PgChannelRow[]).map((r) => [r.channel_id, pgRowToChannel(r)]));
+        const used = new Set((read[2].rows as Array<{ channel_id: string; amount: string }>).map((r) => `${r.channel_id}:${r.amount}`));
         const now = Date.now();
-        let plan = planAccepts(inputs, rows, NONE_USED, now);
-        if (readUsed || plan.needsUsed) {
-          // After the locks, in a statement of its own: its snapshot sees what earlier lock holders committed.
-          const usedRows = await c.query<{ channel_id: string; amount: string }>(q("usedOf", pairs));
-          plan = planAccepts(inputs, rows, new Set(usedRows.rows.map((r) => `${r.channel_id}:${r.amount}`)), now, true);
+        const plan = planAccepts(inputs, rows, used, now);
+        // A failed write aborts the transaction, so the COMMIT after it does not run; the ROLLBACK below ends it.
+        await client.query(plan.writes ? `${inline(ACCEPT_BATCH_SQL, writeParams(plan, now), esc)}; COMMIT` : "ROLLBACK");
+        return plan.results;
+      } catch (e) {
+        // Ends an aborted transaction (outside one it only warns); the connection is reusable only if it worked.
+        await client.query("ROLLBACK").catch((re: Error) => (broken = re));
+        const code = (e as { code?: string }).code;
+        const conflict = code === "22P02" && String((e as Error).message).includes(BATCH_CONFLICT);
+        if ((conflict || (code && RETRYABLE.has(code))) && attempt < 5 && !broken) {
+          this.retriedTransactions += conflict ? 0 : 1;
+          if (!conflict) await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+          continue;
         }
-        if (!plan.writes) return { value: plan.results, commit: false };
-        const w = writeParams(plan, now);
-        const got = (await c.query<{ updated: number; inserted: number; used: number }>({ name: "cs_acceptBatch", text: ACCEPT_BATCH_SQL, values: w.values })).rows[0];
-        // Short: an amount was used after all (decided without the used read), or another replica inserted a channel
-        // new to this batch first. Nothing of it is committed; the next attempt reads the used set under the locks.
-        if (got.updated !== w.expect.updated || got.inserted !== w.expect.inserted || got.used !== w.expect.used) return { value: null, commit: false };
-        return { value: plan.results, commit: true };
-      }, this.acceptPool);
-      if (out) return out;
-      readUsed = true;
+        throw e;
+      } finally {
+        client.release(broken);
+      }
     }
-    throw new Error(`could not write a batch of ${inputs.length} accepts: its channels kept changing under it`);
   }
 
   async releaseCharge(channelId: Hex, amount: bigint): Promise<StoredChannel | null> {
