@@ -24,7 +24,7 @@ const PAYER = 17;
 const CAP = USDC(3); // maxDepositPerProvider, below 2 channels × maxDeposit (2): the bound that binds here
 
 /** Resolves once `cond()` holds (checked every few ms), failing after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+async function until(cond: () => boolean, what: string, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);

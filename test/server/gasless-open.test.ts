@@ -120,7 +120,7 @@ export async function refusal(res: Response): Promise<{ status: number; code: st
   return { status: res.status, code: body.error };
 }
 
-async function until(cond: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+async function until(cond: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);

@@ -150,7 +150,7 @@ function followChainClock(): void {
   });
 }
 
-async function until(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
+async function until(cond: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
