@@ -15,6 +15,8 @@
  *           our SDK): latency, calls/s, gas per paid call read from the chain (scripts/bench/schemes.ts)
  *   gasless fresh USDC-only agents whose channels the provider opens: gas of each provider-submitted open, first call
  *           vs later calls, against an agent opening its own channel (scripts/bench/gasless.ts)
+ *   stream  streamed responses paid per token vs the same producer unpaid, 1 and 8 concurrent streams; bytes and ms per
+ *           top-up round trip; signed / spent (scripts/bench/stream.ts)
  * A target that is not met does not change the exit code: the report says FAIL.
  */
 import fs from "node:fs";
@@ -30,8 +32,9 @@ import { renderReport, targets, type BenchResults, type SectionLoad } from "./re
 import { benchSchemes } from "./schemes";
 import { benchGasless } from "./gasless";
 import { measureVoucherThroughput } from "./verify";
+import { benchStream, renderStream } from "./stream";
 
-const SECTIONS = ["verify", "gas", "http", "e2e", "schemes", "gasless"] as const;
+const SECTIONS = ["verify", "gas", "http", "e2e", "schemes", "gasless", "stream"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values: args } = parseArgs({
@@ -110,6 +113,7 @@ async function main(): Promise<void> {
   if (v) results.verify = { rows: v.value, load: v.load };
 
   let chain: BenchChain | null = null;
+  let streamReport = "";
   if (only.some((s) => s !== "verify")) {
     log("starting the local chain and deploying the contracts");
     chain = await startBenchChain();
@@ -126,13 +130,15 @@ async function main(): Promise<void> {
     if (sc) results.schemes = { results: sc.value, load: sc.load };
     const gl = await section("gasless", results, () => benchGasless(chain!, { agents: gaslessAgents, calls: 20, log, children }));
     if (gl) results.gasless = { results: gl.value, load: gl.load };
+    const st = await section("stream", results, () => benchStream(chain!, { rounds, log, children }));
+    if (st) streamReport = renderStream(st.value, `_Load: ${st.load.seconds.toFixed(0)} s; before: ${st.load.before}._`);
   } finally {
     for (const c of children) await c.stop();
     await chain?.close();
   }
 
   results.totalSeconds = (performance.now() - started) / 1000;
-  const report = renderReport(results);
+  const report = renderReport(results) + (streamReport ? `\n${streamReport}` : "");
   console.log(report);
   if (!args["no-write"]) {
     fs.mkdirSync(path.dirname(args.out!), { recursive: true });
