@@ -14,6 +14,7 @@ import { chatRoutes, chatToken, demoRoutes } from "@paychan/demo";
 import type { ExpressPaywall } from "@paychan/express";
 import { SqliteStore, type PaidStream } from "@paychan/server";
 import { openChannel, sessionKey, USDC } from "../helpers/escrow";
+import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { call, paymentHeaders, startTestServer, type TestServer } from "../helpers/server";
 import { TestPayer } from "../helpers/stream-client";
 
@@ -388,5 +389,27 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
     } finally {
       if (!closed) await srv.close();
     }
+  });
+
+  describePostgres("on PostgreSQL", function () {
+    it("the demo chat with a PostgreSQL store: 3,500 tokens, top-ups on the one stream, receipt = tokens × price = spent; the need events' hint follows the top-ups", async () => {
+      const srv = await startTestServer({ databaseUrl: await newTestDatabase("stream") });
+      try {
+        const ch = await openChannel(srv.env);
+        const terms = await srv.terms("/v1/chat", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "pg", max_tokens: 5 }) });
+        const run = await new TestPayer(srv.url, ch).stream("/v1/chat", { prompt: "pg", max_tokens: 3_500 }, terms);
+        expect(run.frames.length).to.equal(3_500);
+        expect(run.needs.length).to.be.at.least(3);
+        expect(run.topUps.every((a) => a.status === 200)).to.equal(true);
+        const hints = run.needs.map((n) => n.cumulativeAmount);
+        expect(hints.every((h, i) => i === 0 || h > hints[i - 1]), "hints grow with the reservation").to.equal(true);
+        expect(run.receipt!.amount).to.equal(3_500n * PRICE);
+        const c = (await srv.store.getChannel(ch.id))!;
+        expect(c.spent).to.equal(3_500n * PRICE);
+        expect(c.reserved).to.equal(0n);
+      } finally {
+        await srv.close();
+      }
+    });
   });
 });

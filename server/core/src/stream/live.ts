@@ -191,8 +191,9 @@ export class PaidStream {
     if (!this.ended) void this.end("client_closed");
   }
 
-  /** The adapter: a top-up was committed; the reservation for units is now `reserved` − fee. */
-  toppedUp(reserved: bigint): void {
+  /** The adapter: a top-up was committed (the channel as it left it); the reservation for units is now `reserved` − fee. */
+  toppedUp(reserved: bigint, channel?: StoredChannel): void {
+    if (channel) this.channel = channel;
     const units = reserved - this.fee;
     if (units > this.reservedUnits) this.reservedUnits = units;
     this.ask = null;

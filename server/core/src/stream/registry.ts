@@ -200,7 +200,7 @@ export class StreamRegistry implements StreamHost {
             : `the top-up voucher was refused (${result.code})`;
       return this.refuse(result.code, detail);
     }
-    stream.toppedUp(result.reserved);
+    stream.toppedUp(result.reserved, result.channel);
     this.observer?.topUp("accepted");
     const c = result.channel;
     const spent = c.spent + c.reserved;
