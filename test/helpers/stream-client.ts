@@ -48,6 +48,8 @@ export interface StreamCallOptions {
   headers?: Record<string, string>;
   /** A dropped connection (e.g. the server killed) ends the run instead of throwing (default false). */
   dropOk?: boolean;
+  /** Aborts the request when it resolves. */
+  abortWhen?: Promise<unknown>;
   /** Called for each handler event. */
   onFrame?(f: SseFrame, run: StreamRun): void;
 }
@@ -85,6 +87,7 @@ export class TestPayer {
   /** POSTs JSON `body` to `path` paid with a voucher of `terms.amount`, and reads the stream to its end (or abort). */
   async stream(path: string, body: unknown, terms: ChannelRequirements, o: StreamCallOptions = {}): Promise<StreamRun> {
     const ac = new AbortController();
+    void o.abortWhen?.then(() => ac.abort());
     const res = await fetch(`${this.url}${path}`, {
       method: "POST",
       headers: { "content-type": "application/json", ...paymentHeaders(terms, this.next(terms.amount)), ...o.headers },

@@ -9,10 +9,10 @@ import path from "node:path";
 import { expect } from "chai";
 import type { Express } from "express";
 import { erc20Abi, type Hex } from "viem";
-import { decodeStreamReceiptTrailer, VoucherSigner, type ChannelRequirements } from "@paychan/protocol";
-import { chatRoutes, chatToken, demoRoutes } from "@paychan/demo";
+import { decodeStreamReceiptTrailer, VoucherSigner, type ChannelRequirements, type NeedVoucherEvent } from "@paychan/protocol";
+import { chatRoutes, chatToken, demoRoutes, STREAM_VOUCHER_ROUTE } from "@paychan/demo";
 import type { ExpressPaywall } from "@paychan/express";
-import { SqliteStore, type PaidStream } from "@paychan/server";
+import { SqliteStore, STREAM_LEASE_MIN_MS, streamStoreFor, type PaidStream } from "@paychan/server";
 import { openChannel, sessionKey, USDC } from "../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { call, paymentHeaders, startTestServer, type TestServer } from "../helpers/server";
@@ -392,6 +392,58 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
   });
 
   describePostgres("on PostgreSQL", function () {
+    it("two replicas on one database: a top-up sent to the replica not serving the stream is stream_not_found; an idle live stream renews its lease, so the other replica's sweeper never takes it; the charge stays exact", async () => {
+      const databaseUrl = await newTestDatabase("replicas");
+      const hold = (app: Express, paywall: ExpressPaywall) =>
+        app.post(STREAM_VOUCHER_ROUTE, paywall.streamVoucherHandler()).post(
+          "/t/hold",
+          (req, _res, next) => {
+            req.body = {};
+            next();
+          },
+          paywall.stream({ unitPrice: PRICE, reserve: 100n, topUp: 100n, checkpointMs: 200 }, async (stream) => {
+            for (let i = 0; i < 8; i++) await stream.send(`h${i}`); // 80 of 100: a top-up is asked
+            await new Promise<void>((r) => stream.signal.addEventListener("abort", () => r()));
+          }),
+        );
+      const a = await startTestServer({ databaseUrl, routes: hold });
+      const b = await startTestServer({ env: a.env, databaseUrl, routes: hold });
+      try {
+        const ch = await openChannel(a.env);
+        const terms = await a.terms("/t/hold", { method: "POST" });
+        const payer = new TestPayer(a.url, ch);
+        let seen!: (need: NeedVoucherEvent) => void;
+        const eight = new Promise<NeedVoucherEvent>((r) => (seen = r));
+        let leave!: () => void;
+        const left = new Promise<void>((r) => (leave = r));
+        const running = payer.stream("/t/hold", {}, terms, { topUp: false, abortWhen: left, onFrame: (_f, r) => r.frames.length === 8 && seen(r.needs[0]) });
+        const need = await eight;
+        const t0 = Date.now();
+        expect((await a.store.getChannel(ch.id))!.reserved).to.equal(100n);
+        const aside = new TestPayer(b.url, ch);
+        aside.signed = payer.signed;
+        const wrong = await aside.topUp(terms, need, aside.next(100n));
+        expect({ status: wrong.status, code: wrong.code }).to.deep.equal({ status: 404, code: "stream_not_found" });
+        // Past a whole lease without a new event: A renews the lease while idle, so B's sweep finds nothing to take.
+        await new Promise((r) => setTimeout(r, Math.max(0, t0 + STREAM_LEASE_MIN_MS + 500 - Date.now())));
+        await b.server.provider.streams.sweep();
+        const rows = await streamStoreFor(b.store).list();
+        expect(rows.map((r) => r.channelId)).to.deep.equal([ch.id.toLowerCase()]);
+        expect(rows[0].charged).to.equal(80n);
+        expect(Date.now() - rows[0].checkpointAt).to.be.below(STREAM_LEASE_MIN_MS);
+        expect((await a.store.getChannel(ch.id))!.spent).to.equal(0n);
+        // The client leaves: charged what A wrote, once.
+        leave();
+        const run = await running;
+        expect(run.frames.length).to.equal(8);
+        await until(async () => (await a.store.getChannel(ch.id))!.reserved === 0n, "the stream's end");
+        expect((await a.store.getChannel(ch.id))!.spent).to.equal(80n);
+      } finally {
+        await b.close();
+        await a.close();
+      }
+    });
+
     it("the demo chat with a PostgreSQL store: 3,500 tokens, top-ups on the one stream, receipt = tokens × price = spent; the need events' hint follows the top-ups", async () => {
       const srv = await startTestServer({ databaseUrl: await newTestDatabase("stream") });
       try {
