@@ -12,7 +12,7 @@ import { erc20Abi, type Hex } from "viem";
 import { decodeStreamReceiptTrailer, VoucherSigner, type ChannelRequirements, type NeedVoucherEvent } from "@paychan/protocol";
 import { chatRoutes, chatToken, demoRoutes, STREAM_VOUCHER_ROUTE } from "@paychan/demo";
 import type { ExpressPaywall } from "@paychan/express";
-import { SqliteStore, STREAM_LEASE_MIN_MS, streamStoreFor, type PaidStream } from "@paychan/server";
+import { SqliteStore, STREAM_LEASE_MIN_MS, type PaidStream } from "@paychan/server";
 import { openChannel, sessionKey, USDC } from "../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../helpers/postgres";
 import { call, paymentHeaders, startTestServer, type TestServer } from "../helpers/server";
@@ -427,7 +427,7 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
         // Past a whole lease without a new event: A renews the lease while idle, so B's sweep finds nothing to take.
         await new Promise((r) => setTimeout(r, Math.max(0, t0 + STREAM_LEASE_MIN_MS + 500 - Date.now())));
         await b.server.provider.streams.sweep();
-        const rows = await streamStoreFor(b.store).list();
+        const rows = await b.server.provider.streams.streams.list();
         expect(rows.map((r) => r.channelId)).to.deep.equal([ch.id.toLowerCase()]);
         expect(rows[0].charged).to.equal(80n);
         expect(Date.now() - rows[0].checkpointAt).to.be.below(STREAM_LEASE_MIN_MS);

@@ -27,12 +27,15 @@ function streamStoreSuite(b: Backend): void {
     let store: ChannelStore;
     let streams: StreamStore;
     const opened: ChannelStore[] = [];
+    const streamStores: StreamStore[] = [];
     beforeEach(async () => {
       store = await b.open(await b.newDatabase());
       opened.push(store);
       streams = streamStoreFor(store);
+      streamStores.push(streams);
     });
     afterEach(async () => {
+      for (const s of streamStores.splice(0)) await s.close();
       for (const s of opened.splice(0)) await s.close();
     });
 
@@ -110,6 +113,7 @@ function streamStoreSuite(b: Backend): void {
       const s2 = await b.open(url);
       opened.push(s1, s2);
       const [a, b2] = [streamStoreFor(s1), streamStoreFor(s2)];
+      streamStores.push(a, b2);
       const dead = snapshot();
       const live = snapshot();
       for (const c of [dead, live]) expect((await reserve(s1, c, 1000n, 1000n)).ok).to.equal(true);

@@ -70,4 +70,6 @@ export interface StreamStore {
   sweep(now: number): Promise<StreamReservation[]>;
   /** The open stream reservations (metrics, tests). */
   list(): Promise<StreamReservation[]>;
+  /** Releases what this stream store holds of its own (not the channel store). */
+  close(): Promise<void>;
 }

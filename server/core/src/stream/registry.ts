@@ -267,5 +267,6 @@ export class StreamRegistry implements StreamHost {
     this.sweeper = null;
     await Promise.all([...this.live.values()].map((s) => s.end("server_closing")));
     await this.sweeping;
+    await this.streams.close().catch(() => undefined);
   }
 }

@@ -135,6 +135,10 @@ export class PgStreamStore implements StreamStore {
     });
   }
 
+  async close(): Promise<void> {
+    // nothing of its own: the channel store's pool
+  }
+
   async list(): Promise<StreamReservation[]> {
     this.store.check();
     const r = await this.store.pool.query<ResRow>("SELECT * FROM reservations WHERE checkpoint_at IS NOT NULL ORDER BY channel_id, voucher");

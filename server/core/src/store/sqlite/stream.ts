@@ -2,10 +2,16 @@
  * {@link StreamStore} on a {@link SqliteStore}'s connection (docs/protocol.md § 5.10). Each method is one
  * `BEGIN IMMEDIATE` transaction on the file: processes sharing it serialise, and a top-up is decided on the channel's
  * row as it is inside the transaction, by the same `decideVoucher` as every accept.
+ *
+ * Checkpoints (one UPDATE of the stream's own row, every 1,000 units or second of every live stream) go through a
+ * second connection with `synchronous = NORMAL`: in WAL mode such a commit survives a crash of the process (what the
+ * lease and sweeper rely on) without an fsync of its own; the store's next FULL commit syncs it with everything before.
+ * Losing the last checkpoints to a power cut can only lower a dead stream's charge, never raise it.
  */
 import type Database from "better-sqlite3";
 import type { Hex } from "viem";
 import { decideVoucher } from "../../payments/accounting";
+import { loadSqliteDriver } from "./driver";
 import { decodeAmount, encodeAmount } from "../amounts";
 import type { StoredChannel } from "../types";
 import type { StreamCheckpoint, StreamReservation, StreamStore, StreamTopUpInput, StreamTopUpResult } from "../stream-types";
@@ -36,17 +42,25 @@ function toReservation(r: ResRow): StreamReservation {
 export class SqliteStreamStore implements StreamStore {
   readonly kind = "sqlite";
   private readonly db: Database.Database;
+  /** The checkpoints' connection (NORMAL), or the store's own for an in-memory database. */
+  private readonly fast: Database.Database;
   private readonly st;
 
-  constructor(private readonly channels: { readonly db: Database.Database; getChannel(id: Hex): Promise<StoredChannel | null> }) {
+  constructor(private readonly channels: { readonly db: Database.Database; readonly filename?: string; getChannel(id: Hex): Promise<StoredChannel | null> }) {
     this.db = channels.db;
     const db = this.db;
+    const file = channels.filename;
+    if (file && file !== ":memory:" && !db.memory) {
+      this.fast = new (loadSqliteDriver())(file);
+      this.fast.pragma("busy_timeout = 5000");
+      this.fast.pragma("synchronous = NORMAL");
+    } else this.fast = db;
     this.st = {
       channel: db.prepare<[string], Record<string, unknown>>(
         "SELECT accepted, accepted_signature, spent, reserved, floor, deposit, finalized, payer_close_requested_at, chain_block FROM channels WHERE channel_id = ?",
       ),
       reservation: db.prepare<[string, string], ResRow>("SELECT * FROM reservations WHERE channel_id = ? AND voucher = ?"),
-      checkpoint: db.prepare(
+      checkpoint: this.fast.prepare(
         `UPDATE reservations SET charged = CASE WHEN charged IS NULL OR charged < @charged THEN @charged ELSE charged END,
            checkpoint_at = @at, lease_ms = @lease WHERE channel_id = @id AND voucher = @voucher AND amount >= @charged`,
       ),
@@ -141,5 +155,9 @@ export class SqliteStreamStore implements StreamStore {
 
   async list(): Promise<StreamReservation[]> {
     return this.st.list.all().map(toReservation);
+  }
+
+  async close(): Promise<void> {
+    if (this.fast !== this.db && this.fast.open) this.fast.close();
   }
 }
