@@ -61,6 +61,7 @@ function responseSink(res: Response): StreamSink & { readonly ownHead: boolean }
     write: (chunk) => res.write(chunk),
     waitDrain: () =>
       new Promise<void>((resolve) => {
+        if (res.destroyed || res.writableEnded) return resolve();
         const done = () => {
           res.off("drain", done);
           res.off("close", done);
@@ -111,6 +112,8 @@ export function streamHandlers(core: PaymentCore, registry: StreamRegistry | und
         res.once("close", () => {
           if (!res.writableFinished) stream.sinkClosedNow();
         });
+        // The client may have gone while the payment was being checked: then nothing is written, nothing charged.
+        if (res.destroyed || req.socket.destroyed) stream.sinkClosedNow();
         try {
           await handler(stream, req, res);
           if (stream.ended) return;
