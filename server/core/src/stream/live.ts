@@ -386,6 +386,7 @@ export class PaidStream {
       },
     };
     this.host.observer?.ended(reason, this.unitCount, charged);
+    this.host.paymentObserver?.finished?.({ charged, released: this.reserved - charged, failed: reason === "handler_error" });
     this.host.logger?.info({ stream: { id: this.id, channelId: this.channelId, units: String(this.unitCount), charged: String(charged), reason } }, "stream ended");
     if (!this.sinkClosed) {
       try {

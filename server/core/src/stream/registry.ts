@@ -14,7 +14,7 @@ import {
   type PaymentPayload,
   type TopUpResponse,
 } from "@paychan/protocol";
-import type { Charge, PaymentCore, PaymentRequest } from "../payments/core";
+import type { Charge, PaymentCore, PaymentObserver, PaymentRequest } from "../payments/core";
 import { problem, PROBLEM_CONTENT_TYPE, type ServerErrorCode } from "../payments/errors";
 import type { ChannelStore } from "../store/types";
 import type { StreamStore } from "../store/stream-types";
@@ -52,6 +52,7 @@ export class StreamRegistry implements StreamHost {
   readonly streams: StreamStore;
   readonly logger?: Logger;
   readonly observer?: StreamObserver;
+  readonly paymentObserver?: PaymentObserver;
   readonly prefix: string;
   private readonly core: PaymentCore;
   private readonly live = new Map<string, PaidStream>();
@@ -66,6 +67,7 @@ export class StreamRegistry implements StreamHost {
     this.streams = o.streams;
     this.logger = o.logger;
     this.observer = o.observer;
+    this.paymentObserver = o.core.observer;
     this.prefix = (o.prefix ?? STREAM_VOUCHER_PREFIX).replace(/\/$/, "");
   }
 
