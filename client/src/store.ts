@@ -53,6 +53,12 @@ export interface ChannelRecord {
    * signed and not served (bounded by `limits.maxUnservedPerChannel`). Absent in older state: taken as `signed`.
    */
   served?: bigint;
+  /**
+   * The least the channel's charges may be apart from requests in flight, for the next process's vouchers
+   * (docs/protocol.md § 7.1): written when this process has nothing in flight on the channel; absent (or unset while
+   * requests are in flight): `signed`, every earlier request counted at its voucher.
+   */
+  restartBase?: bigint;
   /** The provider's accepted / spent, from the last receipt or a verified hint. */
   accepted: bigint;
   spent: bigint;
@@ -155,6 +161,7 @@ export function stateToJson(state: ClientState): Json {
     const out: Json = { ...c };
     for (const f of AMOUNT_FIELDS) out[f] = formatWireAmount(c[f]);
     if (c.served !== undefined) out.served = formatWireAmount(c.served);
+    if (c.restartBase !== undefined) out.restartBase = formatWireAmount(c.restartBase);
     if (c.lastReceipt) out.lastReceipt = paymentResponseToJson(c.lastReceipt);
     if (c.openFee !== undefined) out.openFee = formatWireAmount(c.openFee);
     if (c.openAuthorization) out.openAuthorization = openAuthorizationToJson(c.openAuthorization);
@@ -181,6 +188,7 @@ export function stateFromJson(j: unknown): ClientState {
       const c = { ...raw } as unknown as ChannelRecord & Json;
       for (const f of AMOUNT_FIELDS) (c as Json)[f] = parseWireAmount(raw[f], `channels.${id}.${f}`);
       if (raw.served !== undefined) c.served = parseWireAmount(raw.served, `channels.${id}.served`);
+      if (raw.restartBase !== undefined) c.restartBase = parseWireAmount(raw.restartBase, `channels.${id}.restartBase`);
       if (raw.lastReceipt) c.lastReceipt = parsePaymentResponse(raw.lastReceipt);
       if (raw.openFee !== undefined) c.openFee = parseWireAmount(raw.openFee, `channels.${id}.openFee`);
       if (raw.openAuthorization !== undefined) c.openAuthorization = parseOpenAuthorization(raw.openAuthorization, `channels.${id}.openAuthorization`);

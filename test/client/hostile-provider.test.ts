@@ -254,7 +254,9 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     // Before: 2 × price signed per call, forever (300 calls: 6 USDC signed, nothing served).
     expect(Object.fromEntries(codes)).to.deep.equal({ payment_refused: 3, provider_refusing: 297 });
     expect(e.channels).to.equal(1);
-    expect(e.signed).to.equal(6n * USDC(0.01)); // 3 calls × 2 vouchers × price
+    // 3 calls × 2 vouchers: the first covers the price; a 402 committed nothing, so each next voucher is one unit above
+    // the last (protocol § 7.1).
+    expect(e.signed).to.equal(USDC(0.01) + 5n);
     atMost(e.signed, USDC(0.32)); // maxUnservedPerChannel
     const k = env.usdc.address.toLowerCase();
     expect(agent.stats.amountSigned[k]).to.equal(e.signed);
@@ -287,7 +289,8 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
   });
 
   it("SDK: signed-but-unserved value per channel is capped (maxUnservedPerChannel), whatever the refusal count allows", async function () {
-    const p = await hostile({ minDeposit: USDC(1), codes: ["insufficient_voucher"] });
+    // A 500 leaves the outcome unknown (the provider may have charged): each next voucher covers a whole price more.
+    const p = await hostile({ minDeposit: USDC(1), paidStatus: 500 });
     const who = await payer(env.escrow.address);
     const { agent } = testClient(who.index, { limits: { ...QUICK_START, maxUnservedPerChannel: "0.05", maxConsecutiveRefusals: 1000 } });
     const codes = await callN(agent, p.url, 50);
@@ -392,13 +395,15 @@ describe("client: a malicious provider cannot drain the agent (issue 17)", funct
     expect(summary.failureReasons).to.deep.equal({ "payment_refused/voucher_too_low": 3, provider_refusing: 297 });
     expect(BigInt(summary.amountSigned)).to.equal(p.signedTotal());
     expect(BigInt(summary.amountPaid)).to.equal(0n);
-    // A budget: --max-spend 0.08 (0.06 already signed): one more call's 2 vouchers.
-    const r2 = await runCli(["call", `${p.url}/v1/paid`, "-n", "300", "--json", "--max-spend", "0.08", "--max-refusals", "1000"], cliEnv, cwd);
+    // 3 calls × 2 vouchers: the price, then one unit more per voucher (a 402 committed nothing, protocol § 7.1).
+    expect(p.signedTotal()).to.equal(USDC(0.01) + 5n);
+    // A budget: --max-spend 0.01001 (0.010005 already signed): five more vouchers, then spending_limit.
+    const r2 = await runCli(["call", `${p.url}/v1/paid`, "-n", "300", "--json", "--max-spend", "0.01001", "--max-refusals", "1000"], cliEnv, cwd);
     const s2 = JSON.parse(r2.stdout);
-    expect(s2.failureReasons.spending_limit).to.be.greaterThan(0);
+    expect(s2.failureReasons.spending_limit, r2.stdout).to.be.greaterThan(0);
     const e = await who.exposure(p);
-    print("real escrow, retryable refusals, CLI, 300 calls then 300 with --max-spend 0.08", e);
-    atMost(e.signed, USDC(0.08));
+    print("real escrow, retryable refusals, CLI, 300 calls then 300 with --max-spend 0.01001", e);
+    atMost(e.signed, USDC(0.01001));
     expect(e.channels).to.equal(1);
   });
 });

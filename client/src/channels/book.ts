@@ -9,9 +9,10 @@ import { readChannel } from "../chain";
 import { ClientError } from "../errors";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
+import { knownCost, raiseFloor, type ChannelCosts } from "./in-flight";
 
 /** What this process learned about a channel (not stored: a new process verifies again). */
-export interface ChannelFlags {
+export interface ChannelFlags extends ChannelCosts {
   /** Read from the chain by this process. */
   verified: boolean;
   /** Excluded from new calls by this process (the provider refused it for a reason that will not pass). */
@@ -48,10 +49,19 @@ export class ChannelBook {
   flagsOf(ch: ChannelRecord): ChannelFlags {
     let r = this.flags.get(ch.id);
     if (!r) {
-      r = { verified: false, excluded: false, inFlight: 0 };
+      r = { verified: false, excluded: false, inFlight: 0, reserved: 0n, reservations: 0, floor: ch.restartBase ?? ch.signed, charged: 0n, epoch: 0 };
       this.flags.set(ch.id, r);
     }
     return r;
+  }
+
+  /**
+   * Vouchers of ours up to `amount` exist that this process did not sign or forgot (lost state, a hint, the chain's
+   * settled amount): their requests' outcomes are unknown, so the next vouchers cover them (§ 7.1).
+   */
+  raiseFloor(ch: ChannelRecord, amount: bigint): void {
+    raiseFloor(this, ch, amount);
+    if (ch.restartBase !== undefined) ch.restartBase = knownCost(this, ch);
   }
 
   /** Stops using `ch` for new calls in this process. */
@@ -120,6 +130,7 @@ export class ChannelBook {
     // The payee settled a voucher we signed: we signed at least that much, even if the state forgot it.
     if (oc.settled > ch.signed) {
       ch.signed = oc.settled;
+      this.raiseFloor(ch, oc.settled);
       if (ch.served === undefined || oc.settled > ch.served) ch.served = oc.settled;
     }
     if (oc.settled > ch.accepted) ch.accepted = oc.settled;

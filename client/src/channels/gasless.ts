@@ -24,7 +24,6 @@ import {
   type OpenAuthorization,
   type PaymentRequired,
 } from "@paychan/protocol";
-import { max } from "../bigint";
 import { chainFailure, chainTime, readChannel } from "../chain";
 import { ClientError, shortMessageOf } from "../errors";
 import type { TokenLimits } from "../limits";
@@ -376,9 +375,4 @@ export class GaslessOpens {
 /** The deposit a gasless channel signs its vouchers against before it is confirmed: the authorized amount. */
 export function pendingDeposit(ch: ChannelRecord): bigint {
   return ch.openAuthorization?.amount ?? ch.openAmount;
-}
-
-/** The base of the first voucher of a pending gasless open: the fee is charged with the first call (§ 5.9). */
-export function openBase(ch: ChannelRecord): bigint {
-  return ch.status === "opening" && ch.openAuthorization ? max(ch.signed, ch.accepted, ch.spent, ch.openFee ?? 0n) : max(ch.signed, ch.accepted, ch.spent);
 }

@@ -25,13 +25,14 @@ import type { GaslessOpens } from "../channels/gasless";
 import { ClientError } from "../errors";
 import { normalizeRequest, routeKey, type FetchInput } from "../request";
 import type { ClientSession } from "../session";
-import type { ExactPaymentInfo } from "../options";
+import type { ChannelPaymentInfo, ExactPaymentInfo } from "../options";
 import { ExactPayer, exactMayRetry, type ExactPayment } from "./exact";
 import { chooseScheme, payableOffers, type Offer } from "./offers";
 import type { Receipts } from "./receipts";
 import { learnFromRefusal } from "./resync";
 import { rememberRoute } from "./routes";
 import type { Payment, VoucherIssuer } from "./vouchers";
+import type { RequestOutcome } from "../channels/in-flight";
 
 /** A 402 as the paying fetch reads it: the `channel` challenge, its `exact` offers, and a stock server's reason. */
 type Challenge = PaymentRequired & { exact: ExactRequirements[]; reason?: string };
@@ -85,6 +86,7 @@ export class PayingFetch {
           : terms.scheme === "exact"
             ? await this.exact.prepare(terms)
             : await this.vouchers.prepare(terms, origin);
+        let outcome: RequestOutcome = "unknown";
         try {
           const headers = new Headers(req.init.headers);
           if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
@@ -102,7 +104,11 @@ export class PayingFetch {
           if (res.status !== 402) {
             if (payment) {
               if ("scheme" in payment) this.exact.onServed(payment, res, requests, req.url);
-              else this.receipts.onServed(payment, res, requests);
+              else {
+                this.receipts.onServed(payment, res, requests);
+                const receipt = (this.receipts.paymentOf(res) as ChannelPaymentInfo | undefined)?.receipt;
+                if (receipt) outcome = { receipt: receipt.amount };
+              }
               if (res.status < 500) this.s.guard.onServed(origin);
               else this.s.guard.onRefusedCall(origin);
             }
@@ -116,6 +122,7 @@ export class PayingFetch {
           this.s.stats.challenges++;
           await res.arrayBuffer().catch(() => undefined); // free the connection
           const code = challenge.error;
+          outcome = "refused"; // a 402 of the channel scheme: the provider committed nothing
           let openRetry = false;
           const paidExact = payment !== undefined && "scheme" in payment;
           if (paidExact) {
@@ -147,7 +154,7 @@ export class PayingFetch {
           }
           terms = offer;
         } finally {
-          if (payment && !("scheme" in payment)) payment.finish(); // after its answer was applied: waiters see it
+          if (payment && !("scheme" in payment)) payment.finish(outcome); // after its answer was applied: waiters see it
         }
       }
     } catch (e) {

@@ -6,6 +6,7 @@
 import { PAYMENT_ERROR_RECOVERY, VoucherVerifier, isPaymentErrorCode, type ChannelHint, type PaymentRequired } from "@paychan/protocol";
 import { max } from "../bigint";
 import type { ChannelBook } from "../channels/book";
+import { knownCost } from "../channels/in-flight";
 import { checkHintAmounts, checkHintSignature } from "../hint";
 import type { ClientSession } from "../session";
 import type { ChannelRecord } from "../store";
@@ -36,11 +37,15 @@ export async function applyHint(s: ClientSession, book: ChannelBook, ch: Channel
   checkHintAmounts(hint, ch.deposit);
   if (hint.status === "finalized" || hint.status === "closing") await book.verify(ch, true);
   const before = max(ch.signed, ch.accepted, ch.spent);
+  // The provider charged more than this client counted (vouchers of ours it forgot, or requests it cannot account
+  // for): its accepted voucher covers everything it committed so far (§ 7.1).
+  if (hint.spent > knownCost(book, ch)) book.raiseFloor(ch, hint.accepted);
   if (hint.accepted > ch.accepted) ch.accepted = hint.accepted;
   if (hint.spent > ch.spent) ch.spent = hint.spent;
   if (hint.accepted > ch.signed) {
     // A voucher of ours we had forgotten (state lost): what the provider charged of it counts as served.
     ch.signed = hint.accepted;
+    book.raiseFloor(ch, hint.accepted);
     if (ch.served === undefined || hint.spent > ch.served) ch.served = hint.spent;
   }
   if (max(ch.signed, ch.accepted, ch.spent) !== before) {

@@ -1,13 +1,16 @@
 /**
- * The voucher of one paid call (docs/protocol.md § 7, client concurrency rule): each call signs
- * `max(signed, accepted, spent) + price` and raises `signed` synchronously, so the k-th call in flight on a channel
- * signs `base + k × price` and no call waits for another. Nothing is signed above the channel's on-chain deposit or
- * the owner's `maxSpend`, nor more than `maxUnservedPerChannel` above the highest voucher served; a short deposit waits
- * for a top-up (twice at most), then fails `insufficient_funds`.
+ * The voucher of one paid call (docs/protocol.md § 7.1, the client's voucher rule): each call reserves what it may
+ * cost (the offer's `amount`: a fixed price, a metered maximum, a stream's initial reservation) and signs
+ * `max(signed + 1, base + the reservations in flight on the channel, its own included)` (channels/in-flight.ts),
+ * raising `signed` synchronously, so no call waits for another and what is signed tracks what is charged plus what is
+ * in flight. Nothing is signed above the channel's on-chain deposit or the owner's `maxSpend`, nor more than
+ * `maxUnservedPerChannel` above the highest voucher served; a short deposit waits for a top-up (twice at most), then
+ * fails `insufficient_funds`.
  */
 import { X402_VERSION, encodePaymentSignature, type ChannelRequirements, type OpenAuthorization, type Voucher } from "@paychan/protocol";
 import type { ChannelBook } from "../channels/book";
-import { checkOpenFee, openBase, pendingDeposit, type GaslessOpens } from "../channels/gasless";
+import { checkOpenFee, pendingDeposit, type GaslessOpens } from "../channels/gasless";
+import { Reservation, nextVoucher, type RequestOutcome } from "../channels/in-flight";
 import type { ChannelSelector } from "../channels/selection";
 import type { TopUps } from "../channels/top-ups";
 import { ClientError } from "../errors";
@@ -25,11 +28,14 @@ export interface Payment {
   header: string;
   /** The gasless open this call carries (`payload.open`, docs/protocol.md § 5.9), when the channel is not open yet. */
   open?: OpenAuthorization;
+  /** What this request may cost, counted in the channel's next vouchers until it ends. */
+  reservation: Reservation;
   /**
-   * Call once the answer to this payment was handled (served, refused, or failed): lets the calls waiting for a
-   * carried open go on, and counts the channel's calls in flight. Idempotent.
+   * Call once the answer to this payment was handled (served, refused, or failed), after its receipt (if any) was
+   * applied: ends its reservation (`outcome`, default "unknown": the floor rises to the highest voucher), lets the
+   * calls waiting for a carried open go on, and counts the channel's calls in flight. Idempotent.
    */
-  finish(): void;
+  finish(outcome?: RequestOutcome): void;
 }
 
 /** How long a call waits for another call carrying the same gasless open before carrying it too (the provider submits it once, § 5.9). */
@@ -79,7 +85,9 @@ export class VoucherIssuer {
     const price = terms.amount;
     const pending = ch.status === "opening" && ch.openAuthorization !== undefined;
     if (pending && terms.extra.open) ch.openFee = terms.extra.open.fee; // checked against maxOpenFee by prepare
-    const next = openBase(ch) + price;
+    // What this call may cost: the price, and the open fee when it carries a gasless open (§ 5.9).
+    const reserve = price + (pending ? (ch.openFee ?? 0n) : 0n);
+    const next = nextVoucher(this.book, ch, reserve);
     if (next > (pending ? pendingDeposit(ch) : ch.deposit)) return undefined;
     ch.served ??= ch.signed;
     if (next - ch.served > tl.maxUnserved) {
@@ -91,6 +99,7 @@ export class VoucherIssuer {
         throw new ClientError("spending_limit", `paying would bring the total signed to ${total}, above maxSpend ${tl.maxSpend}`);
       }
     }
+    const reservation = Reservation.take(this.s, this.book, ch, reserve);
     const k = ch.token.toLowerCase();
     this.s.stats.amountSigned[k] = (this.s.stats.amountSigned[k] ?? 0n) + (next - ch.signed);
     ch.signed = next;
@@ -112,14 +121,15 @@ export class VoucherIssuer {
     }
     this.gasless.begin(ch);
     let finished = false;
-    const finish = () => {
+    const finish = (outcome: RequestOutcome = "unknown") => {
       if (finished) return;
       finished = true;
+      reservation.end(outcome);
       release?.();
       this.gasless.end(ch);
     };
     const header = encodePaymentSignature({ x402Version: X402_VERSION, accepted: terms, payload: open ? { ...voucher, open } : voucher });
-    return { channel: ch, voucher, terms, header, open, finish };
+    return { channel: ch, voucher, terms, header, open, reservation, finish };
   }
 }
 

@@ -32,6 +32,7 @@ import {
   type PaymentErrorCode,
   type PaymentRequired,
 } from "@paychan/protocol";
+import type { RequestOutcome } from "../channels/in-flight";
 import type { ChannelClient, PayingParts } from "../client";
 import { ClientError } from "../errors";
 import { stripHint } from "../paying/routes";
@@ -153,14 +154,15 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
     const p = this.pending.get(ctx.paymentPayload.payload);
     if (!p) return;
     this.pending.delete(ctx.paymentPayload.payload);
+    const outcome: { value: RequestOutcome } = { value: "unknown" };
     try {
-      return await this.answer(p, ctx);
+      return await this.answer(p, ctx, outcome);
     } finally {
-      p.payment.finish(); // after the answer was applied: calls waiting for a carried open see it
+      p.payment.finish(outcome.value); // after the answer was applied: calls waiting for a carried open see it
     }
   }
 
-  private async answer(p: Pending, ctx: PaymentResponseContext): Promise<void | { recovered: true }> {
+  private async answer(p: Pending, ctx: PaymentResponseContext, outcome: { value: RequestOutcome }): Promise<void | { recovered: true }> {
     const { session: s, book, receipts, gasless } = this.parts;
     const served = ctx.settleResponse?.success === true;
     if (served) {
@@ -168,7 +170,8 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
       s.guard.onServed(p.origin);
       s.stats.paidCalls++;
       try {
-        receipts.apply(p.payment, parsePaymentResponse(ctx.settleResponse));
+        const r = parsePaymentResponse(ctx.settleResponse);
+        if (receipts.apply(p.payment, r)) outcome.value = { receipt: r.amount };
       } catch {
         // A malformed receipt changes nothing we rely on.
       }
@@ -180,6 +183,7 @@ export class ChannelSchemeClient implements SchemeNetworkClient {
       s.guard.onRefusedCall(p.origin); // paid, and not served
       return;
     }
+    outcome.value = "refused"; // a 402 of the channel scheme: the provider committed nothing
     s.stats.challenges++;
     s.guard.onRefusedAttempt(p.origin);
     let mayRetry = retryable(refusal.error);
