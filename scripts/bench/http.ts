@@ -3,13 +3,15 @@
  * round trip, a distinct pre-signed voucher per request) on the real server, 1 and 16 requests in flight, load from
  * a second process (`load.ts`, autocannon) on loopback, fixed duration; for each store: SQLite `synchronous=FULL`,
  * SQLite `NORMAL`, PostgreSQL (throwaway server with fsync on, or TEST_DATABASE_URL; skipped with a note when
- * neither is available).
+ * neither is available); and PostgreSQL with THREE server processes (replicas) on one database, 16 in flight only, the
+ * connections split over the replicas, one voucher sequence on the one channel (the replicas contend for its row),
+ * server CPU summed over the three processes.
  *
  * Each cell is measured `rounds` times (unpaid and paid alternating) and the fastest run is reported.
  * After each store's runs the server's `channel_paid_requests_total` must equal the 2xx count of the paid runs
  * (every 200 was a committed paid request), else the section fails.
  *
- * Knobs for profiling (environment): BENCH_MODES=0,1,2 keeps only those stores (FULL, NORMAL, PostgreSQL);
+ * Knobs for profiling (environment): BENCH_MODES=0,1,2,3 keeps only those stores (FULL, NORMAL, PostgreSQL, PostgreSQL 3 replicas);
  * BENCH_RUNS=u1,p1,u16,p16 keeps only those runs (unpaid/paid × in flight); BENCH_SERVER_NODE_ARGS adds node
  * arguments to the server process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
  */
@@ -58,6 +60,17 @@ interface StoreMode {
   name: string;
   env: Record<string, string>;
   cleanup(): Promise<void>;
+  /** Server processes on the one database (default 1). */
+  replicas?: number;
+  /** Requests in flight measured (default 1 and 16). */
+  inFlight?: number[];
+}
+
+/** PostgreSQL with three server processes on one database (16 in flight: one connection cannot be spread). */
+async function postgresReplicasMode(log: (m: string) => void): Promise<StoreMode | { skip: string }> {
+  const mode = await postgresMode(log);
+  if ("skip" in mode) return mode;
+  return { ...mode, name: mode.name.replace("PostgreSQL", "PostgreSQL, 3 replicas"), replicas: 3, inFlight: [16] };
 }
 
 async function postgresMode(log: (m: string) => void): Promise<StoreMode | { skip: string }> {
@@ -104,6 +117,7 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
     async () => sqliteMode("FULL"),
     async () => sqliteMode("NORMAL"),
     () => postgresMode(o.log),
+    () => postgresReplicasMode(o.log),
   ].filter((_, i) => !process.env.BENCH_MODES || process.env.BENCH_MODES.split(",").includes(String(i)));
   for (const makeMode of modes) {
     const mode = await makeMode();
@@ -112,33 +126,38 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
       o.log(mode.skip);
       continue;
     }
-    let server: ChildHandle | null = null;
+    const servers: ChildHandle[] = [];
     try {
-      o.log(`${mode.name}: starting the server`);
-      server = await spawnTs(path.join(__dirname, "http-server.ts"), {
-        env: {
-          RPC_URL: chain.rpcUrl,
-          ESCROW_ADDRESS: chain.escrow,
-          TOKEN_ADDRESS: chain.token,
-          PAYEE_ADDRESS: payee,
-          PORT: "0",
-          LOG_LEVEL: "warn",
-          SETTLE_IN_SERVER: "false",
-          ...mode.env,
-        },
-        ready: /ready (http:\/\/\S+)/,
-        nodeArgs: process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(" ") : undefined,
-      });
-      o.children.add(server);
-      const url = server.match[1];
+      o.log(`${mode.name}: starting the server${mode.replicas ? `s (${mode.replicas})` : ""}`);
+      for (let i = 0; i < (mode.replicas ?? 1); i++) {
+        const server = await spawnTs(path.join(__dirname, "http-server.ts"), {
+          env: {
+            RPC_URL: chain.rpcUrl,
+            ESCROW_ADDRESS: chain.escrow,
+            TOKEN_ADDRESS: chain.token,
+            PAYEE_ADDRESS: payee,
+            PORT: "0",
+            LOG_LEVEL: "warn",
+            SETTLE_IN_SERVER: "false",
+            ...mode.env,
+          },
+          ready: /ready (http:\/\/\S+)/,
+          nodeArgs: process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(" ") : undefined,
+        });
+        servers.push(server);
+        o.children.add(server);
+      }
+      const urls = servers.map((x) => x.match[1]);
+      const url = urls[0];
       const spec: LoadSpec = {
         url,
-        serverPid: server.pid,
+        serverPid: servers[0].pid,
+        ...(servers.length > 1 ? { urls, serverPids: servers.map((x) => x.pid) } : {}),
         duration: o.duration,
         warmup: o.warmup,
         // Unpaid and paid alternate, round after round, so slow phases of the machine hit both alike.
         runs: Array.from({ length: o.rounds }, (_, round) =>
-          [1, 16].flatMap((c) => [
+          (mode.inFlight ?? [1, 16]).flatMap((c) => [
             { label: `${mode.name}, ${c} in flight, unpaid, round ${round + 1}`, path: "/bench/free", connections: c, paid: false },
             { label: `${mode.name}, ${c} in flight, paid, round ${round + 1}`, path: "/bench/paid", connections: c, paid: true },
           ]),
@@ -172,12 +191,13 @@ export async function benchHttp(chain: BenchChain, o: HttpOptions): Promise<Http
         if (paid.signedDuringRun) notes.push(`${mode.name}, ${c} in flight, paid: ${paid.signedDuringRun} vouchers had to be signed during the run (load generator CPU)`);
       }
       // Every 2xx of a paid run must be a committed paid request (warm-up requests included on the server side).
-      const served = await metric(url, "channel_paid_requests_total");
+      const total = async (name: string) => (await Promise.all(urls.map((u) => metric(u, name)))).reduce((a, b) => a + b, 0);
+      const served = await total("channel_paid_requests_total");
       if (served < paidOk) throw new Error(`${mode.name}: the server counted ${served} paid requests but the load generator got ${paidOk} paid 200s`);
-      const mean = async (h: string) => ((await metric(url, `${h}_sum`)) / Math.max(1, await metric(url, `${h}_count`))) * 1e6;
+      const mean = async (h: string) => ((await total(`${h}_sum`)) / Math.max(1, await total(`${h}_count`))) * 1e6;
       breakdown.push({ store: mode.name, verifyUs: await mean("channel_voucher_verification_seconds"), commitUs: await mean("channel_accounting_commit_seconds") });
     } finally {
-      if (server) {
+      for (const server of servers) {
         await server.stop();
         o.children.delete(server);
       }

@@ -37,6 +37,13 @@ const autocannon = require("autocannon") as Autocannon;
 /** What to run: `runs` in order against one server, each `warmup` + `duration` seconds. */
 export interface LoadSpec {
   url: string;
+  /**
+   * Several replicas of one server (the first is `url`): each run's connections are split over them (connection k to
+   * replica k mod n) and the vouchers come from one sequence; CPU is summed over `serverPids`.
+   */
+  urls?: string[];
+  /** The replicas' pids (with `urls`). */
+  serverPids?: number[];
   /** Measured seconds per run. */
   duration: number;
   /** Seconds of unmeasured load before each run (JIT, connections, the first chain read). */
@@ -98,7 +105,39 @@ function cpuOf(pid: number | undefined): number | null {
 }
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
-function run(url: string, path: string, connections: number, seconds: number, record: boolean, next: (() => string) | null) {
+/** CPU of all the server processes, µs (null when one is unreadable). */
+function cpuOfAll(pids: number[]): number | null {
+  if (pids.length === 0) return null;
+  let total = 0;
+  for (const pid of pids) {
+    const c = cpuOf(pid);
+    if (c === null) return null;
+    total += c;
+  }
+  return total;
+}
+
+/** {@link runOne} against every url at once, the connections split over them; one merged result. */
+async function run(urls: string[], path: string, connections: number, seconds: number, record: boolean, next: (() => string) | null) {
+  const parts = await Promise.all(
+    urls
+      .map((u, i) => ({ u, c: Math.floor(connections / urls.length) + (i < connections % urls.length ? 1 : 0) }))
+      .filter((x) => x.c > 0)
+      .map((x) => runOne(x.u, path, x.c, seconds, record, next)),
+  );
+  if (parts.length === 1) return parts[0];
+  const statuses: Record<string, number> = {};
+  for (const p of parts) for (const [k, n] of Object.entries(p.statuses)) statuses[k] = (statuses[k] ?? 0) + n;
+  const lat = new Float64Array(parts.reduce((a, p) => a + p.lat.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    lat.set(p.lat, o);
+    o += p.lat.length;
+  }
+  return { lat, statuses, errors: parts.reduce((a, p) => a + p.errors, 0) };
+}
+
+function runOne(url: string, path: string, connections: number, seconds: number, record: boolean, next: (() => string) | null) {
   return new Promise<{ lat: Float64Array; statuses: Record<string, number>; errors: number }>((resolve, reject) => {
     const lat = new Float64Array(4_000_000);
     let n = 0;
@@ -120,6 +159,8 @@ function run(url: string, path: string, connections: number, seconds: number, re
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]) as LoadSpec;
+  const urls = spec.urls?.length ? spec.urls : [spec.url];
+  const pids = spec.serverPids?.length ? spec.serverPids : spec.serverPid ? [spec.serverPid] : [];
   const v = spec.voucher;
   let used = v?.start ?? 0;
   let encode: ((i: number) => string) | null = null;
@@ -157,13 +198,13 @@ async function main(): Promise<void> {
         return encode!(i);
       };
     }
-    if (spec.warmup > 0) await run(spec.url, r.path, r.connections, spec.warmup, false, next);
+    if (spec.warmup > 0) await run(urls, r.path, r.connections, spec.warmup, false, next);
     signedDuringRun = 0;
-    const cpu0 = cpuOf(spec.serverPid);
+    const cpu0 = cpuOfAll(pids);
     const own0 = process.cpuUsage();
-    const m = await run(spec.url, r.path, r.connections, spec.duration, true, next);
+    const m = await run(urls, r.path, r.connections, spec.duration, true, next);
     const own = process.cpuUsage(own0);
-    const cpu1 = cpuOf(spec.serverPid);
+    const cpu1 = cpuOfAll(pids);
     const sorted = Float64Array.from(m.lat).sort();
     const res: LoadResult = {
       label: r.label,

@@ -16,12 +16,11 @@
  *   SERIALIZABLE would add aborts and retries on the hot path without protecting anything more than the locks do.
  * - The used-voucher check must NOT be a subquery of the locking SELECT: such a subquery would read the
  *   statement's snapshot taken BEFORE the lock wait and miss the used row the previous holder just committed
- *   (two copies of one voucher would both pass). The batch's write inserts its used rows with
- *   `ON CONFLICT DO NOTHING` and compares the count: a unique-index check sees every committed row regardless of
- *   snapshots, and the primary key (channel, amount) makes a double use impossible even if the lock were bypassed.
- *   A conflict rolls the batch back and starts it over with the used set read in a statement of its own after the
- *   locks (fresh snapshot); that read is also made up front when the answer depends on it otherwise
- *   (`insufficient_voucher` vs the earlier-ranked `voucher_reused`, or an amount the batch's final floor passes).
+ *   (two copies of one voucher would both pass). The batch reads the used set in a statement of its own after the
+ *   locks (a fresh snapshot, in the same round trip: each statement of a simple query takes its own). Its write still
+ *   inserts the used rows with `ON CONFLICT DO NOTHING` and checks the count: a unique-index check sees every
+ *   committed row regardless of snapshots, and the primary key (channel, amount) makes a double use impossible even
+ *   if the lock were bypassed.
  * - A channel's first voucher has no row to lock: the row is inserted with `ON CONFLICT DO NOTHING`; a concurrent
  *   first voucher blocks on the uncommitted key, then finds the conflict, and its batch starts over, locking the
  *   row that the winner committed.
