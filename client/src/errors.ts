@@ -29,6 +29,7 @@ export const CLIENT_ERROR_CODES = [
   "unverified_escrow", // the escrow is not allow-listed and its code or EIP-712 domain is not the released ChannelEscrow's
   "insufficient_gas", // a channel must be opened and the payer cannot pay the gas of its own open, with no gasless open possible
   "gasless_unavailable", // gaslessOpen "always", and the provider offers no gasless open (no extra.open)
+  "stream_interrupted", // a paid stream ended without its final receipt (connection dropped, aborted, or the provider sent none)
   "open_refused", // the provider refused to open the channel from the payer's signature (serverCode says why); nothing was served
 ] as const;
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];

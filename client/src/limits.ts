@@ -52,6 +52,12 @@ export interface SpendingLimits {
    * signed (`spending_limit`). The fee is also counted in `maxSpend` (it is part of the first voucher).
    */
   maxOpenFee?: Amount;
+  /**
+   * Most one request may cost in all (token units or atomic): a streamed route's initial reservation plus every top-up
+   * the client pays for it (docs/protocol.md § 7.7). Default: `maxPrice`. An offer whose initial reservation is above
+   * it is refused before signing (`spending_limit`); a top-up above it is not paid (the stream ends cleanly).
+   */
+  maxRequestSpend?: Amount;
   /** Allowed tokens. */
   assets?: readonly string[];
   /** Allowed CAIP-2 networks (the client's own chain is always required anyway). */
@@ -82,6 +88,8 @@ export interface TokenLimits {
   maxUnserved: bigint;
   /** {@link SpendingLimits.maxOpenFee} (default maxPrice). */
   maxOpenFee: bigint;
+  /** {@link SpendingLimits.maxRequestSpend} (default maxPrice). */
+  maxRequestSpend: bigint;
 }
 
 /** Converts an {@link Amount} to atomic units of a token with `decimals` decimals. */
@@ -110,6 +118,7 @@ export function tokenLimits(limits: SpendingLimits, decimals: number): TokenLimi
     maxUnserved:
       limits.maxUnservedPerChannel === undefined ? DEFAULT_UNSERVED_PRICES * maxPrice : toAtomic(limits.maxUnservedPerChannel, decimals, "limits.maxUnservedPerChannel"),
     maxOpenFee: limits.maxOpenFee === undefined ? maxPrice : toAtomic(limits.maxOpenFee, decimals, "limits.maxOpenFee"),
+    maxRequestSpend: limits.maxRequestSpend === undefined ? maxPrice : toAtomic(limits.maxRequestSpend, decimals, "limits.maxRequestSpend"),
   };
 }
 
@@ -130,7 +139,7 @@ export function validateLimits(limits: SpendingLimits): void {
       throw new ClientError("invalid_argument", `limits.${f} must be a ${f === "maxCloseDelay" ? "non-negative" : "positive"} integer`);
     }
   }
-  for (const f of ["maxPrice", "maxDeposit", "maxSpend", "maxDepositPerProvider", "maxUnservedPerChannel", "maxOpenFee"] as const) {
+  for (const f of ["maxPrice", "maxDeposit", "maxSpend", "maxDepositPerProvider", "maxUnservedPerChannel", "maxOpenFee", "maxRequestSpend"] as const) {
     const v = limits[f];
     if (typeof v === "string" && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v.trim())) {
       throw new ClientError("invalid_argument", `limits.${f} is not an amount: ${JSON.stringify(v)}`);
@@ -175,6 +184,9 @@ export function checkExactTrust(offer: ExactRequirements, limits: SpendingLimits
 export function checkPrice(terms: ChannelRequirements, limits: SpendingLimits, tl: TokenLimits): void {
   if (terms.amount > tl.maxPrice) {
     throw new ClientError("spending_limit", `the price ${terms.amount} is above maxPrice ${tl.maxPrice} (atomic units)`);
+  }
+  if (terms.amount > tl.maxRequestSpend) {
+    throw new ClientError("spending_limit", `the price ${terms.amount} is above maxRequestSpend ${tl.maxRequestSpend} (atomic units)`);
   }
   if (terms.extra.minDeposit > tl.maxDeposit) {
     throw new ClientError("spending_limit", `the provider's minimum deposit ${terms.extra.minDeposit} is above maxDeposit ${tl.maxDeposit}`);

@@ -134,6 +134,28 @@ export interface ChannelPaymentInfo {
    * `fee` is the open fee included in its charge (the receipt's amount is price + fee).
    */
   open?: { openedBy: "provider"; fee: bigint; deposit: bigint };
+  /** Present on a streamed route paid per unit (docs/protocol.md § 5.10, § 7.7): the stream's payment as it goes. */
+  stream?: StreamPaymentInfo;
+}
+
+/** A paid stream's payment (docs/protocol.md § 7.7). `receipt` of the call is set to the final receipt when it comes. */
+export interface StreamPaymentInfo {
+  /** "streaming" until the end; "complete" with the final receipt; "interrupted" without it (dropped, aborted, none sent). */
+  state: "streaming" | "complete" | "interrupted";
+  /** The stream's id (from its first payment event), when known. */
+  id?: string;
+  /** The top-ups the provider accepted, and their total. */
+  topUps: number;
+  topUpAmount: bigint;
+  /** The stream's reservation now: the initial one plus the accepted top-ups. */
+  reserved: bigint;
+  /** Top-ups this client would not pay (above `maxRequestSpend`, `maxSpend`, the deposit) or the provider refused. */
+  topUpsDeclined: number;
+  /**
+   * Resolves to the final receipt (`payment-receipt`: amount = the stream's charge) when the stream ends; rejects with
+   * `stream_interrupted` when it ends without one. Read the body to the end (or cancel it) for it to settle.
+   */
+  final: Promise<PaymentResponse>;
 }
 
 /** What a call paid with an EIP-3009 authorization (scheme `exact`): exactly `price`, in one on-chain transfer. */

@@ -30,6 +30,7 @@ import { ExactPayer, exactMayRetry, type ExactPayment } from "./exact";
 import { chooseScheme, payableOffers, type Offer } from "./offers";
 import type { Receipts } from "./receipts";
 import { learnFromRefusal } from "./resync";
+import { isPaidStream, payStream } from "./stream";
 import { rememberRoute } from "./routes";
 import type { Payment, VoucherIssuer } from "./vouchers";
 import type { RequestOutcome } from "../channels/in-flight";
@@ -86,7 +87,7 @@ export class PayingFetch {
           : terms.scheme === "exact"
             ? await this.exact.prepare(terms)
             : await this.vouchers.prepare(terms, origin);
-        let outcome: RequestOutcome = "unknown";
+        let outcome: RequestOutcome | "streaming" = "unknown";
         try {
           const headers = new Headers(req.init.headers);
           if (payment) headers.set(HEADER_PAYMENT_SIGNATURE, payment.header);
@@ -106,8 +107,15 @@ export class PayingFetch {
               if ("scheme" in payment) this.exact.onServed(payment, res, requests, req.url);
               else {
                 this.receipts.onServed(payment, res, requests);
-                const receipt = (this.receipts.paymentOf(res) as ChannelPaymentInfo | undefined)?.receipt;
-                if (receipt) outcome = { receipt: receipt.amount };
+                const info = this.receipts.paymentOf(res) as ChannelPaymentInfo;
+                if (info.receipt) outcome = { receipt: info.receipt.amount };
+                else if (isPaidStream(payment, res)) {
+                  // A paid stream: its reservation lives until the stream ends (paying/stream.ts finishes it).
+                  const wrapped = payStream(this.s, this.book, this.receipts, payment, res, req.url, info);
+                  this.receipts.alias(res, wrapped);
+                  outcome = "streaming";
+                  res = wrapped;
+                }
               }
               if (res.status < 500) this.s.guard.onServed(origin);
               else this.s.guard.onRefusedCall(origin);
@@ -154,7 +162,8 @@ export class PayingFetch {
           }
           terms = offer;
         } finally {
-          if (payment && !("scheme" in payment)) payment.finish(outcome); // after its answer was applied: waiters see it
+          // After its answer was applied: waiters see it. A paid stream finishes when it ends.
+          if (payment && !("scheme" in payment) && outcome !== "streaming") payment.finish(outcome);
         }
       }
     } catch (e) {

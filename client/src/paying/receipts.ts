@@ -79,6 +79,12 @@ export class Receipts {
     }
   }
 
+  /** `to` (a wrapper of `from`, e.g. a paid stream's body) paid what `from` paid. */
+  alias(from: Response, to: Response): void {
+    const info = this.payments.get(from);
+    if (info) this.payments.set(to, info);
+  }
+
   /** What the call that produced `res` paid (undefined for an unpaid response). */
   paymentOf(res: Response): PaymentInfo | undefined {
     return this.payments.get(res);

@@ -133,6 +133,31 @@ export class VoucherIssuer {
   }
 }
 
+
+/**
+ * Signs a stream's top-up voucher (docs/protocol.md § 7.1, § 7.7): the stream's reservation grows by `amount` and the
+ * voucher covers it with everything else in flight. Returns undefined (nothing signed) when a limit says no: the whole
+ * stream above `maxRequestSpend`, the deposit, `maxSpend`, `maxUnservedPerChannel`.
+ */
+export function signTopUp(s: ClientSession, book: ChannelBook, payment: Payment, amount: bigint, tl: TokenLimits): { voucher: Voucher; header: string } | undefined {
+  const ch = payment.channel;
+  const r = payment.reservation;
+  if (r.isEnded || amount <= 0n || r.amount + amount > tl.maxRequestSpend) return undefined;
+  const next = nextVoucher(book, ch, amount);
+  if (next > ch.deposit) return undefined;
+  if (next - (ch.served ?? ch.signed) > tl.maxUnserved) return undefined;
+  if (tl.maxSpend !== undefined && signedTotal(s, ch.token) - ch.signed + next > tl.maxSpend) return undefined;
+  r.grow(amount);
+  const k = ch.token.toLowerCase();
+  s.stats.amountSigned[k] = (s.stats.amountSigned[k] ?? 0n) + (next - ch.signed);
+  ch.signed = next;
+  const voucher = s.signerFor(ch.escrow).sign(ch.id, next);
+  s.stats.vouchersSigned++;
+  s.persister.schedule();
+  const header = encodePaymentSignature({ x402Version: X402_VERSION, accepted: payment.terms, payload: voucher });
+  return { voucher, header };
+}
+
 /** Waits for `p`, at most `ms`; true when it settled in time. */
 async function waitFor(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
