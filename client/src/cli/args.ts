@@ -41,6 +41,7 @@ export function parseArgv(argv: string[]) {
       scheme: { type: "string" },
       gasless: { type: "string" },
       "max-open-fee": { type: "string" },
+      "max-request-spend": { type: "string" },
     },
   });
 }
@@ -74,7 +75,7 @@ export function checkCommonOptions(opts: Opts): void {
   schemesOption(opts);
   gaslessOption(opts);
   for (const o of ["max-close-delay", "max-channels", "max-refusals"] as const) if (opts[o] !== undefined) positiveInt(opts[o], `--${o}`, 0);
-  for (const o of ["max-price", "max-deposit", "max-spend", "max-deposit-per-provider", "max-unserved", "max-open-fee"] as const) {
+  for (const o of ["max-price", "max-deposit", "max-spend", "max-deposit-per-provider", "max-unserved", "max-open-fee", "max-request-spend"] as const) {
     const v = opts[o];
     if (v !== undefined && !/^(0|[1-9][0-9]*)(\.[0-9]+)?$/.test(v)) throw new UsageError(`--${o} must be an amount in token units, e.g. 0.5`);
   }

@@ -83,6 +83,7 @@ export function limitsOf(opts: Opts, escrows: string[] | undefined, assets?: str
     maxUnservedPerChannel: opts["max-unserved"] ?? env.CHANNEL_MAX_UNSERVED,
     maxConsecutiveRefusals: intOption(opts["max-refusals"] ?? env.CHANNEL_MAX_REFUSALS, "--max-refusals"),
     maxOpenFee: opts["max-open-fee"] ?? env.CHANNEL_MAX_OPEN_FEE,
+    maxRequestSpend: opts["max-request-spend"] ?? env.CHANNEL_MAX_REQUEST_SPEND,
     escrows,
     assets,
   };

@@ -52,6 +52,8 @@ Options:
                                an own open), never (always an own open; no gas: error insufficient_gas)
   --max-open-fee <amount>      highest open fee a provider may add to a gasless channel's first call (default
                                max-price; CHANNEL_MAX_OPEN_FEE)
+  --max-request-spend <amount> most one request may cost in all: a stream's reservation plus its top-ups
+                               (default max-price; CHANNEL_MAX_REQUEST_SPEND)
   --deposit <amount>           deposit of a new channel (default: min(max-deposit, 1000 × price), ≥ the provider's minimum)
   --escrow <address>           trusted escrow (default: the deployment record's, when there is one, else any
                                contract whose code is the released ChannelEscrow's)

@@ -68,8 +68,9 @@ const format = () => require("../format") as typeof import("../format");
 async function callOnce(ctx: Context, { url, init }: CallInput): Promise<number> {
   const { toJson } = format();
   const res = await ctx.agent.fetch(url, init);
-  const body = await res.text();
   const p = ctx.agent.paymentOf(res);
+  if (p && p.scheme !== "exact" && p.stream) return streamOnce(ctx, res, p);
+  const body = await res.text();
   if (ctx.json) {
     let parsed: unknown = body;
     try {
@@ -179,6 +180,45 @@ function signedSum(ctx: Context): bigint {
 }
 
 /** `paid 0.001 USDC on 0xabcd…: spent … of …, remaining …`, or `paid 0.001 USDC with exact to 0x…: transaction 0x…` */
+/**
+ * A paid stream (docs/protocol.md § 7.7): each event's data on stdout as it arrives (one line per event; `--json`: one
+ * JSON object at the end), then the charge on stderr from the final receipt.
+ */
+async function streamOnce(ctx: Context, res: Response, p: ChannelPaymentInfo): Promise<number> {
+  const { toJson } = format();
+  const { SseParser } = require("@paychan/protocol") as typeof import("@paychan/protocol");
+  const parser = new SseParser();
+  const events: string[] = [];
+  const reader = res.body!.getReader();
+  let failure: unknown;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      let lines = "";
+      for (const f of parser.push(value)) {
+        if (ctx.json) events.push(f.data);
+        else lines += `${f.data}\n`;
+      }
+      if (lines) process.stdout.write(lines);
+    }
+  } catch (e) {
+    failure = e;
+  }
+  const stream = p.stream!;
+  const receipt = await stream.final.catch((e) => {
+    failure ??= e;
+    return undefined;
+  });
+  if (ctx.json) {
+    ctx.out(toJson({ status: res.status, events: events.map((d) => { try { return JSON.parse(d); } catch { return d; } }), payment: { ...p, stream: { ...stream, final: undefined } } }));
+  } else {
+    ctx.err(`${await receiptLine(ctx, p)}; stream: ${receipt ? ((receipt.extra as { stream?: { reason?: string } }).stream?.reason ?? "ended") : "interrupted"}, ${stream.topUps} top-up${stream.topUps === 1 ? "" : "s"}${stream.topUpsDeclined ? `, ${stream.topUpsDeclined} declined` : ""}`);
+  }
+  if (failure) throw failure;
+  return res.ok ? 0 : 1;
+}
+
 async function receiptLine(ctx: Context, p: PaymentInfo): Promise<string> {
   const { amount, shortHex } = format();
   if (p.scheme === "exact") {
