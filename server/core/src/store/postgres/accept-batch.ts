@@ -120,8 +120,11 @@ export function planAccepts(inputs: readonly AcceptVoucherInput[], rows: Readonl
     if (reserve) reservations.push({ id, voucher: v, amount: input.charge });
     return { ok: true, channel: h.channel };
   });
+  // A refusal shows the channel as this batch commits it (the freshest hint a client can resynchronise from: the
+  // accepts after it in the batch are committed with it), not as the items before it left it.
+  const final = results.map((r, i): AcceptVoucherResult => (r.ok || !r.channel ? r : { ...r, channel: held.get(idOf(inputs[i]))!.channel ?? r.channel }));
   const sorted = [...held.entries()].filter(([, h]) => h.dirty).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return { results, held: sorted, reservations, writes };
+  return { results: final, held: sorted, reservations, writes };
 }
 
 function amount(v: bigint): string {
