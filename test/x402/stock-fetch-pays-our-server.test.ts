@@ -141,6 +141,8 @@ describe("x402 interop: stock @x402/fetch with our channel plug-in pays our serv
     ch.accepted = PRICE;
     ch.spent = PRICE;
     ch.served = PRICE;
+    // ... and so does what this process counted for the channel (a new process starts from the stored state, § 7.1).
+    Object.assign(agent.payingParts().book.flagsOf(ch), { floor: PRICE, charged: 0n });
     const before = rec.sent.length;
     const res = await pay(`${srv.url}/v1/echo?msg=again`);
     expect(res.status, await res.clone().text()).to.equal(200);
