@@ -38,8 +38,10 @@ export async function applyHint(s: ClientSession, book: ChannelBook, ch: Channel
   if (hint.status === "finalized" || hint.status === "closing") await book.verify(ch, true);
   const before = max(ch.signed, ch.accepted, ch.spent);
   // The provider charged more than this client counted (vouchers of ours it forgot, or requests it cannot account
-  // for): its accepted voucher covers everything it committed so far (§ 7.1).
-  if (hint.spent > knownCost(book, ch)) book.raiseFloor(ch, hint.accepted);
+  // for). The new floor must cover every request signed so far, including those still in flight that the provider had
+  // not processed when it wrote the hint (their charges stop counting once the floor moves): our highest voucher does,
+  // its `accepted` alone does not (§ 7.1).
+  if (hint.spent > knownCost(book, ch)) book.raiseFloor(ch, max(hint.accepted, ch.signed));
   if (hint.accepted > ch.accepted) ch.accepted = hint.accepted;
   if (hint.spent > ch.spent) ch.spent = hint.spent;
   if (hint.accepted > ch.signed) {
