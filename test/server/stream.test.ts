@@ -424,8 +424,12 @@ describe("paid streams: POST /v1/chat on the real server and chain", function ()
         aside.signed = payer.signed;
         const wrong = await aside.topUp(terms, need, aside.next(100n));
         expect({ status: wrong.status, code: wrong.code }).to.deep.equal({ status: 404, code: "stream_not_found" });
-        // Past a whole lease without a new event: A renews the lease while idle, so B's sweep finds nothing to take.
-        await new Promise((r) => setTimeout(r, Math.max(0, t0 + STREAM_LEASE_MIN_MS + 500 - Date.now())));
+        // Past a whole lease without a new event: A renews the lease while idle (wait for a renewal later than the first
+        // lease's end), so B's sweep finds nothing to take.
+        await until(
+          async () => (await b.server.provider.streams.streams.list()).some((r) => r.checkpointAt > t0 + STREAM_LEASE_MIN_MS),
+          "A to renew the idle stream's lease past its first lease",
+        );
         await b.server.provider.streams.sweep();
         const rows = await b.server.provider.streams.streams.list();
         expect(rows.map((r) => r.channelId)).to.deep.equal([ch.id.toLowerCase()]);
