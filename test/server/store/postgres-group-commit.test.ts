@@ -62,19 +62,100 @@ describePostgres("PostgreSQL group commit", function () {
   const usedCount = async (c: ChainChannel) =>
     Number((await observer.query<{ n: string }>("SELECT count(*) AS n FROM used_vouchers WHERE channel_id = $1", [c.channelId.toLowerCase()])).rows[0].n);
 
-  it("sixteen concurrent accepts on one channel share one transaction of two round trips (BEGIN + locks + used read; write + COMMIT)", async () => {
+  it("sixteen concurrent accepts on a channel this process knows share ONE statement that commits alone (one round trip); a new channel takes the locking path (two)", async () => {
     const c = snapshot({ deposit: 10_000n });
-    expect((await accept(store, c, 10n)).ok).to.equal(true); // the row exists: the batch below is pure updates
+    // First voucher: the row is unknown here, so the batch locks and reads it (BEGIN + lock + used read; write + COMMIT).
+    const first = await countStatements(() => accept(store, c, 10n));
+    expect(first.value.ok).to.equal(true);
+    expect(first.statements).to.equal(2);
     const before = store.acceptTransactions;
     const { value: results, statements } = await countStatements(() => Promise.all(Array.from({ length: 16 }, (_, k) => accept(store, c, 20n + 10n * BigInt(k)))));
     expect(results.every((r) => r.ok)).to.equal(true);
     expect(store.acceptTransactions - before).to.equal(1);
-    expect(statements).to.equal(2); // 0.125 round trips per paid request (before: 4 each, BEGIN, lock, write, COMMIT)
+    expect(statements).to.equal(1); // 0.0625 round trips per paid request (before group commit: 4 each)
     expect(await usedCount(c)).to.equal(17);
-    // One at a time: the same two per accept.
+    expect(store.oneTripMisses).to.equal(0);
+    // One at a time: one each.
     const alone = await countStatements(() => accept(store, c, 500n));
     expect(alone.value.ok).to.equal(true);
-    expect(alone.statements).to.equal(2);
+    expect(alone.statements).to.equal(1);
+    expect((await store.getChannel(c.channelId))!.spent).to.equal(180n);
+  });
+
+  it("a one-round-trip batch planned on a row another replica changed writes nothing and is decided again under lock", async () => {
+    const c = snapshot({ deposit: 10_000n });
+    expect((await accept(store, c, 100n)).ok).to.equal(true); // this store knows the row now
+    const other = await openStore(url);
+    try {
+      expect((await accept(other, c, 200n, 150n)).ok).to.equal(true); // spent 10 + 150 = 160: this store's guess is stale
+      const before = { batches: store.oneTripBatches, misses: store.oneTripMisses };
+      // On the stale row (spent 10) 250 would pay for 100 more; on the real one (spent 160) it cannot.
+      const r = await accept(store, c, 250n, 100n);
+      expect(r.ok ? "ok" : r.code).to.equal("insufficient_voucher");
+      expect(store.oneTripMisses - before.misses).to.equal(1);
+      const row = (await store.getChannel(c.channelId))!;
+      expect([row.accepted, row.spent]).to.deep.equal([200n, 160n]);
+      // The locking path's read is what later batches plan on: after the channel's short backoff (it is left to
+      // the locking path for 25 ms after a failed guess), its batches take one round trip again.
+      let v = 300n;
+      const deadline = Date.now() + 30_000;
+      while (store.oneTripBatches === before.batches) {
+        expect(Date.now(), "no one-round-trip batch after the backoff").to.be.below(deadline);
+        expect((await accept(store, c, (v += 10n), 10n)).ok).to.equal(true);
+      }
+      expect(store.oneTripMisses - before.misses).to.equal(1);
+      const next = await countStatements(() => accept(store, c, (v += 10n), 10n));
+      expect(next.value.ok).to.equal(true);
+      expect(next.statements).to.equal(1);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("a used voucher sent again is caught by the one-round-trip write even when the same batch raises the floor above it", async () => {
+    const c = snapshot({ deposit: 100_000n });
+    const W = 1_000n; // window: the floor follows accepted at 1,000 below
+    expect((await accept(store, c, 1_000n, 10n, W)).ok).to.equal(true);
+    expect((await accept(store, c, 1_500n, 10n, W)).ok).to.equal(true); // floor 500; 1,000 and 1,500 used
+    const misses = store.oneTripMisses;
+    // The replayed 1,500 first, then 3,000 (floor to 2,000): planned on the cache alone, 1,500 looks unused.
+    const rs = await Promise.all([accept(store, c, 1_500n, 10n, W), accept(store, c, 3_000n, 10n, W)]);
+    expect(rs.map((r) => (r.ok ? "ok" : r.code))).to.deep.equal(["voucher_reused", "ok"]);
+    expect(store.oneTripMisses - misses).to.equal(1);
+    expect((await store.getChannel(c.channelId))!.spent).to.equal(30n);
+  });
+
+  it("accepts arriving while a batch of their channel is in flight wait for it and go in the next batch, planned on its outcome: one round trip each", async () => {
+    const c = snapshot({ deposit: 100_000n });
+    expect((await accept(store, c, 10n)).ok).to.equal(true);
+    const before = { batches: store.oneTripBatches, misses: store.oneTripMisses, tx: store.acceptTransactions };
+    const first = Array.from({ length: 8 }, (_, k) => accept(store, c, 20n + 10n * BigInt(k)));
+    await new Promise((r) => setImmediate(r)); // the first batch is sent; these queue behind it
+    await new Promise((r) => setImmediate(r));
+    const second = Array.from({ length: 8 }, (_, k) => accept(store, c, 100n + 10n * BigInt(k)));
+    const rs = await Promise.all([...first, ...second]);
+    expect(rs.every((r) => r.ok)).to.equal(true);
+    expect(store.acceptTransactions - before.tx).to.equal(2);
+    expect(store.oneTripBatches - before.batches).to.equal(2);
+    expect(store.oneTripMisses - before.misses).to.equal(0);
+    const row = (await store.getChannel(c.channelId))!;
+    expect([row.accepted, row.spent]).to.deep.equal([170n, 170n]);
+    expect(await usedCount(c)).to.equal(17);
+  });
+
+  it("a chain update of this process makes the next batch lock and read the row (no failed guess); other writers' changes are caught", async () => {
+    const c = snapshot({ deposit: 1_000n, block: 5n });
+    expect((await accept(store, c, 100n)).ok).to.equal(true);
+    await store.applyChainSnapshots([{ ...c, deposit: 5_000n, block: 6n }]);
+    const misses = store.oneTripMisses;
+    const r = await accept(store, c, 2_000n, 10n, 10_000n); // above the old deposit: needs the new row
+    expect(r.ok && r.channel.deposit).to.equal(5_000n);
+    expect(store.oneTripMisses).to.equal(misses);
+    // A write this process does not know of (another replica's settlement, say) only makes the guess fail.
+    await observer.query("UPDATE channels SET settled = 50 WHERE channel_id = $1", [c.channelId.toLowerCase()]);
+    const r2 = await accept(store, c, 2_100n, 10n, 10_000n);
+    expect(r2.ok && r2.channel.settled).to.equal(50n);
+    expect(store.oneTripMisses).to.equal(misses + 1);
   });
 
   it("each caller is answered only after its accept is committed (visible to another connection)", async () => {
@@ -127,7 +208,11 @@ describePostgres("PostgreSQL group commit", function () {
         const q = (sql: string) => (st as PostgresStore).pool.query(sql).then((r) => r.rows);
         return {
           rows: await q("SELECT channel_id, accepted::text, accepted_signature, spent::text, floor::text, deposit::text, chain_block::text FROM channels ORDER BY channel_id"),
-          used: await q("SELECT channel_id, amount::text FROM used_vouchers ORDER BY channel_id, amount"),
+          // The used set above each channel's floor: what decides an accept (an amount at or below the floor is
+          // refused before the used set is read). A one-round-trip batch that raises the floor leaves the amounts it
+          // used below the new floor until the next rise prunes them; the locking path never inserts them.
+          used: await q(`SELECT u.channel_id, u.amount::text FROM used_vouchers u JOIN channels c USING (channel_id)
+                         WHERE u.amount > c.floor ORDER BY u.channel_id, u.amount`),
         };
       },
     });

@@ -136,33 +136,41 @@ function amount(v: bigint): string {
 export const BATCH_CONFLICT = "accept batch conflict";
 
 /**
- * The batch's one write: `upd` the stored rows (final values: the rows are locked, nothing else changed them),
- * `ins` the new ones (id order; a concurrent first voucher of another replica makes the count fall short and the
- * caller starts over), `used` the accepted amounts above each channel's final floor (the others would be pruned at
- * once; a conflict here means the used read missed one), `pruned` the used set up to each final floor that rose,
- * `res` the reservations. When a count falls short the statement fails (a cast of {@link BATCH_CONFLICT} to int), so
- * the transaction is aborted, the COMMIT sent with it does not run, and the caller starts over.
+ * The batch's one write: `locked` takes the stored rows' locks in id order (already held when the batch read them
+ * under lock; a fast batch takes them here, before any update, so batches cannot deadlock), `upd` the stored rows
+ * (final values) where the row's version token is still the one the batch planned on (each row gets the batch's new
+ * token; on another token the trigger gives it a random one and the row does not count), `ins` the new ones (id
+ * order; a concurrent first voucher of another replica makes the count fall short), `used` the accepted amounts (a
+ * conflict here means the amount was used already), `pruned` the used set up to each final floor that rose, `res`
+ * the reservations. When a count falls short the statement fails (a cast of {@link BATCH_CONFLICT} to int), so
+ * nothing of it is kept (and a COMMIT sent with it does not run), and the caller starts over.
+ *
+ * In READ COMMITTED an UPDATE (and FOR UPDATE) that waited for another transaction's lock goes on with the row as
+ * that transaction committed it, so the token compared is the newest one even when this statement started first.
  */
 export const ACCEPT_BATCH_SQL = `
-  WITH upd AS (
+  WITH locked AS MATERIALIZED (
+    SELECT channel_id FROM channels WHERE channel_id = ANY($1::text[]) ORDER BY channel_id FOR UPDATE
+  ), upd AS (
     UPDATE channels c SET deposit = u.deposit, settled = u.settled, close_requested_at = u.cra, closes_at = u.ca,
       finalized = u.fin, chain_block = u.blk, accepted = u.accepted, accepted_signature = u.sig, spent = u.spent,
-      floor = u.floor, reserved = u.reserved, updated_at = $13
+      floor = u.floor, reserved = u.reserved, updated_at = $13,
+      version = CASE WHEN c.version = u.expect THEN u.next ELSE c.version END
     FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[],
-                $8::numeric[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[])
-      AS u(id, deposit, settled, cra, ca, fin, blk, accepted, sig, spent, floor, reserved)
-    WHERE c.channel_id = u.id
-    RETURNING 1
+                $8::numeric[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[], $41::bigint[], $42::bigint[])
+      AS u(id, deposit, settled, cra, ca, fin, blk, accepted, sig, spent, floor, reserved, expect, next)
+    WHERE c.channel_id = u.id AND (SELECT count(*) FROM locked) >= 0
+    RETURNING c.version = u.next AS ok
   ), ins AS (
     INSERT INTO channels (channel_id, payer, payee, token, signer, deposit, settled, close_delay, close_requested_at,
       closes_at, finalized, chain_block, accepted, accepted_signature, spent, floor, reserved, payer_close_requested_at,
-      created_at, updated_at)
+      created_at, updated_at, version)
     SELECT n.id, n.payer, n.payee, n.token, n.signer, n.deposit, n.settled, n.cd, n.cra, n.ca, n.fin, n.blk, n.accepted,
-      n.sig, n.spent, n.floor, n.reserved, 0, $13, $13
+      n.sig, n.spent, n.floor, n.reserved, 0, $13, $13, n.next
     FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::numeric[], $20::numeric[],
                 $21::bigint[], $22::bigint[], $23::bigint[], $24::boolean[], $25::bigint[], $26::numeric[], $27::text[],
-                $28::numeric[], $29::numeric[], $30::numeric[])
-      AS n(id, payer, payee, token, signer, deposit, settled, cd, cra, ca, fin, blk, accepted, sig, spent, floor, reserved)
+                $28::numeric[], $29::numeric[], $30::numeric[], $43::bigint[])
+      AS n(id, payer, payee, token, signer, deposit, settled, cd, cra, ca, fin, blk, accepted, sig, spent, floor, reserved, next)
     ORDER BY n.id
     ON CONFLICT (channel_id) DO NOTHING
     RETURNING 1
@@ -178,15 +186,32 @@ export const ACCEPT_BATCH_SQL = `
     INSERT INTO reservations (channel_id, voucher, amount, created_at)
     SELECT r.id, r.voucher, r.amount, $13 FROM unnest($35::text[], $36::numeric[], $37::numeric[]) AS r(id, voucher, amount)
   )
-  SELECT (CASE WHEN (SELECT count(*) FROM upd) = $38 AND (SELECT count(*) FROM ins) = $39 AND (SELECT count(*) FROM used) = $40
+  SELECT (CASE WHEN (SELECT count(*) FROM upd WHERE ok) = $38 AND (SELECT count(*) FROM ins) = $39 AND (SELECT count(*) FROM used) = $40
                THEN '1' ELSE '${BATCH_CONFLICT}' END)::int AS ok`;
 
-/** The parameters of {@link ACCEPT_BATCH_SQL} for `plan`, and the counts it must answer. */
-export function writeParams(plan: AcceptPlan, now: number): unknown[] {
+/** Version tokens of a batch's write: the one each stored row must still have, and the one each written row gets. */
+export interface BatchVersions {
+  /** By lowercase id: the token the batch planned on (stored rows). */
+  expect: ReadonlyMap<string, string>;
+  /** By lowercase id: the token each written row gets. */
+  next: ReadonlyMap<string, string>;
+}
+
+/**
+ * The parameters of {@link ACCEPT_BATCH_SQL} for `plan`, and the counts it must answer. `usedAbove` says which
+ * accepted amounts go into the used set: those above each channel's `final` floor (the batch read the used set under
+ * lock, so the others are known unused and would be pruned at once), or all above the floor it `read` (a batch that
+ * did not read the used set: the insert is its check that none was used; rows at or below the final floor are pruned
+ * by a later floor rise).
+ */
+export function writeParams(plan: AcceptPlan, now: number, versions: BatchVersions, usedAbove: "final" | "read" = "final"): unknown[] {
   const upd: unknown[][] = Array.from({ length: 12 }, () => []);
   const ins: unknown[][] = Array.from({ length: 17 }, () => []);
   const used: [string[], string[]] = [[], []];
   const prune: [string[], string[]] = [[], []];
+  const expect: string[] = [];
+  const nextUpd: string[] = [];
+  const nextIns: string[] = [];
   for (const [id, h] of plan.held) {
     const c = h.channel!;
     const acc = [amount(c.accepted), c.acceptedSignature, amount(c.spent), amount(c.floor), amount(c.reserved)];
@@ -196,8 +221,14 @@ export function writeParams(plan: AcceptPlan, now: number): unknown[] {
       ? [id, ...chain, ...times, ...acc]
       : [id, c.payer, c.payee, c.token, c.signer, ...chain, c.closeDelay, ...times, ...acc];
     row.forEach((x, i) => (h.stored ? upd : ins)[i].push(x));
+    const next = token(versions.next.get(id));
+    if (h.stored) {
+      expect.push(token(versions.expect.get(id)));
+      nextUpd.push(next);
+    } else nextIns.push(next);
+    const above = usedAbove === "final" ? c.floor : h.floorAtRead;
     for (const v of [...h.used].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (v <= c.floor) continue;
+      if (v <= above) continue;
       used[0].push(id);
       used[1].push(amount(v));
     }
@@ -207,7 +238,13 @@ export function writeParams(plan: AcceptPlan, now: number): unknown[] {
     }
   }
   const res = [plan.reservations.map((r) => r.id), plan.reservations.map((r) => amount(r.voucher)), plan.reservations.map((r) => amount(r.amount))];
-  return [...upd, now, ...ins, ...used, ...prune, ...res, upd[0].length, ins[0].length, used[0].length];
+  return [...upd, now, ...ins, ...used, ...prune, ...res, upd[0].length, ins[0].length, used[0].length, expect, nextUpd, nextIns];
+}
+
+/** A version token as a decimal string (a bigint of the database). */
+function token(v: string | undefined): string {
+  if (v === undefined || !/^-?[0-9]{1,19}$/.test(v)) throw new RangeError(`bad version token: ${v}`);
+  return v;
 }
 
 /**

@@ -4,6 +4,10 @@
  * `maxInFlight` batches finishes, everything queued (up to `maxBatch`) goes out as ONE batch: one transaction, one
  * commit (one WAL flush). Every caller gets its own result only once the transaction holding its item committed.
  *
+ * With a `key` (the channel of an accept), batches in flight never share a key: an item whose key is in a running
+ * batch waits (in order) for the next one, and the items after it may go first. So a batch is always decided on
+ * what the batches before it on its channels committed (./accept-cache.ts).
+ *
  * If a batch throws (a statement, the commit, or retries exhausted), nothing of it was committed; its items are then
  * run again one by one, each in its own transaction, so one bad item fails only its own caller. An error without a
  * SQLSTATE while doing so (the database unreachable, a connection lost) fails the items still waiting with it at once
@@ -14,6 +18,8 @@ export class PgGroupCommit<I, R> {
   private scheduled = false;
   private inFlight = 0;
   private idle: Array<() => void> = [];
+  /** Keys of the batches in flight. */
+  private readonly busy = new Set<string>();
   /** Transactions started so far for batches (a batch counts once; its one-by-one retry counts each item). */
   transactions = 0;
 
@@ -21,11 +27,13 @@ export class PgGroupCommit<I, R> {
    * @param run          runs items in ONE transaction and returns their results in order (also called with one item)
    * @param maxInFlight  batches running at once (each holds one connection)
    * @param maxBatch     most items per batch
+   * @param key          batches in flight never share a key (none: any item may go in any batch)
    */
   constructor(
     private readonly run: (inputs: readonly I[]) => Promise<R[]>,
     private readonly maxInFlight = 2,
     private readonly maxBatch = 256,
+    private readonly key?: (input: I) => string,
   ) {}
 
   /** Queues `input`; resolves with its result once the transaction that holds it has committed. */
@@ -53,15 +61,32 @@ export class PgGroupCommit<I, R> {
     setImmediate(() => {
       this.scheduled = false;
       while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
-        const items = this.queue.splice(0, this.maxBatch);
+        const items = this.take();
+        if (items.length === 0) return; // every queued item waits for a running batch of its key
+        const keys = this.key ? new Set(items.map((x) => this.key!(x.input))) : null;
+        if (keys) for (const k of keys) this.busy.add(k);
         this.inFlight++;
         void this.runItems(items).finally(() => {
           this.inFlight--;
+          if (keys) for (const k of keys) this.busy.delete(k);
           if (this.queue.length === 0 && this.inFlight === 0) for (const r of this.idle.splice(0)) r();
           this.schedule();
         });
       }
     });
+  }
+
+  /** The next batch: queued items in order, up to `maxBatch`, skipping those whose key a running batch holds. */
+  private take(): Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }> {
+    if (!this.key || this.busy.size === 0) return this.queue.splice(0, this.maxBatch);
+    const items: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+    const rest: typeof items = [];
+    for (const x of this.queue) {
+      if (items.length < this.maxBatch && !this.busy.has(this.key(x.input))) items.push(x);
+      else rest.push(x);
+    }
+    this.queue = rest;
+    return items;
   }
 
   private async runItems(items: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }>): Promise<void> {
@@ -90,7 +115,7 @@ export class PgGroupCommit<I, R> {
 }
 
 /** Whether `e` is an error PostgreSQL answered (a five-character SQLSTATE), as opposed to a connection failure. */
-function hasSqlState(e: unknown): boolean {
+export function hasSqlState(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith("08") && !code.startsWith("57P");
 }

@@ -25,6 +25,8 @@ export interface PgChannelRow {
   close_request_signature: string | null;
   created_at: string;
   updated_at: string;
+  /** The row's version token (migration 5). */
+  version: string;
 }
 
 /** Converts a `channels` row (pg text for numeric/bigint) to a {@link StoredChannel}. */

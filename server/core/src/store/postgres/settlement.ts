@@ -206,6 +206,8 @@ export interface PgSettlementHost {
   /** A new connection outside the pool, with the store's session settings; the caller ends it. */
   dedicatedClient(extraOptions?: string[]): pg.Client;
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /** Tells the channel store these rows are being changed here (its accepts then lock them rather than guess). */
+  forgetChannels?(ids: Iterable<string>): void;
 }
 
 /** {@link SettlementStore} on a PostgreSQL channel store; get it with `store.settlementStore()`. */
@@ -427,6 +429,7 @@ export class PgSettlementStore implements SettlementStore {
       }
       const touched = [...new Set([...raise.keys(), ...closed])].sort();
       if (touched.length) {
+        this.store.forgetChannels?.(touched);
         await c.query(SQL.lockChannels, [touched]);
         if (raise.size) await c.query(SQL.raiseSettled, [[...raise.keys()], [...raise.values()].map(String), now]);
         if (closed.size) {

@@ -52,7 +52,8 @@ import { migratePostgres } from "./migrate";
 import { PRUNE_FINALIZED_SQL } from "./prune";
 import { pgRowToChannel, type PgChannelRow } from "./rows";
 import { ACCEPT_BATCH_SQL, BATCH_CONFLICT, idOf, inline, planAccepts, writeParams } from "./accept-batch";
-import { PgGroupCommit } from "./group-commit";
+import { hasSqlState, PgGroupCommit } from "./group-commit";
+import { AcceptCache, newVersion } from "./accept-cache";
 import { PgSettlementStore } from "./settlement";
 import { PgExactStore } from "./exact";
 import type { ExactStore, ExactStoreProvider } from "../exact-types";
@@ -76,6 +77,14 @@ const lower = (s: string) => s.toLowerCase();
 function amountParam(v: bigint): string {
   if (v < 0n || v > MAX_UINT128) throw new RangeError(`amount out of range: ${v}`);
   return v.toString(10);
+}
+
+/** No used amounts (what a one-round-trip batch plans on: its write checks that none was used). */
+const NONE_USED: ReadonlySet<string> = new Set();
+
+/** Whether `e` is the accept write's own failure: a row changed since it was read, or a voucher already used. */
+function isBatchConflict(e: unknown): boolean {
+  return (e as { code?: string }).code === "22P02" && String((e as Error).message).includes(BATCH_CONFLICT);
 }
 
 /** SQLSTATEs after which the whole transaction can safely run again. */
@@ -218,6 +227,11 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
   private closing = false;
   /** Transactions run again after a deadlock or serialization failure (tests; every multi-row writer locks in id order). */
   retriedTransactions = 0;
+  /** What one-round-trip accept batches plan on (./accept-cache.ts). */
+  private readonly rowCache = new AcceptCache();
+  /** Accept batches written in one round trip, and those whose guess failed (then run by the locking path). */
+  oneTripBatches = 0;
+  oneTripMisses = 0;
   /** The URL without its password (messages). */
   readonly displayUrl: string;
   readonly settings: PgPoolSettings;
@@ -230,7 +244,8 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
   private constructor(pool: pg.Pool, url: string, settings: PgPoolSettings) {
     this.pool = pool;
     this.acceptPool = createPgPool(url, settings, settings.acceptConnections);
-    this.accepts = new PgGroupCommit((inputs) => this.acceptBatch(inputs), settings.acceptConnections);
+    // Keyed by channel: a batch is planned on what the batches before it on its channels committed.
+    this.accepts = new PgGroupCommit((inputs) => this.acceptBatch(inputs), settings.acceptConnections, 256, idOf);
     this.url = url;
     this.displayUrl = redactUrl(url);
     this.settings = settings;
@@ -387,14 +402,64 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
   }
 
   /**
-   * Accepts `inputs` in ONE transaction of two round trips on the accept pool: `BEGIN`, the batch's channel rows
-   * locked in id order and the used read (one simple query); then, when anything was accepted, the batch's one write
-   * with `COMMIT` (./accept-batch.ts); refusals only: `ROLLBACK`. A concurrent first voucher of another replica on a
-   * channel new to this batch (the insert finds the row: the write fails with {@link BATCH_CONFLICT}) starts the
-   * batch over, when it locks that row; so do deadlocks and serialization failures.
+   * Accepts `inputs` as one batch: in ONE round trip when this process knows the state of every channel of the batch
+   * ({@link acceptOneTrip}), else (or when that guess fails) in one locking transaction of two round trips
+   * ({@link acceptLocked}).
    */
   private async acceptBatch(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[]> {
     this.check();
+    return (await this.acceptOneTrip(inputs)) ?? (await this.acceptLocked(inputs));
+  }
+
+  /**
+   * The one-round-trip path: the batch is decided on the rows as this process last knew them (./accept-cache.ts,
+   * the used set taken as empty) and written by ONE statement that commits alone (a prepared statement: no BEGIN,
+   * no COMMIT), which writes nothing unless every row still has the version token the batch planned on and none of
+   * the accepted amounts was used. Null when the batch cannot take this path (a channel unknown, backing off, or only
+   * refused: a refusal must be decided on a row known current) or its guess failed (nothing was written).
+   */
+  private async acceptOneTrip(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[] | null> {
+    const ids = [...new Set(inputs.map(idOf))];
+    const now = Date.now();
+    const base = this.rowCache.lookup(ids, now);
+    if (!base) return null;
+    const rows = new Map([...base].map(([id, r]) => [id, r.channel]));
+    const plan = planAccepts(inputs, rows, NONE_USED, now);
+    // Every channel must be written (its token checked), else a refusal could rest on a stale row.
+    if (plan.held.length !== ids.length) return null;
+    const versions = { expect: new Map([...base].map(([id, r]) => [id, r.version])), next: new Map(ids.map((id) => [id, newVersion()])) };
+    const values = writeParams(plan, now, versions, "read");
+    const client = await this.acceptPool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query({ name: "accept_batch", text: ACCEPT_BATCH_SQL, values });
+    } catch (e) {
+      this.rowCache.failed(base, Date.now(), isBatchConflict(e));
+      // Nothing was written when PostgreSQL answered with an error; without an answer the outcome is unknown.
+      if (!hasSqlState(e)) {
+        broken = e as Error;
+        throw e;
+      }
+      if (RETRYABLE.has((e as { code?: string }).code ?? "")) this.retriedTransactions++;
+      this.oneTripMisses++;
+      return null;
+    } finally {
+      client.release(broken);
+    }
+    this.rowCache.committed(base, new Map(plan.held.map(([id, h]) => [id, h.channel!])), versions.next);
+    this.oneTripBatches++;
+    return plan.results;
+  }
+
+  /**
+   * The locking path: ONE transaction of two round trips on the accept pool: `BEGIN`, the batch's channel rows
+   * locked in id order and the used read (one simple query); then, when anything was accepted, the batch's one write
+   * with `COMMIT` (./accept-batch.ts); refusals only: `ROLLBACK`. A concurrent first voucher of another replica on a
+   * channel new to this batch (the insert finds the row: the write fails with {@link BATCH_CONFLICT}) starts the
+   * batch over, when it locks that row; so do deadlocks and serialization failures. The rows as committed are what
+   * the next one-round-trip batches plan on.
+   */
+  private async acceptLocked(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[]> {
     const ids = [...new Set(inputs.map(idOf))].sort();
     const pairs: [string[], string[]] = [inputs.map(idOf), inputs.map((x) => amountParam(x.amount))];
     for (let attempt = 1; ; attempt++) {
@@ -404,18 +469,23 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       try {
         // Each statement of a simple query takes its own snapshot: the used read's follows the locks.
         const read = (await client.query(`BEGIN; ${inline(SQL.lockBatch, [ids], esc)}; ${inline(SQL.usedOf, pairs, esc)}`)) as unknown as pg.QueryResult[];
-        const rows = new Map((read[1].rows as PgChannelRow[]).map((r) => [r.channel_id, pgRowToChannel(r)]));
+        const locked = read[1].rows as PgChannelRow[];
+        const rows = new Map(locked.map((r) => [r.channel_id, pgRowToChannel(r)]));
+        const versions = { expect: new Map(locked.map((r) => [r.channel_id, String(r.version)])), next: new Map(ids.map((id) => [id, newVersion()])) };
         const used = new Set((read[2].rows as Array<{ channel_id: string; amount: string }>).map((r) => `${r.channel_id}:${r.amount}`));
         const now = Date.now();
         const plan = planAccepts(inputs, rows, used, now);
         // A failed write aborts the transaction, so the COMMIT after it does not run; the ROLLBACK below ends it.
-        await client.query(plan.writes ? `${inline(ACCEPT_BATCH_SQL, writeParams(plan, now), esc)}; COMMIT` : "ROLLBACK");
+        await client.query(plan.writes ? `${inline(ACCEPT_BATCH_SQL, writeParams(plan, now, versions), esc)}; COMMIT` : "ROLLBACK");
+        const written = new Set(plan.held.map(([id]) => id));
+        for (const [id, h] of plan.held) this.rowCache.observe(h.channel!, versions.next.get(id)!);
+        for (const [id, channel] of rows) if (!written.has(id)) this.rowCache.observe(channel, versions.expect.get(id)!);
         return plan.results;
       } catch (e) {
         // Ends an aborted transaction (outside one it only warns); the connection is reusable only if it worked.
         await client.query("ROLLBACK").catch((re: Error) => (broken = re));
         const code = (e as { code?: string }).code;
-        const conflict = code === "22P02" && String((e as Error).message).includes(BATCH_CONFLICT);
+        const conflict = isBatchConflict(e);
         if ((conflict || (code && RETRYABLE.has(code))) && attempt < 5 && !broken) {
           this.retriedTransactions += conflict ? 0 : 1;
           if (!conflict) await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
@@ -433,24 +503,27 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     if (amount < 0n) throw new RangeError("release amount must be >= 0");
     // One statement: the UPDATE takes the row lock and computes from the newest committed row.
     const r = await this.pool.query<PgChannelRow>(q("release", [lower(channelId), amountParam(amount > MAX_UINT128 ? MAX_UINT128 : amount), Date.now()]));
-    return r.rows[0] ? pgRowToChannel(r.rows[0]) : null;
+    return r.rows[0] ? this.observed(r.rows[0]) : null;
   }
 
   async finishReservation(channelId: Hex, voucher: bigint, charged: bigint): Promise<{ finished: boolean; channel: StoredChannel | null }> {
     this.check();
     if (charged < 0n) throw new RangeError("a charge is >= 0");
     const id = lower(channelId);
-    return this.tx<{ finished: boolean; channel: StoredChannel | null }>(async (c) => {
+    const out = await this.tx<{ finished: boolean; row: PgChannelRow | null }>(async (c) => {
       // The channel's row lock first, then the reservation's: the order of every other writer (accept, expiry).
       await c.query(q("lock", [id]));
       const r = await c.query<PgChannelRow>(q("finishReservation", [id, amountParam(voucher), amountParam(charged), Date.now()]));
-      if (r.rows[0]) return { value: { finished: true, channel: pgRowToChannel(r.rows[0]) }, commit: true };
+      if (r.rows[0]) return { value: { finished: true, row: r.rows[0] }, commit: true };
       // Not finished: no such reservation, or a charge above it (refused, like the SQLite store does).
       const res = await c.query<{ amount: string }>("SELECT amount FROM reservations WHERE channel_id = $1 AND voucher = $2", [id, amountParam(voucher)]);
       if (res.rows[0]) throw new RangeError(`charge ${charged} is above the reservation ${res.rows[0].amount}`);
       const row = (await c.query<PgChannelRow>(q("getChannel", [id]))).rows[0];
-      return { value: { finished: false, channel: row ? pgRowToChannel(row) : null }, commit: false };
+      return { value: { finished: false, row: row ?? null }, commit: false };
     });
+    // Committed: the accepts plan on the row as finished.
+    if (out.finished && out.row) return { finished: true, channel: this.observed(out.row) };
+    return { finished: out.finished, channel: out.row ? pgRowToChannel(out.row) : null };
   }
 
   async expireReservations(before: number): Promise<number> {
@@ -458,6 +531,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     return this.tx(async (c) => {
       const ids = [...new Set((await c.query<{ channel_id: string }>(q("expiredReservations", [before]))).rows.map((r) => r.channel_id))];
       if (ids.length === 0) return { value: 0, commit: false };
+      this.rowCache.forget(ids);
       await c.query(q("lockMany", [ids]));
       const n = (await c.query<{ n: string }>(q("expireReservations", [ids, before, Date.now()]))).rows[0].n;
       return { value: Number(n), commit: true };
@@ -480,6 +554,8 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       if (cursorParams) await this.pool.query(q("setCursor", cursorParams));
       return;
     }
+    // The rows change under the accepts' feet: their next batches take the locking path (a guess would only fail).
+    this.rowCache.forget(byId.keys());
     await this.tx(async (c) => {
       const ids = list.map(([id]) => id);
       const present = (await c.query(q("lockMany", [ids]))).rowCount ?? 0;
@@ -507,6 +583,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
 
   async requestCooperativeClose(chain: ChainChannel, at: number, signature?: Hex): Promise<StoredChannel> {
     this.check();
+    this.rowCache.forget([chain.channelId]);
     const r = await this.pool.query<PgChannelRow>(
       q("coopClose", [
         ...chainColumns(lower(chain.channelId), chain),
@@ -516,6 +593,21 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       ]),
     );
     return pgRowToChannel(r.rows[0]);
+  }
+
+  /**
+   * Tells the accepts' row cache that other statements of this process are changing these channels (the stream
+   * and settlement stores): their next accept batches lock and read the rows rather than guess.
+   */
+  forgetChannels(ids: Iterable<string>): void {
+    this.rowCache.forget(ids);
+  }
+
+  /** A row another writer of this process just committed (it held the row's lock): the accepts plan on it next. */
+  private observed(row: PgChannelRow): StoredChannel {
+    const channel = pgRowToChannel(row);
+    this.rowCache.observe(channel, String(row.version));
+    return channel;
   }
 
   async getCursor(): Promise<EventCursor | null> {

@@ -16,6 +16,8 @@ export interface PgStreamHost {
   readonly pool: pg.Pool;
   check(): void;
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /** Tells the channel store these rows are being changed here (its accepts then lock them rather than guess). */
+  forgetChannels?(ids: Iterable<string>): void;
 }
 
 interface ResRow {
@@ -63,6 +65,7 @@ export class PgStreamStore implements StreamStore {
 
   async topUp(i: StreamTopUpInput): Promise<StreamTopUpResult> {
     const id = lower(i.chain.channelId);
+    this.store.forgetChannels?.([id]);
     try {
       return await this.store.transaction(async (c) => {
         const row = (await c.query<PgChannelRow>("SELECT * FROM channels WHERE channel_id = $1 FOR UPDATE", [id])).rows[0];
@@ -115,6 +118,7 @@ export class PgStreamStore implements StreamStore {
     );
     if (due.rows.length === 0) return [];
     const ids = due.rows.map((r) => r.channel_id);
+    this.store.forgetChannels?.(ids);
     return this.store.transaction(async (c) => {
       await c.query("SELECT channel_id FROM channels WHERE channel_id = ANY($1::text[]) ORDER BY channel_id FOR UPDATE", [ids]);
       const gone = await c.query<ResRow>(

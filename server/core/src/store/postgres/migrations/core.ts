@@ -102,4 +102,25 @@ export const CORE_PG_MIGRATIONS: PgMigration[] = [
       DELETE FROM used_vouchers u USING channels c WHERE c.channel_id = u.channel_id AND c.finalized;
     `,
   },
+  {
+    version: 5,
+    name: "a version token per channel row",
+    // `version` names the row's state: every UPDATE that does not set a new one gets a random one from the trigger,
+    // so a writer that read (or wrote) token T knows the row is unchanged while it is still T. The accept batches'
+    // one-round-trip path (../accept-batch.ts) writes only if the token is the one it planned on. Existing rows
+    // keep 0 (a constant default: metadata-only), new rows a random one.
+    up: `
+      ALTER TABLE channels ADD COLUMN version bigint NOT NULL DEFAULT 0;
+      ALTER TABLE channels ALTER COLUMN version SET DEFAULT floor(random() * 9007199254740991)::bigint;
+      CREATE FUNCTION channels_new_version() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.version = OLD.version THEN
+          NEW.version := floor(random() * 9007199254740991)::bigint;
+        END IF;
+        RETURN NEW;
+      END
+      $$;
+      CREATE TRIGGER channels_version BEFORE UPDATE ON channels FOR EACH ROW EXECUTE FUNCTION channels_new_version();
+    `,
+  },
 ];
