@@ -14,7 +14,7 @@
  * rather than making each wait for its own connection timeout.
  */
 export class PgGroupCommit<I, R> {
-  private queue: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+  private queue: Array<Queued<I, R>> = [];
   private scheduled = false;
   private inFlight = 0;
   private idle: Array<() => void> = [];
@@ -58,29 +58,42 @@ export class PgGroupCommit<I, R> {
   private schedule(): void {
     if (this.scheduled || this.queue.length === 0 || this.inFlight >= this.maxInFlight) return;
     this.scheduled = true;
+    // The accepts submitted in this event-loop turn go together.
     setImmediate(() => {
       this.scheduled = false;
-      while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
-        const items = this.take();
-        if (items.length === 0) return; // every queued item waits for a running batch of its key
-        const keys = this.key ? new Set(items.map((x) => this.key!(x.input))) : null;
-        if (keys) for (const k of keys) this.busy.add(k);
-        this.inFlight++;
-        void this.runItems(items).finally(() => {
-          this.inFlight--;
-          if (keys) for (const k of keys) this.busy.delete(k);
-          if (this.queue.length === 0 && this.inFlight === 0) for (const r of this.idle.splice(0)) r();
-          this.schedule();
-        });
-      }
+      this.pump();
     });
   }
 
+  /** Starts batches while there is room and something that may go. */
+  private pump(): void {
+    while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
+      const items = this.take();
+      if (items.length === 0) return; // every queued item waits for a running batch of its key
+      const keys = this.key ? new Set(items.map((x) => this.key!(x.input))) : null;
+      if (keys) for (const k of keys) this.busy.add(k);
+      this.inFlight++;
+      void this.runItems(items).then((outcomes) => {
+        this.inFlight--;
+        if (keys) for (const k of keys) this.busy.delete(k);
+        // The next batch (what queued meanwhile) goes out before these callers' continuations run (they answer
+        // their requests, which takes the thread a while): the database works while this process answers.
+        this.pump();
+        for (let i = 0; i < items.length; i++) {
+          const o = outcomes[i];
+          if (o.ok) items[i].resolve(o.value);
+          else items[i].reject(o.error);
+        }
+        if (this.queue.length === 0 && this.inFlight === 0) for (const r of this.idle.splice(0)) r();
+      });
+    }
+  }
+
   /** The next batch: queued items in order, up to `maxBatch`, skipping those whose key a running batch holds. */
-  private take(): Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }> {
+  private take(): Array<Queued<I, R>> {
     if (!this.key || this.busy.size === 0) return this.queue.splice(0, this.maxBatch);
-    const items: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
-    const rest: typeof items = [];
+    const items: Array<Queued<I, R>> = [];
+    const rest: Array<Queued<I, R>> = [];
     for (const x of this.queue) {
       if (items.length < this.maxBatch && !this.busy.has(this.key(x.input))) items.push(x);
       else rest.push(x);
@@ -89,30 +102,42 @@ export class PgGroupCommit<I, R> {
     return items;
   }
 
-  private async runItems(items: Array<{ input: I; resolve: (r: R) => void; reject: (e: unknown) => void }>): Promise<void> {
+  /** Runs a batch (and, if it fails as a whole, each item alone); never throws. */
+  private async runItems(items: ReadonlyArray<Queued<I, R>>): Promise<Array<Outcome<R>>> {
     try {
       this.transactions++;
       const results = await this.run(items.map((x) => x.input));
-      for (let i = 0; i < items.length; i++) items[i].resolve(results[i]);
-      return;
+      return results.map((value) => ({ ok: true, value }));
     } catch (e) {
-      if (items.length === 1) return items[0].reject(e);
+      if (items.length === 1) return [{ ok: false, error: e }];
     }
     // Rolled back as a whole: each item alone, in queue order.
+    const outcomes: Array<Outcome<R>> = [];
     for (let i = 0; i < items.length; i++) {
       try {
         this.transactions++;
-        items[i].resolve((await this.run([items[i].input]))[0]);
+        outcomes.push({ ok: true, value: (await this.run([items[i].input]))[0] });
       } catch (e) {
-        items[i].reject(e);
+        outcomes.push({ ok: false, error: e });
         if (!hasSqlState(e)) {
-          for (const x of items.slice(i + 1)) x.reject(e);
-          return;
+          for (let j = i + 1; j < items.length; j++) outcomes.push({ ok: false, error: e });
+          break;
         }
       }
     }
+    return outcomes;
   }
 }
+
+/** A submitted item and its caller. */
+interface Queued<I, R> {
+  input: I;
+  resolve: (r: R) => void;
+  reject: (e: unknown) => void;
+}
+
+/** What a caller gets. */
+type Outcome<R> = { ok: true; value: R } | { ok: false; error: unknown };
 
 /** Whether `e` is an error PostgreSQL answered (a five-character SQLSTATE), as opposed to a connection failure. */
 export function hasSqlState(e: unknown): boolean {
