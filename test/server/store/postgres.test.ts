@@ -19,6 +19,7 @@ import {
 } from "@paychan/server/postgres";
 import { openChannel } from "../../helpers/escrow";
 import { describePostgres, newTestDatabase } from "../../helpers/postgres";
+import { until } from "../../helpers/wait";
 import { startTestServer } from "../../helpers/server";
 import { settlementStoreConformance } from "../../helpers/settlement-store-conformance";
 import { accept, binding, sig, snapshot, storeConformance } from "./conformance";
@@ -43,7 +44,6 @@ describePostgres("PostgreSQL store", function () {
   });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A raw pg client on a test database (outside any store). */
 async function rawClient(url: string): Promise<pg.Client> {
@@ -211,7 +211,13 @@ describePostgres("PostgreSQL store: specifics", function () {
     await other.query("UPDATE channels SET accepted = 500, spent = spent + 10 WHERE channel_id = $1", [c.channelId]);
     let settled = false;
     const pending = accept(s, c, 500n, 10n).finally(() => (settled = true));
-    await sleep(300);
+    // The accept's session is blocked on the row lock (not merely slow): PostgreSQL says so.
+    const waiting = async () =>
+      Number(
+        (await other.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).rows[0]
+          .n,
+      ) > 0;
+    await until(waiting, "the accept to wait for the row lock");
     expect(settled, "acceptVoucher must wait for the row lock").to.equal(false);
     await other.query("COMMIT");
     const r = await pending;
@@ -249,8 +255,8 @@ describePostgres("PostgreSQL store: specifics", function () {
     expect((await accept(s, c, 100n)).ok).to.equal(true);
     const admin = await raw(url);
     await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'drop-test' AND pid <> pg_backend_pid()");
-    await sleep(200);
-    // idle connections were dropped by the pool; the next calls open new ones
+    // Every connection of the store saw its end and left its pool; the next calls open new ones.
+    await until(() => s.connections === 0, "the store's pools to drop the terminated connections");
     expect((await accept(s, c, 200n)).ok).to.equal(true);
     expect((await s.getChannel(c.channelId))?.accepted).to.equal(200n);
   });
@@ -300,7 +306,11 @@ describePostgres("PostgreSQL store: specifics", function () {
         "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()",
       );
       expect(killed.rowCount).to.be.at.least(1);
-      await sleep(200);
+      // The killed session is gone, and its advisory lock with it.
+      await until(
+        async () => (await admin.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()")).rowCount === 0,
+        "the killed holder's advisory lock to be released",
+      );
       expect(await sb.tryAcquireSettlerLease("b", 60_000)).to.equal(true);
       expect(await sa.tryAcquireSettlerLease("a", 60_000)).to.equal(false);
       await sb.releaseSettlerLease("b");

@@ -603,6 +603,11 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     this.rowCache.forget(ids);
   }
 
+  /** Open connections of the store's pools (both), for health and tests. */
+  get connections(): number {
+    return this.pool.totalCount + this.acceptPool.totalCount;
+  }
+
   /** A row another writer of this process just committed (it held the row's lock): the accepts plan on it next. */
   private observed(row: PgChannelRow): StoredChannel {
     const channel = pgRowToChannel(row);
