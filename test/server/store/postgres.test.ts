@@ -44,7 +44,6 @@ describePostgres("PostgreSQL store", function () {
   });
 });
 
-
 /** A raw pg client on a test database (outside any store). */
 async function rawClient(url: string): Promise<pg.Client> {
   const u = new URL(url);
