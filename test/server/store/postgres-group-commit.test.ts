@@ -125,6 +125,37 @@ describePostgres("PostgreSQL group commit", function () {
     expect((await store.getChannel(c.channelId))!.spent).to.equal(30n);
   });
 
+  it("a replayed voucher the request cannot cover is refused voucher_reused, as one by one (the used rule comes before cover): such a batch is decided under lock", async () => {
+    const c = snapshot({ deposit: 100_000n });
+    expect((await accept(store, c, 100n, 10n)).ok).to.equal(true); // the row is known here now
+    const before = { batches: store.oneTripBatches, misses: store.oneTripMisses };
+    const rs = await Promise.all([accept(store, c, 200n, 10n), accept(store, c, 100n, 1_000n)]);
+    expect(rs.map((r) => (r.ok ? "ok" : r.code))).to.deep.equal(["ok", "voucher_reused"]);
+    expect(store.oneTripBatches - before.batches).to.equal(0);
+    expect(store.oneTripMisses - before.misses).to.equal(0);
+  });
+
+  it("a payer replaying its own used voucher costs its batches a failed round trip, but backs off no channel (nothing changed behind the guess)", async () => {
+    const x = snapshot({ deposit: 1_000_000n }); // replays its voucher 100
+    const y = snapshot({ deposit: 1_000_000n }); // only shares batches with x
+    const W = 1_000_000n;
+    expect((await accept(store, x, 100n, 10n, W)).ok).to.equal(true);
+    expect((await accept(store, y, 100n, 10n, W)).ok).to.equal(true);
+    let [vx, vy] = [100n, 100n];
+    const misses = store.oneTripMisses;
+    for (let round = 0; round < 6; round++) {
+      const rs = await Promise.all([accept(store, x, 100n, 10n, W), accept(store, x, (vx += 10n), 10n, W), accept(store, y, (vy += 10n), 10n, W)]);
+      expect(rs.map((r) => (r.ok ? "ok" : r.code))).to.deep.equal(["voucher_reused", "ok", "ok"]);
+    }
+    // Every round tried one round trip (no channel was backed off) and fell back under lock.
+    expect(store.oneTripMisses - misses).to.equal(6);
+    for (const c of [x, y]) {
+      const alone = await countStatements(() => accept(store, c, c === x ? (vx += 10n) : (vy += 10n), 10n, W));
+      expect(alone.value.ok).to.equal(true);
+      expect(alone.statements, "a lone accept on a channel nobody else writes").to.equal(1);
+    }
+  });
+
   it("accepts arriving while a batch of their channel is in flight wait for it and go in the next batch, planned on its outcome: one round trip each", async () => {
     const c = snapshot({ deposit: 100_000n });
     expect((await accept(store, c, 10n)).ok).to.equal(true);

@@ -139,8 +139,11 @@ interface Queued<I, R> {
 /** What a caller gets. */
 type Outcome<R> = { ok: true; value: R } | { ok: false; error: unknown };
 
-/** Whether `e` is an error PostgreSQL answered (a five-character SQLSTATE), as opposed to a connection failure. */
+/**
+ * Whether `e` is an error PostgreSQL answered (a five-character SQLSTATE, which always has a digit, unlike Node's
+ * errno codes such as EPIPE), as opposed to a connection failure.
+ */
 export function hasSqlState(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith("08") && !code.startsWith("57P");
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && /[0-9]/.test(code) && !code.startsWith("08") && !code.startsWith("57P");
 }

@@ -408,17 +408,20 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
    */
   private async acceptBatch(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[]> {
     this.check();
-    return (await this.acceptOneTrip(inputs)) ?? (await this.acceptLocked(inputs));
+    const fast = await this.acceptOneTrip(inputs);
+    if (Array.isArray(fast)) return fast;
+    return this.acceptLocked(inputs, fast?.expected);
   }
 
   /**
    * The one-round-trip path: the batch is decided on the rows as this process last knew them (./accept-cache.ts,
    * the used set taken as empty) and written by ONE statement that commits alone (a prepared statement: no BEGIN,
    * no COMMIT), which writes nothing unless every row still has the version token the batch planned on and none of
-   * the accepted amounts was used. Null when the batch cannot take this path (a channel unknown, backing off, or only
-   * refused: a refusal must be decided on a row known current) or its guess failed (nothing was written).
+   * the accepted amounts was used. Null when the batch cannot take this path (a channel unknown or backing off; a
+   * channel only refused, or a refusal that the used set could change: they must be decided on rows read under
+   * lock); the tokens it expected when it was written and found a row changed or an amount used (nothing written).
    */
-  private async acceptOneTrip(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[] | null> {
+  private async acceptOneTrip(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[] | { expected: Map<string, string> } | null> {
     const ids = [...new Set(inputs.map(idOf))];
     const now = Date.now();
     const base = this.rowCache.lookup(ids, now);
@@ -427,6 +430,10 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     const plan = planAccepts(inputs, rows, NONE_USED, now);
     // Every channel must be written (its token checked), else a refusal could rest on a stale row.
     if (plan.held.length !== ids.length) return null;
+    // Planned with no used amounts: a refusal for want of cover of an amount that may be used (at most the row's
+    // accepted) could be voucher_reused one by one (the used rule comes first).
+    const mayBeUsed = plan.results.some((r, i) => !r.ok && r.code === "insufficient_voucher" && inputs[i].amount <= base.get(idOf(inputs[i]))!.channel.accepted);
+    if (mayBeUsed) return null;
     const versions = { expect: new Map([...base].map(([id, r]) => [id, r.version])), next: new Map(ids.map((id) => [id, newVersion()])) };
     const values = writeParams(plan, now, versions, "read");
     const client = await this.acceptPool.connect();
@@ -434,7 +441,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     try {
       await client.query({ name: "accept_batch", text: ACCEPT_BATCH_SQL, values });
     } catch (e) {
-      this.rowCache.failed(base, Date.now(), isBatchConflict(e));
+      this.rowCache.failed(base);
       // Nothing was written when PostgreSQL answered with an error; without an answer the outcome is unknown.
       if (!hasSqlState(e)) {
         broken = e as Error;
@@ -442,7 +449,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       }
       if (RETRYABLE.has((e as { code?: string }).code ?? "")) this.retriedTransactions++;
       this.oneTripMisses++;
-      return null;
+      return isBatchConflict(e) ? { expected: versions.expect } : null;
     } finally {
       client.release(broken);
     }
@@ -457,12 +464,14 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
    * with `COMMIT` (./accept-batch.ts); refusals only: `ROLLBACK`. A concurrent first voucher of another replica on a
    * channel new to this batch (the insert finds the row: the write fails with {@link BATCH_CONFLICT}) starts the
    * batch over, when it locks that row; so do deadlocks and serialization failures. The rows as committed are what
-   * the next one-round-trip batches plan on.
+   * the next one-round-trip batches plan on. `expected`: the tokens a one-round-trip attempt of this batch expected;
+   * the channels read with another token were changed behind the guess and back off (./accept-cache.ts).
    */
-  private async acceptLocked(inputs: readonly AcceptVoucherInput[]): Promise<AcceptVoucherResult[]> {
+  private async acceptLocked(inputs: readonly AcceptVoucherInput[], expected?: ReadonlyMap<string, string>): Promise<AcceptVoucherResult[]> {
     const ids = [...new Set(inputs.map(idOf))].sort();
     const pairs: [string[], string[]] = [inputs.map(idOf), inputs.map((x) => amountParam(x.amount))];
     for (let attempt = 1; ; attempt++) {
+      const since = this.rowCache.clock();
       const client = await this.acceptPool.connect();
       const esc = (x: string) => client.escapeLiteral(x);
       let broken: Error | undefined;
@@ -472,14 +481,18 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
         const locked = read[1].rows as PgChannelRow[];
         const rows = new Map(locked.map((r) => [r.channel_id, pgRowToChannel(r)]));
         const versions = { expect: new Map(locked.map((r) => [r.channel_id, String(r.version)])), next: new Map(ids.map((id) => [id, newVersion()])) };
+        if (expected && attempt === 1) {
+          const changed = [...versions.expect].filter(([id, v]) => expected.has(id) && expected.get(id) !== v).map(([id]) => id);
+          this.rowCache.strike(changed, Date.now());
+        }
         const used = new Set((read[2].rows as Array<{ channel_id: string; amount: string }>).map((r) => `${r.channel_id}:${r.amount}`));
         const now = Date.now();
         const plan = planAccepts(inputs, rows, used, now);
         // A failed write aborts the transaction, so the COMMIT after it does not run; the ROLLBACK below ends it.
         await client.query(plan.writes ? `${inline(ACCEPT_BATCH_SQL, writeParams(plan, now, versions), esc)}; COMMIT` : "ROLLBACK");
         const written = new Set(plan.held.map(([id]) => id));
-        for (const [id, h] of plan.held) this.rowCache.observe(h.channel!, versions.next.get(id)!);
-        for (const [id, channel] of rows) if (!written.has(id)) this.rowCache.observe(channel, versions.expect.get(id)!);
+        for (const [id, h] of plan.held) this.rowCache.observe(h.channel!, versions.next.get(id)!, since);
+        for (const [id, channel] of rows) if (!written.has(id)) this.rowCache.observe(channel, versions.expect.get(id)!, since);
         return plan.results;
       } catch (e) {
         // Ends an aborted transaction (outside one it only warns); the connection is reusable only if it worked.
@@ -502,14 +515,16 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     this.check();
     if (amount < 0n) throw new RangeError("release amount must be >= 0");
     // One statement: the UPDATE takes the row lock and computes from the newest committed row.
+    const since = this.rowCache.clock();
     const r = await this.pool.query<PgChannelRow>(q("release", [lower(channelId), amountParam(amount > MAX_UINT128 ? MAX_UINT128 : amount), Date.now()]));
-    return r.rows[0] ? this.observed(r.rows[0]) : null;
+    return r.rows[0] ? this.observed(r.rows[0], since) : null;
   }
 
   async finishReservation(channelId: Hex, voucher: bigint, charged: bigint): Promise<{ finished: boolean; channel: StoredChannel | null }> {
     this.check();
     if (charged < 0n) throw new RangeError("a charge is >= 0");
     const id = lower(channelId);
+    const since = this.rowCache.clock();
     const out = await this.tx<{ finished: boolean; row: PgChannelRow | null }>(async (c) => {
       // The channel's row lock first, then the reservation's: the order of every other writer (accept, expiry).
       await c.query(q("lock", [id]));
@@ -522,7 +537,7 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       return { value: { finished: false, row: row ?? null }, commit: false };
     });
     // Committed: the accepts plan on the row as finished.
-    if (out.finished && out.row) return { finished: true, channel: this.observed(out.row) };
+    if (out.finished && out.row) return { finished: true, channel: this.observed(out.row, since) };
     return { finished: out.finished, channel: out.row ? pgRowToChannel(out.row) : null };
   }
 
@@ -608,10 +623,13 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
     return this.pool.totalCount + this.acceptPool.totalCount;
   }
 
-  /** A row another writer of this process just committed (it held the row's lock): the accepts plan on it next. */
-  private observed(row: PgChannelRow): StoredChannel {
+  /**
+   * A row another writer of this process just committed (it held the row's lock; it started at tick `since`): the
+   * accepts plan on it next.
+   */
+  private observed(row: PgChannelRow, since: number): StoredChannel {
     const channel = pgRowToChannel(row);
-    this.rowCache.observe(channel, String(row.version));
+    this.rowCache.observe(channel, String(row.version), since);
     return channel;
   }
 
