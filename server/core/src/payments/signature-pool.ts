@@ -16,6 +16,10 @@
  * done once per event-loop turn (`setImmediate`) while checks are outstanding. The worker sleeps in `Atomics.wait`
  * when its ring is empty.
  * If a worker fails, every outstanding and later check runs inline (logged once).
+ *
+ * Workers are never terminated from outside (`worker.terminate()`): one stopped inside the native recovery can abort
+ * the whole process (node-addon-api throws into a terminating environment). Closing sets a stop flag instead; the
+ * worker sees it between two recoveries and returns.
  */
 import path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -33,9 +37,13 @@ const OUT = 65;
 const SUBMITTED = 1;
 const RECOVERED = 2;
 const FAILED = 3;
-/** Control array: the submission counter (the worker waits on it), and whether the worker is (about to be) asleep. */
+/** Control array: the submission counter (the worker waits on it), whether the worker is (about to be) asleep, and a stop request. */
 const HEAD = 0;
 const SLEEPING = 1;
+const STOP = 2;
+/** Stop requests: return (close), or throw (tests: a worker that fails). */
+const STOP_RETURN = 1;
+const STOP_THROW = 2;
 
 // The worker: takes slots in order, recovers each key with the native binding (path passed in, so resolution does
 // not depend on the working directory), marks the slot, and sleeps when it has caught up with the main thread.
@@ -46,12 +54,15 @@ const { control, states, input, output, slots } = workerData;
 const ctl = new Int32Array(control), st = new Int32Array(states), inp = new Uint8Array(input), out = new Uint8Array(output);
 let next = 0;
 for (;;) {
+  const stop = Atomics.load(ctl, ${STOP});
+  if (stop === ${STOP_RETURN}) break;
+  if (stop === ${STOP_THROW}) throw new Error("signature worker failing on request (test)");
   if (next === Atomics.load(ctl, ${HEAD})) {
     // Say so before sleeping, then look again: the main thread notifies only a worker that may be asleep, and
     // wait() returns at once if the counter moved in between.
     Atomics.store(ctl, ${SLEEPING}, 1);
     const head = Atomics.load(ctl, ${HEAD});
-    if (next === head) Atomics.wait(ctl, ${HEAD}, head);
+    if (next === head && Atomics.load(ctl, ${STOP}) === 0) Atomics.wait(ctl, ${HEAD}, head);
     Atomics.store(ctl, ${SLEEPING}, 0);
     continue;
   }
@@ -84,6 +95,8 @@ interface Lane {
   head: number;
   /** Submitted and not yet answered, oldest first (the worker answers in order). */
   outstanding: Outstanding[];
+  /** Resolves when the worker thread has ended (however). */
+  exited: Promise<void>;
 }
 
 export interface SignaturePoolOptions {
@@ -110,12 +123,13 @@ export class SignaturePool {
     this.logger = o.logger;
     const secp256k1 = path.dirname(require.resolve("secp256k1/package.json"));
     for (let i = 0; i < o.threads; i++) {
-      const control = new SharedArrayBuffer(8);
+      const control = new SharedArrayBuffer(12);
       const states = new SharedArrayBuffer(4 * SLOTS);
       const input = new SharedArrayBuffer(IN * SLOTS);
       const output = new SharedArrayBuffer(OUT * SLOTS);
       const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { secp256k1, control, states, input, output, slots: SLOTS } });
       worker.unref(); // never keeps the process alive
+      const exited = new Promise<void>((r) => worker.once("exit", () => r()));
       worker.on("error", (e) => this.fail(e));
       worker.on("exit", (code) => {
         if (!this.closed) this.fail(new Error(`signature worker exited with code ${code}`));
@@ -128,6 +142,7 @@ export class SignaturePool {
         output: new Uint8Array(output),
         head: 0,
         outstanding: [],
+        exited,
       });
     }
   }
@@ -203,18 +218,27 @@ export class SignaturePool {
     void this.close();
   }
 
-  /** Tests: terminates the workers as a crash would (the pool must carry on inline). */
-  async killWorkersForTest(): Promise<void> {
-    await Promise.all(this.lanes.map((l) => l.worker.terminate()));
+  /** Tests: makes the workers fail (throw between two recoveries), as a crash would; resolves once they ended. */
+  async crashWorkersForTest(): Promise<void> {
+    this.stopWorkers(STOP_THROW);
+    await Promise.all(this.lanes.map((l) => l.exited));
   }
 
-  /** Stops the workers; checks still outstanding are finished inline. */
+  /** Stops the workers (between two recoveries: see the file comment); checks still outstanding are finished inline. */
   async close(): Promise<void> {
     const wasClosed = this.closed;
     this.closed = true;
     this.broken = true;
     this.drainInline();
     if (wasClosed) return;
-    await Promise.all(this.lanes.map((l) => l.worker.terminate()));
+    this.stopWorkers(STOP_RETURN);
+    await Promise.all(this.lanes.map((l) => l.exited));
+  }
+
+  private stopWorkers(how: number): void {
+    for (const lane of this.lanes) {
+      if (Atomics.compareExchange(lane.control, STOP, 0, how) !== 0) continue;
+      Atomics.notify(lane.control, HEAD);
+    }
   }
 }
