@@ -119,6 +119,19 @@ describe("signature pool", () => {
     await pool.close();
   });
 
+  it("closing while the worker has a thousand recoveries in hand answers every check, and the worker stops by itself (twenty times)", async () => {
+    // close() never terminates the worker (terminated inside the native recovery it can abort the process): it asks
+    // it to stop, and waits until it has returned between two recoveries.
+    const all = cases(1_000);
+    for (let round = 0; round < 20; round++) {
+      const pool = new SignaturePool({ verifier: new VoucherVerifier(domain), threads: 1 });
+      const checks = all.map((c) => pool.verify(c.voucher, c.signer, true));
+      await checks[0]; // the worker is running, with about a thousand recoveries (tens of ms) still to do
+      await pool.close();
+      expect(await Promise.all(checks)).to.deep.equal(all.map(expected));
+    }
+  });
+
   it("closing answers the checks still pending", async () => {
     const pool = new SignaturePool({ verifier: new VoucherVerifier(domain), threads: 1 });
     const all = cases(70);
