@@ -5,27 +5,19 @@
  */
 import { expect } from "chai";
 import hre from "hardhat";
-import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { startTestServer, type TestServer } from "../helpers/server";
+import type { TestServer } from "../helpers/server";
+import { closeCliFixture, openCliFixture, runChannel, type CliFixture } from "../helpers/cli";
 import { chainClients, mintUsdc } from "../helpers/client";
-import { accountKey, snapshot, revertTo } from "../helpers/chain";
-import { compiledEnv } from "../helpers/process";
+import { accountKey } from "../helpers/chain";
 import { mockUsdcAbi } from "@paychan/demo";
 
 const CLIENT_DIR = path.resolve(__dirname, "..", "..", "client");
-const BIN = path.join(CLIENT_DIR, "bin", "channel.js");
 const PAYER = 17;
 
-function run(args: string[], env: Record<string, string>, cwd: string, nodeArgs: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+/** `channel <args>`; `nodeArgs` go before the script. */
+const run = (args: string[], env: Record<string, string>, cwd: string, nodeArgs: string[] = []) => runChannel(args, env, cwd, { nodeArgs, timeoutMs: 60_000 });
 
 /**
  * Preloaded with `node --require`: records every module request (`Module._load`) and, at exit, every loaded file
@@ -64,23 +56,18 @@ async function filesUnder(dir: string): Promise<string[]> {
 
 describe("client: channel CLI", function () {
   this.timeout(120_000);
+  let fx: CliFixture | undefined;
   let srv: TestServer;
-  let snap: string;
   let cwd: string;
   let env: Record<string, string>;
 
   before(async function () {
-    snap = await snapshot();
-    srv = await startTestServer();
-    await mintUsdc(srv.token, chainClients(PAYER).address, 100_000_000n);
-    cwd = await fs.mkdtemp(path.join(os.tmpdir(), "channel-cli-"));
-    env = { CHANNEL_PRIVATE_KEY: chainClients(PAYER).key, RPC_URL: srv.rpcUrl, CHANNEL_STATE_DIR: path.join(cwd, "state") };
+    fx = await openCliFixture({ payer: PAYER, mint: 100_000_000n, prefix: "channel-cli-", env: (dir) => ({ CHANNEL_STATE_DIR: path.join(dir, "state") }) });
+    ({ srv, cwd, env } = fx);
   });
 
   after(async function () {
-    await srv?.close();
-    if (snap) await revertTo(snap);
-    if (cwd) await fs.rm(cwd, { recursive: true, force: true });
+    await closeCliFixture(fx);
   });
 
   it("prints usage for --help (exit 0)", async function () {

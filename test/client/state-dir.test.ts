@@ -6,32 +6,25 @@
  * A state directory or session key file that others may write, or that another user owns, is refused.
  */
 import { expect } from "chai";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { channelEscrowAbi } from "@paychan/protocol";
 import { ClientError, FileStore, LOCK_FILE } from "@paychan/client";
-import { startTestServer, type TestServer } from "../helpers/server";
-import { chainClients, mintUsdc } from "../helpers/client";
-import { snapshot, revertTo } from "../helpers/chain";
-import { REPO_ROOT, TS_NODE_ARGS, compiledEnv } from "../helpers/process";
+import type { TestServer } from "../helpers/server";
+import { closeCliFixture, openCliFixture, runChannel, type CliFixture } from "../helpers/cli";
+import { chainClients } from "../helpers/client";
+import { REPO_ROOT, TS_NODE_ARGS } from "../helpers/process";
 import { generatePrivateKey, privateKeyToAddress } from "viem/accounts";
 
-const BIN = path.resolve(__dirname, "..", "..", "client", "bin", "channel.js");
 const PAYER = 16;
 const ROUNDS = 8;
 /** Lock races: processes contending for one fresh directory per round, all released at the same instant. */
 const LOCKERS = 3;
 const LOCK_ROUNDS = 150;
 
-function runCli(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const runCli = (args: string[], env: Record<string, string>, cwd: string) => runChannel(args, env, cwd);
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   try {
@@ -105,22 +98,17 @@ async function liveProcess(): Promise<{ pid: number; stop: () => Promise<void> }
 
 describe("client: one state directory, two processes (issue 17)", function () {
   this.timeout(300_000);
+  let fx: CliFixture | undefined;
   let srv: TestServer;
-  let snap: string;
   let cwd: string;
   let env: Record<string, string>;
 
   before(async function () {
-    snap = await snapshot();
-    srv = await startTestServer();
-    await mintUsdc(srv.token, chainClients(PAYER).address, 1_000_000_000n);
-    cwd = await fs.mkdtemp(path.join(os.tmpdir(), "channel-two-"));
-    env = { CHANNEL_PRIVATE_KEY: chainClients(PAYER).key, RPC_URL: srv.rpcUrl, CHANNEL_DEPLOYMENTS_DIR: path.join(cwd, "no-deployments") };
+    fx = await openCliFixture({ payer: PAYER, mint: 1_000_000_000n, prefix: "channel-two-", env: (dir) => ({ CHANNEL_DEPLOYMENTS_DIR: path.join(dir, "no-deployments") }) });
+    ({ srv, cwd, env } = fx);
   });
   after(async function () {
-    await srv?.close();
-    if (snap) await revertTo(snap);
-    if (cwd) await fs.rm(cwd, { recursive: true, force: true });
+    await closeCliFixture(fx);
   });
 
   it(`two first uses at the same instant, ${ROUNDS} times: one session key, never lost; every channel on chain is in the state`, async function () {

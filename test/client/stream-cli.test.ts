@@ -4,51 +4,32 @@
  * receipt. Runs client/dist (build first: `node scripts/build.js`).
  */
 import { expect } from "chai";
-import { execFile } from "node:child_process";
-import { promises as fs } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { chatToken } from "@paychan/demo";
-import { startTestServer, type TestServer } from "../helpers/server";
-import { chainClients, mintUsdc } from "../helpers/client";
-import { snapshot, revertTo } from "../helpers/chain";
-import { compiledEnv } from "../helpers/process";
+import type { TestServer } from "../helpers/server";
+import { closeCliFixture, openCliFixture, runChannel, type CliFixture } from "../helpers/cli";
 
-const BIN = path.resolve(__dirname, "..", "..", "client", "bin", "channel.js");
 const PAYER = 16;
-
-function run(args: string[], env: Record<string, string>, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...compiledEnv(), ...env }, cwd, timeout: 120_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 describe("client: channel call of a paid stream (POST /v1/chat)", function () {
   this.timeout(240_000);
+  let fx: CliFixture | undefined;
   let srv: TestServer;
-  let snap: string;
   let cwd: string;
   let env: Record<string, string>;
 
   before(async function () {
-    snap = await snapshot();
-    srv = await startTestServer();
-    await mintUsdc(srv.token, chainClients(PAYER).address, 100_000_000n);
-    cwd = await fs.mkdtemp(path.join(os.tmpdir(), "channel-stream-cli-"));
-    env = { CHANNEL_PRIVATE_KEY: chainClients(PAYER).key, RPC_URL: srv.rpcUrl, CHANNEL_STATE_DIR: path.join(cwd, "state") };
+    fx = await openCliFixture({ payer: PAYER, mint: 100_000_000n, prefix: "channel-stream-cli-", env: (dir) => ({ CHANNEL_STATE_DIR: path.join(dir, "state") }) });
+    ({ srv, cwd, env } = fx);
   });
 
   after(async function () {
-    await srv?.close();
-    if (snap) await revertTo(snap);
-    if (cwd) await fs.rm(cwd, { recursive: true, force: true });
+    await closeCliFixture(fx);
   });
 
   it("10,000 tokens printed in order on stdout, the charge (0.1 USDC, the receipt's spent) and the top-ups on stderr", async function () {
     const body = JSON.stringify({ prompt: "from the cli", max_tokens: 10_000 });
-    const r = await run(["call", `${srv.url}/v1/chat`, "-d", body, "--max-request-spend", "0.2"], env, cwd);
+    const r = await runChannel(["call", `${srv.url}/v1/chat`, "-d", body, "--max-request-spend", "0.2"], env, cwd);
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.split("\n").filter((l) => l.length > 0);
     expect(lines.length).to.equal(10_000);
@@ -61,7 +42,7 @@ describe("client: channel call of a paid stream (POST /v1/chat)", function () {
 
   it("without --max-request-spend (default max-price 0.01 = the initial reservation) the stream ends cleanly at the reservation, the charge printed", async function () {
     const body = JSON.stringify({ prompt: "capped", max_tokens: 3_000 });
-    const r = await run(["call", `${srv.url}/v1/chat`, "-d", body], env, cwd);
+    const r = await runChannel(["call", `${srv.url}/v1/chat`, "-d", body], env, cwd);
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.split("\n").filter((l) => l.length > 0);
     expect(lines.length).to.equal(1_000); // 0.01 USDC / 0.00001 per token
