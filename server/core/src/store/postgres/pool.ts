@@ -129,9 +129,9 @@ export function pgClientConfig(url: string, s: PgPoolSettings, extraOptions: str
   } as pg.ClientConfig;
 }
 
-/** Creates a pool of `max` connections (see {@link pgClientConfig} for the session settings; `extraOptions` are added). */
-export function createPgPool(url: string, s: PgPoolSettings, max = s.max, extraOptions: string[] = []): pg.Pool {
-  const pool = new pg.Pool({ ...pgClientConfig(url, s, extraOptions), max, idleTimeoutMillis: s.idleTimeoutMs } as pg.PoolConfig);
+/** Creates a pool of `max` connections (see {@link pgClientConfig} for the session settings). */
+export function createPgPool(url: string, s: PgPoolSettings, max = s.max): pg.Pool {
+  const pool = new pg.Pool({ ...pgClientConfig(url, s), max, idleTimeoutMillis: s.idleTimeoutMs } as pg.PoolConfig);
   // An idle client losing its connection (server restart, network) must not crash the process; the pool drops it.
   pool.on("error", () => undefined);
   return pool;

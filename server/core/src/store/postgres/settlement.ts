@@ -206,7 +206,10 @@ export interface PgSettlementHost {
   /** A new connection outside the pool, with the store's session settings; the caller ends it. */
   dedicatedClient(extraOptions?: string[]): pg.Client;
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
-  /** Tells the channel store these rows are being changed here (its accepts then lock them rather than guess). */
+  /**
+   * Tells the channel store these rows are being changed here (its accepts then lock them rather than guess); said
+   * before the write and again after its transaction.
+   */
   forgetChannels?(ids: Iterable<string>): void;
 }
 
@@ -395,6 +398,7 @@ export class PgSettlementStore implements SettlementStore {
   }
 
   async confirmTx(id: number, conf: SettlementConfirmation): Promise<SettlementTx | null> {
+    let touched: string[] = [];
     return this.store.transaction(async (c) => {
       const row = (await c.query<TxRow>(SQL.lockTx, [id])).rows[0];
       if (!row || !OPEN.includes(row.status as SettlementTxStatus)) return null;
@@ -427,7 +431,7 @@ export class PgSettlementStore implements SettlementStore {
         if (s !== null && it.status !== "skipped" && s > (raise.get(it.channelId) ?? -1n)) raise.set(it.channelId, s);
         if (it.status === "closed") closed.add(it.channelId);
       }
-      const touched = [...new Set([...raise.keys(), ...closed])].sort();
+      touched = [...new Set([...raise.keys(), ...closed])].sort();
       if (touched.length) {
         this.store.forgetChannels?.(touched);
         await c.query(SQL.lockChannels, [touched]);
@@ -440,7 +444,7 @@ export class PgSettlementStore implements SettlementStore {
       // An item the receipt said nothing about cannot have landed: it is free again.
       await c.query(SQL.finishItems, ["dropped", id]);
       return this.loadOne(c, id);
-    });
+    }).finally(() => touched.length && this.store.forgetChannels?.(touched));
   }
 
   async openTxs(): Promise<SettlementTx[]> {

@@ -543,14 +543,16 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
 
   async expireReservations(before: number): Promise<number> {
     this.check();
+    let expired: string[] = [];
     return this.tx(async (c) => {
       const ids = [...new Set((await c.query<{ channel_id: string }>(q("expiredReservations", [before]))).rows.map((r) => r.channel_id))];
       if (ids.length === 0) return { value: 0, commit: false };
+      expired = ids;
       this.rowCache.forget(ids);
       await c.query(q("lockMany", [ids]));
       const n = (await c.query<{ n: string }>(q("expireReservations", [ids, before, Date.now()]))).rows[0].n;
       return { value: Number(n), commit: true };
-    });
+    }).finally(() => this.rowCache.forget(expired));
   }
 
   async applyChainSnapshots(snapshots: readonly ChainChannel[], cursor?: EventCursor, options?: { force?: boolean }): Promise<void> {
@@ -570,6 +572,8 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       return;
     }
     // The rows change under the accepts' feet: their next batches take the locking path (a guess would only fail).
+    // Forgotten before (no batch plans on them meanwhile) and after (a locking batch that read them first reports
+    // an older row, which overlaps this forget and is dropped).
     this.rowCache.forget(byId.keys());
     await this.tx(async (c) => {
       const ids = list.map(([id]) => id);
@@ -593,12 +597,12 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
       if (present > 0 && finalized.length) await c.query(PRUNE_FINALIZED_SQL, [finalized]);
       if (cursorParams) await c.query(q("setCursor", cursorParams));
       return { value: undefined, commit: true };
-    });
+    }).finally(() => this.rowCache.forget(byId.keys()));
   }
 
   async requestCooperativeClose(chain: ChainChannel, at: number, signature?: Hex): Promise<StoredChannel> {
     this.check();
-    this.rowCache.forget([chain.channelId]);
+    const since = this.rowCache.clock();
     const r = await this.pool.query<PgChannelRow>(
       q("coopClose", [
         ...chainColumns(lower(chain.channelId), chain),
@@ -607,12 +611,13 @@ export class PostgresStore implements ChannelStore, SettlementStoreProvider, Exa
         signature ? lower(signature) : null,
       ]),
     );
-    return pgRowToChannel(r.rows[0]);
+    return this.observed(r.rows[0], since);
   }
 
   /**
    * Tells the accepts' row cache that other statements of this process are changing these channels (the stream
-   * and settlement stores): their next accept batches lock and read the rows rather than guess.
+   * and settlement stores, before their transaction and again after it): their next accept batches lock and read
+   * the rows rather than guess.
    */
   forgetChannels(ids: Iterable<string>): void {
     this.rowCache.forget(ids);

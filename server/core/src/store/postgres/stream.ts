@@ -16,7 +16,10 @@ export interface PgStreamHost {
   readonly pool: pg.Pool;
   check(): void;
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
-  /** Tells the channel store these rows are being changed here (its accepts then lock them rather than guess). */
+  /**
+   * Tells the channel store these rows are being changed here (its accepts then lock them rather than guess); said
+   * before the transaction and again after it.
+   */
   forgetChannels?(ids: Iterable<string>): void;
 }
 
@@ -107,6 +110,8 @@ export class PgStreamStore implements StreamStore {
     } catch (e) {
       if (e instanceof Refused) return e.result;
       throw e;
+    } finally {
+      this.store.forgetChannels?.([id]);
     }
   }
 
@@ -119,6 +124,15 @@ export class PgStreamStore implements StreamStore {
     if (due.rows.length === 0) return [];
     const ids = due.rows.map((r) => r.channel_id);
     this.store.forgetChannels?.(ids);
+    try {
+      return await this.sweepLocked(ids, now);
+    } finally {
+      this.store.forgetChannels?.(ids);
+    }
+  }
+
+  /** The sweep's transaction on channels `ids` (see {@link sweep}). */
+  private sweepLocked(ids: string[], now: number): Promise<StreamReservation[]> {
     return this.store.transaction(async (c) => {
       await c.query("SELECT channel_id FROM channels WHERE channel_id = ANY($1::text[]) ORDER BY channel_id FOR UPDATE", [ids]);
       const gone = await c.query<ResRow>(
